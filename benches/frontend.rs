@@ -1,0 +1,123 @@
+//! Speed of the audio frontend: `cargo bench --bench frontend`.
+//!
+//! Prints, on one thread:
+//! - log-mel of one 30 s window (80 and 128 bins), median of repeated runs;
+//! - decode + downmix + resample to 16 kHz of about 60 s of 44.1 kHz stereo flac and mp3;
+//!
+//! with realtime factors. Reference figures for the log-mel of one window, measured on this
+//! project's 2-core machines: OpenAI's torch implementation about 8.6 ms on two threads,
+//! faster-whisper's numpy one 16-23 ms, Hugging Face's numpy one 42-79 ms.
+//!
+//! The flac input is `../shared/reference/audio/jfk.flac` (11 s, 44.1 kHz stereo 24-bit,
+//! or `$AMANUENSIS_REFERENCE/audio/jfk.flac`), the mp3 one the repository's own
+//! `tests/data/speech-44k1-stereo.mp3` (9.4 s, 44.1 kHz stereo, 128 kbit/s); each is decoded
+//! as many times as it takes to reach 60 s.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use amanuensis::audio::{AudioStream, Decoder, Input, LogMel, N_SAMPLES, SAMPLE_RATE};
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn bench_log_mel(n_mels: usize) {
+    // 30 s of deterministic broadband noise with a speech-like level.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let samples: Vec<f32> = (0..N_SAMPLES)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
+        })
+        .collect();
+    let mel = LogMel::new(n_mels);
+    let mut out = vec![0.0; mel.window_len()];
+    for _ in 0..5 {
+        mel.compute_into(&samples, &mut out);
+    }
+    let times: Vec<Duration> = (0..60)
+        .map(|_| {
+            let t = Instant::now();
+            mel.compute_into(&samples, &mut out);
+            t.elapsed()
+        })
+        .collect();
+    let ms = median(times).as_secs_f64() * 1e3;
+    println!(
+        "log-mel, one 30 s window, {n_mels:>3} bins, 1 thread: {ms:6.2} ms  ({:>6.0}x realtime; \
+         OpenAI torch 8.6 ms on 2 threads: {:.1}x)",
+        30e3 / ms,
+        8.6 / ms
+    );
+}
+
+/// Decodes `path` repeatedly until `seconds` of audio went through decode and resample;
+/// returns (decode-only time, decode+resample time, audio seconds).
+fn bench_decode(path: &Path, seconds: f64) -> (Duration, Duration, f64) {
+    let input = Input::Path(path.to_path_buf());
+    let mut audio_seconds = 0.0;
+    let mut decode_only = Duration::ZERO;
+    let mut full = Duration::ZERO;
+    let mut buf = Vec::new();
+    while audio_seconds < seconds {
+        let t = Instant::now();
+        let mut decoder = Decoder::open(&input).expect("bench input decodes");
+        while decoder.decode_next(&mut buf).expect("bench input decodes") {
+            buf.clear();
+        }
+        decode_only += t.elapsed();
+
+        let t = Instant::now();
+        let mut stream = AudioStream::open(&input).expect("bench input decodes");
+        while stream.next_window().expect("bench input decodes").is_some() {}
+        full += t.elapsed();
+        audio_seconds += stream.seconds();
+    }
+    (decode_only, full, audio_seconds)
+}
+
+fn reference_dir() -> PathBuf {
+    std::env::var_os("AMANUENSIS_REFERENCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference"))
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build_global()
+        .ok();
+    println!("amanuensis frontend benchmark (release build, one thread)");
+    bench_log_mel(80);
+    bench_log_mel(128);
+
+    let flac = reference_dir().join("audio/jfk.flac");
+    let mp3 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/speech-44k1-stereo.mp3");
+    for (label, path) in [
+        ("flac 44.1 kHz stereo 24-bit", flac),
+        ("mp3 44.1 kHz stereo", mp3),
+    ] {
+        if !path.is_file() {
+            eprintln!("cannot benchmark {label}: {} is missing", path.display());
+            std::process::exit(1);
+        }
+        let (decode, full, secs) = bench_decode(&path, 60.0);
+        let resample = full.saturating_sub(decode);
+        println!(
+            "decode+resample {label}, {secs:.1} s -> {} Hz mono: {:7.1} ms ({:5.0}x realtime; \
+             decode {:.1} ms, resample {:.1} ms)",
+            SAMPLE_RATE,
+            full.as_secs_f64() * 1e3,
+            secs / full.as_secs_f64(),
+            decode.as_secs_f64() * 1e3,
+            resample.as_secs_f64() * 1e3,
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! amanuensis: Whisper encoders on AMD Ryzen AI NPUs through tract.
+//!
+//! This crate holds the audio frontend (decode, mix, resample, Whisper's log-mel
+//! spectrogram) and the pieces the `amanuensis` command line is built from.
+
+pub mod audio;
+pub mod npy;

@@ -4,4 +4,5 @@
 //! spectrogram) and the pieces the `amanuensis` command line is built from.
 
 pub mod audio;
+pub mod model;
 pub mod npy;

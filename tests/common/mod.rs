@@ -23,7 +23,7 @@ pub fn reference_dir() -> PathBuf {
 pub fn reference(path: &str) -> PathBuf {
     let path = reference_dir().join(path);
     assert!(
-        path.is_file(),
+        path.exists(),
         "reference file {} is missing",
         path.display()
     );

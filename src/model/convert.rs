@@ -1,0 +1,236 @@
+//! `models convert --from-ct2`: a CTranslate2 Whisper checkpoint to an optimum-layout ONNX
+//! model directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use super::WhisperDims;
+use super::ct2::{Ct2Error, Ct2Model};
+use super::export::build_encoder;
+
+/// Decoder dimensions, needed for `config.json` (and by the decoder export).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecoderDims {
+    /// Vocabulary size.
+    pub n_vocab: usize,
+    /// Decoder positions (448).
+    pub n_text_ctx: usize,
+    /// Decoder layers.
+    pub n_layers: usize,
+    /// Decoder attention heads.
+    pub n_heads: usize,
+}
+
+/// Reads the encoder's dimensions off a Whisper checkpoint's variables.
+pub fn ct2_encoder_dims(ct2: &Ct2Model) -> Result<WhisperDims, Ct2Error> {
+    if ct2.spec != "WhisperSpec" {
+        return Err(Ct2Error::Format {
+            path: ct2.path().to_path_buf(),
+            detail: format!("a {} checkpoint, not a Whisper one", ct2.spec),
+        });
+    }
+    let conv1 = ct2.shape("encoder/conv1/weight")?.to_vec();
+    let [d_model, n_mels, 3] = conv1[..] else {
+        return Err(Ct2Error::Shape {
+            path: ct2.path().to_path_buf(),
+            name: "encoder/conv1/weight".into(),
+            got: conv1,
+            expected: vec![0, 0, 3],
+        });
+    };
+    let n_audio_ctx = ct2.shape("encoder/position_encodings/encodings")?[0];
+    let n_layers = (0..)
+        .take_while(|i| {
+            ct2.get(&format!("encoder/layer_{i}/ffn/linear_0/weight"))
+                .is_some()
+        })
+        .count();
+    let n_ffn = ct2.shape("encoder/layer_0/ffn/linear_0/weight")?[0];
+    // Every Whisper size has 64-wide heads; older converters did not store the count.
+    let n_heads = ct2
+        .scalar("encoder/num_heads")
+        .map(|h| h as usize)
+        .unwrap_or(d_model / 64);
+    Ok(WhisperDims {
+        n_mels,
+        n_audio_ctx,
+        d_model,
+        n_heads,
+        n_layers,
+        n_ffn,
+    })
+}
+
+/// Reads the decoder's dimensions off a Whisper checkpoint's variables.
+pub fn ct2_decoder_dims(ct2: &Ct2Model) -> Result<DecoderDims, Ct2Error> {
+    let emb = ct2.shape("decoder/embeddings/weight")?;
+    let n_vocab = emb[0];
+    let d_model = emb[1];
+    let n_text_ctx = ct2.shape("decoder/position_encodings/encodings")?[0];
+    let n_layers = (0..)
+        .take_while(|i| {
+            ct2.get(&format!("decoder/layer_{i}/ffn/linear_0/weight"))
+                .is_some()
+        })
+        .count();
+    let n_heads = ct2
+        .scalar("decoder/num_heads")
+        .map(|h| h as usize)
+        .unwrap_or(d_model / 64);
+    Ok(DecoderDims {
+        n_vocab,
+        n_text_ctx,
+        n_layers,
+        n_heads,
+    })
+}
+
+/// What a conversion produced.
+#[derive(Debug, Clone)]
+pub struct Converted {
+    /// The output directory.
+    pub dir: PathBuf,
+    /// The encoder's dimensions.
+    pub dims: WhisperDims,
+}
+
+/// Converts the CTranslate2 checkpoint in `src` (a directory with `model.bin`, `config.json`
+/// and `tokenizer.json`, as faster-whisper ships them) into an optimum-layout directory `out`
+/// holding `encoder_model.onnx`, `config.json`, `preprocessor_config.json` and
+/// `tokenizer.json`.
+///
+/// The work happens in a temporary directory beside `out`, renamed to `out` only once every
+/// file is written: an interrupted conversion leaves nothing that looks complete.
+pub fn convert_ct2(src: &Path, out: &Path) -> Result<Converted> {
+    if out.exists() {
+        bail!(
+            "{} already exists: remove it or choose another output directory",
+            out.display()
+        );
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let ct2 = Ct2Model::open(src)?;
+    let dims = ct2_encoder_dims(&ct2)?;
+    let decoder = ct2_decoder_dims(&ct2)?;
+    let src_dir = if src.is_dir() {
+        src.to_path_buf()
+    } else {
+        src.parent().unwrap_or(Path::new(".")).to_path_buf()
+    };
+
+    let tmp = tempfile::Builder::new()
+        .prefix(".amanuensis-convert-")
+        .tempdir_in(&parent)
+        .with_context(|| {
+            format!(
+                "cannot create a temporary directory in {}",
+                parent.display()
+            )
+        })?;
+    let graph = build_encoder(&ct2, &dims)?;
+    let metadata = [
+        (
+            "source",
+            format!("CTranslate2 {} revision {}", ct2.spec, ct2.revision),
+        ),
+        ("dims", serde_json::to_string(&dims)?),
+    ];
+    graph
+        .write(
+            &tmp.path().join("encoder_model.onnx"),
+            "amanuensis",
+            &metadata,
+        )
+        .context("cannot write encoder_model.onnx")?;
+
+    let ct2_config: serde_json::Value = std::fs::read(src_dir.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(json!({}));
+    let config = hf_config(&dims, &decoder, &ct2_config);
+    std::fs::write(
+        tmp.path().join("config.json"),
+        serde_json::to_vec_pretty(&config)?,
+    )?;
+    let preprocessor = json!({
+        "chunk_length": 30,
+        "feature_extractor_type": "WhisperFeatureExtractor",
+        "feature_size": dims.n_mels,
+        "hop_length": crate::audio::HOP_LENGTH,
+        "n_fft": crate::audio::N_FFT,
+        "n_samples": crate::audio::N_SAMPLES,
+        "nb_max_frames": crate::audio::N_FRAMES,
+        "padding_side": "right",
+        "padding_value": 0.0,
+        "processor_class": "WhisperProcessor",
+        "return_attention_mask": false,
+        "sampling_rate": crate::audio::SAMPLE_RATE,
+    });
+    std::fs::write(
+        tmp.path().join("preprocessor_config.json"),
+        serde_json::to_vec_pretty(&preprocessor)?,
+    )?;
+    for name in ["tokenizer.json", "vocabulary.txt", "vocabulary.json"] {
+        let from = src_dir.join(name);
+        if from.is_file() {
+            std::fs::copy(&from, tmp.path().join(name))
+                .with_context(|| format!("cannot copy {}", from.display()))?;
+        }
+    }
+    let tmp = tmp.keep();
+    std::fs::rename(&tmp, out).with_context(|| {
+        let _ = std::fs::remove_dir_all(&tmp);
+        format!("cannot move the converted model to {}", out.display())
+    })?;
+    Ok(Converted {
+        dir: out.to_path_buf(),
+        dims,
+    })
+}
+
+/// A Hugging Face `config.json` for the converted model, with the generation settings that
+/// CTranslate2 keeps in its own `config.json` carried over.
+fn hf_config(dims: &WhisperDims, dec: &DecoderDims, ct2: &serde_json::Value) -> serde_json::Value {
+    let english_only = dec.n_vocab == 51864;
+    let mut config = json!({
+        "architectures": ["WhisperForConditionalGeneration"],
+        "model_type": "whisper",
+        "activation_function": "gelu",
+        "num_mel_bins": dims.n_mels,
+        "d_model": dims.d_model,
+        "encoder_layers": dims.n_layers,
+        "encoder_attention_heads": dims.n_heads,
+        "encoder_ffn_dim": dims.n_ffn,
+        "max_source_positions": dims.n_audio_ctx,
+        "decoder_layers": dec.n_layers,
+        "decoder_attention_heads": dec.n_heads,
+        "decoder_ffn_dim": dims.n_ffn,
+        "max_target_positions": dec.n_text_ctx,
+        "vocab_size": dec.n_vocab,
+        "num_hidden_layers": dims.n_layers,
+        "scale_embedding": false,
+        "bos_token_id": 50257,
+        "eos_token_id": 50256,
+        "pad_token_id": 50256,
+        "decoder_start_token_id": if english_only { 50257 } else { 50258 },
+        "begin_suppress_tokens": ct2.get("suppress_ids_begin").cloned().unwrap_or(json!([220, 50256])),
+        "is_multilingual": !english_only,
+    });
+    for (from, to) in [
+        ("suppress_ids", "suppress_tokens"),
+        ("alignment_heads", "alignment_heads"),
+        ("lang_ids", "lang_ids"),
+    ] {
+        if let Some(v) = ct2.get(from) {
+            config[to] = v.clone();
+        }
+    }
+    config
+}

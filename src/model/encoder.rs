@@ -1,0 +1,373 @@
+//! A Whisper encoder in tract: loaded once, planned once per input shape, run per window.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tract_linalg::multithread::Executor;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::runtime::RunOptions;
+use tract_onnx::tract_core::transform::get_transform;
+use tract_onnx::tract_hir::infer::Factoid;
+
+use super::{ModelFiles, WhisperDims, locate};
+use crate::audio::N_FRAMES;
+
+/// Why an encoder cannot be loaded or run. Messages name the file and, when there is one, the
+/// fix.
+#[derive(Debug, thiserror::Error)]
+pub enum EncoderError {
+    /// Nothing at the given path.
+    #[error("{path}: no such file or directory")]
+    NotFound {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A directory without an encoder graph.
+    #[error(
+        "{dir}: no encoder found (looked for encoder_model.onnx, encoder_model_fp16.onnx and \
+         encoder.onnx, also under onnx/); pass the .onnx file itself, or a directory exported \
+         with `optimum-cli export onnx --model openai/whisper-... DIR`"
+    )]
+    NoEncoderInDirectory {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The file is not an ONNX model.
+    #[error("{path}: not an ONNX model ({detail})")]
+    NotOnnx {
+        /// The file.
+        path: PathBuf,
+        /// What tract or the reader found.
+        detail: String,
+    },
+    /// An ONNX model, but not a Whisper encoder.
+    #[error("{path}: not a Whisper encoder: {detail}")]
+    NotAnEncoder {
+        /// The file.
+        path: PathBuf,
+        /// What the graph looks like instead.
+        detail: String,
+    },
+    /// The mel input does not fit the model.
+    #[error(
+        "this encoder expects {expected} mel bins ({family} family), the frontend produced {got}"
+    )]
+    MelMismatch {
+        /// Bins the encoder takes.
+        expected: usize,
+        /// Bins given.
+        got: usize,
+        /// The model family that takes `expected` bins.
+        family: &'static str,
+    },
+    /// tract failed to analyse, optimise or run the graph.
+    #[error("{path}: {stage}: {detail}")]
+    Tract {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        stage: &'static str,
+        /// tract's error chain.
+        detail: String,
+    },
+}
+
+/// How to build the encoder's plan.
+#[derive(Debug, Clone)]
+pub struct EncoderOptions {
+    /// Threads of tract's matrix-multiplication executor.
+    pub threads: usize,
+}
+
+impl Default for EncoderOptions {
+    fn default() -> Self {
+        EncoderOptions {
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        }
+    }
+}
+
+/// A Whisper encoder ready to run: tract's optimised plan for one `[1, n_mels, 3000]` window,
+/// built once and reused for every window.
+pub struct Encoder {
+    files: ModelFiles,
+    dims: WhisperDims,
+    plan: Arc<TypedRunnableModel>,
+    load_time: Duration,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("files", &self.files)
+            .field("dims", &self.dims)
+            .finish()
+    }
+}
+
+fn chain(err: &anyhow::Error) -> String {
+    format!("{err:#}")
+}
+
+/// Hugging Face `config.json` fields that describe the encoder.
+#[derive(Debug, Default, serde::Deserialize)]
+struct HfConfig {
+    num_mel_bins: Option<usize>,
+    d_model: Option<usize>,
+    encoder_attention_heads: Option<usize>,
+    encoder_layers: Option<usize>,
+    encoder_ffn_dim: Option<usize>,
+    model_type: Option<String>,
+}
+
+impl Encoder {
+    /// Loads the encoder of the model at `path` (an `.onnx` file or a model directory).
+    pub fn load(path: &Path, options: &EncoderOptions) -> Result<Encoder, EncoderError> {
+        let files = locate(path)?;
+        Encoder::load_files(files, options)
+    }
+
+    /// Loads the encoder of located model files.
+    pub fn load_files(
+        files: ModelFiles,
+        options: &EncoderOptions,
+    ) -> Result<Encoder, EncoderError> {
+        let started = Instant::now();
+        let path = files.encoder.clone();
+        let config: HfConfig = match &files.config {
+            Some(p) => std::fs::read(p)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default(),
+            None => HfConfig::default(),
+        };
+        if config.model_type.as_deref().is_some_and(|t| t != "whisper") {
+            return Err(EncoderError::NotAnEncoder {
+                path,
+                detail: format!(
+                    "config.json says model_type {:?}",
+                    config.model_type.unwrap_or_default()
+                ),
+            });
+        }
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if len == 0 {
+            return Err(EncoderError::NotOnnx {
+                path,
+                detail: "the file is empty".into(),
+            });
+        }
+        let mut model =
+            tract_onnx::onnx()
+                .model_for_path(&path)
+                .map_err(|e| EncoderError::NotOnnx {
+                    path: path.clone(),
+                    detail: format!("{}; is the file complete?", chain(&e)),
+                })?;
+
+        let inputs: Vec<(String, InferenceFact)> = model
+            .input_outlets()
+            .map_err(|e| EncoderError::NotOnnx {
+                path: path.clone(),
+                detail: chain(&e),
+            })?
+            .iter()
+            .map(|o| {
+                let node = &model.nodes()[o.node];
+                (
+                    node.name.clone(),
+                    model.outlet_fact(*o).cloned().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let names = inputs
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if inputs.len() != 1 {
+            let decoder = inputs.iter().any(|(n, _)| n.contains("input_ids"));
+            return Err(EncoderError::NotAnEncoder {
+                path,
+                detail: if decoder {
+                    format!("its inputs ({names}) are a decoder's; pass the encoder_model.onnx")
+                } else {
+                    format!(
+                        "it has {} inputs ({names}), a Whisper encoder has one",
+                        inputs.len()
+                    )
+                },
+            });
+        }
+        let (input_name, fact) = &inputs[0];
+        let dt = fact.datum_type.concretize().unwrap_or(f32::datum_type());
+        if !dt.is_float() {
+            return Err(EncoderError::NotAnEncoder {
+                path,
+                detail: format!("its input {input_name} is {dt:?}, a mel spectrogram is float"),
+            });
+        }
+        let rank = fact.shape.rank().concretize();
+        if rank.is_some_and(|r| r != 3) {
+            return Err(EncoderError::NotAnEncoder {
+                path,
+                detail: format!(
+                    "its input {input_name} has rank {}, a mel input is [batch, n_mels, frames]",
+                    rank.unwrap_or(0)
+                ),
+            });
+        }
+        let declared_mels = fact
+            .shape
+            .dims()
+            .nth(1)
+            .and_then(|d| d.concretize())
+            .and_then(|d| d.to_i64().ok())
+            .map(|d| d as usize);
+        let n_mels = declared_mels.or(config.num_mel_bins).unwrap_or(80);
+
+        let tract = |stage: &'static str, e: anyhow::Error| EncoderError::Tract {
+            path: path.clone(),
+            stage,
+            detail: chain(&e),
+        };
+        model
+            .set_input_fact(0, InferenceFact::dt_shape(dt, tvec![1, n_mels, N_FRAMES]))
+            .map_err(|e| tract("setting the input shape", e))?;
+        let mut typed = model
+            .into_typed()
+            .map_err(|e| tract("analysing the graph", e))?;
+        if dt == f16::datum_type()
+            || typed.nodes().iter().any(|n| {
+                n.outputs
+                    .iter()
+                    .any(|o| o.fact.datum_type == f16::datum_type())
+            })
+        {
+            get_transform("f16_to_f32")
+                .map_err(|e| tract("converting float16 to float32", e))?
+                .expect("tract registers f16_to_f32")
+                .transform(&mut typed)
+                .map_err(|e| tract("converting float16 to float32", e))?;
+        }
+        let typed = typed
+            .into_decluttered()
+            .map_err(|e| tract("decluttering", e))?;
+        let output = typed
+            .output_fact(0)
+            .map_err(|e| tract("reading the output", e))?;
+        let out_shape: Option<Vec<usize>> = output.shape.as_concrete().map(|s| s.to_vec());
+        let Some([1, n_ctx, d_model]) = out_shape
+            .as_deref()
+            .and_then(|s| <[usize; 3]>::try_from(s).ok())
+        else {
+            return Err(EncoderError::NotAnEncoder {
+                path,
+                detail: format!(
+                    "its output is {:?}, a Whisper encoder gives [1, 1500, d_model]",
+                    output.shape
+                ),
+            });
+        };
+        let softmaxes = typed
+            .nodes()
+            .iter()
+            .filter(|n| n.op.name().to_lowercase().contains("softmax"))
+            .count();
+        let n_layers = config.encoder_layers.unwrap_or(softmaxes);
+        let dims = WhisperDims {
+            n_mels,
+            n_audio_ctx: n_ctx,
+            d_model,
+            n_heads: config.encoder_attention_heads.unwrap_or(d_model / 64),
+            n_layers,
+            n_ffn: config.encoder_ffn_dim.unwrap_or(4 * d_model),
+        };
+        if let Some(d) = config.d_model.filter(|&d| d != d_model) {
+            return Err(EncoderError::NotAnEncoder {
+                path,
+                detail: format!("config.json says d_model {d}, the graph's output has {d_model}"),
+            });
+        }
+
+        let optimized = typed.into_optimized().map_err(|e| tract("optimising", e))?;
+        let executor = if options.threads > 1 {
+            Executor::multithread(options.threads)
+        } else {
+            Executor::SingleThread
+        };
+        let plan = TypedSimplePlan::new_with_options(
+            optimized,
+            &RunOptions {
+                executor: Some(executor),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| tract("planning", e))?;
+        Ok(Encoder {
+            files,
+            dims,
+            plan,
+            load_time: started.elapsed(),
+        })
+    }
+
+    /// The model's files.
+    pub fn files(&self) -> &ModelFiles {
+        &self.files
+    }
+
+    /// The model's dimensions.
+    pub fn dims(&self) -> &WhisperDims {
+        &self.dims
+    }
+
+    /// Time spent loading and planning.
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+
+    /// tract's optimised model behind the plan.
+    pub fn model(&self) -> &TypedModel {
+        self.plan.model()
+    }
+
+    /// Encodes one window's log-mel spectrogram (`[n_mels, 3000]`, row-major) into
+    /// `[1500, d_model]` features.
+    pub fn encode(&self, mel: &[f32]) -> Result<Vec<f32>, EncoderError> {
+        let n_mels = mel.len() / N_FRAMES;
+        if n_mels != self.dims.n_mels || !mel.len().is_multiple_of(N_FRAMES) {
+            return Err(EncoderError::MelMismatch {
+                expected: self.dims.n_mels,
+                got: n_mels,
+                family: self.dims.family(),
+            });
+        }
+        let path = &self.files.encoder;
+        let input =
+            Tensor::from_shape(&[1, n_mels, N_FRAMES], mel).map_err(|e| EncoderError::Tract {
+                path: path.clone(),
+                stage: "building the input",
+                detail: chain(&e),
+            })?;
+        let outputs =
+            self.plan
+                .run(tvec![input.into_tvalue()])
+                .map_err(|e| EncoderError::Tract {
+                    path: path.clone(),
+                    stage: "running",
+                    detail: chain(&e),
+                })?;
+        let view = outputs[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| EncoderError::Tract {
+                path: path.clone(),
+                stage: "reading the output",
+                detail: chain(&e),
+            })?;
+        Ok(view.iter().copied().collect())
+    }
+}

@@ -6,16 +6,6 @@ mod common;
 use amanuensis::model::{Encoder, EncoderOptions};
 use common::*;
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
-    for (x, y) in a.iter().zip(b) {
-        ab += *x as f64 * *y as f64;
-        aa += *x as f64 * *x as f64;
-        bb += *y as f64 * *y as f64;
-    }
-    ab / (aa * bb).sqrt()
-}
-
 /// optimum's export of tiny.en in tract, on each of OpenAI's three reference mels.
 /// onnxruntime on the same file reaches about 4e-5 against PyTorch; the bar is 2e-3 and a
 /// cosine of 0.99999.
@@ -40,4 +30,104 @@ fn optimum_tiny_en_matches_pytorch() {
             "{name}: max abs {max:e}, cosine {cos}"
         );
     }
+}
+
+/// From audio/jfk.flac to encoder output through `amanuensis encode`: our decode, resampler
+/// and log-mel, then the encoder, against PyTorch's encoder on OpenAI's own log-mel.
+#[test]
+fn encode_command_from_flac_matches_pytorch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_path = tmp.path().join("jfk.enc.npy");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_amanuensis"))
+        .arg("encode")
+        .arg(reference("audio/jfk.flac"))
+        .arg("--model")
+        .arg(reference("tiny.en"))
+        .args(["--threads", "2", "-o"])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for needle in ["model:", "backend: Cpu", "11.00 s", "realtime"] {
+        assert!(
+            stderr.contains(needle),
+            "the report lacks {needle:?}:\n{stderr}"
+        );
+    }
+    let (shape, ours) = read_npy(&out_path);
+    assert_eq!(shape, [1, 1500, 384]);
+    let (_, expected) = read_npy(&reference("tiny.en/jfk.enc_torch_openai.npy"));
+    let cos = cosine(&ours, &expected);
+    eprintln!(
+        "encode jfk.flac vs PyTorch: cosine {cos:.7}, max abs {:e}",
+        max_abs_diff(&ours, &expected)
+    );
+    assert!(cos >= 0.9999, "cosine {cos}");
+}
+
+#[test]
+fn bad_models_are_refused_with_a_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let load = |p: &std::path::Path| {
+        Encoder::load(p, &EncoderOptions::default())
+            .unwrap_err()
+            .to_string()
+    };
+
+    std::fs::write(dir.join("notes.onnx"), b"hello, these are not protobufs").unwrap();
+    let err = load(&dir.join("notes.onnx"));
+    assert!(
+        err.contains("notes.onnx") && err.contains("not an ONNX model"),
+        "{err}"
+    );
+
+    let bytes = std::fs::read(reference("tiny.en/encoder_model.onnx")).unwrap();
+    std::fs::write(dir.join("cut.onnx"), &bytes[..bytes.len() / 3]).unwrap();
+    let err = load(&dir.join("cut.onnx"));
+    assert!(
+        err.contains("cut.onnx") && err.contains("not an ONNX model"),
+        "{err}"
+    );
+
+    std::fs::create_dir(dir.join("empty_model")).unwrap();
+    let err = load(&dir.join("empty_model"));
+    assert!(err.contains("no encoder found"), "{err}");
+
+    let err = load(&dir.join("absent.onnx"));
+    assert!(err.contains("no such file"), "{err}");
+
+    let encoder = Encoder::load(&reference("tiny.en"), &EncoderOptions { threads: 1 }).unwrap();
+    let err = encoder
+        .encode(&vec![0.0; 128 * 3000])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "this encoder expects 80 mel bins (tiny family), the frontend produced 128"
+    );
+}
+
+#[test]
+fn unknown_catalog_names_list_the_known_ones() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_amanuensis"))
+        .args([
+            "encode",
+            "x.wav",
+            "--model",
+            "huge-v9",
+            "-o",
+            "/tmp/never.npy",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("unknown model \"huge-v9\"")
+            && stderr.contains("tiny.en")
+            && stderr.contains("large-v3"),
+        "{stderr}"
+    );
 }

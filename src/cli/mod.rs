@@ -1,6 +1,8 @@
 //! Subcommands of the `amanuensis` binary, one file each.
 
+mod encode;
 mod mel;
+mod models;
 
 use clap::{Parser, Subcommand};
 
@@ -23,11 +25,15 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Mel(mel::MelArgs),
+    Encode(encode::EncodeArgs),
+    Models(models::ModelsArgs),
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Mel(args) => mel::run(args),
+        Command::Encode(args) => encode::run(args),
+        Command::Models(args) => models::run(args),
     }
 }

@@ -371,3 +371,48 @@ impl Encoder {
         Ok(view.iter().copied().collect())
     }
 }
+
+/// Time spent in one kind of op during a profiled run.
+#[derive(Debug, Clone)]
+pub struct OpTime {
+    /// tract's name of the op.
+    pub op: String,
+    /// Nodes of this op kind in the plan.
+    pub nodes: usize,
+    /// Time spent in them.
+    pub time: Duration,
+}
+
+impl Encoder {
+    /// Runs one window and times every node of the plan, summed by op kind, slowest first.
+    pub fn profile(&self, mel: &[f32]) -> Result<Vec<OpTime>, EncoderError> {
+        use std::collections::HashMap;
+        use tract_onnx::tract_core::plan::eval;
+        let path = self.files.encoder.clone();
+        let fail = |stage: &'static str, e: anyhow::Error| EncoderError::Tract {
+            path: path.clone(),
+            stage,
+            detail: chain(&e),
+        };
+        let input = Tensor::from_shape(&[1, self.dims.n_mels, N_FRAMES], mel)
+            .map_err(|e| fail("building the input", e))?;
+        let mut state = self.plan.spawn().map_err(|e| fail("running", e))?;
+        let mut times: HashMap<String, (usize, Duration)> = HashMap::new();
+        state
+            .run_plan_with_eval(tvec![input.into_tvalue()], |ctx, op_state, node, inputs| {
+                let t = Instant::now();
+                let result = eval(ctx, op_state, node, inputs);
+                let entry = times.entry(node.op().name().to_string()).or_default();
+                entry.0 += 1;
+                entry.1 += t.elapsed();
+                result
+            })
+            .map_err(|e| fail("running", e))?;
+        let mut times: Vec<OpTime> = times
+            .into_iter()
+            .map(|(op, (nodes, time))| OpTime { op, nodes, time })
+            .collect();
+        times.sort_by_key(|t| std::cmp::Reverse(t.time));
+        Ok(times)
+    }
+}

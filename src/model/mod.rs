@@ -1,13 +1,16 @@
 //! Whisper models: the encoder in tract, the dimensions of a model, checkpoints and their
 //! conversion to ONNX.
 
+pub mod catalog;
 pub mod convert;
 pub mod ct2;
 mod encoder;
 pub mod export;
+mod fetch;
 mod layout;
 
-pub use encoder::{Encoder, EncoderError, EncoderOptions};
+pub use encoder::{Encoder, EncoderError, EncoderOptions, OpTime};
+pub use fetch::{fetch, resolve_model};
 pub use layout::{ModelFiles, locate};
 
 /// The dimensions of a Whisper model (the names follow OpenAI's `ModelDimensions`).

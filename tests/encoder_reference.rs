@@ -131,3 +131,26 @@ fn unknown_catalog_names_list_the_known_ones() {
         "{stderr}"
     );
 }
+
+/// A decoder graph (inputs `input_ids` and `encoder_hidden_states`) is named as such.
+#[test]
+fn a_decoder_is_not_taken_for_an_encoder() {
+    use amanuensis::model::export::{Dim, GraphBuilder};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("decoder_model.onnx");
+    let mut g = GraphBuilder::default();
+    let ids = g.input("input_ids", &[Dim::Fixed(1), Dim::Fixed(4)]);
+    let states = g.input("encoder_hidden_states", &[Dim::Fixed(1), Dim::Fixed(4)]);
+    let sum = g.node("", "Add", &[&ids, &states], &[]);
+    g.output(&sum, "logits", &[Dim::Fixed(1), Dim::Fixed(4)]);
+    g.write(&path, "test", &[]).unwrap();
+    let err = Encoder::load(&path, &EncoderOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("decoder_model.onnx")
+            && err.contains("decoder")
+            && err.contains("encoder_model.onnx"),
+        "{err}"
+    );
+}

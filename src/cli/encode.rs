@@ -33,7 +33,7 @@ pub struct EncodeArgs {
 
     /// An encoder .onnx file, a model directory (optimum layout), or a catalog name
     /// (`amanuensis models list`), fetched on first use.
-    #[arg(short, long, value_name = "MODEL")]
+    #[arg(short, long, value_name = "MODEL", default_value = "tiny.en")]
     model: String,
 
     /// Where the encoder runs.

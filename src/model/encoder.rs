@@ -112,6 +112,41 @@ fn chain(err: &anyhow::Error) -> String {
     format!("{err:#}")
 }
 
+/// Drops the shapes that an exporter wrote for intermediate tensors in its own symbols.
+///
+/// torch's dynamo exporter annotates every tensor of a graph exported with a dynamic batch as
+/// `[batch, ...]`. Once the input is fixed to `[1, n_mels, 3000]`, tract cannot unify `batch`
+/// with 1 and stops ("Failed analyse for node ... ConvHir: Impossible to unify Sym(batch) with
+/// Val(1)"). tract infers every intermediate shape from the input anyway, so annotations with
+/// free symbols are dropped, their element types kept.
+fn drop_symbolic_annotations(model: &mut InferenceModel) -> TractResult<()> {
+    let inputs: Vec<usize> = model.input_outlets()?.iter().map(|o| o.node).collect();
+    let mut relax = Vec::new();
+    for node in model.nodes() {
+        if inputs.contains(&node.id) {
+            continue;
+        }
+        for (slot, output) in node.outputs.iter().enumerate() {
+            let symbolic = output
+                .fact
+                .shape
+                .dims()
+                .any(|d| d.concretize().is_some_and(|d| d.to_i64().is_err()));
+            if symbolic {
+                relax.push((OutletId::new(node.id, slot), output.fact.datum_type));
+            }
+        }
+    }
+    for (outlet, datum_type) in relax {
+        let fact = InferenceFact {
+            datum_type,
+            ..InferenceFact::default()
+        };
+        model.set_outlet_fact(outlet, fact)?;
+    }
+    Ok(())
+}
+
 /// Hugging Face `config.json` fields that describe the encoder.
 #[derive(Debug, Default, serde::Deserialize)]
 struct HfConfig {
@@ -234,6 +269,7 @@ impl Encoder {
             stage,
             detail: chain(&e),
         };
+        drop_symbolic_annotations(&mut model).map_err(|e| tract("reading the graph", e))?;
         model
             .set_input_fact(0, InferenceFact::dt_shape(dt, tvec![1, n_mels, N_FRAMES]))
             .map_err(|e| tract("setting the input shape", e))?;

@@ -272,25 +272,26 @@ fn reference_encoder(w: &Weights, mel: &[f32]) -> Vec<f32> {
     h.into_iter().flatten().map(|v| v as f32).collect()
 }
 
-#[test]
-fn exported_encoder_computes_openais_encoder() {
+fn random_weights_with_whisper_key_bias() -> Weights {
     let mut rng = Rng(0x5eed);
     let mut weights = random_whisper(&mut rng);
     // CTranslate2 keeps zeros where the key projection's bias would be.
-    let bias = &mut weights
+    let bias = weights
         .iter_mut()
         .filter(|(n, _, _)| n.ends_with("self_attention/linear_0/bias"));
     for (_, _, b) in bias {
         b[D..2 * D].iter_mut().for_each(|v| *v = 0.0);
     }
+    weights
+}
+
+/// Converts `vars`, runs the exported encoder on a random mel and compares it with the f64
+/// reference on `weights` (the float values the checkpoint stands for).
+fn check_conversion(vars: &[Ct2Var], weights: &Weights) {
     let tmp = tempfile::tempdir().unwrap();
     let ct2 = tmp.path().join("ct2");
     std::fs::create_dir(&ct2).unwrap();
-    write_ct2(
-        &ct2.join("model.bin"),
-        &weights,
-        &[("encoder/num_heads", HEADS as i16)],
-    );
+    write_ct2(&ct2.join("model.bin"), vars);
     let out = tmp.path().join("onnx");
     let converted = convert_ct2(&ct2, &out).unwrap();
     assert_eq!(
@@ -308,18 +309,57 @@ fn exported_encoder_computes_openais_encoder() {
     ] {
         assert!(out.join(file).is_file(), "{file} missing");
     }
-
     let encoder = Encoder::load(&out, &EncoderOptions { threads: 1 }).unwrap();
-    let mel = rng.vec(N_MELS * N_FRAMES, 1.0);
+    let mel = Rng(7).vec(N_MELS * N_FRAMES, 1.0);
     let ours = encoder.encode(&mel).unwrap();
-    let expected = reference_encoder(&weights, &mel);
+    let expected = reference_encoder(weights, &mel);
     let (max, cos) = (max_abs_diff(&ours, &expected), cosine(&ours, &expected));
     eprintln!("exported encoder vs f64 reference: max abs {max:e}, cosine {cos:.9}");
-    // float32 through two layers of a LayerNorm-normalised network: about 1e-5.
+    // float32 through two layers of a LayerNorm-normalised network: about 1e-6.
     assert!(
         max <= 1e-4 && cos >= 0.999_999,
         "max abs {max:e}, cosine {cos}"
     );
+}
+
+#[test]
+fn exported_encoder_computes_openais_encoder() {
+    let weights = random_weights_with_whisper_key_bias();
+    let mut vars: Vec<Ct2Var> = weights.iter().map(|(n, s, d)| ct2_f32(n, s, d)).collect();
+    vars.push(ct2_i16_scalar("encoder/num_heads", HEADS as i16));
+    check_conversion(&vars, &weights);
+}
+
+/// An int8 checkpoint (CTranslate2's `quantization="int8"`: every linear weight scaled per row
+/// by 127 / max|w| and rounded, the scale stored as `<name>_scale`) converts to the float
+/// weights it stands for, `q / scale`.
+#[test]
+fn int8_checkpoints_are_dequantised() {
+    let mut weights = random_weights_with_whisper_key_bias();
+    let mut vars = Vec::new();
+    for (name, shape, data) in weights.iter_mut() {
+        let linear = name.contains("/linear_") && name.ends_with("/weight");
+        if !linear {
+            vars.push(ct2_f32(name, shape, data));
+            continue;
+        }
+        let row = shape[1];
+        let (mut q, mut scales) = (Vec::new(), Vec::new());
+        for r in data.chunks_mut(row) {
+            let amax = r.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let scale = 127.0 / amax;
+            for v in r.iter_mut() {
+                let qv = (*v * scale).round() as i8;
+                q.push(qv);
+                *v = qv as f32 / scale;
+            }
+            scales.push(scale);
+        }
+        vars.push(ct2_i8(name, shape, &q));
+        vars.push(ct2_f32(&format!("{name}_scale"), &[shape[0]], &scales));
+    }
+    vars.push(ct2_i16_scalar("encoder/num_heads", HEADS as i16));
+    check_conversion(&vars, &weights);
 }
 
 #[test]

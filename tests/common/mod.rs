@@ -72,9 +72,36 @@ pub fn mean_abs_diff(a: &[f32], b: &[f32]) -> f64 {
         / a.len() as f64
 }
 
-/// Writes a CTranslate2 `model.bin` (format version 6) with float32 variables and int16
-/// scalars, as CTranslate2's converter lays them out.
-pub fn write_ct2(path: &Path, floats: &[(String, Vec<usize>, Vec<f32>)], scalars: &[(&str, i16)]) {
+/// One variable of a CTranslate2 checkpoint: name, shape, dtype code, little-endian bytes.
+pub type Ct2Var = (String, Vec<usize>, u8, Vec<u8>);
+
+/// A float32 variable.
+pub fn ct2_f32(name: &str, shape: &[usize], data: &[f32]) -> Ct2Var {
+    (
+        name.into(),
+        shape.to_vec(),
+        0,
+        data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
+}
+
+/// An int8 variable (quantised weights).
+pub fn ct2_i8(name: &str, shape: &[usize], data: &[i8]) -> Ct2Var {
+    (
+        name.into(),
+        shape.to_vec(),
+        1,
+        data.iter().map(|&v| v as u8).collect(),
+    )
+}
+
+/// An int16 scalar (settings such as `encoder/num_heads`).
+pub fn ct2_i16_scalar(name: &str, value: i16) -> Ct2Var {
+    (name.into(), vec![], 2, value.to_le_bytes().to_vec())
+}
+
+/// Writes a CTranslate2 `model.bin` (format version 6), as CTranslate2's converter lays it out.
+pub fn write_ct2(path: &Path, vars: &[Ct2Var]) {
     fn string(b: &mut Vec<u8>, s: &str) {
         b.extend(((s.len() + 1) as u16).to_le_bytes());
         b.extend(s.as_bytes());
@@ -83,23 +110,16 @@ pub fn write_ct2(path: &Path, floats: &[(String, Vec<usize>, Vec<f32>)], scalars
     let mut b = 6u32.to_le_bytes().to_vec();
     string(&mut b, "WhisperSpec");
     b.extend(3u32.to_le_bytes());
-    b.extend(((floats.len() + scalars.len()) as u32).to_le_bytes());
-    for (name, shape, data) in floats {
+    b.extend((vars.len() as u32).to_le_bytes());
+    for (name, shape, dtype, bytes) in vars {
         string(&mut b, name);
         b.push(shape.len() as u8);
         shape
             .iter()
             .for_each(|&d| b.extend((d as u32).to_le_bytes()));
-        b.push(0);
-        b.extend(((data.len() * 4) as u32).to_le_bytes());
-        data.iter().for_each(|v| b.extend(v.to_le_bytes()));
-    }
-    for (name, value) in scalars {
-        string(&mut b, name);
-        b.push(0);
-        b.push(2);
-        b.extend(2u32.to_le_bytes());
-        b.extend(value.to_le_bytes());
+        b.push(*dtype);
+        b.extend((bytes.len() as u32).to_le_bytes());
+        b.extend(bytes);
     }
     b.extend(0u32.to_le_bytes());
     std::fs::write(path, b).unwrap();

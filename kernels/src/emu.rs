@@ -1,0 +1,286 @@
+//! The kernel contract computed on the CPU, with exactly the numerics the contract specifies.
+//!
+//! [`gemm`] follows [`crate::gemm`]'s numerics to the bit: the accumulation order inside
+//! each k-tile and across k-tiles is the contract's, whatever the blocking used here for
+//! speed (blocking reorders which outputs are computed when, never the sums of one output).
+
+use crate::bf16::{self, Rounding};
+use crate::gemm::GemmContract;
+
+/// Columns of C computed together by the micro-kernel (two 8-lane AVX2 vectors).
+const NR: usize = 16;
+/// Rows of C computed together by the micro-kernel.
+const MR: usize = 6;
+
+/// B rounded to bfloat16 once and packed in panels of [`NR`] columns, `k`-major within a
+/// panel, zero-padded to whole panels: the layout the micro-kernel streams.
+#[derive(Debug, Clone)]
+pub struct PackedB {
+    k: usize,
+    n: usize,
+    k_tile: usize,
+    panels: Vec<f32>,
+}
+
+impl PackedB {
+    /// Rounds and packs a row-major `[k, n]` matrix under `contract`.
+    pub fn new(contract: &GemmContract, b: &[f32], k: usize, n: usize) -> PackedB {
+        assert_eq!(b.len(), k * n, "B holds k * n values");
+        let panels_n = n.div_ceil(NR);
+        let mut panels = vec![0.0; panels_n * k * NR];
+        for p in 0..panels_n {
+            for kk in 0..k {
+                for j in 0..NR.min(n - p * NR) {
+                    panels[(p * k + kk) * NR + j] =
+                        bf16::round(b[kk * n + p * NR + j], contract.rounding);
+                }
+            }
+        }
+        PackedB {
+            k,
+            n,
+            k_tile: contract.tile.k,
+            panels,
+        }
+    }
+
+    /// The reduction length.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Columns.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+}
+
+/// `c = a @ b (+ bias)` under the contract `b` was packed with: `a` is `[m, k]` row-major
+/// float32 (rounded to bfloat16 here), `c` is `[m, n]` row-major. Rows are spread over
+/// rayon's current pool.
+pub fn gemm(
+    rounding: Rounding,
+    a: &[f32],
+    m: usize,
+    b: &PackedB,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+) {
+    let (k, n) = (b.k, b.n);
+    assert_eq!(a.len(), m * k, "A holds m * k values");
+    assert_eq!(c.len(), m * n, "C holds m * n values");
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), n, "the bias holds n values");
+    }
+    // Row blocks large enough to amortise a task, small enough to balance two cores.
+    let rows_per_task = (MR * 16).min(m.div_ceil(MR) * MR).max(MR);
+    use rayon::prelude::*;
+    c.par_chunks_mut(rows_per_task * n)
+        .enumerate()
+        .for_each(|(t, c_block)| {
+            let row0 = t * rows_per_task;
+            let rows = c_block.len() / n;
+            // This task's rows of A, rounded, padded to whole micro-tiles with zero rows.
+            let mut a_block = vec![0.0f32; rows.div_ceil(MR) * MR * k];
+            for (dst, src) in a_block.iter_mut().zip(&a[row0 * k..(row0 + rows) * k]) {
+                *dst = bf16::round(*src, rounding);
+            }
+            block(&a_block, rows, b, bias, c_block);
+        });
+}
+
+fn block(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the running CPU supports AVX2 and FMA, checked just above.
+        return unsafe { block_avx2(a, rows, b, bias, c) };
+    }
+    block_body::<false>(a, rows, b, bias, c)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_avx2(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c: &mut [f32]) {
+    block_body::<true>(a, rows, b, bias, c)
+}
+
+/// All panels of B against `rows` rows of A (padded to whole micro-tiles). `FMA` selects
+/// fused multiply-adds where the CPU has them; both factors being bfloat16 values, the
+/// product is exact and the fused and unfused forms give the same sums.
+#[inline(always)]
+fn block_body<const FMA: bool>(
+    a: &[f32],
+    rows: usize,
+    b: &PackedB,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+) {
+    let (k, n) = (b.k, b.n);
+    let mut acc_c = [[0.0f32; NR]; MR];
+    for p in 0..n.div_ceil(NR) {
+        let panel = &b.panels[p * k * NR..(p + 1) * k * NR];
+        let cols = NR.min(n - p * NR);
+        for r0 in (0..rows).step_by(MR) {
+            let a_tile = &a[r0 * k..(r0 + MR) * k];
+            for row in acc_c.iter_mut() {
+                *row = [0.0; NR];
+            }
+            for (t, k0) in (0..k).step_by(b.k_tile).enumerate() {
+                let k1 = (k0 + b.k_tile).min(k);
+                let mut acc = [[0.0f32; NR]; MR];
+                for kk in k0..k1 {
+                    let bv: &[f32; NR] = panel[kk * NR..(kk + 1) * NR].try_into().unwrap();
+                    for r in 0..MR {
+                        let av = a_tile[r * k + kk];
+                        for j in 0..NR {
+                            acc[r][j] = if FMA {
+                                av.mul_add(bv[j], acc[r][j])
+                            } else {
+                                av * bv[j] + acc[r][j]
+                            };
+                        }
+                    }
+                }
+                for r in 0..MR {
+                    for j in 0..NR {
+                        acc_c[r][j] = if t == 0 {
+                            acc[r][j]
+                        } else {
+                            acc_c[r][j] + acc[r][j]
+                        };
+                    }
+                }
+            }
+            for r in 0..MR.min(rows - r0) {
+                let out = &mut c[(r0 + r) * n + p * NR..(r0 + r) * n + p * NR + cols];
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = match bias {
+                        Some(bias) => acc_c[r][j] + bias[p * NR + j],
+                        None => acc_c[r][j],
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gemm::Tile;
+    use proptest::prelude::*;
+
+    /// The contract written as plainly as possible: per output, per k-tile, sequential float32
+    /// sums of exact products, tiles added in order.
+    fn reference(
+        c: &GemmContract,
+        a: &[f32],
+        b: &[f32],
+        bias: Option<&[f32]>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Vec<f32> {
+        let r = |x: f32| bf16::round(x, c.rounding);
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut total = 0.0f32;
+                for (t, k0) in (0..k).step_by(c.tile.k).enumerate() {
+                    let mut partial = 0.0f32;
+                    for kk in k0..(k0 + c.tile.k).min(k) {
+                        let product = r(a[i * k + kk]) as f64 * r(b[kk * n + j]) as f64;
+                        assert_eq!(
+                            product as f32 as f64, product,
+                            "bf16 products are exact in f32"
+                        );
+                        partial += product as f32;
+                    }
+                    total = if t == 0 { partial } else { total + partial };
+                }
+                out[i * n + j] = total + bias.map_or(0.0, |b| b[j]);
+            }
+        }
+        out
+    }
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Bit-exact against the plain reference, for shapes that are not multiples of any
+        /// tile or micro-tile, with either rounding and with or without a bias.
+        #[test]
+        fn gemm_is_the_contract_to_the_bit(
+            m in 1usize..40, k in 1usize..200, n in 1usize..50, seed in any::<u64>(),
+            truncate in any::<bool>(), with_bias in any::<bool>(), k_tile in prop::sample::select(vec![8usize, 64]),
+        ) {
+            let rounding = if truncate { Rounding::Truncate } else { Rounding::NearestEven };
+            let contract = GemmContract { tile: Tile { m: 64, k: k_tile, n: 32 }, ..GemmContract::XDNA1 }
+                .with_rounding(rounding);
+            let a = values(m * k, seed);
+            let b = values(k * n, seed.wrapping_add(1));
+            let bias = values(n, seed.wrapping_add(2));
+            let bias = with_bias.then_some(bias.as_slice());
+            let packed = PackedB::new(&contract, &b, k, n);
+            let mut c = vec![f32::NAN; m * n];
+            gemm(rounding, &a, m, &packed, bias, &mut c);
+            let expected = reference(&contract, &a, &b, bias, m, k, n);
+            for (i, (x, y)) in c.iter().zip(&expected).enumerate() {
+                prop_assert_eq!(x.to_bits(), y.to_bits(), "element {} of [{}x{}]", i, m, n);
+            }
+        }
+    }
+
+    /// Against float64 products of the unrounded operands, the error is what bfloat16
+    /// operands allow: each operand's relative error is at most 2^-8 (nearest) or 2^-7
+    /// (truncation), so each product's at most about 2^-7 / 2^-6, bounded by the sum of
+    /// absolute products.
+    #[test]
+    fn error_against_float64_is_bounded_by_bf16() {
+        let (m, k, n) = (33, 300, 45);
+        let a = values(m * k, 3);
+        let b = values(k * n, 4);
+        for (rounding, rel) in [
+            (Rounding::NearestEven, 2f64.powi(-7)),
+            (Rounding::Truncate, 2f64.powi(-6)),
+        ] {
+            let contract = GemmContract::XDNA1.with_rounding(rounding);
+            let mut c = vec![0.0; m * n];
+            gemm(
+                rounding,
+                &a,
+                m,
+                &PackedB::new(&contract, &b, k, n),
+                None,
+                &mut c,
+            );
+            for i in 0..m {
+                for j in 0..n {
+                    let exact: f64 = (0..k)
+                        .map(|kk| a[i * k + kk] as f64 * b[kk * n + j] as f64)
+                        .sum();
+                    let bound: f64 = (0..k)
+                        .map(|kk| (a[i * k + kk] as f64 * b[kk * n + j] as f64).abs())
+                        .sum();
+                    // Operand rounding, plus float32 accumulation (k * 2^-24 relative).
+                    let tolerance = bound * (rel * 1.01 + k as f64 * 2f64.powi(-24));
+                    assert!(
+                        (c[i * n + j] as f64 - exact).abs() <= tolerance,
+                        "({i}, {j})"
+                    );
+                }
+            }
+        }
+    }
+}

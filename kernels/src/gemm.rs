@@ -1,0 +1,183 @@
+//! The GEMM contract: `C[M,N] = A[M,K] @ B[K,N]` with bfloat16 operands and float32 results,
+//! as the whole-array GEMM of mlir-aie computes it on XDNA.
+//!
+//! # Numerics
+//!
+//! 1. A (activations) is rounded to bfloat16 at every call, B (weights) once when the plan is
+//!    built, both with the contract's [`Rounding`].
+//! 2. K is cut into k-tiles of `tile.k` consecutive indices. Within a k-tile, each output
+//!    element accumulates the products `a[i,k] * b[k,j]` in float32 in increasing `k`. The
+//!    product of two bfloat16 values has at most 16 significant bits, so it is exact in
+//!    float32 and a fused or unfused multiply-add gives the same sum.
+//! 3. The partial sums of the k-tiles are added in float32 in increasing tile order: the
+//!    first tile's sum, plus the second's, and so on (the core adds each tile's accumulator
+//!    into its float32 C buffer).
+//! 4. Padding rows, columns and k-indices are zeros and change no sum.
+//! 5. An optional bias is added to each output in float32 after the last tile.
+//!
+//! The hardware's `mmul` unit may sum the 8 products of one step in another order inside
+//! its accumulator; a device-versus-emulator test measures that difference.
+//!
+//! # Layout
+//!
+//! On XDNA1 the array is 4 x 4 cores, each computing an `m x n` tile of C per k-loop: M is
+//! padded to a multiple of `4 m`, N of `4 n`, K of `k`. One dispatch covers `m_chunk` rows
+//! of A, chosen so that those rows (bfloat16) fit the four memory tiles: each row block of A
+//! then crosses from host memory once, and B streams past it.
+
+use crate::bf16::Rounding;
+use crate::hw;
+
+/// The tile one core computes per k-loop step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tile {
+    /// Rows of A and C.
+    pub m: usize,
+    /// The k-tile: reduction indices accumulated before the partial sum is stored.
+    pub k: usize,
+    /// Columns of B and C.
+    pub n: usize,
+}
+
+/// The whole-array GEMM contract: tile, array, rounding, memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmContract {
+    /// Per-core tile.
+    pub tile: Tile,
+    /// Core rows (M is spread over them).
+    pub rows: usize,
+    /// Core columns (N is spread over them).
+    pub columns: usize,
+    /// How operands are rounded to bfloat16.
+    pub rounding: Rounding,
+    /// Bytes of memory tiles that hold one dispatch's rows of A.
+    pub staging_bytes: usize,
+}
+
+impl GemmContract {
+    /// XDNA1 (Phoenix, Hawk Point) with mlir-aie's default whole-array tiles.
+    pub const XDNA1: GemmContract = GemmContract {
+        tile: Tile {
+            m: 64,
+            k: 64,
+            n: 32,
+        },
+        rows: hw::XDNA1_ROWS,
+        columns: hw::XDNA1_COLUMNS,
+        rounding: Rounding::NearestEven,
+        staging_bytes: hw::XDNA1_COLUMNS * hw::MEM_TILE_BYTES,
+    };
+
+    /// The same contract with another rounding of the operands.
+    pub fn with_rounding(self, rounding: Rounding) -> GemmContract {
+        GemmContract { rounding, ..self }
+    }
+
+    /// How a `[m, k] @ [k, n]` product is padded and cut into dispatches.
+    pub fn layout(&self, m: usize, k: usize, n: usize) -> GemmLayout {
+        let row_block = self.rows * self.tile.m;
+        let col_block = self.columns * self.tile.n;
+        let m_pad = m.div_ceil(row_block).max(1) * row_block;
+        let k_pad = k.div_ceil(self.tile.k).max(1) * self.tile.k;
+        let n_pad = n.div_ceil(col_block).max(1) * col_block;
+        let fit = self.staging_bytes / (k_pad * 2);
+        let m_chunk = ((fit / row_block) * row_block).clamp(row_block, m_pad);
+        GemmLayout {
+            m,
+            k,
+            n,
+            m_pad,
+            k_pad,
+            n_pad,
+            m_chunk,
+            dispatches: m_pad.div_ceil(m_chunk),
+        }
+    }
+}
+
+/// The padded shape of one GEMM and its cut into dispatches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GemmLayout {
+    /// Rows of A and C.
+    pub m: usize,
+    /// The reduction length.
+    pub k: usize,
+    /// Columns of B and C.
+    pub n: usize,
+    /// `m` padded to the array's row block.
+    pub m_pad: usize,
+    /// `k` padded to the k-tile.
+    pub k_pad: usize,
+    /// `n` padded to the array's column block.
+    pub n_pad: usize,
+    /// Rows of A per dispatch.
+    pub m_chunk: usize,
+    /// Dispatches per call.
+    pub dispatches: usize,
+}
+
+impl GemmLayout {
+    /// Bytes sent to the device per call: A in bfloat16, plus B when it is an activation
+    /// (attention's two-operand products) rather than a weight uploaded once.
+    pub fn bytes_in(&self, b_is_weight: bool) -> usize {
+        let a = self.m_pad * self.k_pad * 2;
+        if b_is_weight {
+            a
+        } else {
+            a + self.k_pad * self.n_pad * 2
+        }
+    }
+
+    /// Bytes read back per call: C in float32.
+    pub fn bytes_out(&self) -> usize {
+        self.m_pad * self.n_pad * 4
+    }
+
+    /// Bytes of B in bfloat16, uploaded once for a weight.
+    pub fn weight_bytes(&self) -> usize {
+        self.k_pad * self.n_pad * 2
+    }
+
+    /// Useful floating-point operations (padding excluded).
+    pub fn flops(&self) -> u64 {
+        2 * self.m as u64 * self.k as u64 * self.n as u64
+    }
+
+    /// Floating-point operations the array performs, padding included.
+    pub fn padded_flops(&self) -> u64 {
+        2 * self.m_pad as u64 * self.k_pad as u64 * self.n_pad as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whisper_shapes_pad_and_chunk() {
+        let c = GemmContract::XDNA1;
+        // base's QKV projection: [1500, 512] @ [512, 512].
+        let l = c.layout(1500, 512, 512);
+        assert_eq!((l.m_pad, l.k_pad, l.n_pad), (1536, 512, 512));
+        assert_eq!((l.m_chunk, l.dispatches), (1536, 1));
+        // large's FFN down-projection: K = 5120 rows of A are 10 KiB each: 204 fit in 2 MiB,
+        // so 0 whole 256-row blocks; one block per dispatch is the floor.
+        let l = c.layout(1500, 5120, 1280);
+        assert_eq!((l.m_chunk, l.dispatches), (256, 6));
+        // tiny's FFN down-projection: K = 1536, 682 rows fit: 512-row dispatches.
+        let l = c.layout(1500, 1536, 384);
+        assert_eq!((l.m_chunk, l.dispatches, l.n_pad), (512, 3, 384));
+        // Attention's QK^T per head: [1500, 64] @ [64, 1500].
+        let l = c.layout(1500, 64, 1500);
+        assert_eq!((l.k_pad, l.n_pad), (64, 1536));
+        assert_eq!(l.flops(), 2 * 1500 * 64 * 1500);
+        assert_eq!(l.bytes_in(false), 1536 * 64 * 2 + 64 * 1536 * 2);
+        assert_eq!(l.bytes_out(), 1536 * 1536 * 4);
+    }
+
+    #[test]
+    fn tiny_shapes_still_pad_to_one_block() {
+        let l = GemmContract::XDNA1.layout(1, 1, 1);
+        assert_eq!((l.m_pad, l.k_pad, l.n_pad, l.dispatches), (256, 64, 128, 1));
+    }
+}

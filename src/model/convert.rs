@@ -23,6 +23,24 @@ pub struct DecoderDims {
     pub n_heads: usize,
 }
 
+/// Layers of the `encoder` or `decoder` stack: how many `layer_i` have a feed-forward block.
+fn layer_count(ct2: &Ct2Model, stack: &str) -> usize {
+    (0..)
+        .take_while(|i| {
+            ct2.get(&format!("{stack}/layer_{i}/ffn/linear_0/weight"))
+                .is_some()
+        })
+        .count()
+}
+
+/// Attention heads of a stack; every Whisper size has 64-wide heads, and older converters
+/// did not store the count.
+fn head_count(ct2: &Ct2Model, stack: &str, d_model: usize) -> usize {
+    ct2.scalar(&format!("{stack}/num_heads"))
+        .map(|h| h as usize)
+        .unwrap_or(d_model / 64)
+}
+
 /// Reads the encoder's dimensions off a Whisper checkpoint's variables.
 pub fn ct2_encoder_dims(ct2: &Ct2Model) -> Result<WhisperDims, Ct2Error> {
     if ct2.spec != "WhisperSpec" {
@@ -41,18 +59,9 @@ pub fn ct2_encoder_dims(ct2: &Ct2Model) -> Result<WhisperDims, Ct2Error> {
         });
     };
     let n_audio_ctx = ct2.shape("encoder/position_encodings/encodings")?[0];
-    let n_layers = (0..)
-        .take_while(|i| {
-            ct2.get(&format!("encoder/layer_{i}/ffn/linear_0/weight"))
-                .is_some()
-        })
-        .count();
+    let n_layers = layer_count(ct2, "encoder");
     let n_ffn = ct2.shape("encoder/layer_0/ffn/linear_0/weight")?[0];
-    // Every Whisper size has 64-wide heads; older converters did not store the count.
-    let n_heads = ct2
-        .scalar("encoder/num_heads")
-        .map(|h| h as usize)
-        .unwrap_or(d_model / 64);
+    let n_heads = head_count(ct2, "encoder", d_model);
     Ok(WhisperDims {
         n_mels,
         n_audio_ctx,
@@ -69,16 +78,8 @@ pub fn ct2_decoder_dims(ct2: &Ct2Model) -> Result<DecoderDims, Ct2Error> {
     let n_vocab = emb[0];
     let d_model = emb[1];
     let n_text_ctx = ct2.shape("decoder/position_encodings/encodings")?[0];
-    let n_layers = (0..)
-        .take_while(|i| {
-            ct2.get(&format!("decoder/layer_{i}/ffn/linear_0/weight"))
-                .is_some()
-        })
-        .count();
-    let n_heads = ct2
-        .scalar("decoder/num_heads")
-        .map(|h| h as usize)
-        .unwrap_or(d_model / 64);
+    let n_layers = layer_count(ct2, "decoder");
+    let n_heads = head_count(ct2, "decoder", d_model);
     Ok(DecoderDims {
         n_vocab,
         n_text_ctx,

@@ -287,27 +287,19 @@ fn self_attention(
     let split = g.ints(&[0, -1, heads, head_dim]);
     let scale = g.scalar((head_dim as f32).powf(-0.5));
     let q = g.node(scope, "Mul", &[&q, &scale], &[]);
-    let q = g.node(scope, "Reshape", &[&q, &split], &[]);
-    let q = g.node(
-        scope,
-        "Transpose",
-        &[&q],
-        &[("perm", Attr::Ints(vec![0, 2, 1, 3]))],
-    );
-    let k = g.node(scope, "Reshape", &[&k, &split], &[]);
-    let k = g.node(
-        scope,
-        "Transpose",
-        &[&k],
-        &[("perm", Attr::Ints(vec![0, 2, 3, 1]))],
-    );
-    let v = g.node(scope, "Reshape", &[&v, &split], &[]);
-    let v = g.node(
-        scope,
-        "Transpose",
-        &[&v],
-        &[("perm", Attr::Ints(vec![0, 2, 1, 3]))],
-    );
+    // [batch, time, d] -> [batch, heads, time, head_dim] (K: [batch, heads, head_dim, time]).
+    let mut per_head = |x: &str, perm: [i64; 4]| {
+        let x = g.node(scope, "Reshape", &[x, &split], &[]);
+        g.node(
+            scope,
+            "Transpose",
+            &[&x],
+            &[("perm", Attr::Ints(perm.to_vec()))],
+        )
+    };
+    let q = per_head(&q, [0, 2, 1, 3]);
+    let k = per_head(&k, [0, 2, 3, 1]);
+    let v = per_head(&v, [0, 2, 1, 3]);
     let scores = g.node(scope, "MatMul", &[&q, &k], &[]);
     let probs = g.node(scope, "Softmax", &[&scores], &[("axis", Attr::Int(-1))]);
     let o = g.node(scope, "MatMul", &[&probs, &v], &[]);

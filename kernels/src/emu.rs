@@ -7,10 +7,16 @@
 use crate::bf16::{self, Rounding};
 use crate::gemm::GemmContract;
 
-/// Columns of C computed together by the micro-kernel (two 8-lane AVX2 vectors).
+/// Columns of C computed together by the micro-kernel: two 8-lane AVX2 vectors, or one
+/// 16-lane AVX-512 vector.
 const NR: usize = 16;
-/// Rows of C computed together by the micro-kernel.
+/// Rows of C computed together by the AVX2 (and portable) micro-kernel: 6 x 2 accumulator
+/// vectors out of 16 registers.
 const MR: usize = 6;
+/// Rows of C computed together by the AVX-512 micro-kernel: 12 accumulators out of 32.
+const MR_AVX512: usize = 12;
+/// Rows of A each task pads to: a multiple of both micro-kernels' rows.
+const ROW_PAD: usize = 12;
 
 /// B rounded to bfloat16 once and packed in panels of [`NR`] columns, `k`-major within a
 /// panel, zero-padded to whole panels: the layout the micro-kernel streams.
@@ -73,7 +79,7 @@ pub fn gemm(
         assert_eq!(bias.len(), n, "the bias holds n values");
     }
     // Row blocks large enough to amortise a task, small enough to balance two cores.
-    let rows_per_task = (MR * 16).min(m.div_ceil(MR) * MR).max(MR);
+    let rows_per_task = (ROW_PAD * 8).min(m.div_ceil(ROW_PAD) * ROW_PAD);
     use rayon::prelude::*;
     c.par_chunks_mut(rows_per_task * n)
         .enumerate()
@@ -81,7 +87,7 @@ pub fn gemm(
             let row0 = t * rows_per_task;
             let rows = c_block.len() / n;
             // This task's rows of A, rounded, padded to whole micro-tiles with zero rows.
-            let mut a_block = vec![0.0f32; rows.div_ceil(MR) * MR * k];
+            let mut a_block = vec![0.0f32; rows.div_ceil(ROW_PAD) * ROW_PAD * k];
             for (dst, src) in a_block.iter_mut().zip(&a[row0 * k..(row0 + rows) * k]) {
                 *dst = bf16::round(*src, rounding);
             }
@@ -91,24 +97,37 @@ pub fn gemm(
 
 fn block(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the running CPU supports AVX2 and FMA, checked just above.
-        return unsafe { block_avx2(a, rows, b, bias, c) };
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the running CPU supports AVX-512F, checked just above.
+            return unsafe { block_avx512(a, rows, b, bias, c) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the running CPU supports AVX2 and FMA, checked just above.
+            return unsafe { block_avx2(a, rows, b, bias, c) };
+        }
     }
-    block_body::<false>(a, rows, b, bias, c)
+    block_body::<false, MR>(a, rows, b, bias, c)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn block_avx512(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c: &mut [f32]) {
+    block_body::<true, MR_AVX512>(a, rows, b, bias, c)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block_avx2(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c: &mut [f32]) {
-    block_body::<true>(a, rows, b, bias, c)
+    block_body::<true, MR>(a, rows, b, bias, c)
 }
 
 /// All panels of B against `rows` rows of A (padded to whole micro-tiles). `FMA` selects
 /// fused multiply-adds where the CPU has them; both factors being bfloat16 values, the
 /// product is exact and the fused and unfused forms give the same sums.
 #[inline(always)]
-fn block_body<const FMA: bool>(
+fn block_body<const FMA: bool, const ROWS: usize>(
     a: &[f32],
     rows: usize,
     b: &PackedB,
@@ -116,21 +135,21 @@ fn block_body<const FMA: bool>(
     c: &mut [f32],
 ) {
     let (k, n) = (b.k, b.n);
-    let mut acc_c = [[0.0f32; NR]; MR];
+    let mut acc_c = [[0.0f32; NR]; ROWS];
     for p in 0..n.div_ceil(NR) {
         let panel = &b.panels[p * k * NR..(p + 1) * k * NR];
         let cols = NR.min(n - p * NR);
-        for r0 in (0..rows).step_by(MR) {
-            let a_tile = &a[r0 * k..(r0 + MR) * k];
+        for r0 in (0..rows).step_by(ROWS) {
+            let a_tile = &a[r0 * k..(r0 + ROWS) * k];
             for row in acc_c.iter_mut() {
                 *row = [0.0; NR];
             }
             for (t, k0) in (0..k).step_by(b.k_tile).enumerate() {
                 let k1 = (k0 + b.k_tile).min(k);
-                let mut acc = [[0.0f32; NR]; MR];
+                let mut acc = [[0.0f32; NR]; ROWS];
                 for kk in k0..k1 {
                     let bv: &[f32; NR] = panel[kk * NR..(kk + 1) * NR].try_into().unwrap();
-                    for r in 0..MR {
+                    for r in 0..ROWS {
                         let av = a_tile[r * k + kk];
                         for j in 0..NR {
                             acc[r][j] = if FMA {
@@ -141,7 +160,7 @@ fn block_body<const FMA: bool>(
                         }
                     }
                 }
-                for r in 0..MR {
+                for r in 0..ROWS {
                     for j in 0..NR {
                         acc_c[r][j] = if t == 0 {
                             acc[r][j]
@@ -151,7 +170,7 @@ fn block_body<const FMA: bool>(
                     }
                 }
             }
-            for r in 0..MR.min(rows - r0) {
+            for r in 0..ROWS.min(rows - r0) {
                 let out = &mut c[(r0 + r) * n + p * NR..(r0 + r) * n + p * NR + cols];
                 for (j, o) in out.iter_mut().enumerate() {
                     *o = match bias {
@@ -240,6 +259,58 @@ mod tests {
                 prop_assert_eq!(x.to_bits(), y.to_bits(), "element {} of [{}x{}]", i, m, n);
             }
         }
+    }
+
+    type Block = fn(&[f32], usize, &PackedB, Option<&[f32]>, &mut [f32]);
+
+    /// Every micro-kernel this CPU can run (the portable one always), each on one task's rows:
+    /// all must give the contract's bits, whichever `gemm` picks at run time.
+    #[test]
+    fn every_micro_kernel_is_the_contract_to_the_bit() {
+        let mut kernels: Vec<(&str, Block)> = vec![("portable", block_body::<false, MR>)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: called only on a CPU with AVX2 and FMA (checked here).
+                kernels.push(("avx2", |a, r, b, bias, c| unsafe {
+                    block_avx2(a, r, b, bias, c)
+                }));
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: called only on a CPU with AVX-512F (checked here).
+                kernels.push(("avx512", |a, r, b, bias, c| unsafe {
+                    block_avx512(a, r, b, bias, c)
+                }));
+            }
+        }
+        for (m, k, n) in [(1, 1, 1), (13, 70, 17), (24, 129, 48), (7, 300, 33)] {
+            let contract = GemmContract::XDNA1;
+            let (a, b, bias) = (values(m * k, 11), values(k * n, 12), values(n, 13));
+            let packed = PackedB::new(&contract, &b, k, n);
+            let mut a_block = vec![0.0f32; m.div_ceil(ROW_PAD) * ROW_PAD * k];
+            for (dst, src) in a_block.iter_mut().zip(&a) {
+                *dst = bf16::round(*src, contract.rounding);
+            }
+            let expected = reference(&contract, &a, &b, Some(&bias), m, k, n);
+            for (name, kernel) in &kernels {
+                let mut c = vec![f32::NAN; m * n];
+                kernel(&a_block, m, &packed, Some(&bias), &mut c);
+                let same = c
+                    .iter()
+                    .zip(&expected)
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(
+                    same,
+                    "{name} micro-kernel differs from the contract on [{m}x{k}]x[{k}x{n}]"
+                );
+            }
+        }
+        eprintln!(
+            "micro-kernels checked: {:?}",
+            kernels.iter().map(|k| k.0).collect::<Vec<_>>()
+        );
     }
 
     /// Against float64 products of the unrounded operands, the error is what bfloat16

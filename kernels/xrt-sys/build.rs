@@ -131,28 +131,21 @@ mod native {
             let lib_dir = [prefix.join("lib"), prefix.join("lib64")]
                 .into_iter()
                 .find(|dir| has_library(dir, "xrt_coreutil"));
-            match (include_dir_of(&prefix.join("include")), lib_dir) {
-                (Some(include_dir), Some(lib_dir)) => {
-                    return Some(Xrt {
-                        include_dir,
-                        lib_dir: Some(lib_dir),
-                        origin,
-                    });
-                }
-                (None, _) => rejected.push((
-                    origin,
-                    format!(
-                        "{} has no xrt/xrt_device.h",
-                        prefix.join("include").display()
-                    ),
-                )),
-                (Some(_), None) => rejected.push((
-                    origin,
+            let include = prefix.join("include");
+            if let Some(xrt) = take(
+                origin,
+                include_dir_of(&include),
+                lib_dir,
+                || format!("{} has no xrt/xrt_device.h", include.display()),
+                || {
                     format!(
                         "neither {0}/lib nor {0}/lib64 holds libxrt_coreutil",
                         prefix.display()
-                    ),
-                )),
+                    )
+                },
+                rejected,
+            ) {
+                return Some(xrt);
             }
         }
 
@@ -215,28 +208,17 @@ mod native {
                     .find(|dir| has_library(dir, "xrt_coreutil"))
                     .cloned();
                 let origin = format!("pkg-config xrt {}", library.version);
-                match (include_dir, lib_dir) {
-                    (Some(include_dir), Some(lib_dir)) => {
-                        return Some(Xrt {
-                            include_dir,
-                            lib_dir: Some(lib_dir),
-                            origin,
-                        });
-                    }
-                    (None, _) => rejected.push((
-                        origin,
-                        format!(
-                            "none of its include paths {:?} has xrt/xrt_device.h",
-                            library.include_paths
-                        ),
-                    )),
-                    (Some(_), None) => rejected.push((
-                        origin,
-                        format!(
-                            "none of its library paths {:?} holds libxrt_coreutil",
-                            library.link_paths
-                        ),
-                    )),
+                let include_paths = &library.include_paths;
+                let link_paths = &library.link_paths;
+                if let Some(xrt) = take(
+                    origin,
+                    include_dir,
+                    lib_dir,
+                    || format!("none of its include paths {include_paths:?} has xrt/xrt_device.h"),
+                    || format!("none of its library paths {link_paths:?} holds libxrt_coreutil"),
+                    rejected,
+                ) {
+                    return Some(xrt);
                 }
             }
             Err(error) => rejected.push((
@@ -251,38 +233,60 @@ mod native {
         }
 
         let opt = Path::new("/opt/xilinx/xrt");
-        match (
+        let opt_lib = opt.join("lib");
+        let opt_lib = has_library(&opt_lib, "xrt_coreutil").then_some(opt_lib);
+        let opt_missing = || "no XRT headers and libxrt_coreutil there".to_owned();
+        if let Some(xrt) = take(
+            opt.display().to_string(),
             include_dir_of(&opt.join("include")),
-            has_library(&opt.join("lib"), "xrt_coreutil"),
+            opt_lib,
+            opt_missing,
+            opt_missing,
+            rejected,
         ) {
-            (Some(include_dir), true) => {
-                return Some(Xrt {
-                    include_dir,
-                    lib_dir: Some(opt.join("lib")),
-                    origin: opt.display().to_string(),
-                });
-            }
-            _ => rejected.push((
-                opt.display().to_string(),
-                "no XRT headers and libxrt_coreutil there".to_owned(),
-            )),
+            return Some(xrt);
         }
 
-        let debian_include = Path::new("/usr/include/xrt");
         let debian_lib = default_lib_dirs()
             .into_iter()
             .find(|dir| has_library(dir, "xrt_coreutil"));
-        match (include_dir_of(debian_include), debian_lib) {
+        let debian_missing = || {
+            "no /usr/include/xrt/xrt/xrt_device.h with libxrt_coreutil in the system library \
+             directories"
+                .to_owned()
+        };
+        take(
+            "Debian's libxrt-dev layout".to_owned(),
+            include_dir_of(Path::new("/usr/include/xrt")),
+            debian_lib,
+            debian_missing,
+            debian_missing,
+            rejected,
+        )
+    }
+
+    /// Takes a candidate that has both its header and its library directory; otherwise
+    /// records why not (`no_headers` or `no_library`) and returns `None`.
+    fn take(
+        origin: String,
+        include_dir: Option<PathBuf>,
+        lib_dir: Option<PathBuf>,
+        no_headers: impl FnOnce() -> String,
+        no_library: impl FnOnce() -> String,
+        rejected: &mut Vec<(String, String)>,
+    ) -> Option<Xrt> {
+        match (include_dir, lib_dir) {
             (Some(include_dir), Some(lib_dir)) => Some(Xrt {
                 include_dir,
                 lib_dir: Some(lib_dir),
-                origin: "Debian's libxrt-dev layout".to_owned(),
+                origin,
             }),
-            _ => {
-                rejected.push((
-                    "Debian's layout".to_owned(),
-                    "no /usr/include/xrt/xrt/xrt_device.h with libxrt_coreutil in the system library directories".to_owned(),
-                ));
+            (None, _) => {
+                rejected.push((origin, no_headers()));
+                None
+            }
+            (Some(_), None) => {
+                rejected.push((origin, no_library()));
                 None
             }
         }

@@ -23,12 +23,7 @@ fn optimum_tiny_en_matches_pytorch() {
             read_npy(&reference(&format!("tiny.en/{name}.enc_torch_openai.npy")));
         assert_eq!(shape, [1, 1500, 384]);
         let ours = encoder.encode(&mel).unwrap();
-        let (max, cos) = (max_abs_diff(&ours, &expected), cosine(&ours, &expected));
-        eprintln!("{name}: max abs {max:e}, cosine {cos:.8}");
-        assert!(
-            max <= 2e-3 && cos >= 0.99999,
-            "{name}: max abs {max:e}, cosine {cos}"
-        );
+        assert_close(name, &ours, &expected, 2e-3, 0.99999);
     }
 }
 

@@ -20,7 +20,9 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn check(file: &str, expected: &str) {
+/// Loads `file`, checks its dimensions, encodes OpenAI's jfk log-mel and compares with
+/// PyTorch's output in `expected`.
+fn check_within(file: &str, expected: &str, max_abs: f32, min_cosine: f64) {
     let encoder = Encoder::load(&fixture(file), &EncoderOptions { threads: 1 })
         .unwrap_or_else(|e| panic!("{file} does not load: {e}"));
     let dims = encoder.dims();
@@ -32,13 +34,12 @@ fn check(file: &str, expected: &str) {
     let (_, mel) = read_npy(&reference("jfk.mel80_openai.npy"));
     let ours = encoder.encode(&mel).unwrap();
     let (_, torch) = read_npy(&fixture(expected));
-    let (max, cos) = (max_abs_diff(&ours, &torch), cosine(&ours, &torch));
-    eprintln!("{file}: max abs {max:e}, cosine {cos:.9}");
-    // float32 against float32 PyTorch through two layers: a few 1e-6 on values of order 1.
-    assert!(
-        max <= 1e-4 && cos >= 0.999_999,
-        "{file}: max abs {max:e}, cosine {cos}"
-    );
+    assert_close(file, &ours, &torch, max_abs, min_cosine);
+}
+
+/// float32 against float32 PyTorch through two layers: a few 1e-6 on values of order 1.
+fn check(file: &str, expected: &str) {
+    check_within(file, expected, 1e-4, 0.999_999);
 }
 
 #[test]
@@ -75,17 +76,7 @@ fn optimum_export_at_opset_18() {
 /// tract computes in float32 after converting them: through two layers and a final LayerNorm
 /// that leaves errors of some 1e-4 on outputs of order 1 (measured 5.1e-4); the bound is 10x.
 fn check_f16(file: &str) {
-    let encoder = Encoder::load(&fixture(file), &EncoderOptions { threads: 1 })
-        .unwrap_or_else(|e| panic!("{file} does not load: {e}"));
-    let (_, mel) = read_npy(&reference("jfk.mel80_openai.npy"));
-    let ours = encoder.encode(&mel).unwrap();
-    let (_, torch) = read_npy(&fixture("optimum.expected.npy"));
-    let (max, cos) = (max_abs_diff(&ours, &torch), cosine(&ours, &torch));
-    eprintln!("{file}: max abs {max:e}, cosine {cos:.9}");
-    assert!(
-        max <= 5e-3 && cos >= 0.99999,
-        "{file}: max abs {max:e}, cosine {cos}"
-    );
+    check_within(file, "optimum.expected.npy", 5e-3, 0.99999);
 }
 
 #[test]

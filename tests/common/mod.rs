@@ -154,3 +154,14 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     }
     ab / (aa * bb).sqrt()
 }
+
+/// Prints how closely `ours` follows `expected` and asserts it: the largest absolute
+/// difference at most `max_abs`, the cosine similarity at least `min_cosine`.
+pub fn assert_close(label: &str, ours: &[f32], expected: &[f32], max_abs: f32, min_cosine: f64) {
+    let (max, cos) = (max_abs_diff(ours, expected), cosine(ours, expected));
+    eprintln!("{label}: max abs {max:e}, cosine {cos:.9}");
+    assert!(
+        max <= max_abs && cos >= min_cosine,
+        "{label}: max abs {max:e} (bound {max_abs:e}), cosine {cos} (bound {min_cosine})"
+    );
+}

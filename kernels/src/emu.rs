@@ -18,6 +18,10 @@ const MR_AVX512: usize = 12;
 /// Rows of A each task pads to: a multiple of both micro-kernels' rows.
 const ROW_PAD: usize = 12;
 
+thread_local! {
+    static A_BLOCK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// B rounded to bfloat16 once and packed in panels of [`NR`] columns, `k`-major within a
 /// panel, zero-padded to whole panels: the layout the micro-kernel streams.
 #[derive(Debug, Clone)]
@@ -86,12 +90,18 @@ pub fn gemm(
         .for_each(|(t, c_block)| {
             let row0 = t * rows_per_task;
             let rows = c_block.len() / n;
-            // This task's rows of A, rounded, padded to whole micro-tiles with zero rows.
-            let mut a_block = vec![0.0f32; rows.div_ceil(ROW_PAD) * ROW_PAD * k];
-            for (dst, src) in a_block.iter_mut().zip(&a[row0 * k..(row0 + rows) * k]) {
-                *dst = bf16::round(*src, rounding);
-            }
-            block(&a_block, rows, b, bias, c_block);
+            // This task's rows of A, rounded, padded to whole micro-tiles with zero rows, in a
+            // buffer each thread keeps: allocating it per task would cost a page fault per
+            // 4 KiB at Whisper's sizes.
+            A_BLOCK.with_borrow_mut(|a_block| {
+                let len = rows.div_ceil(ROW_PAD) * ROW_PAD * k;
+                a_block.clear();
+                a_block.resize(len, 0.0);
+                for (dst, src) in a_block.iter_mut().zip(&a[row0 * k..(row0 + rows) * k]) {
+                    *dst = bf16::round(*src, rounding);
+                }
+                block(a_block, rows, b, bias, c_block);
+            });
         });
 }
 

@@ -3,11 +3,29 @@
 //! - [`hw`]: the hardware figures the contract is sized by, each with its source;
 //! - [`bf16`]: bfloat16 rounding, as the AIE converts float32 operands;
 //! - [`gemm`]: the GEMM contract: tiles, padding, dispatch chunking, and its numerics;
-//! - [`emu`]: the contract computed on the CPU, bit for bit as specified.
+//! - [`emu`]: the GEMM contract computed on the CPU, bit for bit as specified;
+//! - [`vmath`]: the vector arithmetic of the non-GEMM kernels (exponential, reciprocal,
+//!   16-lane sums), as the AIE2 vector unit computes it;
+//! - [`softmax`]: the Softmax contract, computed on the CPU bit for bit;
+//! - [`gelu`]: the GELU contract (tanh form), computed on the CPU bit for bit;
+//! - [`device`]: the interface of a device that runs the contract, and its traffic counters;
+//! - [`emulator`]: the contract on the CPU as a device (`--backend emu`);
+//! - [`manifest`]: which xclbin and instruction file implement which kernel and shape;
+//! - [`npu`]: the contract on an XDNA NPU through XRT (`--backend npu`).
+//!
+//! `kernels/NUMERICS.md` states the numerics of every kernel in one place, with the AIE2
+//! operations each step maps onto.
 //!
 //! This crate knows nothing of tract or ONNX: it takes and returns plain `f32` slices.
 
 pub mod bf16;
+pub mod device;
 pub mod emu;
+pub mod emulator;
+pub mod gelu;
 pub mod gemm;
 pub mod hw;
+pub mod manifest;
+pub mod npu;
+pub mod softmax;
+pub mod vmath;

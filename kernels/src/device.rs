@@ -1,0 +1,333 @@
+//! The device interface: what a backend that runs the kernel contract offers, and the
+//! counters of its traffic.
+//!
+//! Two implementations exist: [`crate::emulator::Emulator`] (the contract on the CPU) and the
+//! XRT device. Both count every dispatch and every byte that crosses between host and device
+//! with the same [`Counters`], from the same layouts, so the emulator predicts the device's
+//! traffic exactly.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::gemm::{GemmContract, GemmLayout};
+
+/// Why a device cannot do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    /// No device of this kind can be used here; the message says why and what to install.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The operands do not fit the contract (lengths, shapes).
+    #[error("{0}")]
+    Shape(String),
+    /// The device failed while running (a timeout, an error state), with its own message.
+    #[error("device error: {0}")]
+    Run(String),
+}
+
+/// A weight matrix `B[k, n]` (and optional bias `[n]`) prepared once for a device: rounded,
+/// laid out and, on a real device, uploaded.
+pub struct Weights {
+    k: usize,
+    n: usize,
+    has_bias: bool,
+    data: Box<dyn Any + Send + Sync>,
+}
+
+impl Weights {
+    /// Wraps device-specific prepared data for `[k, n]` weights.
+    pub fn new(k: usize, n: usize, has_bias: bool, data: Box<dyn Any + Send + Sync>) -> Weights {
+        Weights {
+            k,
+            n,
+            has_bias,
+            data,
+        }
+    }
+
+    /// The reduction length.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Columns.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Whether a bias is added in the epilogue.
+    pub fn has_bias(&self) -> bool {
+        self.has_bias
+    }
+
+    /// The device's own data, for the device that made it.
+    pub fn data<T: 'static>(&self) -> Option<&T> {
+        self.data.downcast_ref()
+    }
+}
+
+impl fmt::Debug for Weights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Weights[{}x{}{}]",
+            self.k,
+            self.n,
+            if self.has_bias { "+bias" } else { "" }
+        )
+    }
+}
+
+/// What the GEMM does to its float32 result before it leaves the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Epilogue {
+    /// `C = A @ B (+ bias)`.
+    #[default]
+    None,
+    /// `C = gelu(A @ B (+ bias))`, with the GELU kernel's numerics (bfloat16 out).
+    Gelu,
+}
+
+/// A device that runs the kernel contract: the GEMM, Softmax and GELU kernels.
+///
+/// Every call is one kernel invocation as the plan sees it; the device cuts it into
+/// dispatches as the contract says and counts them in [`Device::counters`].
+pub trait Device: Send + Sync + fmt::Debug {
+    /// The prefix of the op names that run here (`Npu`, `Emu`).
+    fn prefix(&self) -> &'static str;
+
+    /// The GEMM contract this device implements.
+    fn contract(&self) -> &GemmContract;
+
+    /// Rounds, lays out and uploads a weight matrix `b` (`[k, n]`, row-major) and its bias.
+    fn prepare_weights(
+        &self,
+        b: &[f32],
+        k: usize,
+        n: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<Arc<Weights>, DeviceError>;
+
+    /// `c[m, n] = epilogue(a[m, k] @ w (+ bias))`, row-major.
+    fn matmul(
+        &self,
+        a: &[f32],
+        m: usize,
+        w: &Weights,
+        epilogue: Epilogue,
+        c: &mut [f32],
+    ) -> Result<(), DeviceError>;
+
+    /// `c[m, n] = a[m, k] @ b[k, n]` with two activation operands (attention's products):
+    /// both are rounded and sent at every call.
+    fn matmul_act(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        dims: (usize, usize, usize),
+        c: &mut [f32],
+    ) -> Result<(), DeviceError>;
+
+    /// Softmax over each row of `x` (`cols` values a row), in place.
+    fn softmax(&self, x: &mut [f32], cols: usize) -> Result<(), DeviceError>;
+
+    /// GELU of every value of `x`, in place.
+    fn gelu(&self, x: &mut [f32]) -> Result<(), DeviceError>;
+
+    /// The traffic counters.
+    fn counters(&self) -> &Counters;
+}
+
+/// Kernel kinds, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kernel {
+    /// The GEMM (with its epilogues).
+    MatMul,
+    /// Softmax.
+    Softmax,
+    /// GELU.
+    Gelu,
+}
+
+impl Kernel {
+    /// Every kind, in report order.
+    pub const ALL: [Kernel; 3] = [Kernel::MatMul, Kernel::Softmax, Kernel::Gelu];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Default)]
+struct KernelCounters {
+    calls: AtomicU64,
+    dispatches: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    flops: AtomicU64,
+    padded_flops: AtomicU64,
+}
+
+/// Counts of the device's work and traffic since it was made, per kernel kind. Thread-safe.
+#[derive(Debug, Default)]
+pub struct Counters {
+    kernels: [KernelCounters; 3],
+    weight_bytes: AtomicU64,
+}
+
+/// The traffic of one kernel kind over some span of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Traffic {
+    /// Kernel invocations by the plan.
+    pub calls: u64,
+    /// Dispatches to the device (an invocation is cut into one or more).
+    pub dispatches: u64,
+    /// Bytes sent from host to device.
+    pub bytes_in: u64,
+    /// Bytes read back from device to host.
+    pub bytes_out: u64,
+    /// Useful floating-point operations (GEMM only).
+    pub flops: u64,
+    /// Floating-point operations including the padding to tiles (GEMM only).
+    pub padded_flops: u64,
+}
+
+/// A copy of all counters at one moment; subtract two to get the traffic in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    /// Per kernel kind, in the order of [`Kernel::ALL`].
+    pub kernels: [Traffic; 3],
+    /// Bytes of weights uploaded (once per plan).
+    pub weight_bytes: u64,
+}
+
+impl Snapshot {
+    /// The traffic of one kernel kind.
+    pub fn get(&self, kernel: Kernel) -> &Traffic {
+        &self.kernels[kernel.index()]
+    }
+
+    /// The sum over kernel kinds.
+    pub fn total(&self) -> Traffic {
+        self.kernels
+            .iter()
+            .fold(Traffic::default(), |a, t| Traffic {
+                calls: a.calls + t.calls,
+                dispatches: a.dispatches + t.dispatches,
+                bytes_in: a.bytes_in + t.bytes_in,
+                bytes_out: a.bytes_out + t.bytes_out,
+                flops: a.flops + t.flops,
+                padded_flops: a.padded_flops + t.padded_flops,
+            })
+    }
+
+    /// What happened between `earlier` and this snapshot.
+    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+        let mut out = *self;
+        for (o, e) in out.kernels.iter_mut().zip(&earlier.kernels) {
+            o.calls -= e.calls;
+            o.dispatches -= e.dispatches;
+            o.bytes_in -= e.bytes_in;
+            o.bytes_out -= e.bytes_out;
+            o.flops -= e.flops;
+            o.padded_flops -= e.padded_flops;
+        }
+        out.weight_bytes -= earlier.weight_bytes;
+        out
+    }
+}
+
+impl Counters {
+    /// Records one GEMM invocation of `layout`; `b_is_weight` says whether B was uploaded
+    /// before (a weight) or is sent now (an activation).
+    pub fn record_gemm(&self, layout: &GemmLayout, b_is_weight: bool) {
+        self.add(
+            Kernel::MatMul,
+            Traffic {
+                calls: 1,
+                dispatches: layout.dispatches as u64,
+                bytes_in: layout.bytes_in(b_is_weight) as u64,
+                bytes_out: layout.bytes_out() as u64,
+                flops: layout.flops(),
+                padded_flops: layout.padded_flops(),
+            },
+        );
+    }
+
+    /// Records one elementwise or row-wise invocation over `stream`.
+    pub fn record_stream(&self, kernel: Kernel, stream: &StreamLayout) {
+        self.add(
+            kernel,
+            Traffic {
+                calls: 1,
+                dispatches: stream.dispatches as u64,
+                bytes_in: stream.bytes as u64,
+                bytes_out: stream.bytes as u64,
+                flops: 0,
+                padded_flops: 0,
+            },
+        );
+    }
+
+    /// Records the upload of a weight matrix.
+    pub fn record_weights(&self, bytes: usize) {
+        self.weight_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn add(&self, kernel: Kernel, t: Traffic) {
+        let k = &self.kernels[kernel.index()];
+        k.calls.fetch_add(t.calls, Ordering::Relaxed);
+        k.dispatches.fetch_add(t.dispatches, Ordering::Relaxed);
+        k.bytes_in.fetch_add(t.bytes_in, Ordering::Relaxed);
+        k.bytes_out.fetch_add(t.bytes_out, Ordering::Relaxed);
+        k.flops.fetch_add(t.flops, Ordering::Relaxed);
+        k.padded_flops.fetch_add(t.padded_flops, Ordering::Relaxed);
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s = Snapshot {
+            weight_bytes: self.weight_bytes.load(Ordering::Relaxed),
+            ..Snapshot::default()
+        };
+        for (t, k) in s.kernels.iter_mut().zip(&self.kernels) {
+            *t = Traffic {
+                calls: k.calls.load(Ordering::Relaxed),
+                dispatches: k.dispatches.load(Ordering::Relaxed),
+                bytes_in: k.bytes_in.load(Ordering::Relaxed),
+                bytes_out: k.bytes_out.load(Ordering::Relaxed),
+                flops: k.flops.load(Ordering::Relaxed),
+                padded_flops: k.padded_flops.load(Ordering::Relaxed),
+            };
+        }
+        s
+    }
+}
+
+/// How a Softmax or GELU invocation over `elements` bfloat16 values is cut into dispatches:
+/// each dispatch's input fits the memory tiles (whole rows for Softmax).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLayout {
+    /// Values processed.
+    pub elements: usize,
+    /// Bytes each way (bfloat16 in, bfloat16 out).
+    pub bytes: usize,
+    /// Dispatches.
+    pub dispatches: usize,
+}
+
+impl StreamLayout {
+    /// The layout of `rows` rows of `cols` values under `contract`'s staging memory. Half of
+    /// the memory tiles hold the input, half the output.
+    pub fn new(contract: &GemmContract, rows: usize, cols: usize) -> StreamLayout {
+        let row_bytes = cols.max(1) * 2;
+        let rows_per_dispatch = (contract.staging_bytes / 2 / row_bytes).max(1);
+        StreamLayout {
+            elements: rows * cols,
+            bytes: rows * cols * 2,
+            dispatches: rows.div_ceil(rows_per_dispatch).max(1),
+        }
+    }
+}

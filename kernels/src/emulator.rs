@@ -1,0 +1,151 @@
+//! The emulated device: the kernel contract computed on the CPU with the kernels' exact
+//! numerics, counting the dispatches and bytes a device would see.
+
+use std::sync::Arc;
+
+use crate::device::{Counters, Device, DeviceError, Epilogue, Kernel, StreamLayout, Weights};
+use crate::emu::{self, PackedB};
+use crate::gemm::GemmContract;
+use crate::{gelu, softmax};
+
+/// Weights as the emulator keeps them: B packed in bfloat16 values, and the bias.
+#[derive(Debug)]
+struct EmuWeights {
+    packed: PackedB,
+    bias: Option<Vec<f32>>,
+}
+
+/// The kernel contract on the CPU (`--backend emu`). Work is spread over rayon's current pool;
+/// results do not depend on the number of threads.
+#[derive(Debug)]
+pub struct Emulator {
+    contract: GemmContract,
+    counters: Counters,
+}
+
+impl Emulator {
+    /// An emulator of `contract`.
+    pub fn new(contract: GemmContract) -> Emulator {
+        Emulator {
+            contract,
+            counters: Counters::default(),
+        }
+    }
+}
+
+fn check(what: &str, got: usize, expected: usize) -> Result<(), DeviceError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(DeviceError::Shape(format!(
+            "{what} holds {got} values, the shape says {expected}"
+        )))
+    }
+}
+
+impl Device for Emulator {
+    fn prefix(&self) -> &'static str {
+        "Emu"
+    }
+
+    fn contract(&self) -> &GemmContract {
+        &self.contract
+    }
+
+    fn prepare_weights(
+        &self,
+        b: &[f32],
+        k: usize,
+        n: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<Arc<Weights>, DeviceError> {
+        check("B", b.len(), k * n)?;
+        if let Some(bias) = bias {
+            check("the bias", bias.len(), n)?;
+        }
+        let packed = PackedB::new(&self.contract, b, k, n);
+        self.counters
+            .record_weights(self.contract.layout(1, k, n).weight_bytes());
+        Ok(Arc::new(Weights::new(
+            k,
+            n,
+            bias.is_some(),
+            Box::new(EmuWeights {
+                packed,
+                bias: bias.map(<[f32]>::to_vec),
+            }),
+        )))
+    }
+
+    fn matmul(
+        &self,
+        a: &[f32],
+        m: usize,
+        w: &Weights,
+        epilogue: Epilogue,
+        c: &mut [f32],
+    ) -> Result<(), DeviceError> {
+        let ew = w.data::<EmuWeights>().ok_or_else(|| {
+            DeviceError::Shape("these weights were prepared for another device".into())
+        })?;
+        check("A", a.len(), m * w.k())?;
+        check("C", c.len(), m * w.n())?;
+        emu::gemm(
+            self.contract.rounding,
+            a,
+            m,
+            &ew.packed,
+            ew.bias.as_deref(),
+            c,
+        );
+        if epilogue == Epilogue::Gelu {
+            gelu::gelu(self.contract.rounding, c);
+        }
+        self.counters
+            .record_gemm(&self.contract.layout(m, w.k(), w.n()), true);
+        Ok(())
+    }
+
+    fn matmul_act(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        (m, k, n): (usize, usize, usize),
+        c: &mut [f32],
+    ) -> Result<(), DeviceError> {
+        check("A", a.len(), m * k)?;
+        check("B", b.len(), k * n)?;
+        check("C", c.len(), m * n)?;
+        let packed = PackedB::new(&self.contract, b, k, n);
+        emu::gemm(self.contract.rounding, a, m, &packed, None, c);
+        self.counters
+            .record_gemm(&self.contract.layout(m, k, n), false);
+        Ok(())
+    }
+
+    fn softmax(&self, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
+        if cols == 0 || !x.len().is_multiple_of(cols) {
+            return Err(DeviceError::Shape(format!(
+                "softmax over rows of {cols} values given {} values",
+                x.len()
+            )));
+        }
+        softmax::softmax_rows(self.contract.rounding, x, cols);
+        self.counters.record_stream(
+            Kernel::Softmax,
+            &StreamLayout::new(&self.contract, x.len() / cols, cols),
+        );
+        Ok(())
+    }
+
+    fn gelu(&self, x: &mut [f32]) -> Result<(), DeviceError> {
+        gelu::gelu(self.contract.rounding, x);
+        self.counters
+            .record_stream(Kernel::Gelu, &StreamLayout::new(&self.contract, x.len(), 1));
+        Ok(())
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+}

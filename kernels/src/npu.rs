@@ -1,0 +1,587 @@
+//! The XDNA device: the kernel contract run through XRT with the kernels of a
+//! [`Manifest`].
+//!
+//! The host flow is AMD's for NPUs (mlir-aie's `programming_examples` host code): open the
+//! device, register each xclbin and create a hardware context for it, open its `MLIR_AIE`
+//! kernel; per kernel shape, write the instruction stream once into a cacheable buffer in
+//! group 1; data buffers are host-only, in the groups of arguments 3, 4, 5 and 6; a dispatch
+//! is `kernel(3, instructions, word count, A, B, C[, bias])`, a wait, and a sync of C back.
+//!
+//! Weights are converted to bfloat16, padded to the contract's tiles and uploaded once when
+//! the plan is built; per dispatch only activations move, and the buffers are allocated once
+//! per kernel shape and reused. The padding and the cut of M into dispatches are
+//! [`GemmContract::layout`]'s, shared with the emulator. A device error or a timeout fails
+//! the call with the device's message: nothing computed by a failed dispatch is returned.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use xrt_sys::{Bo, BoFlags, CommandState, HwContext, Kernel as XrtKernel, Xclbin};
+
+use crate::bf16;
+use crate::device::{Counters, Device, DeviceError, Epilogue, Kernel, StreamLayout, Weights};
+use crate::gemm::{GemmContract, GemmLayout};
+use crate::manifest::{KernelEntry, KernelKind, Manifest, ManifestEpilogue};
+
+/// How long one dispatch may run before it is declared hung.
+pub const DISPATCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The data-buffer arguments of the NPU flow: A, B, C and the bias are arguments 3 to 6.
+const FIRST_DATA_ARG: u32 = 3;
+
+fn xrt(e: xrt_sys::XrtError) -> DeviceError {
+    DeviceError::Run(e.to_string())
+}
+
+/// One kernel of the manifest, opened: its kernel object and instruction buffer.
+struct Loaded {
+    kernel: XrtKernel,
+    instructions: Bo,
+    words: u32,
+}
+
+/// Data buffers of one kernel shape, allocated once and reused by every dispatch.
+struct Buffers {
+    a: Bo,
+    b: Option<Bo>,
+    c: Bo,
+    bias: Option<Bo>,
+}
+
+/// The NPU's weights: B (and the bias) in device buffers.
+struct NpuWeights {
+    b: Bo,
+    bias: Option<Bo>,
+    k_pad: usize,
+    n_pad: usize,
+}
+
+/// An XDNA NPU driven through XRT (`--backend npu`).
+pub struct Npu {
+    contract: GemmContract,
+    manifest: Manifest,
+    device: xrt_sys::Device,
+    contexts: HashMap<PathBuf, HwContext>,
+    loaded: Mutex<HashMap<usize, Arc<Loaded>>>,
+    buffers: Mutex<HashMap<(usize, bool), Buffers>>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Npu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Npu")
+            .field("device", &self.device)
+            .field("kernels", &self.manifest.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads an instruction file: mlir-aie writes either raw little-endian 32-bit words
+/// (`*.bin`) or one hexadecimal word a line (`*.txt`).
+pub fn read_instructions(path: &Path) -> Result<Vec<u32>, DeviceError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        DeviceError::Unavailable(format!(
+            "cannot read the instructions {}: {e}",
+            path.display()
+        ))
+    })?;
+    let bad = |what: &str| {
+        DeviceError::Unavailable(format!("{}: {what}; rebuild the kernels", path.display()))
+    };
+    let words: Vec<u32> = if path.extension().is_some_and(|e| e == "txt") {
+        let text = std::str::from_utf8(&bytes).map_err(|_| bad("not text"))?;
+        text.split_whitespace()
+            .map(|w| u32::from_str_radix(w.trim_start_matches("0x"), 16))
+            .collect::<Result<_, _>>()
+            .map_err(|_| bad("a line is not a hexadecimal word"))?
+    } else {
+        if !bytes.len().is_multiple_of(4) {
+            return Err(bad("its length is not a whole number of 32-bit words"));
+        }
+        bytes
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect()
+    };
+    if words.is_empty() {
+        return Err(bad("no instructions"));
+    }
+    Ok(words)
+}
+
+fn bf16_bytes(values: impl Iterator<Item = f32>, rounding: bf16::Rounding) -> Vec<u8> {
+    values
+        .flat_map(|v| bf16::to_bits(v, rounding).to_le_bytes())
+        .collect()
+}
+
+/// `rows x cols` row-major values padded with zeros to `rows_pad x cols_pad`, as bf16 bytes.
+fn padded_bf16(
+    x: &[f32],
+    (rows, cols): (usize, usize),
+    (rows_pad, cols_pad): (usize, usize),
+    rounding: bf16::Rounding,
+) -> Vec<u8> {
+    let values = (0..rows_pad).flat_map(move |r| {
+        (0..cols_pad).map(move |c| {
+            if r < rows && c < cols {
+                x[r * cols + c]
+            } else {
+                0.0
+            }
+        })
+    });
+    bf16_bytes(values, rounding)
+}
+
+impl Npu {
+    /// Opens device `index` with the kernels of `manifest`. Fails with XRT's message when no
+    /// NPU can be opened, or when this XRT cannot drive one.
+    pub fn open(
+        index: u32,
+        manifest: Manifest,
+        contract: GemmContract,
+    ) -> Result<Npu, DeviceError> {
+        xrt_sys::check_hw_context().map_err(|e| DeviceError::Unavailable(e.to_string()))?;
+        let device =
+            xrt_sys::Device::open(index).map_err(|e| DeviceError::Unavailable(e.to_string()))?;
+        let mut contexts = HashMap::new();
+        for entry in &manifest.kernels {
+            let path = manifest.dir.join(&entry.xclbin);
+            if contexts.contains_key(&path) {
+                continue;
+            }
+            let xclbin =
+                Xclbin::from_file(&path).map_err(|e| DeviceError::Unavailable(e.to_string()))?;
+            let context = HwContext::new(&device, &xclbin)
+                .map_err(|e| DeviceError::Unavailable(e.to_string()))?;
+            contexts.insert(path, context);
+        }
+        Ok(Npu {
+            contract,
+            manifest,
+            device,
+            contexts,
+            loaded: Mutex::default(),
+            buffers: Mutex::default(),
+            counters: Counters::default(),
+        })
+    }
+
+    fn find(
+        &self,
+        kind: KernelKind,
+        shape: &[usize],
+        epilogue: ManifestEpilogue,
+    ) -> Result<usize, DeviceError> {
+        self.manifest
+            .kernels
+            .iter()
+            .position(|e| e.kind == kind && e.shape == shape && (kind != KernelKind::Gemm || e.epilogue == epilogue))
+            .ok_or_else(|| {
+                DeviceError::Unavailable(format!(
+                    "the kernels in {} have no {kind:?} kernel for a dispatch of shape {shape:?}{}; \
+                     build kernels/aie for this model's shapes",
+                    self.manifest.dir.display(),
+                    if kind == KernelKind::Gemm { format!(" with epilogue {epilogue:?}") } else { String::new() }
+                ))
+            })
+    }
+
+    fn load(&self, index: usize) -> Result<Arc<Loaded>, DeviceError> {
+        let mut loaded = self.loaded.lock().expect("kernel table");
+        if let Some(l) = loaded.get(&index) {
+            return Ok(l.clone());
+        }
+        let entry: &KernelEntry = &self.manifest.kernels[index];
+        let context = &self.contexts[&self.manifest.dir.join(&entry.xclbin)];
+        let kernel = XrtKernel::new(context, &entry.kernel_name).map_err(xrt)?;
+        let words = read_instructions(&self.manifest.dir.join(&entry.instructions))?;
+        let mut instructions = Bo::new(
+            &self.device,
+            words.len() * 4,
+            BoFlags::CACHEABLE,
+            kernel.group_id(1).map_err(xrt)?,
+        )
+        .map_err(xrt)?;
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        instructions.write(&bytes, 0).map_err(xrt)?;
+        instructions.sync_to_device().map_err(xrt)?;
+        let l = Arc::new(Loaded {
+            kernel,
+            instructions,
+            words: words.len() as u32,
+        });
+        loaded.insert(index, l.clone());
+        Ok(l)
+    }
+
+    fn data_bo(&self, kernel: &XrtKernel, arg: u32, bytes: usize) -> Result<Bo, DeviceError> {
+        Bo::new(
+            &self.device,
+            bytes,
+            BoFlags::HOST_ONLY,
+            kernel.group_id(FIRST_DATA_ARG + arg).map_err(xrt)?,
+        )
+        .map_err(xrt)
+    }
+
+    /// Runs one dispatch of `loaded` on `data` and waits for it.
+    fn dispatch(&self, loaded: &Loaded, data: &[&Bo]) -> Result<(), DeviceError> {
+        let mut run = loaded
+            .kernel
+            .start_npu(&loaded.instructions, loaded.words, data)
+            .map_err(xrt)?;
+        match run.wait(DISPATCH_TIMEOUT).map_err(xrt)? {
+            CommandState::Completed => Ok(()),
+            state if !state.is_finished() => Err(DeviceError::Run(format!(
+                "a dispatch did not finish within {} s (state {state:?})",
+                DISPATCH_TIMEOUT.as_secs()
+            ))),
+            state => Err(DeviceError::Run(format!(
+                "a dispatch ended in state {state:?}"
+            ))),
+        }
+    }
+
+    /// The GEMM of `layout`: A from `a` (bf16, padded), B and bias from the weights or from
+    /// the activation `b`, C into `c`.
+    fn gemm(
+        &self,
+        a: &[f32],
+        layout: &GemmLayout,
+        weights: Option<&NpuWeights>,
+        b: Option<&[f32]>,
+        epilogue: Epilogue,
+        c: &mut [f32],
+    ) -> Result<(), DeviceError> {
+        let has_bias = weights.is_some_and(|w| w.bias.is_some());
+        let kind = match (has_bias || epilogue == Epilogue::Gelu, epilogue) {
+            (_, Epilogue::Gelu) => ManifestEpilogue::BiasGelu,
+            (true, Epilogue::None) => ManifestEpilogue::Bias,
+            (false, Epilogue::None) => ManifestEpilogue::None,
+        };
+        let index = self.find(
+            KernelKind::Gemm,
+            &[layout.m_chunk, layout.k_pad, layout.n_pad],
+            kind,
+        )?;
+        let loaded = self.load(index)?;
+        let rounding = self.contract.rounding;
+        let mut buffers = self.buffers.lock().expect("buffer table");
+        let key = (index, weights.is_none());
+        let bufs = match buffers.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert({
+                let b_bo = if weights.is_none() {
+                    Some(self.data_bo(&loaded.kernel, 1, layout.k_pad * layout.n_pad * 2)?)
+                } else {
+                    None
+                };
+                let bias_bo = if kind != ManifestEpilogue::None && !has_bias {
+                    // A GELU epilogue without a bias adds zeros.
+                    let mut bo = self.data_bo(&loaded.kernel, 3, layout.n_pad * 4)?;
+                    bo.write(&vec![0u8; layout.n_pad * 4], 0).map_err(xrt)?;
+                    bo.sync_to_device().map_err(xrt)?;
+                    Some(bo)
+                } else {
+                    None
+                };
+                let a_bo = self.data_bo(&loaded.kernel, 0, layout.m_chunk * layout.k_pad * 2)?;
+                let c_bo = self.data_bo(&loaded.kernel, 2, layout.m_chunk * layout.n_pad * 4)?;
+                Buffers {
+                    a: a_bo,
+                    b: b_bo,
+                    c: c_bo,
+                    bias: bias_bo,
+                }
+            }),
+        };
+        if let (Some(b), Some(bo)) = (b, bufs.b.as_mut()) {
+            let bytes = padded_bf16(
+                b,
+                (layout.k, layout.n),
+                (layout.k_pad, layout.n_pad),
+                rounding,
+            );
+            bo.write(&bytes, 0).map_err(xrt)?;
+            bo.sync_to_device().map_err(xrt)?;
+        }
+        let (m, k, n) = (layout.m, layout.k, layout.n);
+        let mut out = vec![0u8; layout.m_chunk * layout.n_pad * 4];
+        for d in 0..layout.dispatches {
+            let row0 = d * layout.m_chunk;
+            let rows = layout.m_chunk.min(m.saturating_sub(row0));
+            let a_rows = &a[row0 * k..(row0 + rows) * k];
+            let bytes = padded_bf16(a_rows, (rows, k), (layout.m_chunk, layout.k_pad), rounding);
+            bufs.a.write(&bytes, 0).map_err(xrt)?;
+            bufs.a.sync_to_device().map_err(xrt)?;
+            let b_bo = match weights {
+                Some(w) => &w.b,
+                None => bufs.b.as_ref().expect("activation B buffer"),
+            };
+            let bias_bo = weights.and_then(|w| w.bias.as_ref()).or(bufs.bias.as_ref());
+            let mut data = vec![&bufs.a, b_bo, &bufs.c];
+            data.extend(bias_bo);
+            self.dispatch(&loaded, &data)?;
+            bufs.c.sync_from_device().map_err(xrt)?;
+            bufs.c.read(&mut out, 0).map_err(xrt)?;
+            for r in 0..rows {
+                for j in 0..n {
+                    let o = (r * layout.n_pad + j) * 4;
+                    c[(row0 + r) * n + j] =
+                        f32::from_le_bytes([out[o], out[o + 1], out[o + 2], out[o + 3]]);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A row-wise or elementwise kernel over `x` in place, `rows_per_dispatch` rows of `cols`.
+    fn stream(&self, kind: KernelKind, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
+        let rows = x.len() / cols;
+        let layout = StreamLayout::new(&self.contract, rows, cols);
+        let per = rows.div_ceil(layout.dispatches);
+        let shape: Vec<usize> = match kind {
+            KernelKind::Softmax => vec![per, cols],
+            _ => vec![per * cols],
+        };
+        let index = self.find(kind, &shape, ManifestEpilogue::None)?;
+        let loaded = self.load(index)?;
+        let mut buffers = self.buffers.lock().expect("buffer table");
+        let key = (index, true);
+        let bufs = match buffers.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(Buffers {
+                a: self.data_bo(&loaded.kernel, 0, per * cols * 2)?,
+                b: None,
+                c: self.data_bo(&loaded.kernel, 1, per * cols * 2)?,
+                bias: None,
+            }),
+        };
+        let mut out = vec![0u8; per * cols * 2];
+        for chunk in x.chunks_mut(per * cols) {
+            let mut bytes = bf16_bytes(chunk.iter().copied(), self.contract.rounding);
+            bytes.resize(per * cols * 2, 0);
+            bufs.a.write(&bytes, 0).map_err(xrt)?;
+            bufs.a.sync_to_device().map_err(xrt)?;
+            self.dispatch(&loaded, &[&bufs.a, &bufs.c])?;
+            bufs.c.sync_from_device().map_err(xrt)?;
+            bufs.c.read(&mut out, 0).map_err(xrt)?;
+            for (v, h) in chunk.iter_mut().zip(out.chunks_exact(2)) {
+                *v = bf16::from_bits(u16::from_le_bytes([h[0], h[1]]));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Device for Npu {
+    fn prefix(&self) -> &'static str {
+        "Npu"
+    }
+
+    fn contract(&self) -> &GemmContract {
+        &self.contract
+    }
+
+    fn prepare_weights(
+        &self,
+        b: &[f32],
+        k: usize,
+        n: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<Arc<Weights>, DeviceError> {
+        if b.len() != k * n {
+            return Err(DeviceError::Shape(format!(
+                "B holds {} values, [{k}, {n}] says {}",
+                b.len(),
+                k * n
+            )));
+        }
+        let layout = self.contract.layout(1, k, n);
+        // Any GEMM kernel of this K and N gives the memory groups of B and the bias.
+        let index = self
+            .manifest
+            .kernels
+            .iter()
+            .position(|e| {
+                e.kind == KernelKind::Gemm
+                    && e.shape[1] == layout.k_pad
+                    && e.shape[2] == layout.n_pad
+            })
+            .ok_or_else(|| {
+                DeviceError::Unavailable(format!(
+                    "the kernels in {} have no GEMM for K = {} and N = {}; build kernels/aie for \
+                     this model's shapes",
+                    self.manifest.dir.display(),
+                    layout.k_pad,
+                    layout.n_pad
+                ))
+            })?;
+        let loaded = self.load(index)?;
+        let mut b_bo = self.data_bo(&loaded.kernel, 1, layout.weight_bytes())?;
+        b_bo.write(
+            &padded_bf16(
+                b,
+                (k, n),
+                (layout.k_pad, layout.n_pad),
+                self.contract.rounding,
+            ),
+            0,
+        )
+        .map_err(xrt)?;
+        b_bo.sync_to_device().map_err(xrt)?;
+        let bias_bo = match bias {
+            Some(bias) => {
+                let mut bytes: Vec<u8> = bias.iter().flat_map(|v| v.to_le_bytes()).collect();
+                bytes.resize(layout.n_pad * 4, 0);
+                let mut bo = self.data_bo(&loaded.kernel, 3, bytes.len())?;
+                bo.write(&bytes, 0).map_err(xrt)?;
+                bo.sync_to_device().map_err(xrt)?;
+                Some(bo)
+            }
+            None => None,
+        };
+        self.counters.record_weights(layout.weight_bytes());
+        Ok(Arc::new(Weights::new(
+            k,
+            n,
+            bias.is_some(),
+            Box::new(NpuWeights {
+                b: b_bo,
+                bias: bias_bo,
+                k_pad: layout.k_pad,
+                n_pad: layout.n_pad,
+            }),
+        )))
+    }
+
+    fn matmul(
+        &self,
+        a: &[f32],
+        m: usize,
+        w: &Weights,
+        epilogue: Epilogue,
+        c: &mut [f32],
+    ) -> Result<(), DeviceError> {
+        let nw = w.data::<NpuWeights>().ok_or_else(|| {
+            DeviceError::Shape("these weights were prepared for another device".into())
+        })?;
+        let layout = self.contract.layout(m, w.k(), w.n());
+        debug_assert_eq!((layout.k_pad, layout.n_pad), (nw.k_pad, nw.n_pad));
+        if a.len() != m * w.k() || c.len() != m * w.n() {
+            return Err(DeviceError::Shape(format!(
+                "A holds {} and C {} values for [{m}, {}] @ [{}, {}]",
+                a.len(),
+                c.len(),
+                w.k(),
+                w.k(),
+                w.n()
+            )));
+        }
+        self.gemm(a, &layout, Some(nw), None, epilogue, c)?;
+        self.counters.record_gemm(&layout, true);
+        Ok(())
+    }
+
+    fn matmul_act(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        (m, k, n): (usize, usize, usize),
+        c: &mut [f32],
+    ) -> Result<(), DeviceError> {
+        if a.len() != m * k || b.len() != k * n || c.len() != m * n {
+            return Err(DeviceError::Shape(format!(
+                "operands do not fill [{m}, {k}] @ [{k}, {n}]"
+            )));
+        }
+        let layout = self.contract.layout(m, k, n);
+        self.gemm(a, &layout, None, Some(b), Epilogue::None, c)?;
+        self.counters.record_gemm(&layout, false);
+        Ok(())
+    }
+
+    fn softmax(&self, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
+        if cols == 0 || !x.len().is_multiple_of(cols) {
+            return Err(DeviceError::Shape(format!(
+                "softmax over rows of {cols} given {} values",
+                x.len()
+            )));
+        }
+        self.stream(KernelKind::Softmax, x, cols)?;
+        self.counters.record_stream(
+            Kernel::Softmax,
+            &StreamLayout::new(&self.contract, x.len() / cols, cols),
+        );
+        Ok(())
+    }
+
+    fn gelu(&self, x: &mut [f32]) -> Result<(), DeviceError> {
+        self.stream(KernelKind::Gelu, x, 1)?;
+        self.counters
+            .record_stream(Kernel::Gelu, &StreamLayout::new(&self.contract, x.len(), 1));
+        Ok(())
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instruction_files_in_both_formats() {
+        let dir = std::env::temp_dir().join(format!("amanuensis-insts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let words = [0x0600_0100u32, 0x0000_0000, 0xdead_beef];
+        let bin: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        std::fs::write(dir.join("a.bin"), &bin).unwrap();
+        std::fs::write(dir.join("a.txt"), "06000100\n00000000\ndeadbeef\n").unwrap();
+        assert_eq!(read_instructions(&dir.join("a.bin")).unwrap(), words);
+        assert_eq!(read_instructions(&dir.join("a.txt")).unwrap(), words);
+        std::fs::write(dir.join("b.bin"), [1u8, 2, 3]).unwrap();
+        let err = read_instructions(&dir.join("b.bin"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("32-bit words"), "{err}");
+        std::fs::write(dir.join("b.txt"), "zz\n").unwrap();
+        assert!(read_instructions(&dir.join("b.txt")).is_err());
+        assert!(read_instructions(&dir.join("missing.bin")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn padding_to_tiles_keeps_values_and_adds_zeros() {
+        let x = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let bytes = padded_bf16(&x, (2, 3), (3, 4), bf16::Rounding::NearestEven);
+        let back: Vec<f32> = bytes
+            .chunks_exact(2)
+            .map(|h| bf16::from_bits(u16::from_le_bytes([h[0], h[1]])))
+            .collect();
+        assert_eq!(
+            back,
+            [1.0, 2.0, 3.0, 0.0, 4.0, 5.0, 6.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        );
+    }
+
+    #[test]
+    fn opening_without_a_device_says_why() {
+        let manifest = Manifest {
+            format: crate::manifest::FORMAT,
+            target: "npu1_4col".into(),
+            kernels: vec![],
+            dir: PathBuf::from("."),
+        };
+        let err = Npu::open(0, manifest, GemmContract::XDNA1).unwrap_err();
+        assert!(matches!(err, DeviceError::Unavailable(_)), "{err:?}");
+        eprintln!("no NPU here: {err}");
+    }
+}

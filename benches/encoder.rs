@@ -1,9 +1,10 @@
 //! Encoder speed against ONNX Runtime: `cargo bench --bench encoder`.
 //!
 //! For tiny.en and base (fetched through the catalog on first use), at 1 and 2 threads, prints
-//! the median time of one 30 s window in tract's plan and in ONNX Runtime (Python
-//! `onnxruntime`, CPU provider, same .onnx file, same thread count), measured in this run, and
-//! their ratio; then where tract's time goes, per op kind. Needs python3 with `onnxruntime`
+//! the median time of one 30 s window in the `tract` plan (tract untouched), the `cpu` plan
+//! (with this project's CPU fusions), the `emu` plan (the NPU plan, kernels emulated) and ONNX
+//! Runtime (Python `onnxruntime`, CPU provider, same .onnx file, same thread count), all
+//! measured in this run, and their ratios; then where each plan's time goes, per op kind. Needs python3 with `onnxruntime`
 //! and `numpy` (`pip install onnxruntime numpy`); set AMANUENSIS_PYTHON to use another Python.
 //! `AMANUENSIS_BENCH_MODELS=tiny.en` restricts the models.
 
@@ -11,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use amanuensis::audio::N_FRAMES;
+use amanuensis::backend::Backend;
 use amanuensis::model::{Encoder, EncoderOptions, resolve_model};
 
 const RUNS: usize = 5;
@@ -78,46 +80,68 @@ fn main() {
     let models = std::env::var("AMANUENSIS_BENCH_MODELS").unwrap_or_else(|_| "tiny.en,base".into());
     println!("amanuensis encoder benchmark: one 30 s window, median of {RUNS} runs");
     println!(
-        "{:<8} {:>7} {:>11} {:>11} {:>13}",
-        "model", "threads", "tract ms", "ORT ms", "tract / ORT"
+        "{:<8} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
+        "model",
+        "threads",
+        "tract ms",
+        "cpu ms",
+        "emu ms",
+        "ORT ms",
+        "cpu/ORT",
+        "emu/cpu",
+        "cpu/tract"
     );
     let mut profiles = Vec::new();
     for name in models.split(',') {
         let dir = resolve_model(name, &mut |line| eprintln!("{line}"))
             .unwrap_or_else(|e| panic!("cannot obtain {name}: {e:#}"));
         for threads in [1, 2] {
-            let encoder =
-                Encoder::load(&dir, &EncoderOptions { threads }).expect("the model loads");
-            let n_mels = encoder.dims().n_mels;
-            let mel: Vec<f32> = (0..n_mels * N_FRAMES)
-                .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
-                .collect();
-            encoder.encode(&mel).expect("the encoder runs");
-            let times = (0..RUNS)
-                .map(|_| {
-                    let t = Instant::now();
-                    encoder.encode(&mel).expect("the encoder runs");
-                    t.elapsed()
-                })
-                .collect();
-            let tract_ms = median(times).as_secs_f64() * 1e3;
-            let (ort_ms, version) = onnxruntime_ms(&encoder.files().encoder, threads, n_mels);
-            println!(
-                "{name:<8} {threads:>7} {tract_ms:>11.1} {ort_ms:>11.1} {:>12.2}x   (onnxruntime {version})",
-                tract_ms / ort_ms
-            );
-            if threads == 2 {
-                profiles.push((
-                    name.to_string(),
-                    encoder.profile(&mel).expect("profiled run"),
-                ));
+            let mut ms = Vec::new();
+            let mut files = None;
+            let mut n_mels = 80;
+            for backend in [Backend::Tract, Backend::Cpu, Backend::Emu] {
+                let options = EncoderOptions {
+                    threads,
+                    backend,
+                    ..EncoderOptions::default()
+                };
+                let encoder = Encoder::load(&dir, &options).expect("the model loads");
+                n_mels = encoder.dims().n_mels;
+                let mel: Vec<f32> = (0..n_mels * N_FRAMES)
+                    .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+                    .collect();
+                encoder.encode(&mel).expect("the encoder runs");
+                let times = (0..RUNS)
+                    .map(|_| {
+                        let t = Instant::now();
+                        encoder.encode(&mel).expect("the encoder runs");
+                        t.elapsed()
+                    })
+                    .collect();
+                ms.push(median(times).as_secs_f64() * 1e3);
+                if threads == 2 {
+                    profiles.push((
+                        format!("{name}, {backend}"),
+                        encoder.profile(&mel).expect("profiled run"),
+                    ));
+                }
+                files = Some(encoder.files().encoder.clone());
             }
+            let (ort_ms, version) = onnxruntime_ms(&files.unwrap(), threads, n_mels);
+            let (tract_ms, cpu_ms, emu_ms) = (ms[0], ms[1], ms[2]);
+            println!(
+                "{name:<8} {threads:>7} {tract_ms:>9.1} {cpu_ms:>9.1} {emu_ms:>9.1} {ort_ms:>9.1} \
+                 {:>9.2}x {:>9.2}x {:>9.2}x   (onnxruntime {version})",
+                cpu_ms / ort_ms,
+                emu_ms / cpu_ms,
+                cpu_ms / tract_ms
+            );
         }
     }
     for (name, profile) in profiles {
         let total: Duration = profile.iter().map(|p| p.time).sum();
         println!(
-            "\nwhere tract's time goes, {name}, 2 threads ({:.1} ms in nodes):",
+            "\nwhere the time goes, {name}, 2 threads ({:.1} ms in nodes):",
             total.as_secs_f64() * 1e3
         );
         for p in profile.iter().take(12) {

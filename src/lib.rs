@@ -4,5 +4,8 @@
 //! spectrogram) and the pieces the `amanuensis` command line is built from.
 
 pub mod audio;
+pub mod backend;
 pub mod model;
 pub mod npy;
+pub mod placement;
+pub mod rewrite;

@@ -44,7 +44,7 @@ fn encode_command_from_flac_matches_pytorch() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    for needle in ["model:", "backend: Cpu", "11.00 s", "realtime"] {
+    for needle in ["model:", "backend: cpu", "11.00 s", "realtime"] {
         assert!(
             stderr.contains(needle),
             "the report lacks {needle:?}:\n{stderr}"
@@ -93,7 +93,14 @@ fn bad_models_are_refused_with_a_reason() {
     let err = load(&dir.join("absent.onnx"));
     assert!(err.contains("no such file"), "{err}");
 
-    let encoder = Encoder::load(&reference("tiny.en"), &EncoderOptions { threads: 1 }).unwrap();
+    let encoder = Encoder::load(
+        &reference("tiny.en"),
+        &EncoderOptions {
+            threads: 1,
+            ..EncoderOptions::default()
+        },
+    )
+    .unwrap();
     let err = encoder
         .encode(&vec![0.0; 128 * 3000])
         .unwrap_err()

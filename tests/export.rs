@@ -309,7 +309,14 @@ fn check_conversion(vars: &[Ct2Var], weights: &Weights) {
     ] {
         assert!(out.join(file).is_file(), "{file} missing");
     }
-    let encoder = Encoder::load(&out, &EncoderOptions { threads: 1 }).unwrap();
+    let encoder = Encoder::load(
+        &out,
+        &EncoderOptions {
+            threads: 1,
+            ..EncoderOptions::default()
+        },
+    )
+    .unwrap();
     let mel = Rng(7).vec(N_MELS * N_FRAMES, 1.0);
     let ours = encoder.encode(&mel).unwrap();
     let expected = reference_encoder(weights, &mel);

@@ -23,8 +23,14 @@ fn fixture(name: &str) -> PathBuf {
 /// Loads `file`, checks its dimensions, encodes OpenAI's jfk log-mel and compares with
 /// PyTorch's output in `expected`.
 fn check_within(file: &str, expected: &str, max_abs: f32, min_cosine: f64) {
-    let encoder = Encoder::load(&fixture(file), &EncoderOptions { threads: 1 })
-        .unwrap_or_else(|e| panic!("{file} does not load: {e}"));
+    let encoder = Encoder::load(
+        &fixture(file),
+        &EncoderOptions {
+            threads: 1,
+            ..EncoderOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{file} does not load: {e}"));
     let dims = encoder.dims();
     assert_eq!(
         (dims.n_mels, dims.d_model, dims.n_audio_ctx, dims.n_layers),

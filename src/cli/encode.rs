@@ -2,18 +2,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use amanuensis::audio::{AudioStream, Input, LogMel};
+use amanuensis::backend::Backend;
 use amanuensis::model::{Encoder, EncoderOptions, resolve_model};
 use amanuensis::npy::NpyRowWriter;
-
-/// Where the encoder runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Backend {
-    /// Every op on the CPU, in tract's optimised plan.
-    Cpu,
-}
 
 /// Run a Whisper encoder over an audio file.
 ///
@@ -40,6 +34,10 @@ pub struct EncodeArgs {
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
 
+    /// Fail instead of falling back to the CPU when `--backend auto` finds no NPU.
+    #[arg(long)]
+    strict: bool,
+
     /// Threads of the encoder (default: all cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -50,7 +48,11 @@ pub struct EncodeArgs {
 }
 
 pub fn run(args: EncodeArgs) -> Result<()> {
-    let mut options = EncoderOptions::default();
+    let mut options = EncoderOptions {
+        backend: args.backend,
+        strict: args.strict,
+        ..EncoderOptions::default()
+    };
     if let Some(threads) = args.threads {
         if threads == 0 {
             bail!("--threads must be at least 1");
@@ -59,6 +61,9 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     }
     let model_dir = resolve_model(&args.model, &mut |line| eprintln!("{line}"))?;
     let encoder = Encoder::load(&model_dir, &options)?;
+    if let Some(note) = &encoder.backend().note {
+        eprintln!("{note}");
+    }
     let dims = *encoder.dims();
     let input = Input::from_arg(&args.audio);
     let mut stream = AudioStream::open(&input)?;
@@ -96,7 +101,11 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         dims.n_heads,
         encoder.load_time().as_secs_f64() * 1e3
     );
-    eprintln!("backend: {:?}, {} thread(s)", args.backend, options.threads);
+    eprintln!(
+        "backend: {}, {} thread(s)",
+        encoder.backend().backend,
+        options.threads
+    );
     eprintln!(
         "audio: {} ({} {} Hz), {seconds:.2} s in {windows} window(s)",
         info.name, info.codec, info.sample_rate

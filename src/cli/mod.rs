@@ -1,6 +1,8 @@
 //! Subcommands of the `amanuensis` binary, one file each.
 
+mod compare;
 mod encode;
+mod inspect;
 mod mel;
 mod models;
 
@@ -26,6 +28,8 @@ pub struct Cli {
 enum Command {
     Mel(mel::MelArgs),
     Encode(encode::EncodeArgs),
+    Compare(compare::CompareArgs),
+    Inspect(inspect::InspectArgs),
     Models(models::ModelsArgs),
 }
 
@@ -34,6 +38,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Mel(args) => mel::run(args),
         Command::Encode(args) => encode::run(args),
+        Command::Compare(args) => compare::run(args),
+        Command::Inspect(args) => inspect::run(args),
         Command::Models(args) => models::run(args),
     }
+}
+
+/// Writes `value` as pretty JSON to `path` through a temporary file renamed when complete, so
+/// that no partial report is left behind.
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    serde_json::to_writer_pretty(&mut tmp, value)?;
+    tmp.write_all(b"\n")?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }

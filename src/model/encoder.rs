@@ -12,6 +12,9 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use super::{ModelFiles, WhisperDims, locate};
 use crate::audio::N_FRAMES;
+use crate::backend::{self, Backend, BackendError, Resolved};
+use crate::placement::{Placement, placement};
+use crate::rewrite::{RewriteContext, rewrite};
 
 /// Why an encoder cannot be loaded or run. Messages name the file and, when there is one, the
 /// fix.
@@ -61,6 +64,9 @@ pub enum EncoderError {
         /// The model family that takes `expected` bins.
         family: &'static str,
     },
+    /// The backend cannot be used.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
     /// tract failed to analyse, optimise or run the graph.
     #[error("{path}: {stage}: {detail}")]
     Tract {
@@ -76,8 +82,12 @@ pub enum EncoderError {
 /// How to build the encoder's plan.
 #[derive(Debug, Clone)]
 pub struct EncoderOptions {
-    /// Threads of tract's matrix-multiplication executor.
+    /// Threads of tract's matrix-multiplication executor and of the offloaded kernels.
     pub threads: usize,
+    /// Where the encoder runs.
+    pub backend: Backend,
+    /// Whether a fallback from the requested backend is an error.
+    pub strict: bool,
 }
 
 impl Default for EncoderOptions {
@@ -86,6 +96,8 @@ impl Default for EncoderOptions {
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            backend: Backend::Cpu,
+            strict: false,
         }
     }
 }
@@ -97,6 +109,9 @@ pub struct Encoder {
     dims: WhisperDims,
     plan: Arc<TypedRunnableModel>,
     load_time: Duration,
+    resolved: Resolved,
+    placement: Placement,
+    pool: rayon::ThreadPool,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -329,6 +344,16 @@ impl Encoder {
             });
         }
 
+        let resolved = backend::resolve(options.backend, options.strict)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.threads.max(1))
+            .build()
+            .map_err(|e| tract("starting threads", e.into()))?;
+        let ctx = RewriteContext::new(resolved.device.clone());
+        let mut typed = typed;
+        pool.install(|| rewrite(&mut typed, &ctx, resolved.stages()))
+            .map_err(|e| tract("rewriting for the backend", e))?;
+        let placement = placement(&typed, &ctx.left());
         let optimized = typed.into_optimized().map_err(|e| tract("optimising", e))?;
         let executor = if options.threads > 1 {
             Executor::multithread(options.threads)
@@ -348,6 +373,9 @@ impl Encoder {
             dims,
             plan,
             load_time: started.elapsed(),
+            resolved,
+            placement,
+            pool,
         })
     }
 
@@ -364,6 +392,16 @@ impl Encoder {
     /// Time spent loading and planning.
     pub fn load_time(&self) -> Duration {
         self.load_time
+    }
+
+    /// The backend that runs, its device, and what `auto` chose.
+    pub fn backend(&self) -> &Resolved {
+        &self.resolved
+    }
+
+    /// Which op runs where, and the device traffic of one window.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 
     /// tract's optimised model behind the plan.
@@ -389,14 +427,14 @@ impl Encoder {
                 stage: "building the input",
                 detail: chain(&e),
             })?;
-        let outputs =
-            self.plan
-                .run(tvec![input.into_tvalue()])
-                .map_err(|e| EncoderError::Tract {
-                    path: path.clone(),
-                    stage: "running",
-                    detail: chain(&e),
-                })?;
+        let outputs = self
+            .pool
+            .install(|| self.plan.run(tvec![input.into_tvalue()]))
+            .map_err(|e| EncoderError::Tract {
+                path: path.clone(),
+                stage: "running",
+                detail: chain(&e),
+            })?;
         let view = outputs[0]
             .to_plain_array_view::<f32>()
             .map_err(|e| EncoderError::Tract {
@@ -434,14 +472,19 @@ impl Encoder {
             .map_err(|e| fail("building the input", e))?;
         let mut state = self.plan.spawn().map_err(|e| fail("running", e))?;
         let mut times: HashMap<String, (usize, Duration)> = HashMap::new();
-        state
-            .run_plan_with_eval(tvec![input.into_tvalue()], |ctx, op_state, node, inputs| {
-                let t = Instant::now();
-                let result = eval(ctx, op_state, node, inputs);
-                let entry = times.entry(node.op().name().to_string()).or_default();
-                entry.0 += 1;
-                entry.1 += t.elapsed();
-                result
+        self.pool
+            .install(|| {
+                state.run_plan_with_eval(
+                    tvec![input.into_tvalue()],
+                    |ctx, op_state, node, inputs| {
+                        let t = Instant::now();
+                        let result = eval(ctx, op_state, node, inputs);
+                        let entry = times.entry(node.op().name().to_string()).or_default();
+                        entry.0 += 1;
+                        entry.1 += t.elapsed();
+                        result
+                    },
+                )
             })
             .map_err(|e| fail("running", e))?;
         let mut times: Vec<OpTime> = times

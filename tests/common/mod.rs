@@ -165,3 +165,77 @@ pub fn assert_close(label: &str, ours: &[f32], expected: &[f32], max_abs: f32, m
         "{label}: max abs {max:e} (bound {max_abs:e}), cosine {cos} (bound {min_cosine})"
     );
 }
+
+/// The offloadable op kinds of a placement report, as (kind, on the device, on the CPU).
+pub fn offloadable(p: &amanuensis::placement::Placement) -> Vec<(String, usize, usize)> {
+    p.kinds
+        .iter()
+        .filter(|k| ["MatMul", "Softmax", "Gelu", "LayerNorm", "Im2Col"].contains(&k.kind.as_str()))
+        .map(|k| (k.kind.clone(), k.device, k.cpu))
+        .collect()
+}
+
+/// The placement of the NPU plan of a Whisper encoder of `layers` layers: the two
+/// convolutions' and each layer's eight products (Q, K, V, output, two FFN, Q K^T, P V) on the
+/// device, one softmax a layer on the device, every GELU fused into a product's epilogue, the
+/// 2 x layers + 1 LayerNorms fused on the CPU, and the convolutions' patches made on the CPU.
+pub fn whisper_placement(layers: usize) -> Vec<(String, usize, usize)> {
+    vec![
+        ("MatMul".into(), 2 + 8 * layers, 0),
+        ("Softmax".into(), layers, 0),
+        ("LayerNorm".into(), 0, 2 * layers + 1),
+        ("Im2Col".into(), 0, 2),
+    ]
+}
+
+/// Writes an ONNX model `y = LayerNorm(x)` over `x: [rows, d]` with random gamma and beta:
+/// one `LayerNormalization` node (opset 17, as optimum and torch.onnx write it), or, with
+/// `spelled_out`, the opset-14 chain (`ReduceMean`, `Sub`, `Pow 2`, `ReduceMean`, `Add eps`,
+/// `Sqrt`, `Div`, `Mul`, `Add`).
+pub fn write_layer_norm_onnx(path: &Path, rows: usize, d: usize, spelled_out: bool) {
+    use amanuensis::model::export::{Attr, Dim, GraphBuilder};
+    let mut g = GraphBuilder::default();
+    let mut rng = Rng(d as u64 * 31 + 5);
+    let x = g.input("x", &[Dim::Fixed(rows as i64), Dim::Fixed(d as i64)]);
+    let gamma = g.weight(
+        "gamma",
+        &[d],
+        rng.vec(d, 1.0).iter().map(|v| 1.0 + v).collect(),
+    );
+    let beta = g.weight("beta", &[d], rng.vec(d, 0.5));
+    let y = if spelled_out {
+        let axes = [("axes", Attr::Ints(vec![-1])), ("keepdims", Attr::Int(1))];
+        let mean = g.node("/ln", "ReduceMean", &[&x], &axes);
+        let centred = g.node("/ln", "Sub", &[&x, &mean], &[]);
+        let two = g.scalar(2.0);
+        let squared = g.node("/ln", "Pow", &[&centred, &two], &[]);
+        let var = g.node("/ln", "ReduceMean", &[&squared], &axes);
+        let eps = g.scalar(1e-5);
+        let var_eps = g.node("/ln", "Add", &[&var, &eps], &[]);
+        let std = g.node("/ln", "Sqrt", &[&var_eps], &[]);
+        let normed = g.node("/ln", "Div", &[&centred, &std], &[]);
+        let scaled = g.node("/ln", "Mul", &[&normed, &gamma], &[]);
+        g.node("/ln", "Add", &[&scaled, &beta], &[])
+    } else {
+        g.node(
+            "/ln",
+            "LayerNormalization",
+            &[&x, &gamma, &beta],
+            &[("axis", Attr::Int(-1)), ("epsilon", Attr::Float(1e-5))],
+        )
+    };
+    g.output(&y, "y", &[Dim::Fixed(rows as i64), Dim::Fixed(d as i64)]);
+    g.write(path, "amanuensis-tests", &[]).unwrap();
+}
+
+/// The decluttered typed model of an ONNX file.
+pub fn decluttered(path: &Path) -> tract_onnx::prelude::TypedModel {
+    use tract_onnx::prelude::*;
+    tract_onnx::onnx()
+        .model_for_path(path)
+        .unwrap()
+        .into_typed()
+        .unwrap()
+        .into_decluttered()
+        .unwrap()
+}

@@ -1,0 +1,109 @@
+//! `NpuAttention`: attention's `softmax(Q K^T) V`, head by head, on the device.
+
+use tract_core::internal::*;
+
+use crate::matmul::{canonical_cow, write_output};
+use crate::{DeviceHandle, MatMulGeometry, device_error};
+
+/// `softmax(Q K^T) V` per head: the two products and the softmax of [`crate::NpuMatMul`] and
+/// [`crate::NpuSoftmax`], with the same numerics and the same device traffic, run head by head
+/// so that the `[heads, positions, positions]` scores are never a tensor of the plan: one
+/// head's scores live in a buffer reused for every head.
+///
+/// Inputs: Q, K, V in the layouts `qk` and `pv` describe. `qk`'s output must be canonical
+/// (`[heads, M, N]`) and `pv` must read it canonically, so that one head's scores are a
+/// contiguous `[M, N]` block whose rows the softmax normalises.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NpuAttention {
+    /// Where it runs.
+    pub device: DeviceHandle,
+    /// `Q K^T`.
+    pub qk: MatMulGeometry,
+    /// `P V`.
+    pub pv: MatMulGeometry,
+}
+
+impl NpuAttention {
+    /// Whether `qk` and `pv` can be fused: heads, positions and the score layout agree.
+    pub fn fits(qk: &MatMulGeometry, pv: &MatMulGeometry) -> bool {
+        let identity = |p: &[usize]| p.iter().enumerate().all(|(i, &x)| i == x);
+        qk.batch == pv.batch
+            && qk.m == pv.m
+            && qk.n == pv.k
+            && identity(&qk.out_perm)
+            && identity(&pv.a_perm)
+            && qk.n_axes_in_output.len() == 1
+            && qk.n_axes_in_output[0] + 1 == qk.out_shape.len()
+    }
+}
+
+impl Op for NpuAttention {
+    fn name(&self) -> StaticName {
+        format!("{}Attention", self.device.prefix()).into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{} heads, [{}x{}] @ [{}x{}] -> softmax -> @ [{}x{}]",
+            self.qk.batch, self.qk.m, self.qk.k, self.qk.k, self.qk.n, self.pv.k, self.pv.n
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for NpuAttention {
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let (qk, pv) = (&self.qk, &self.pv);
+        ensure!(inputs.len() == 3, "{} takes Q, K and V", self.name());
+        let q = canonical_cow(inputs[0].to_plain_array_view::<f32>()?, &qk.a_perm);
+        let k = canonical_cow(inputs[1].to_plain_array_view::<f32>()?, &qk.b_perm);
+        let v = canonical_cow(inputs[2].to_plain_array_view::<f32>()?, &pv.b_perm);
+        let mut scores = vec![0f32; qk.m * qk.n];
+        let out = write_output(pv, |c| {
+            let (qs, ks, vs, os) = (qk.m * qk.k, qk.k * qk.n, pv.k * pv.n, pv.m * pv.n);
+            for h in 0..qk.batch {
+                self.device
+                    .matmul_act(
+                        &q[h * qs..(h + 1) * qs],
+                        &k[h * ks..(h + 1) * ks],
+                        (qk.m, qk.k, qk.n),
+                        &mut scores,
+                    )
+                    .map_err(device_error)?;
+                self.device
+                    .softmax(&mut scores, qk.n)
+                    .map_err(device_error)?;
+                self.device
+                    .matmul_act(
+                        &scores,
+                        &v[h * vs..(h + 1) * vs],
+                        (pv.m, pv.k, pv.n),
+                        &mut c[h * os..(h + 1) * os],
+                    )
+                    .map_err(device_error)?;
+            }
+            Ok(())
+        })?;
+        Ok(tvec!(out.into_tvalue()))
+    }
+
+    op_out_of_plan!();
+}
+
+impl TypedOp for NpuAttention {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.iter().all(|f| f.datum_type == f32::datum_type()));
+        Ok(tvec!(f32::fact(&self.pv.out_shape)))
+    }
+
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let fma = |g: &MatMulGeometry| g.batch * g.m * g.k * g.n;
+        Ok(tvec!((
+            Cost::FMA(f32::datum_type()),
+            ((fma(&self.qk) + fma(&self.pv)) as i64).into()
+        )))
+    }
+
+    as_op!();
+}

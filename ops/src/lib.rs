@@ -1,0 +1,74 @@
+//! The tract ops of amanuensis.
+//!
+//! - [`NpuMatMul`], [`NpuSoftmax`], [`NpuGelu`]: written once, each holding the
+//!   [`DeviceHandle`] it dispatches to: the XDNA device or its emulator. Their displayed names
+//!   say where they run (`NpuMatMul`, `EmuMatMul`);
+//! - [`NpuAttention`]: attention's `softmax(Q K^T) V`, head by head, with the same kernels;
+//! - [`CpuLayerNorm`]: LayerNorm over the last axis in one fused, vectorised pass per row;
+//! - [`CpuIm2Col`]: the patches of a 1-D convolution, which turn it into one GEMM.
+//!
+//! The ops know nothing of ONNX or of the graph patterns they replace: the root crate's
+//! rewrite passes build them.
+
+mod attention;
+mod device;
+mod gelu;
+mod im2col;
+mod layer_norm;
+mod matmul;
+mod softmax;
+
+pub use attention::NpuAttention;
+pub use device::DeviceHandle;
+pub use gelu::NpuGelu;
+pub use im2col::CpuIm2Col;
+pub use layer_norm::{CpuLayerNorm, layer_norm_rows};
+pub use matmul::{MatMulGeometry, NpuMatMul, WeightsHandle};
+pub use softmax::NpuSoftmax;
+
+/// What a node of a rewritten plan is, for placement reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OpKind {
+    /// A matrix product ([`NpuMatMul`]).
+    MatMul,
+    /// A softmax ([`NpuSoftmax`]).
+    Softmax,
+    /// A GELU ([`NpuGelu`]).
+    Gelu,
+    /// A LayerNorm ([`CpuLayerNorm`]).
+    LayerNorm,
+    /// The patches of a convolution ([`CpuIm2Col`]).
+    Im2Col,
+    /// Attention's two products and softmax, fused ([`NpuAttention`]).
+    Attention,
+}
+
+/// The kind of `op` and the device prefix it dispatches to (`None` for CPU ops), when it is
+/// one of this crate's ops.
+pub fn classify(op: &dyn tract_core::internal::Op) -> Option<(OpKind, Option<&'static str>)> {
+    if let Some(op) = op.downcast_ref::<NpuMatMul>() {
+        return Some((OpKind::MatMul, Some(op.device.prefix())));
+    }
+    if let Some(op) = op.downcast_ref::<NpuAttention>() {
+        return Some((OpKind::Attention, Some(op.device.prefix())));
+    }
+    if let Some(op) = op.downcast_ref::<NpuSoftmax>() {
+        return Some((OpKind::Softmax, Some(op.device.prefix())));
+    }
+    if let Some(op) = op.downcast_ref::<NpuGelu>() {
+        return Some((OpKind::Gelu, Some(op.device.prefix())));
+    }
+    if op.is::<CpuLayerNorm>() {
+        return Some((OpKind::LayerNorm, None));
+    }
+    if op.is::<CpuIm2Col>() {
+        return Some((OpKind::Im2Col, None));
+    }
+    None
+}
+
+pub(crate) fn device_error(
+    e: amanuensis_kernels::device::DeviceError,
+) -> tract_core::prelude::TractError {
+    tract_core::internal::anyhow!(e)
+}

@@ -1,0 +1,129 @@
+//! Where the encoder runs: the backends and the choice between them.
+
+use std::sync::Arc;
+
+use amanuensis_kernels::emulator::Emulator;
+use amanuensis_kernels::gemm::GemmContract;
+use amanuensis_kernels::manifest::Manifest;
+use amanuensis_kernels::npu::Npu;
+use amanuensis_ops::DeviceHandle;
+
+use crate::rewrite::Stage;
+
+/// A backend as the user names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// tract's optimised plan, untouched: the reference that the CPU fusions are checked
+    /// against.
+    Tract,
+    /// Every op on the CPU: tract's plan with this project's CPU fusions (LayerNorm).
+    Cpu,
+    /// The NPU plan with the NPU kernels emulated on the CPU, with their exact numerics.
+    Emu,
+    /// The NPU plan on an XDNA device through XRT.
+    Npu,
+    /// `npu` when a device and its kernels are found, else `cpu`.
+    Auto,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Tract => "tract",
+            Backend::Cpu => "cpu",
+            Backend::Emu => "emu",
+            Backend::Npu => "npu",
+            Backend::Auto => "auto",
+        })
+    }
+}
+
+/// Why a backend cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// No NPU can be driven here.
+    #[error(
+        "the npu backend is not available: {0}. Use --backend emu to run the NPU plan's exact \
+         numerics on the CPU, or --backend cpu; `amanuensis doctor` says what is missing"
+    )]
+    NoNpu(String),
+    /// `auto` would have fallen back, and `--strict` forbids it.
+    #[error("--strict: {0}")]
+    Strict(String),
+}
+
+/// A backend resolved to what runs: the plan's rewrite stages and the device, if any.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The backend that runs (never `Auto`).
+    pub backend: Backend,
+    /// The device the offloaded ops dispatch to (`emu` and `npu`).
+    pub device: Option<DeviceHandle>,
+    /// What `auto` chose and why, for a one-line message.
+    pub note: Option<String>,
+}
+
+impl Resolved {
+    /// The rewrite stages of this backend's plan.
+    pub fn stages(&self) -> &'static [Stage] {
+        match self.backend {
+            Backend::Tract => &[],
+            Backend::Cpu => &[Stage::Cpu],
+            _ => &[Stage::Cpu, Stage::Device],
+        }
+    }
+}
+
+/// Opens the first NPU with the kernels found on the manifest search path, or says why not.
+pub fn open_npu() -> Result<DeviceHandle, String> {
+    xrt_sys::check_hw_context().map_err(|e| e.to_string())?;
+    let manifest = Manifest::find().map_err(|e| e.to_string())?;
+    let npu = Npu::open(0, manifest, GemmContract::XDNA1).map_err(|e| e.to_string())?;
+    Ok(DeviceHandle::new(Arc::new(npu)))
+}
+
+/// Resolves `backend`; with `strict`, `auto` must find the NPU.
+pub fn resolve(backend: Backend, strict: bool) -> Result<Resolved, BackendError> {
+    let plain = |backend| Resolved {
+        backend,
+        device: None,
+        note: None,
+    };
+    match backend {
+        Backend::Tract | Backend::Cpu => Ok(plain(backend)),
+        Backend::Emu => Ok(Resolved {
+            backend,
+            device: Some(DeviceHandle::new(Arc::new(Emulator::new(
+                GemmContract::XDNA1,
+            )))),
+            note: None,
+        }),
+        Backend::Npu => Ok(Resolved {
+            backend,
+            device: Some(open_npu().map_err(BackendError::NoNpu)?),
+            note: None,
+        }),
+        Backend::Auto => {
+            let why = match open_npu() {
+                Ok(device) => {
+                    return Ok(Resolved {
+                        backend: Backend::Npu,
+                        device: Some(device),
+                        note: Some("backend auto: npu".into()),
+                    });
+                }
+                Err(why) => why,
+            };
+            if strict {
+                return Err(BackendError::Strict(format!(
+                    "--backend auto found no NPU ({why})"
+                )));
+            }
+            Ok(Resolved {
+                note: Some(format!("backend auto: cpu ({why})")),
+                ..plain(Backend::Cpu)
+            })
+        }
+    }
+}

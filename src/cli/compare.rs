@@ -1,0 +1,256 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use amanuensis::audio::{AudioStream, Input, LogMel};
+use amanuensis::backend::Backend;
+use amanuensis::model::{Encoder, EncoderOptions, resolve_model};
+
+use super::write_json;
+
+/// Run an audio file through the encoder on several backends and compare them: time per
+/// window, realtime factor, time per op kind, and each backend's error against `cpu`.
+///
+/// The log-mel windows are computed once; every backend encodes the same windows. `cpu` is
+/// the reference and is always run. Errors are over all windows' features: largest and mean
+/// absolute difference, cosine similarity, and relative L2 (|x - ref| / |ref|).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  amanuensis compare talk.flac --model base\n  \
+    amanuensis compare talk.flac --model tiny.en --backends tract,cpu,emu --json cmp.json"
+)]
+pub struct CompareArgs {
+    /// Audio file to read, or `-` for standard input.
+    #[arg(value_name = "AUDIO")]
+    audio: PathBuf,
+
+    /// An encoder .onnx file, a model directory, or a catalog name.
+    #[arg(short, long, value_name = "MODEL", default_value = "tiny.en")]
+    model: String,
+
+    /// Backends to run, comma-separated (cpu is always run, as the reference).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Backend::Cpu, Backend::Emu])]
+    backends: Vec<Backend>,
+
+    /// With `auto` among the backends, fail instead of falling back to the CPU.
+    #[arg(long)]
+    strict: bool,
+
+    /// Threads of the encoder (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+
+    /// Write the report as JSON to this file as well.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+/// Differences between two feature arrays.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Error {
+    max_abs: f64,
+    mean_abs: f64,
+    cosine: f64,
+    relative_l2: f64,
+}
+
+fn error(x: &[f32], reference: &[f32]) -> Error {
+    let (mut max, mut sum, mut xy, mut xx, mut yy, mut dd) = (0f64, 0f64, 0f64, 0f64, 0f64, 0f64);
+    for (&a, &b) in x.iter().zip(reference) {
+        let (a, b) = (a as f64, b as f64);
+        let d = (a - b).abs();
+        max = max.max(d);
+        sum += d;
+        xy += a * b;
+        xx += a * a;
+        yy += b * b;
+        dd += d * d;
+    }
+    Error {
+        max_abs: max,
+        mean_abs: sum / x.len().max(1) as f64,
+        cosine: xy / (xx * yy).sqrt(),
+        relative_l2: (dd / yy).sqrt(),
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+struct BackendReport {
+    backend: Backend,
+    load_ms: f64,
+    ms_per_window: f64,
+    realtime: f64,
+    op_ms_per_window: BTreeMap<String, f64>,
+    error_vs_cpu: Option<Error>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    audio: String,
+    seconds: f64,
+    windows: usize,
+    model: String,
+    threads: usize,
+    backends: Vec<BackendReport>,
+}
+
+pub fn run(args: CompareArgs) -> Result<()> {
+    let mut options = EncoderOptions::default();
+    if let Some(threads) = args.threads {
+        if threads == 0 {
+            bail!("--threads must be at least 1");
+        }
+        options.threads = threads;
+    }
+    options.strict = args.strict;
+    let mut backends = vec![Backend::Cpu];
+    for b in &args.backends {
+        if !backends.contains(b) {
+            backends.push(*b);
+        }
+    }
+    let model_dir = resolve_model(&args.model, &mut |line| eprintln!("{line}"))?;
+
+    let mut encoders = Vec::new();
+    for &backend in &backends {
+        let encoder = Encoder::load(
+            &model_dir,
+            &EncoderOptions {
+                backend,
+                ..options.clone()
+            },
+        )?;
+        if let Some(note) = &encoder.backend().note {
+            eprintln!("{note}");
+        }
+        encoders.push((backend, encoder));
+    }
+    let n_mels = encoders[0].1.dims().n_mels;
+
+    let input = Input::from_arg(&args.audio);
+    let mut stream = AudioStream::open(&input)?;
+    let mel = LogMel::new(n_mels);
+    let mut windows = Vec::new();
+    while let Some(window) = stream.next_window()? {
+        windows.push(mel.compute(&window.samples));
+    }
+    let seconds = stream.seconds();
+    let info = stream.info().clone();
+
+    let mut reports = Vec::new();
+    let mut reference: Option<Vec<f32>> = None;
+    for (backend, encoder) in &encoders {
+        // One window first, profiled node by node: it also warms the caches.
+        let profile = encoder.profile(&windows[0])?;
+        let started = Instant::now();
+        let mut features = Vec::new();
+        for w in &windows {
+            features.extend(encoder.encode(w)?);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let error_vs_cpu = reference.as_ref().map(|r| error(&features, r));
+        if reference.is_none() {
+            reference = Some(features);
+        }
+        reports.push(BackendReport {
+            backend: *backend,
+            load_ms: encoder.load_time().as_secs_f64() * 1e3,
+            ms_per_window: elapsed * 1e3 / windows.len() as f64,
+            realtime: seconds / elapsed.max(1e-9),
+            op_ms_per_window: profile
+                .iter()
+                .map(|t| (t.op.clone(), t.time.as_secs_f64() * 1e3))
+                .collect(),
+            error_vs_cpu,
+        });
+    }
+
+    println!(
+        "audio: {} ({} {} Hz), {seconds:.2} s in {} window(s); model {} ({}); {} thread(s)",
+        info.name,
+        info.codec,
+        info.sample_rate,
+        windows.len(),
+        encoders[0].1.files().encoder.display(),
+        encoders[0].1.dims().family(),
+        options.threads
+    );
+    println!();
+    println!(
+        "{:<8} {:>12} {:>10} {:>11} {:>11} {:>12} {:>11}",
+        "backend", "ms/window", "realtime", "max abs", "mean abs", "cosine", "rel L2"
+    );
+    for r in &reports {
+        let (max, mean, cos, rel) = match &r.error_vs_cpu {
+            Some(e) => (
+                format!("{:.3e}", e.max_abs),
+                format!("{:.3e}", e.mean_abs),
+                format!("{:.7}", e.cosine),
+                format!("{:.3e}", e.relative_l2),
+            ),
+            None => ("(ref)".into(), String::new(), String::new(), String::new()),
+        };
+        println!(
+            "{:<8} {:>12.1} {:>9.1}x {:>11} {:>11} {:>12} {:>11}",
+            r.backend.to_string(),
+            r.ms_per_window,
+            r.realtime,
+            max,
+            mean,
+            cos,
+            rel
+        );
+    }
+    let cpu_ms = reports[0].ms_per_window;
+    for r in reports.iter().skip(1) {
+        println!(
+            "{} / cpu time: {:.2}x",
+            r.backend,
+            r.ms_per_window / cpu_ms.max(1e-9)
+        );
+    }
+    println!();
+    println!("time per op kind, ms per window (one profiled window):");
+    let mut ops: Vec<String> = Vec::new();
+    for r in &reports {
+        let mut by_time: Vec<_> = r.op_ms_per_window.iter().collect();
+        by_time.sort_by(|a, b| b.1.total_cmp(a.1));
+        for (op, _) in by_time {
+            if !ops.contains(op) {
+                ops.push(op.clone());
+            }
+        }
+    }
+    print!("{:<24}", "op");
+    for r in &reports {
+        print!(" {:>10}", r.backend.to_string());
+    }
+    println!();
+    for op in &ops {
+        print!("{op:<24}");
+        for r in &reports {
+            match r.op_ms_per_window.get(op) {
+                Some(ms) => print!(" {ms:>10.2}"),
+                None => print!(" {:>10}", "-"),
+            }
+        }
+        println!();
+    }
+    if let Some(path) = &args.json {
+        write_json(
+            path,
+            &Report {
+                audio: info.name.clone(),
+                seconds,
+                windows: windows.len(),
+                model: encoders[0].1.files().encoder.display().to_string(),
+                threads: options.threads,
+                backends: reports,
+            },
+        )?;
+    }
+    Ok(())
+}

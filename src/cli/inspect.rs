@@ -1,0 +1,180 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use amanuensis::backend::Backend;
+use amanuensis::model::{Encoder, EncoderOptions, resolve_model};
+use amanuensis::placement::{Prediction, predict};
+use amanuensis_kernels::hw;
+
+use super::write_json;
+
+/// Show where each op of an encoder runs, the device traffic of one 30 s window, and a
+/// predicted XDNA1 device time.
+///
+/// For each op kind: nodes on the device and on the CPU; the share of the encoder's FLOPs on
+/// the device; dispatches and bytes per window; and, from those counts and named hardware
+/// figures, a predicted device time (a prediction, never a measurement). Nodes that the
+/// rewrite left on the CPU are listed with the reason.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  amanuensis inspect --model base\n  \
+    amanuensis inspect --model ./whisper-small-onnx/ --json small.placement.json")]
+pub struct InspectArgs {
+    /// An encoder .onnx file, a model directory, or a catalog name.
+    #[arg(short, long, value_name = "MODEL", default_value = "tiny.en")]
+    model: String,
+
+    /// The plan to inspect: `emu` and `npu` give the NPU plan.
+    #[arg(long, value_enum, default_value_t = Backend::Emu)]
+    backend: Backend,
+
+    /// With `--backend auto`, fail instead of falling back to the CPU.
+    #[arg(long)]
+    strict: bool,
+
+    /// Also list every node of the optimised plan with its op.
+    #[arg(long)]
+    nodes: bool,
+
+    /// Write the report as JSON to this file as well.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    model: String,
+    family: &'static str,
+    backend: Backend,
+    placement: &'a amanuensis::placement::Placement,
+    device_flops_share: f64,
+    predicted_device_time: Option<Prediction>,
+    prediction_basis: PredictionBasis,
+}
+
+#[derive(serde::Serialize)]
+struct PredictionBasis {
+    sustained_bf16_flops: f64,
+    host_bytes_per_second: f64,
+    dispatch_seconds: f64,
+}
+
+pub fn run(args: InspectArgs) -> Result<()> {
+    let options = EncoderOptions {
+        backend: args.backend,
+        strict: args.strict,
+        ..EncoderOptions::default()
+    };
+    let model_dir = resolve_model(&args.model, &mut |line| eprintln!("{line}"))?;
+    let encoder = Encoder::load(&model_dir, &options)?;
+    let resolved = encoder.backend();
+    if let Some(note) = &resolved.note {
+        eprintln!("{note}");
+    }
+    let dims = encoder.dims();
+    let p = encoder.placement();
+    let offloads = resolved.device.is_some();
+    println!(
+        "model: {} ({}: {} mels, d_model {}, {} layers, {} heads)",
+        encoder.files().encoder.display(),
+        dims.family(),
+        dims.n_mels,
+        dims.d_model,
+        dims.n_layers,
+        dims.n_heads
+    );
+    println!("backend: {}", resolved.backend);
+    println!();
+    println!("{:<22} {:>8} {:>8}", "op kind", "device", "cpu");
+    for k in &p.kinds {
+        println!("{:<22} {:>8} {:>8}", k.kind, k.device, k.cpu);
+    }
+    println!();
+    println!(
+        "FLOPs on the device: {:.2}% ({:.2} of {:.2} GFLOP per window)",
+        100.0 * p.device_share(),
+        p.device_flops as f64 / 1e9,
+        p.total_flops as f64 / 1e9
+    );
+    if p.left_on_cpu.is_empty() {
+        println!("left on the CPU by the rewrite: none");
+    } else {
+        println!("left on the CPU by the rewrite:");
+        for l in &p.left_on_cpu {
+            println!("  {} ({}): {}", l.node, l.op, l.reason);
+        }
+    }
+    let prediction = offloads.then(|| predict(p));
+    if offloads {
+        println!();
+        println!("device traffic per 30 s window (from the kernels' layouts):");
+        println!(
+            "{:<10} {:>7} {:>11} {:>10} {:>10} {:>14}",
+            "kernel", "calls", "dispatches", "MiB in", "MiB out", "GFLOP (padded)"
+        );
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        for (name, t) in &p.traffic {
+            println!(
+                "{:<10} {:>7} {:>11} {:>10.1} {:>10.1} {:>14}",
+                name,
+                t.calls,
+                t.dispatches,
+                mib(t.bytes_in),
+                mib(t.bytes_out),
+                if t.flops > 0 {
+                    format!(
+                        "{:.2} ({:.2})",
+                        t.flops as f64 / 1e9,
+                        t.padded_flops as f64 / 1e9
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
+        println!(
+            "weights uploaded once per plan: {:.1} MiB",
+            mib(p.weight_bytes)
+        );
+        let pr = prediction.unwrap();
+        println!();
+        println!(
+            "predicted XDNA1 device time per window (a prediction from the counts above, not \
+             a measurement): {:.1} ms = compute {:.1} ms + transfers {:.1} ms + dispatches \
+             {:.1} ms",
+            pr.total_ms, pr.compute_ms, pr.transfer_ms, pr.dispatch_ms
+        );
+        println!(
+            "  assuming {:.2} TFLOP/s sustained bf16 GEMM, {:.0} GB/s host transfers, {:.0} us \
+             per dispatch (kernels/src/hw.rs gives the sources)",
+            hw::XDNA1_SUSTAINED_BF16_FLOPS / 1e12,
+            hw::XDNA1_HOST_BYTES_PER_S / 1e9,
+            hw::XDNA1_DISPATCH_SECONDS * 1e6
+        );
+    }
+    if args.nodes {
+        println!();
+        println!("nodes of the optimised plan:");
+        for node in encoder.model().nodes() {
+            println!("  #{:<4} {:<24} {}", node.id, node.op.name(), node.name);
+        }
+    }
+    if let Some(path) = &args.json {
+        let report = Report {
+            model: encoder.files().encoder.display().to_string(),
+            family: dims.family(),
+            backend: resolved.backend,
+            placement: p,
+            device_flops_share: p.device_share(),
+            predicted_device_time: prediction,
+            prediction_basis: PredictionBasis {
+                sustained_bf16_flops: hw::XDNA1_SUSTAINED_BF16_FLOPS,
+                host_bytes_per_second: hw::XDNA1_HOST_BYTES_PER_S,
+                dispatch_seconds: hw::XDNA1_DISPATCH_SECONDS,
+            },
+        };
+        write_json(path, &report)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,346 @@
+//! Which op ran where: the placement report of a rewritten encoder, its FLOPs and the device
+//! traffic of one window, and a predicted device time from named hardware figures.
+
+use std::collections::BTreeMap;
+
+use amanuensis_kernels::device::{Kernel, Snapshot, StreamLayout, Traffic};
+use amanuensis_kernels::gemm::GemmContract;
+use amanuensis_kernels::hw;
+use amanuensis_ops::{
+    MatMulGeometry, NpuAttention, NpuGelu, NpuMatMul, NpuSoftmax, OpKind, classify,
+};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::Cost;
+
+/// Nodes of one op kind on the device and on the CPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KindCount {
+    /// The op kind (`MatMul`, `Softmax`, `Gelu`, `LayerNorm`, or tract's op name).
+    pub kind: String,
+    /// Nodes on the device.
+    pub device: usize,
+    /// Nodes on the CPU.
+    pub cpu: usize,
+}
+
+/// A node a rewrite rule left on the CPU, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeftNode {
+    /// The node's name.
+    pub node: String,
+    /// Its op.
+    pub op: String,
+    /// Why it stays on the CPU.
+    pub reason: String,
+}
+
+/// Device traffic of one kernel kind for one window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KernelTraffic {
+    /// Kernel invocations.
+    pub calls: u64,
+    /// Dispatches.
+    pub dispatches: u64,
+    /// Bytes host -> device.
+    pub bytes_in: u64,
+    /// Bytes device -> host.
+    pub bytes_out: u64,
+    /// Useful FLOPs (GEMM).
+    pub flops: u64,
+    /// FLOPs including padding to tiles (GEMM).
+    pub padded_flops: u64,
+}
+
+impl From<&Traffic> for KernelTraffic {
+    fn from(t: &Traffic) -> Self {
+        KernelTraffic {
+            calls: t.calls,
+            dispatches: t.dispatches,
+            bytes_in: t.bytes_in,
+            bytes_out: t.bytes_out,
+            flops: t.flops,
+            padded_flops: t.padded_flops,
+        }
+    }
+}
+
+/// The placement of an encoder's plan.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Placement {
+    /// Per op kind, in report order: the offloadable kinds first, then the others by name.
+    pub kinds: Vec<KindCount>,
+    /// Multiply-accumulate FLOPs (2 per FMA of tract's cost model) of the nodes on the device.
+    pub device_flops: u64,
+    /// The same over every node.
+    pub total_flops: u64,
+    /// Nodes a rule declined, with the reason.
+    pub left_on_cpu: Vec<LeftNode>,
+    /// Device traffic per window, from the ops' layouts: MatMul, Softmax, Gelu.
+    pub traffic: BTreeMap<String, KernelTraffic>,
+    /// Bytes of weights uploaded once per plan.
+    pub weight_bytes: u64,
+}
+
+impl Placement {
+    /// The share of FLOPs on the device, 0 to 1.
+    pub fn device_share(&self) -> f64 {
+        if self.total_flops == 0 {
+            0.0
+        } else {
+            self.device_flops as f64 / self.total_flops as f64
+        }
+    }
+
+    /// Traffic summed over kernels.
+    pub fn total_traffic(&self) -> KernelTraffic {
+        self.traffic
+            .values()
+            .fold(KernelTraffic::default(), |a, t| KernelTraffic {
+                calls: a.calls + t.calls,
+                dispatches: a.dispatches + t.dispatches,
+                bytes_in: a.bytes_in + t.bytes_in,
+                bytes_out: a.bytes_out + t.bytes_out,
+                flops: a.flops + t.flops,
+                padded_flops: a.padded_flops + t.padded_flops,
+            })
+    }
+
+    /// The device traffic as the device's counters would show it after one window.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s = Snapshot {
+            weight_bytes: self.weight_bytes,
+            ..Snapshot::default()
+        };
+        for (i, kernel) in Kernel::ALL.iter().enumerate() {
+            if let Some(t) = self.traffic.get(&format!("{kernel:?}")) {
+                s.kernels[i] = Traffic {
+                    calls: t.calls,
+                    dispatches: t.dispatches,
+                    bytes_in: t.bytes_in,
+                    bytes_out: t.bytes_out,
+                    flops: t.flops,
+                    padded_flops: t.padded_flops,
+                };
+            }
+        }
+        s
+    }
+}
+
+/// The op kind a tract node counts under.
+fn tract_kind(name: &str) -> String {
+    match name {
+        "EinSum" | "Conv" | "MatMul" | "OptMatMul" | "PrefixMatMul" => "MatMul".into(),
+        "Softmax" => "Softmax".into(),
+        "GeluExact" | "GeluApproximate" => "Gelu".into(),
+        "RmsNorm" => "LayerNorm".into(),
+        other => other.into(),
+    }
+}
+
+fn fma_count(model: &TypedModel, node: &TypedNode) -> u64 {
+    let Ok(inputs) = model.node_input_facts(node.id) else {
+        return 0;
+    };
+    let Ok(costs) = node.op.cost(&inputs) else {
+        return 0;
+    };
+    costs
+        .iter()
+        .filter(|(c, _)| matches!(c, Cost::FMA(_)))
+        .filter_map(|(_, n)| n.to_i64().ok())
+        .map(|n| n.max(0) as u64)
+        .sum()
+}
+
+fn add_traffic(map: &mut BTreeMap<String, KernelTraffic>, kernel: Kernel, t: Traffic) {
+    let e = map.entry(format!("{kernel:?}")).or_default();
+    e.calls += t.calls;
+    e.dispatches += t.dispatches;
+    e.bytes_in += t.bytes_in;
+    e.bytes_out += t.bytes_out;
+    e.flops += t.flops;
+    e.padded_flops += t.padded_flops;
+}
+
+/// The placement of `model` (the rewritten, not yet optimised encoder); `left` holds the
+/// rules' reasons by node name.
+pub fn placement(model: &TypedModel, left: &BTreeMap<String, String>) -> Placement {
+    let mut kinds: BTreeMap<String, KindCount> = BTreeMap::new();
+    let mut p = Placement::default();
+    for node in model.nodes() {
+        let op = node.op.as_op();
+        let flops = 2 * fma_count(model, node);
+        p.total_flops += flops;
+        let (kind, on_device) = match classify(op) {
+            Some((kind, device)) => (format!("{kind:?}"), device.is_some()),
+            None => (tract_kind(&op.name()), false),
+        };
+        if node.op_is::<tract_onnx::tract_core::ops::source::TypedSource>()
+            || node.op_is::<tract_onnx::tract_core::ops::konst::Const>()
+        {
+            continue;
+        }
+        if on_device {
+            p.device_flops += flops;
+        }
+        // A fused attention counts as the two products and the softmax it runs.
+        let counted: &[(&str, usize)] = if kind == "Attention" {
+            &[("MatMul", 2), ("Softmax", 1)]
+        } else {
+            &[(kind.as_str(), 1)]
+        };
+        for &(kind, count) in counted {
+            let entry = kinds.entry(kind.to_string()).or_insert_with(|| KindCount {
+                kind: kind.to_string(),
+                ..KindCount::default()
+            });
+            if on_device {
+                entry.device += count;
+            } else {
+                entry.cpu += count;
+            }
+        }
+        if let Some(reason) = left.get(&node.name) {
+            p.left_on_cpu.push(LeftNode {
+                node: node.name.clone(),
+                op: op.name().to_string(),
+                reason: reason.clone(),
+            });
+        }
+        if let Some(mm) = op.downcast_ref::<NpuMatMul>() {
+            let contract = mm.device.contract();
+            add_gemm(&mut p, contract, &mm.geometry, mm.weights.is_some());
+            if mm.weights.is_none() && mm.epilogue == amanuensis_kernels::device::Epilogue::Gelu {
+                let g = &mm.geometry;
+                add_stream(
+                    &mut p.traffic,
+                    Kernel::Gelu,
+                    contract,
+                    g.batch * g.m * g.n,
+                    1,
+                );
+            }
+        } else if let Some(at) = op.downcast_ref::<NpuAttention>() {
+            let contract = at.device.contract();
+            add_gemm(&mut p, contract, &at.qk, false);
+            for _ in 0..at.qk.batch {
+                add_stream(&mut p.traffic, Kernel::Softmax, contract, at.qk.m, at.qk.n);
+            }
+            add_gemm(&mut p, contract, &at.pv, false);
+        } else if let Some(sm) = op.downcast_ref::<NpuSoftmax>() {
+            if let Some(shape) = concrete(model, node) {
+                let cols = *shape.last().unwrap_or(&1);
+                let rows = shape.iter().product::<usize>() / cols.max(1);
+                add_stream(
+                    &mut p.traffic,
+                    Kernel::Softmax,
+                    sm.device.contract(),
+                    rows,
+                    cols,
+                );
+            }
+        } else if let Some(g) = op.downcast_ref::<NpuGelu>()
+            && let Some(shape) = concrete(model, node)
+        {
+            let len = shape.iter().product();
+            add_stream(&mut p.traffic, Kernel::Gelu, g.device.contract(), len, 1);
+        }
+    }
+    // Report order: the offloadable kinds, then the rest by name.
+    let order = [
+        OpKind::MatMul,
+        OpKind::Softmax,
+        OpKind::Gelu,
+        OpKind::LayerNorm,
+        OpKind::Im2Col,
+    ];
+    for k in order {
+        if let Some(c) = kinds.remove(&format!("{k:?}")) {
+            p.kinds.push(c);
+        }
+    }
+    p.kinds.extend(kinds.into_values());
+    p
+}
+
+/// Adds the traffic of one product of `g`: one call per batch index for activations, one for
+/// weights (whose batch is 1).
+fn add_gemm(p: &mut Placement, contract: &GemmContract, g: &MatMulGeometry, weights: bool) {
+    let layout = contract.layout(g.m, g.k, g.n);
+    let batch = g.batch as u64;
+    add_traffic(
+        &mut p.traffic,
+        Kernel::MatMul,
+        Traffic {
+            calls: batch,
+            dispatches: batch * layout.dispatches as u64,
+            bytes_in: batch * layout.bytes_in(weights) as u64,
+            bytes_out: batch * layout.bytes_out() as u64,
+            flops: batch * layout.flops(),
+            padded_flops: batch * layout.padded_flops(),
+        },
+    );
+    if weights {
+        p.weight_bytes += layout.weight_bytes() as u64;
+    }
+}
+
+fn concrete(model: &TypedModel, node: &TypedNode) -> Option<Vec<usize>> {
+    model
+        .outlet_fact(node.id.into())
+        .ok()?
+        .shape
+        .as_concrete()
+        .map(|s| s.to_vec())
+}
+
+fn add_stream(
+    map: &mut BTreeMap<String, KernelTraffic>,
+    kernel: Kernel,
+    contract: &GemmContract,
+    rows: usize,
+    cols: usize,
+) {
+    let s = StreamLayout::new(contract, rows, cols);
+    add_traffic(
+        map,
+        kernel,
+        Traffic {
+            calls: 1,
+            dispatches: s.dispatches as u64,
+            bytes_in: s.bytes as u64,
+            bytes_out: s.bytes as u64,
+            flops: 0,
+            padded_flops: 0,
+        },
+    );
+}
+
+/// A predicted XDNA1 device time for one window, from the traffic and named hardware
+/// figures: never a measurement.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Prediction {
+    /// Time in the GEMM kernels at the sustained rate, padding included (ms).
+    pub compute_ms: f64,
+    /// Time moving bytes between host and device memory (ms).
+    pub transfer_ms: f64,
+    /// Fixed cost of the dispatches (ms).
+    pub dispatch_ms: f64,
+    /// The sum (ms): the three do not overlap in this model, an upper estimate.
+    pub total_ms: f64,
+}
+
+/// Predicts the device time of one window from `placement`'s traffic.
+pub fn predict(placement: &Placement) -> Prediction {
+    let t = placement.total_traffic();
+    let compute_ms = t.padded_flops as f64 / hw::XDNA1_SUSTAINED_BF16_FLOPS * 1e3;
+    let transfer_ms = (t.bytes_in + t.bytes_out) as f64 / hw::XDNA1_HOST_BYTES_PER_S * 1e3;
+    let dispatch_ms = t.dispatches as f64 * hw::XDNA1_DISPATCH_SECONDS * 1e3;
+    Prediction {
+        compute_ms,
+        transfer_ms,
+        dispatch_ms,
+        total_ms: compute_ms + transfer_ms + dispatch_ms,
+    }
+}

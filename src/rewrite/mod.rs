@@ -1,0 +1,172 @@
+//! Graph rewrites over the decluttered typed model, run once at load time.
+//!
+//! Each rule lives in its own file and registers itself with [`inventory`] as a [`Pass`]:
+//! - [`fuse_layer_norm`]: every LayerNorm form -> `CpuLayerNorm` (CPU, all backends but
+//!   `tract`);
+//! - [`npu_matmul`]: every `EinSum` matrix product -> `NpuMatMul`, a following bias `Add`
+//!   and GELU fused into its epilogue;
+//! - [`npu_conv`]: the encoder's front 1-D convolutions -> `CpuIm2Col` + `NpuMatMul`;
+//! - [`npu_softmax`], [`npu_gelu`]: the remaining Softmax and GELU nodes;
+//! - [`npu_attention`]: `Q K^T`, softmax and `P V` on the device fused into one op that runs
+//!   head by head.
+//!
+//! A node that a rule cannot take stays as it is, on the CPU, and the rule records why; the
+//! placement report shows those reasons. A rewrite never makes a model fail.
+
+mod fuse_layer_norm;
+mod npu_attention;
+mod npu_conv;
+mod npu_gelu;
+mod npu_matmul;
+mod npu_softmax;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use amanuensis_ops::DeviceHandle;
+use tract_onnx::prelude::Rewriter;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::BinMiniOp;
+
+/// Which plans a pass belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// CPU fusions: every backend but `tract`.
+    Cpu,
+    /// Offload to the device: `emu` and `npu`.
+    Device,
+}
+
+/// What the rules see: the device to offload to, and where they record what they left.
+pub struct RewriteContext {
+    /// The device, for [`Stage::Device`] passes.
+    pub device: Option<DeviceHandle>,
+    left: Mutex<BTreeMap<String, String>>,
+}
+
+impl RewriteContext {
+    /// A context offloading to `device` (none: CPU fusions only).
+    pub fn new(device: Option<DeviceHandle>) -> RewriteContext {
+        RewriteContext {
+            device,
+            left: Mutex::default(),
+        }
+    }
+
+    /// Records that `node` stays on the CPU, and why.
+    pub fn leave(&self, node: &TypedNode, why: impl Into<String>) {
+        self.left
+            .lock()
+            .unwrap()
+            .insert(node.name.clone(), why.into());
+    }
+
+    /// Node names left on the CPU by a rule, with the reason.
+    pub fn left(&self) -> BTreeMap<String, String> {
+        self.left.lock().unwrap().clone()
+    }
+}
+
+impl Default for RewriteContext {
+    fn default() -> Self {
+        RewriteContext::new(None)
+    }
+}
+
+/// A rule over one op type, as tract's [`Rewriter`] takes it.
+pub type AddRule = fn(Rewriter<RewriteContext>) -> Rewriter<RewriteContext>;
+
+/// A rewrite pass: a named rule, applied in `order` within its stage.
+pub struct Pass {
+    /// The pass's name (its file's name).
+    pub name: &'static str,
+    /// The plans it belongs to.
+    pub stage: Stage,
+    /// Passes of one stage run in increasing order.
+    pub order: u32,
+    /// Registers its rules on a rewriter.
+    pub add: AddRule,
+}
+
+inventory::collect!(Pass);
+
+/// Every registered pass, in the order they run. A test checks the list, so that no pass is
+/// dropped by the linker unnoticed.
+pub fn passes() -> Vec<&'static Pass> {
+    let mut all: Vec<&Pass> = inventory::iter::<Pass>().collect();
+    all.sort_by_key(|p| (p.stage, p.order, p.name));
+    all
+}
+
+/// Runs the passes of `stages` over `model`, one rewriter per pass, to a fixed point each.
+pub fn rewrite(model: &mut TypedModel, ctx: &RewriteContext, stages: &[Stage]) -> TractResult<()> {
+    for pass in passes() {
+        if !stages.contains(&pass.stage) {
+            continue;
+        }
+        if pass.stage == Stage::Device && ctx.device.is_none() {
+            continue;
+        }
+        (pass.add)(Rewriter::default())
+            .rewrite(ctx, model)
+            .with_context(|| format!("rewrite pass {}", pass.name))?;
+    }
+    Ok(())
+}
+
+/// The value of a constant input of a node, as float32, if it is one.
+pub(crate) fn const_f32(model: &TypedModel, outlet: OutletId) -> Option<Arc<Tensor>> {
+    let fact = model.outlet_fact(outlet).ok()?;
+    let k = fact.konst.clone()?;
+    if k.datum_type() == f32::datum_type() {
+        Some(k)
+    } else {
+        None
+    }
+}
+
+/// The concrete shape of an outlet, if every dimension is known.
+pub(crate) fn concrete_shape(model: &TypedModel, outlet: OutletId) -> Option<Vec<usize>> {
+    model
+        .outlet_fact(outlet)
+        .ok()?
+        .shape
+        .as_concrete()
+        .map(|s| s.to_vec())
+}
+
+/// If `node`'s only successor is a binary op of type `B` whose other input is a float32
+/// constant, that successor and the constant.
+pub(crate) fn succ_bin_with_const<'m, B: BinMiniOp>(
+    model: &'m TypedModel,
+    node: &TypedNode,
+) -> Option<(&'m TypedNode, Arc<Tensor>)> {
+    use tract_onnx::tract_core::ops::binary::TypedBinOp;
+    let succ = model.single_succ(node.id).ok()??;
+    let op = succ.op_as::<TypedBinOp>()?;
+    if !op.0.is::<B>() || succ.inputs.len() != 2 {
+        return None;
+    }
+    let ours = OutletId::new(node.id, 0);
+    let other = *succ.inputs.iter().find(|i| **i != ours)?;
+    Some((succ, const_f32(model, other)?))
+}
+
+/// Whether `node` is one of tract's GELU ops (exact, or the tanh approximation).
+pub(crate) fn is_gelu(node: &TypedNode) -> bool {
+    use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+    use tract_onnx::tract_core::ops::nn::{GeluApproximate, GeluExact};
+    node.op_as::<ElementWiseOp>()
+        .is_some_and(|op| op.0.is::<GeluExact>() || op.0.is::<GeluApproximate>())
+}
+
+/// If `t` varies along the last axis only (every other dimension 1) and has `d` values, its
+/// values.
+pub(crate) fn per_column(t: &Tensor, d: usize) -> Option<Vec<f32>> {
+    let shape = t.shape();
+    let last_only = shape.iter().rev().skip(1).all(|&s| s == 1);
+    if !last_only || t.len() != d {
+        return None;
+    }
+    Some(t.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec())
+}

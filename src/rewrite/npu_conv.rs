@@ -1,0 +1,145 @@
+//! The encoder's front 1-D convolutions -> `CpuIm2Col` + `NpuMatMul` (bias and GELU in the
+//! epilogue).
+//!
+//! Whisper's two convolutions (kernel 3, padding 1, strides 1 and 2) are about 5% of tiny's
+//! FLOPs: left on the CPU they would keep the NPU's share under 99%. Their patches are a
+//! cheap copy on the CPU (3 x channels values a position); the product of the patches and
+//! the `[channels * 3, d_model]` kernel is a GEMM of the same shape as a projection.
+
+use amanuensis_kernels::device::Epilogue;
+use amanuensis_ops::{CpuIm2Col, MatMulGeometry, NpuMatMul, WeightsHandle};
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+
+use super::{Pass, RewriteContext, Stage, concrete_shape, const_f32, is_gelu};
+
+inventory::submit! {
+    Pass {
+        name: "npu_conv",
+        stage: Stage::Device,
+        order: 20,
+        add: |r| r.with_rule_for::<Conv>("npu_conv", rule),
+    }
+}
+
+fn rule(
+    ctx: &RewriteContext,
+    model: &TypedModel,
+    node: &TypedNode,
+    _name: &str,
+    op: &Conv,
+) -> TractResult<Option<TypedModelPatch>> {
+    let Some(device) = &ctx.device else {
+        return Ok(None);
+    };
+    let spec = &op.pool_spec;
+    let plain = op.q_params.is_none()
+        && op.group == 1
+        && op.kernel_fmt == KernelFormat::OIHW
+        && spec.data_format == DataFormat::NCHW
+        && spec.kernel_shape.len() == 1
+        && spec
+            .dilations
+            .as_ref()
+            .is_none_or(|d| d.iter().all(|&d| d == 1));
+    if !plain {
+        ctx.leave(
+            node,
+            "a convolution that is not a plain float 1-D NCW one (grouped, dilated, quantised \
+             or another layout)",
+        );
+        return Ok(None);
+    }
+    let (Some(x), Some(out)) = (
+        concrete_shape(model, node.inputs[0]),
+        concrete_shape(model, node.id.into()),
+    ) else {
+        ctx.leave(node, "a convolution over a symbolic length");
+        return Ok(None);
+    };
+    let (Some(w), Some(bias)) = (
+        const_f32(model, node.inputs[1]),
+        const_f32(model, node.inputs[2]),
+    ) else {
+        ctx.leave(
+            node,
+            "a convolution whose kernel or bias is not a float32 constant",
+        );
+        return Ok(None);
+    };
+    let (&[1, c, length], &[1, o, out_len]) = (&x[..], &out[..]) else {
+        ctx.leave(node, "a convolution over a batch of more than one");
+        return Ok(None);
+    };
+    let kernel = spec.kernel_shape[0];
+    let stride = spec.strides.as_ref().map_or(1, |s| s[0]);
+    let pad_before = match &spec.padding {
+        PaddingSpec::Valid => 0,
+        PaddingSpec::Explicit(before, _) | PaddingSpec::ExplicitOnnxPool(before, _, _) => before[0],
+        other => {
+            ctx.leave(node, format!("a convolution with {other:?} padding"));
+            return Ok(None);
+        }
+    };
+    if w.shape() != [o, c, kernel] {
+        ctx.leave(node, format!("a kernel of shape {:?}", w.shape()));
+        return Ok(None);
+    }
+    let bias = match bias.len() {
+        0 => None,
+        n if n == o => Some(bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()),
+        _ if bias.len() == 1 => Some(vec![bias.cast_to_scalar::<f32>()?; o]),
+        _ => {
+            ctx.leave(node, format!("a bias of shape {:?}", bias.shape()));
+            return Ok(None);
+        }
+    };
+    // B = kernel^T: [c * kernel, o].
+    let width = c * kernel;
+    let w = w.try_as_plain_ram()?.as_slice::<f32>()?;
+    let mut b = vec![0f32; width * o];
+    for (oi, row) in w.chunks(width).enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            b[j * o + oi] = *v;
+        }
+    }
+    let mapping: AxesMapping = "mk,kn->anm".parse()?;
+    let geometry =
+        MatMulGeometry::new(&mapping, &[out_len, width], &[width, o]).map_err(|e| anyhow!(e))?;
+    let mut last = node;
+    let mut epilogue = Epilogue::None;
+    if let Some(gelu) = model.single_succ(node.id)?.filter(|n| is_gelu(n)) {
+        epilogue = Epilogue::Gelu;
+        last = gelu;
+    }
+    let weights = device
+        .prepare_weights(&b, width, o, bias.as_deref())
+        .map_err(|e| anyhow!(e))?;
+    let mut patch = TypedModelPatch::default();
+    let tap = patch.tap_model(model, node.inputs[0])?;
+    let patches = patch.wire_node(
+        format!("{}.im2col", node.name),
+        CpuIm2Col {
+            channels: c,
+            length,
+            kernel,
+            stride,
+            pad_before,
+            out_len,
+        },
+        &[tap],
+    )?;
+    let wired = patch.wire_node(
+        &node.name,
+        NpuMatMul {
+            device: device.clone(),
+            geometry,
+            weights: Some(WeightsHandle(weights)),
+            epilogue,
+        },
+        &patches,
+    )?;
+    patch.shunt_outside(model, last.id.into(), wired[0])?;
+    Ok(Some(patch))
+}

@@ -1,0 +1,165 @@
+//! `EinSum` matrix products -> `NpuMatMul`.
+//!
+//! After decluttering, tract shows every matrix product of a Whisper encoder as an `EinSum`:
+//! the projections (`amk,kn->mn`, `mk,kn->amn`), the output projection that contracts heads
+//! and head width together (`mbk,bkn->amn`), and attention's `Q K^T` (`mbk,nbk->bmn`) and
+//! `P V` (`bmk,kbn->mbn`). The rule classifies axes (batch, M, K, N) rather than matching
+//! strings, so any axis order is taken. A constant operand becomes device weights, prepared
+//! once; a following bias `Add` and GELU move into the GEMM's epilogue.
+
+use amanuensis_kernels::device::Epilogue;
+use amanuensis_ops::{MatMulGeometry, NpuMatMul, WeightsHandle};
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::math::Add;
+
+use super::{Pass, RewriteContext, Stage, concrete_shape, const_f32, is_gelu, succ_bin_with_const};
+
+inventory::submit! {
+    Pass {
+        name: "npu_matmul",
+        stage: Stage::Device,
+        order: 10,
+        add: |r| r.with_rule_for::<EinSum>("npu_matmul", rule),
+    }
+}
+
+fn swapped(mapping: &AxesMapping) -> TractResult<AxesMapping> {
+    let (inputs, outputs) = mapping.to_strs();
+    AxesMapping::from_strs(&[&inputs[1], &inputs[0]], &outputs)
+}
+
+fn rule(
+    ctx: &RewriteContext,
+    model: &TypedModel,
+    node: &TypedNode,
+    _name: &str,
+    op: &EinSum,
+) -> TractResult<Option<TypedModelPatch>> {
+    let Some(device) = &ctx.device else {
+        return Ok(None);
+    };
+    if op.q_params.is_some() {
+        ctx.leave(
+            node,
+            "a quantised product (int8 operands); the NPU kernels take bf16",
+        );
+        return Ok(None);
+    }
+    if node.inputs.len() != 2 {
+        ctx.leave(
+            node,
+            format!("{} operands; the GEMM takes 2", node.inputs.len()),
+        );
+        return Ok(None);
+    }
+    let facts = model.node_input_facts(node.id)?;
+    if facts.iter().any(|f| f.datum_type != f32::datum_type())
+        || op.operating_dt != f32::datum_type()
+    {
+        ctx.leave(
+            node,
+            format!(
+                "operands of type {:?}, the GEMM takes float32",
+                facts[0].datum_type
+            ),
+        );
+        return Ok(None);
+    }
+    let (Some(sa), Some(sb)) = (
+        concrete_shape(model, node.inputs[0]),
+        concrete_shape(model, node.inputs[1]),
+    ) else {
+        ctx.leave(
+            node,
+            "a symbolic shape; the GEMM's layout is fixed when the plan is built",
+        );
+        return Ok(None);
+    };
+    let (a_const, b_const) = (facts[0].konst.is_some(), facts[1].konst.is_some());
+    if a_const && b_const {
+        return Ok(None);
+    }
+    // C = W @ X with a constant first operand is the same product with the roles swapped.
+    let (mapping, a_in, b_in, sa, sb) = if a_const {
+        (swapped(&op.axes)?, node.inputs[1], node.inputs[0], sb, sa)
+    } else {
+        (op.axes.clone(), node.inputs[0], node.inputs[1], sa, sb)
+    };
+    let geometry = match MatMulGeometry::new(&mapping, &sa, &sb) {
+        Ok(g) => g,
+        Err(why) => {
+            ctx.leave(node, format!("not a GEMM: {why}"));
+            return Ok(None);
+        }
+    };
+    if geometry.m == 0 || geometry.n == 0 || geometry.k == 0 {
+        ctx.leave(node, "an empty product");
+        return Ok(None);
+    }
+
+    let mut patch = TypedModelPatch::default();
+    let mut last = node;
+    let mut epilogue = Epilogue::None;
+    let wired = if a_const || b_const {
+        if geometry.batch != 1 {
+            ctx.leave(
+                node,
+                "constant operand with batch axes (one weight matrix per batch)",
+            );
+            return Ok(None);
+        }
+        let b = const_f32(model, b_in).context("constant operand")?;
+        let b = geometry.canonical_b(b.to_plain_array_view::<f32>()?);
+        // A bias along N only: `(A @ B) + bias` with bias [.., 1, n].
+        let mut bias = None;
+        if let [n_axis] = geometry.n_axes_in_output[..]
+            && let Some((add, konst)) = succ_bin_with_const::<Add>(model, node)
+        {
+            let shape = konst.shape();
+            let rank = geometry.out_shape.len();
+            let along_n = shape.len() <= rank
+                && shape.iter().rev().enumerate().all(|(i, &d)| {
+                    let axis = rank - 1 - i;
+                    d == 1 || (axis == n_axis && d == geometry.n)
+                })
+                && konst.len() == geometry.n;
+            if along_n {
+                bias = Some(konst.try_as_plain_ram()?.as_slice::<f32>()?.to_vec());
+                last = add;
+            }
+        }
+        if let Some(gelu) = model.single_succ(last.id)?.filter(|n| is_gelu(n)) {
+            epilogue = Epilogue::Gelu;
+            last = gelu;
+        }
+        let weights = device
+            .prepare_weights(&b, geometry.k, geometry.n, bias.as_deref())
+            .map_err(|e| anyhow!(e))?;
+        let tap = patch.tap_model(model, a_in)?;
+        patch.wire_node(
+            &node.name,
+            NpuMatMul {
+                device: device.clone(),
+                geometry,
+                weights: Some(WeightsHandle(weights)),
+                epilogue,
+            },
+            &[tap],
+        )?
+    } else {
+        let taps = [patch.tap_model(model, a_in)?, patch.tap_model(model, b_in)?];
+        patch.wire_node(
+            &node.name,
+            NpuMatMul {
+                device: device.clone(),
+                geometry,
+                weights: None,
+                epilogue,
+            },
+            &taps,
+        )?
+    };
+    patch.shunt_outside(model, last.id.into(), wired[0])?;
+    Ok(Some(patch))
+}

@@ -122,7 +122,7 @@ fn main() {
                 if threads == 2 {
                     profiles.push((
                         format!("{name}, {backend}"),
-                        encoder.profile(&mel).expect("profiled run"),
+                        encoder.profile(&mel).expect("profiled run").ops,
                     ));
                 }
                 files = Some(encoder.files().encoder.clone());

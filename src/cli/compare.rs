@@ -15,8 +15,10 @@ use super::write_json;
 /// window, realtime factor, time per op kind, and each backend's error against `cpu`.
 ///
 /// The log-mel windows are computed once; every backend encodes the same windows. `cpu` is
-/// the reference and is always run. Errors are over all windows' features: largest and mean
-/// absolute difference, cosine similarity, and relative L2 (|x - ref| / |ref|).
+/// the reference and is always run. Time per window is the median of several passes (at
+/// least 3 and 2 s). Errors are over all windows' features: largest and mean absolute
+/// difference, cosine similarity, and relative L2 (|x - ref| / |ref|); and block by block,
+/// at the output of every fused LayerNorm of the first window, for the plans that have them.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  amanuensis compare talk.flac --model base\n  \
@@ -77,15 +79,32 @@ fn error(x: &[f32], reference: &[f32]) -> Error {
     }
 }
 
+/// The error of one fused LayerNorm's output (the normalised input of a block) against the
+/// same node of the cpu plan, on the first window.
+#[derive(Debug, serde::Serialize)]
+struct LayerError {
+    node: String,
+    error: Error,
+}
+
 #[derive(Debug, serde::Serialize)]
 struct BackendReport {
     backend: Backend,
     load_ms: f64,
+    /// Median over `runs` passes over every window.
     ms_per_window: f64,
+    runs: usize,
     realtime: f64,
     op_ms_per_window: BTreeMap<String, f64>,
     error_vs_cpu: Option<Error>,
+    layers_vs_cpu: Vec<LayerError>,
 }
+
+/// Passes over the windows at least, and seconds of passes at least, for the timing.
+const MIN_RUNS: usize = 3;
+const MIN_SECONDS: f64 = 2.0;
+/// Passes at most.
+const MAX_RUNS: usize = 20;
 
 #[derive(Debug, serde::Serialize)]
 struct Report {
@@ -141,30 +160,62 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let info = stream.info().clone();
 
     let mut reports = Vec::new();
-    let mut reference: Option<Vec<f32>> = None;
+    let mut reference: Option<(Vec<f32>, Vec<(String, Vec<f32>)>)> = None;
     for (backend, encoder) in &encoders {
         // One window first, profiled node by node: it also warms the caches.
         let profile = encoder.profile(&windows[0])?;
-        let started = Instant::now();
+        // Every window once, then again until MIN_RUNS passes and MIN_SECONDS: the median
+        // pass gives the time per window.
+        let mut passes = Vec::new();
         let mut features = Vec::new();
-        for w in &windows {
-            features.extend(encoder.encode(w)?);
+        let started = Instant::now();
+        while passes.len() < MIN_RUNS || started.elapsed().as_secs_f64() < MIN_SECONDS {
+            let t = Instant::now();
+            let mut out = Vec::new();
+            for w in &windows {
+                out.extend(encoder.encode(w)?);
+            }
+            passes.push(t.elapsed().as_secs_f64());
+            features = out;
+            if passes.len() >= MAX_RUNS {
+                break;
+            }
         }
-        let elapsed = started.elapsed().as_secs_f64();
-        let error_vs_cpu = reference.as_ref().map(|r| error(&features, r));
+        passes.sort_by(f64::total_cmp);
+        let pass = passes[passes.len() / 2];
+        let (error_vs_cpu, layers_vs_cpu) = match &reference {
+            Some((r, r_layers)) => {
+                let layers = profile
+                    .layer_norms
+                    .iter()
+                    .filter_map(|(name, x)| {
+                        let (_, r) = r_layers.iter().find(|(n, _)| n == name)?;
+                        Some(LayerError {
+                            node: name.clone(),
+                            error: error(x, r),
+                        })
+                    })
+                    .collect();
+                (Some(error(&features, r)), layers)
+            }
+            None => (None, Vec::new()),
+        };
         if reference.is_none() {
-            reference = Some(features);
+            reference = Some((features, profile.layer_norms.clone()));
         }
         reports.push(BackendReport {
             backend: *backend,
             load_ms: encoder.load_time().as_secs_f64() * 1e3,
-            ms_per_window: elapsed * 1e3 / windows.len() as f64,
-            realtime: seconds / elapsed.max(1e-9),
+            ms_per_window: pass * 1e3 / windows.len() as f64,
+            runs: passes.len(),
+            realtime: seconds / pass.max(1e-9),
             op_ms_per_window: profile
+                .ops
                 .iter()
                 .map(|t| (t.op.clone(), t.time.as_secs_f64() * 1e3))
                 .collect(),
             error_vs_cpu,
+            layers_vs_cpu,
         });
     }
 
@@ -211,6 +262,26 @@ pub fn run(args: CompareArgs) -> Result<()> {
             r.backend,
             r.ms_per_window / cpu_ms.max(1e-9)
         );
+    }
+    for r in reports.iter().skip(1) {
+        if r.layers_vs_cpu.is_empty() {
+            continue;
+        }
+        println!();
+        println!(
+            "{} against cpu, block by block (outputs of the fused LayerNorms, first window):",
+            r.backend
+        );
+        println!(
+            "{:<44} {:>11} {:>11} {:>12} {:>11}",
+            "node", "max abs", "mean abs", "cosine", "rel L2"
+        );
+        for l in &r.layers_vs_cpu {
+            println!(
+                "{:<44} {:>11.3e} {:>11.3e} {:>12.7} {:>11.3e}",
+                l.node, l.error.max_abs, l.error.mean_abs, l.error.cosine, l.error.relative_l2
+            );
+        }
     }
     println!();
     println!("time per op kind, ms per window (one profiled window):");

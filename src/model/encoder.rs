@@ -457,9 +457,21 @@ pub struct OpTime {
     pub time: Duration,
 }
 
+/// A profiled run of one window.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// Time per op kind, slowest first.
+    pub ops: Vec<OpTime>,
+    /// The output of every fused LayerNorm (`CpuLayerNorm`), in plan order, by node name:
+    /// the normalised input of each attention and feed-forward block and the final norm,
+    /// where errors between two plans can be followed layer by layer.
+    pub layer_norms: Vec<(String, Vec<f32>)>,
+}
+
 impl Encoder {
-    /// Runs one window and times every node of the plan, summed by op kind, slowest first.
-    pub fn profile(&self, mel: &[f32]) -> Result<Vec<OpTime>, EncoderError> {
+    /// Runs one window, times every node of the plan (summed by op kind) and keeps the
+    /// outputs of the fused LayerNorms.
+    pub fn profile(&self, mel: &[f32]) -> Result<Profile, EncoderError> {
         use std::collections::HashMap;
         use tract_onnx::tract_core::plan::eval;
         let path = self.files.encoder.clone();
@@ -472,6 +484,7 @@ impl Encoder {
             .map_err(|e| fail("building the input", e))?;
         let mut state = self.plan.spawn().map_err(|e| fail("running", e))?;
         let mut times: HashMap<String, (usize, Duration)> = HashMap::new();
+        let mut layer_norms = Vec::new();
         self.pool
             .install(|| {
                 state.run_plan_with_eval(
@@ -479,19 +492,26 @@ impl Encoder {
                     |ctx, op_state, node, inputs| {
                         let t = Instant::now();
                         let result = eval(ctx, op_state, node, inputs);
-                        let entry = times.entry(node.op().name().to_string()).or_default();
+                        let name = node.op().name();
+                        let entry = times.entry(name.to_string()).or_default();
                         entry.0 += 1;
                         entry.1 += t.elapsed();
+                        if name == "CpuLayerNorm"
+                            && let Ok(outputs) = &result
+                            && let Ok(view) = outputs[0].to_plain_array_view::<f32>()
+                        {
+                            layer_norms.push((node.name.clone(), view.iter().copied().collect()));
+                        }
                         result
                     },
                 )
             })
             .map_err(|e| fail("running", e))?;
-        let mut times: Vec<OpTime> = times
+        let mut ops: Vec<OpTime> = times
             .into_iter()
             .map(|(op, (nodes, time))| OpTime { op, nodes, time })
             .collect();
-        times.sort_by_key(|t| std::cmp::Reverse(t.time));
-        Ok(times)
+        ops.sort_by_key(|t| std::cmp::Reverse(t.time));
+        Ok(Profile { ops, layer_norms })
     }
 }

@@ -9,7 +9,7 @@ pub mod export;
 mod fetch;
 mod layout;
 
-pub use encoder::{Encoder, EncoderError, EncoderOptions, OpTime};
+pub use encoder::{Encoder, EncoderError, EncoderOptions, OpTime, Profile};
 pub use fetch::{fetch, resolve_model};
 pub use layout::{ModelFiles, locate};
 

@@ -117,8 +117,16 @@ fn rule(
     }
     let mut patch = TypedModelPatch::default();
     let tap = patch.tap_model(model, x)?;
+    // Named after the exporter's node: tract's suffixes (`.reduced_sum_dd.rms_norm`) cut.
+    let base = match node.name.rfind('/') {
+        Some(slash) => match node.name[slash..].find('.') {
+            Some(dot) => &node.name[..slash + dot],
+            None => &node.name,
+        },
+        None => node.name.split('.').next().unwrap_or(&node.name),
+    };
     let wired = patch.wire_node(
-        format!("{}.layer_norm", node.name),
+        format!("{base}.layer_norm"),
         CpuLayerNorm::new(eps, gamma.as_deref(), beta.as_deref()),
         &[tap],
     )?;

@@ -100,6 +100,9 @@ struct BackendReport {
     layers_vs_cpu: Vec<LayerError>,
 }
 
+/// Named outputs of the fused LayerNorms of one window.
+type LayerOutputs = Vec<(String, Vec<f32>)>;
+
 /// Passes over the windows at least, and seconds of passes at least, for the timing.
 const MIN_RUNS: usize = 3;
 const MIN_SECONDS: f64 = 2.0;
@@ -160,7 +163,8 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let info = stream.info().clone();
 
     let mut reports = Vec::new();
-    let mut reference: Option<(Vec<f32>, Vec<(String, Vec<f32>)>)> = None;
+    // The cpu plan's features and its LayerNorm outputs.
+    let mut reference: Option<(Vec<f32>, LayerOutputs)> = None;
     for (backend, encoder) in &encoders {
         // One window first, profiled node by node: it also warms the caches.
         let profile = encoder.profile(&windows[0])?;

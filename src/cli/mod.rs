@@ -1,6 +1,7 @@
 //! Subcommands of the `amanuensis` binary, one file each.
 
 mod compare;
+mod doctor;
 mod encode;
 mod inspect;
 mod mel;
@@ -30,6 +31,7 @@ enum Command {
     Encode(encode::EncodeArgs),
     Compare(compare::CompareArgs),
     Inspect(inspect::InspectArgs),
+    Doctor(doctor::DoctorArgs),
     Models(models::ModelsArgs),
 }
 
@@ -40,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Encode(args) => encode::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Models(args) => models::run(args),
     }
 }

@@ -1,0 +1,187 @@
+//! `inspect`, `compare`, `doctor` and the backend switches as a user runs them, on
+//! ../shared/reference/tiny.en.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+fn amanuensis(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_amanuensis"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn model() -> String {
+    reference("tiny.en").display().to_string()
+}
+
+/// `inspect` prints the placement table, the FLOP share, the traffic and a prediction
+/// labelled as one, and writes the same as JSON.
+#[test]
+fn inspect_reports_placement_traffic_and_a_labelled_prediction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("placement.json");
+    let out = amanuensis(&[
+        "inspect",
+        "--model",
+        &model(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for needle in [
+        "backend: emu",
+        "MatMul",
+        "Softmax",
+        "LayerNorm",
+        "FLOPs on the device: 99.",
+        "left on the CPU by the rewrite: none",
+        "dispatches",
+        "not a measurement",
+    ] {
+        assert!(stdout.contains(needle), "lacks {needle:?}:\n{stdout}");
+    }
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(report["device_flops_share"].as_f64().unwrap() >= 0.99);
+    let matmul = report["placement"]["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "MatMul")
+        .unwrap();
+    assert_eq!(
+        (matmul["device"].as_u64(), matmul["cpu"].as_u64()),
+        (Some(34), Some(0))
+    );
+    assert!(
+        report["predicted_device_time"]["total_ms"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}
+
+/// `compare` runs cpu and emu on the same windows and prints time, realtime factor, the
+/// error table (block by block too) and the time per op kind; JSON holds the same.
+#[test]
+fn compare_prints_time_error_and_op_tables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("compare.json");
+    let audio = reference("audio/jfk.flac");
+    let out = amanuensis(&[
+        "compare",
+        audio.to_str().unwrap(),
+        "--model",
+        &model(),
+        "--backends",
+        "tract,emu",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for needle in [
+        "ms/window",
+        "realtime",
+        "cosine",
+        "rel L2",
+        "(ref)",
+        "emu / cpu time",
+        "block by block",
+        "EmuMatMul",
+        "CpuLayerNorm",
+    ] {
+        assert!(stdout.contains(needle), "lacks {needle:?}:\n{stdout}");
+    }
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let backends = report["backends"].as_array().unwrap();
+    let names: Vec<&str> = backends
+        .iter()
+        .map(|b| b["backend"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cpu", "tract", "emu"]);
+    let emu = &backends[2];
+    assert!(emu["error_vs_cpu"]["cosine"].as_f64().unwrap() >= 0.9999);
+    assert_eq!(emu["layers_vs_cpu"].as_array().unwrap().len(), 9);
+    assert!(backends[0]["error_vs_cpu"].is_null());
+}
+
+/// Without an NPU: `npu` fails in one line naming the alternatives, `auto` says it falls
+/// back, `--strict` refuses, and no output is left behind.
+#[test]
+fn missing_npu_is_said_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_path = tmp.path().join("out.npy");
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/speech.wav");
+    let encode = |backend: &str, strict: bool| {
+        let mut args = vec![
+            "encode",
+            sample.to_str().unwrap(),
+            "--model",
+            reference("tiny.en").to_str().unwrap(),
+            "--backend",
+            backend,
+            "-o",
+            out_path.to_str().unwrap(),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        if strict {
+            args.push("--strict".into());
+        }
+        Command::new(env!("CARGO_BIN_EXE_amanuensis"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let out = encode("npu", false);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("npu backend is not available") && err.contains("--backend emu"));
+    assert!(!out_path.exists());
+
+    let out = encode("auto", true);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--strict"));
+    assert!(!out_path.exists());
+
+    let out = encode("auto", false);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("backend auto: cpu ("), "{err}");
+    assert!(err.contains("backend: cpu"), "{err}");
+    assert!(out_path.exists());
+}
+
+/// `doctor` on a machine without an NPU: the XRT it was built with (or that none was), no
+/// NPU device with XRT's own words, no kernels with where it looked, and auto -> cpu.
+#[test]
+fn doctor_says_what_is_here_and_what_auto_picks() {
+    let out = amanuensis(&["doctor"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    if cfg!(feature = "xrt") {
+        assert!(stdout.contains("XRT: 2."), "{stdout}");
+        assert!(stdout.contains("hw_context"), "{stdout}");
+    } else {
+        assert!(stdout.contains("XRT: not built in"), "{stdout}");
+    }
+    for needle in [
+        "NPU devices: none (",
+        "NPU kernels: no NPU kernels found (looked in",
+        "backend auto: cpu (",
+        "CPU: ",
+    ] {
+        assert!(stdout.contains(needle), "lacks {needle:?}:\n{stdout}");
+    }
+}

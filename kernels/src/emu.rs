@@ -154,7 +154,7 @@ fn block_body<const FMA: bool, const ROWS: usize>(
             for row in acc_c.iter_mut() {
                 *row = [0.0; NR];
             }
-            for (t, k0) in (0..k).step_by(b.k_tile).enumerate() {
+            for k0 in (0..k).step_by(b.k_tile) {
                 let k1 = (k0 + b.k_tile).min(k);
                 let mut acc = [[0.0f32; NR]; ROWS];
                 for kk in k0..k1 {
@@ -172,11 +172,7 @@ fn block_body<const FMA: bool, const ROWS: usize>(
                 }
                 for r in 0..ROWS {
                     for j in 0..NR {
-                        acc_c[r][j] = if t == 0 {
-                            acc[r][j]
-                        } else {
-                            acc_c[r][j] + acc[r][j]
-                        };
+                        acc_c[r][j] += acc[r][j];
                     }
                 }
             }
@@ -215,7 +211,7 @@ mod tests {
         for i in 0..m {
             for j in 0..n {
                 let mut total = 0.0f32;
-                for (t, k0) in (0..k).step_by(c.tile.k).enumerate() {
+                for k0 in (0..k).step_by(c.tile.k) {
                     let mut partial = 0.0f32;
                     for kk in k0..(k0 + c.tile.k).min(k) {
                         let product = r(a[i * k + kk]) as f64 * r(b[kk * n + j]) as f64;
@@ -225,7 +221,7 @@ mod tests {
                         );
                         partial += product as f32;
                     }
-                    total = if t == 0 { partial } else { total + partial };
+                    total += partial;
                 }
                 out[i * n + j] = total + bias.map_or(0.0, |b| b[j]);
             }

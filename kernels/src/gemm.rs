@@ -6,12 +6,11 @@
 //! 1. A (activations) is rounded to bfloat16 at every call, B (weights) once when the plan is
 //!    built, both with the contract's [`Rounding`].
 //! 2. K is cut into k-tiles of `tile.k` consecutive indices. Within a k-tile, each output
-//!    element accumulates the products `a[i,k] * b[k,j]` in float32 in increasing `k`. The
-//!    product of two bfloat16 values has at most 16 significant bits, so it is exact in
-//!    float32 and a fused or unfused multiply-add gives the same sum.
-//! 3. The partial sums of the k-tiles are added in float32 in increasing tile order: the
-//!    first tile's sum, plus the second's, and so on (the core adds each tile's accumulator
-//!    into its float32 C buffer).
+//!    element accumulates the products `a[i,k] * b[k,j]` in float32 in increasing `k`,
+//!    starting from +0. The product of two bfloat16 values has at most 16 significant bits,
+//!    so it is exact in float32 and a fused or unfused multiply-add gives the same sum.
+//! 3. The C buffer starts at +0; the partial sums of the k-tiles are added into it in float32
+//!    in increasing tile order.
 //! 4. Padding rows, columns and k-indices are zeros and change no sum.
 //! 5. An optional bias is added to each output in float32 after the last tile.
 //!
@@ -95,6 +94,20 @@ impl GemmContract {
     }
 }
 
+impl GemmContract {
+    /// Bytes the array's DMAs move between memory and the cores for one call of `layout`:
+    /// the whole-array design streams each `rows x m` block of A once per `columns x n`
+    /// block of N and each block of B once per block of M (neither stays in the memory
+    /// tiles: A, B and C together do not fit them at Whisper's sizes), and writes C once.
+    pub fn dma_bytes(&self, layout: &GemmLayout) -> usize {
+        let row_block = self.rows * self.tile.m;
+        let col_block = self.columns * self.tile.n;
+        let a = layout.m_pad * layout.k_pad * 2 * (layout.n_pad / col_block);
+        let b = layout.k_pad * layout.n_pad * 2 * (layout.m_pad / row_block);
+        a + b + layout.bytes_out()
+    }
+}
+
 /// The padded shape of one GEMM and its cut into dispatches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GemmLayout {
@@ -173,6 +186,11 @@ mod tests {
         assert_eq!(l.flops(), 2 * 1500 * 64 * 1500);
         assert_eq!(l.bytes_in(false), 1536 * 64 * 2 + 64 * 1536 * 2);
         assert_eq!(l.bytes_out(), 1536 * 1536 * 4);
+        // A crosses once per 128 columns, B once per 256 rows.
+        assert_eq!(
+            c.dma_bytes(&l),
+            1536 * 64 * 2 * 12 + 64 * 1536 * 2 * 6 + 1536 * 1536 * 4
+        );
     }
 
     #[test]

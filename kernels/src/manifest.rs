@@ -7,6 +7,7 @@
 //! ```toml
 //! format = 1
 //! target = "npu1_4col"
+//! rounding = "nearest_even" # how the kernels round to bf16: nearest_even | truncate
 //!
 //! [[kernel]]
 //! kind = "gemm"            # gemm | softmax | gelu
@@ -65,6 +66,27 @@ pub enum KernelKind {
     Gelu,
 }
 
+/// How the kernels of a manifest round float32 to bfloat16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ManifestRounding {
+    /// Round to nearest, ties to even.
+    #[default]
+    NearestEven,
+    /// Drop the low 16 bits.
+    Truncate,
+}
+
+impl ManifestRounding {
+    /// The contract's rounding this names.
+    pub fn rounding(self) -> crate::bf16::Rounding {
+        match self {
+            ManifestRounding::NearestEven => crate::bf16::Rounding::NearestEven,
+            ManifestRounding::Truncate => crate::bf16::Rounding::Truncate,
+        }
+    }
+}
+
 /// What the GEMM kernel does after the product.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -117,6 +139,9 @@ pub struct Manifest {
     pub format: u32,
     /// The mlir-aie device the kernels were built for (`npu1_4col`, `npu2`).
     pub target: String,
+    /// How the kernels round float32 to bfloat16 (`nearest_even` when absent).
+    #[serde(default)]
+    pub rounding: ManifestRounding,
     /// The kernels.
     #[serde(rename = "kernel", default)]
     pub kernels: Vec<KernelEntry>,

@@ -145,6 +145,15 @@ impl Npu {
         manifest: Manifest,
         contract: GemmContract,
     ) -> Result<Npu, DeviceError> {
+        if manifest.rounding.rounding() != contract.rounding {
+            return Err(DeviceError::Unavailable(format!(
+                "the kernels in {} round to bf16 by {:?}, the contract by {:?}: rebuild them \
+                 with the contract's rounding",
+                manifest.dir.display(),
+                manifest.rounding,
+                contract.rounding
+            )));
+        }
         xrt_sys::check_hw_context().map_err(|e| DeviceError::Unavailable(e.to_string()))?;
         let device =
             xrt_sys::Device::open(index).map_err(|e| DeviceError::Unavailable(e.to_string()))?;
@@ -577,6 +586,7 @@ mod tests {
         let manifest = Manifest {
             format: crate::manifest::FORMAT,
             target: "npu1_4col".into(),
+            rounding: Default::default(),
             kernels: vec![],
             dir: PathBuf::from("."),
         };

@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# Builds the NPU kernels a Whisper encoder needs into OUTDIR: one xclbin and one instruction
+# file per dispatch shape, and the manifest.toml that kernels/src/manifest.rs reads.
+#
+#   kernels/aie/build.sh MODEL OUTDIR [--target npu|npu2] [--n-mels N] [--plan]
+#
+# MODEL is tiny, base, small, medium or large (d_model 384, 512, 768, 1024, 1280; 80 mel bins,
+# 128 for large, as large-v3; --n-mels overrides). The shapes are those the host requests
+# (shapes.py, which mirrors kernels/src/gemm.rs and kernels/src/device.rs). --plan prints
+# them and the commands without building (no toolchain needed).
+#
+# Needs the mlir-aie toolchain: the IRON Python package (`aie`), aiecc, and Peano (llvm-aie)
+# for the AIE2/AIE2P kernels. The flow is that of mlir-aie's programming_examples makefiles
+# (makefile-common): clang++ --target=aie2-none-unknown-elf for the kernels, the design's
+# Python printing MLIR, aiecc for the xclbin and the instruction stream.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+usage() {
+    echo "usage: $0 MODEL OUTDIR [--target npu|npu2] [--n-mels N] [--plan]" >&2
+    echo "  MODEL: tiny | base | small | medium | large" >&2
+    exit 2
+}
+
+[[ $# -ge 2 ]] || usage
+model="$1"
+outdir="$2"
+shift 2
+target=npu
+n_mels=""
+plan_only=0
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --target) target="${2:?--target needs npu or npu2}"; shift 2 ;;
+        --n-mels) n_mels="${2:?--n-mels needs a number}"; shift 2 ;;
+        --plan) plan_only=1; shift ;;
+        *) usage ;;
+    esac
+done
+case "$model" in tiny | base | small | medium | large) ;; *) usage ;; esac
+case "$target" in
+    npu)
+        # XDNA1 (Phoenix, Hawk Point): AIE2, the bfloat16 mmul 4 x 8 x 4 (mm.cc).
+        manifest_target=npu1_4col
+        clang_target=aie2-none-unknown-elf
+        mmul=(4 8 4)
+        ;;
+    npu2)
+        # XDNA2 (Strix, Krackan): AIE2P, 8 x 8 x 8 as in mlir-aie's whole-array design; the
+        # designs still use 4 columns, so that the shapes are GemmContract::XDNA1's.
+        manifest_target=npu2
+        clang_target=aie2p-none-unknown-elf
+        mmul=(8 8 8)
+        ;;
+    *) usage ;;
+esac
+
+# The per-core GEMM tile of GemmContract::XDNA1 (kernels/src/gemm.rs).
+tile=(64 64 32)
+
+python=${PYTHON:-python3}
+# The designs and shapes.py are run in place; keep their bytecode out of the source tree.
+export PYTHONDONTWRITEBYTECODE=1
+mels_arg=()
+[[ -n "$n_mels" ]] && mels_arg=(--n-mels "$n_mels")
+
+# One line per kernel: kind name epilogue dims...
+kernels="$("$python" - "$here" "$model" "${mels_arg[@]}" <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+import shapes
+mels = int(sys.argv[4]) if len(sys.argv) > 4 else None
+for k in shapes.whisper_kernels(sys.argv[2], mels):
+    print(k.kind, k.name, k.epilogue, *k.shape)
+EOF
+)"
+
+gemm_flags=(-DDIM_M="${tile[0]}" -DDIM_K="${tile[1]}" -DDIM_N="${tile[2]}"
+    -DMMUL_R="${mmul[0]}" -DMMUL_S="${mmul[1]}" -DMMUL_T="${mmul[2]}")
+
+design_argv() { # kind epilogue dims...: sets `argv` to the command printing the design's MLIR
+    local kind="$1" epilogue="$2"
+    shift 2
+    case "$kind" in
+        gemm) argv=("$python" "$here/gemm/gemm.py" --dev "$target" -M "$1" -K "$2" -N "$3"
+            --epilogue "$epilogue") ;;
+        softmax) argv=("$python" "$here/softmax/softmax.py" --dev "$target" --rows "$1" --cols "$2") ;;
+        gelu) argv=("$python" "$here/gelu/gelu.py" --dev "$target" --elements "$1") ;;
+    esac
+}
+
+if [[ $plan_only -eq 1 ]]; then
+    echo "# $model for $target ($manifest_target): kernels into $outdir"
+    while read -r kind name epilogue dims; do
+        # shellcheck disable=SC2086
+        design_argv "$kind" "$epilogue" $dims
+        echo "$name: ${argv[*]}"
+        # Each design checks its shape against its limits (no toolchain needed for that).
+        "${argv[@]}" --plan >/dev/null
+    done <<<"$kernels"
+    exit 0
+fi
+
+# ---- the toolchain ---------------------------------------------------------------------
+missing=()
+aiecc="$(command -v aiecc.py || command -v aiecc || true)"
+[[ -n "$aiecc" ]] || missing+=("aiecc.py (mlir-aie) on PATH")
+if ! "$python" -c 'import aie.iron, aie.helpers.taplib' 2>/dev/null; then
+    missing+=("the IRON Python package: '$python -c \"import aie.iron\"' fails")
+fi
+if ! "$python" -c 'import numpy, ml_dtypes' 2>/dev/null; then
+    missing+=("numpy and ml_dtypes for $python")
+fi
+if [[ -z "${PEANO_INSTALL_DIR:-}" ]]; then
+    location="$("$python" -m pip show llvm-aie 2>/dev/null | sed -n 's/^Location: //p' || true)"
+    [[ -n "$location" ]] && PEANO_INSTALL_DIR="$location/llvm-aie"
+fi
+clangxx="${PEANO_INSTALL_DIR:-}/bin/clang++"
+[[ -x "$clangxx" ]] || missing+=("Peano (llvm-aie): set PEANO_INSTALL_DIR to the directory holding bin/clang++")
+if [[ -z "${MLIR_AIE_INSTALL_DIR:-}" ]]; then
+    location="$("$python" -m pip show mlir_aie 2>/dev/null | sed -n 's/^Location: //p' || true)"
+    if [[ -n "$location" && -d "$location/mlir_aie" ]]; then
+        MLIR_AIE_INSTALL_DIR="$location/mlir_aie"
+    else
+        MLIR_AIE_INSTALL_DIR="$("$python" -c 'from aie.utils.config import root_path; print(root_path())' 2>/dev/null || true)"
+    fi
+fi
+[[ -f "${MLIR_AIE_INSTALL_DIR:-}/include/aie_api/aie.hpp" ]] ||
+    missing+=("the AIE API headers: set MLIR_AIE_INSTALL_DIR to the mlir-aie install holding include/aie_api")
+command -v sha256sum >/dev/null || missing+=("sha256sum (coreutils)")
+if [[ ${#missing[@]} -gt 0 ]]; then
+    {
+        echo "build.sh: the mlir-aie toolchain is not complete; missing:"
+        printf '  - %s\n' "${missing[@]}"
+        echo
+        echo "Install it as mlir-aie's docs/buildHostLin.md describes, for example in a venv:"
+        echo "  python3 -m pip install mlir_aie -f https://github.com/Xilinx/mlir-aie/releases/expanded_assets/latest-wheels-2"
+        echo "  python3 -m pip install llvm-aie -f https://github.com/Xilinx/llvm-aie/releases/expanded_assets/nightly"
+        echo "  python3 -m pip install numpy ml_dtypes"
+        echo "then source mlir-aie's utils/env_setup.sh (it sets PEANO_INSTALL_DIR and"
+        echo "MLIR_AIE_INSTALL_DIR), or set them by hand. Running the result needs XRT >= 2.17"
+        echo "with the amdxdna driver."
+    } >&2
+    exit 1
+fi
+
+# ---- the kernels' object files ---------------------------------------------------------
+mkdir -p "$outdir"
+outdir="$(cd "$outdir" && pwd)"
+work="$outdir/.build"
+rm -rf "$work"
+mkdir -p "$work/objects"
+
+cxx_flags=(-O2 -std=c++20 "--target=$clang_target" -DNDEBUG
+    -Wno-parentheses -Wno-attributes -Wno-macro-redefined -Wno-empty-body
+    -I "$MLIR_AIE_INSTALL_DIR/include" -I "$here/common")
+echo "compiling the kernels for $clang_target"
+"$clangxx" "${cxx_flags[@]}" "${gemm_flags[@]}" -c "$here/gemm/gemm.cc" -o "$work/objects/gemm.o"
+"$clangxx" "${cxx_flags[@]}" -c "$here/softmax/softmax.cc" -o "$work/objects/softmax.o"
+"$clangxx" "${cxx_flags[@]}" -c "$here/gelu/gelu.cc" -o "$work/objects/gelu.o"
+
+# mlir-aie's aiecc writes the instruction stream as little-endian 32-bit words; older
+# releases wrote one hexadecimal word a line. Either becomes raw words here, which
+# kernels/src/npu.rs reads from a `.bin` file.
+normalise_instructions() {
+    "$python" - "$1" <<'EOF'
+import re, struct, sys
+path = sys.argv[1]
+data = open(path, "rb").read()
+try:
+    words = data.decode("ascii").split()
+except UnicodeDecodeError:
+    words = None
+if words and all(re.fullmatch(r"(0x)?[0-9a-fA-F]{1,8}", w) for w in words):
+    values = [int(w, 16) for w in words]
+    open(path, "wb").write(struct.pack(f"<{len(values)}I", *values))
+elif len(data) == 0 or len(data) % 4:
+    sys.exit(f"{path}: not an instruction stream ({len(data)} bytes)")
+EOF
+}
+
+# ---- one xclbin and instruction stream per dispatch shape ------------------------------
+manifest="$work/manifest.toml"
+{
+    echo "# Written by kernels/aie/build.sh $model for $target; read by kernels/src/manifest.rs."
+    echo "format = 1"
+    echo "target = \"$manifest_target\""
+    echo "rounding = \"nearest_even\""
+} >"$manifest"
+
+while read -r kind name epilogue dims; do
+    echo "building $name"
+    dir="$work/$name"
+    mkdir -p "$dir"
+    case "$kind" in
+        gemm) cp "$work/objects/gemm.o" "$dir/" ;;
+        softmax) cp "$work/objects/softmax.o" "$dir/" ;;
+        gelu) cp "$work/objects/gelu.o" "$dir/" ;;
+    esac
+    # shellcheck disable=SC2086
+    design_argv "$kind" "$epilogue" $dims
+    "${argv[@]}" >"$dir/aie.mlir"
+    (
+        cd "$dir"
+        "$aiecc" --alloc-scheme=basic-sequential --aie-generate-xclbin --no-compile-host \
+            --no-xchesscc --no-xbridge --peano "$PEANO_INSTALL_DIR" \
+            --xclbin-name="$name.xclbin" \
+            --aie-generate-npu-insts --npu-insts-name="$name.insts.bin" \
+            aie.mlir >aiecc.log 2>&1
+    ) || {
+        echo "build.sh: aiecc failed for $name; see $dir/aiecc.log" >&2
+        exit 1
+    }
+    normalise_instructions "$dir/$name.insts.bin"
+    mv "$dir/$name.xclbin" "$dir/$name.insts.bin" "$outdir/"
+    xclbin_sum="$(sha256sum "$outdir/$name.xclbin" | cut -d' ' -f1)"
+    insts_sum="$(sha256sum "$outdir/$name.insts.bin" | cut -d' ' -f1)"
+    read -r -a shape <<<"$dims"
+    {
+        echo
+        echo "[[kernel]]"
+        echo "kind = \"$kind\""
+        [[ "$kind" == gemm ]] && echo "epilogue = \"$epilogue\""
+        echo "xclbin = \"$name.xclbin\""
+        echo "kernel_name = \"MLIR_AIE\""
+        echo "instructions = \"$name.insts.bin\""
+        echo "shape = [$(IFS=,; echo "${shape[*]}" | sed 's/,/, /g')]"
+        [[ "$kind" == gemm ]] && echo "tile = [${tile[0]}, ${tile[1]}, ${tile[2]}]"
+        echo "sha256 = { xclbin = \"$xclbin_sum\", instructions = \"$insts_sum\" }"
+    } >>"$manifest"
+done <<<"$kernels"
+
+mv "$manifest" "$outdir/manifest.toml"
+echo "wrote $outdir/manifest.toml ($(grep -c '^\[\[kernel\]\]' "$outdir/manifest.toml") kernels)"
+catalog_name="$model"
+if [[ "$model" == large ]]; then
+    [[ "${n_mels:-128}" == 128 ]] && catalog_name=large-v3 || catalog_name=large-v2
+fi
+echo "check them against the emulator with:"
+echo "  AMANUENSIS_KERNELS=$outdir amanuensis doctor"
+echo "  AMANUENSIS_KERNELS=$outdir amanuensis compare audio.wav --model $catalog_name --backends emu,npu"

@@ -1,0 +1,452 @@
+# The whole-array GEMM of the kernel contract as an IRON design (mlir-aie), one dispatch.
+#
+# Usage: python3 gemm.py --dev npu -M 1536 -K 512 -N 512 --epilogue bias > aie.mlir
+#
+# After mlir-aie's programming_examples/basic/matrix_multiplication/whole_array
+# (whole_array_iron.py): 4 x 4 compute cores, one memory tile and one shim tile per column,
+# A broadcast along core rows, B along core columns, C joined per column in the memory tile.
+# Written anew for this contract; see kernels/aie/README.md for what differs and why.
+"""Whole-array GEMM of kernels/src/gemm.rs on XDNA: one dispatch of C = A @ B (+ epilogue).
+
+The shape is one dispatch of ``GemmContract::layout``: ``M = m_chunk`` rows of A (a multiple
+of 4 x 64), ``K = k_pad`` (a multiple of 64), ``N = n_pad`` (a multiple of 4 x 32). The host
+buffers, in the order of the runtime sequence (XRT kernel arguments 3, 4, 5, 6), are:
+
+- A: bfloat16 ``[M, K]`` row-major;
+- B: bfloat16 ``[K, N]`` row-major;
+- C: float32 ``[M, N]`` row-major;
+- bias: float32 ``[N]``, only with the epilogues ``bias`` and ``bias_gelu``.
+
+Core ``(row r, column c)`` computes, for each row block ``b`` (256 rows) and each column tile
+``j`` of its column, the 64 x 32 tile of C at rows ``b * 256 + r * 64``, columns
+``(j * 4 + c) * 32``: it zeroes the tile, adds the partial sums of the K / 64 k-tiles in
+increasing order (``gemm_ktile_bf16_f32``), applies the epilogue and hands the tile to its
+column's memory tile. A reaches the cores in 64 x 64 tiles through the memory tile of the
+core row's column (broadcast to the 4 cores of the row); B in 64 x 32 tiles through the
+memory tile of the core column (broadcast to its 4 cores); the bias of a column travels down
+its B stream ahead of the first B tile (see ``gemm_bias_load`` in gemm.cc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass
+
+ROWS = 4
+COLUMNS = 4
+# The bfloat16 mmul shape per device: mm.cc's 4 x 8 x 4 on AIE2 (XDNA1); on AIE2P (XDNA2)
+# mlir-aie's whole-array design uses 8 x 8 x 8 for bfloat16.
+MMUL_SHAPES = {"npu": (4, 8, 4), "npu2": (8, 8, 8)}
+EPILOGUES = ("none", "bias", "bias_gelu")
+OBJECT_FILE = "gemm.o"
+# The bias stash of gemm.cc holds N / 4 floats for N up to this (GEMM_MAX_N_PAD); 5120 is
+# Whisper large's FFN width, the largest N of any encoder product.
+MAX_N_PAD = 5120
+CORE_MEMORY_BYTES = 64 * 1024
+CORE_STACK_BYTES = 1024
+# Shim DMA limits (AIE-ML buffer descriptors): wrap sizes of the three inner dimensions,
+# and the repeat count of the outermost one.
+MAX_WRAP = 1023
+MAX_REPEAT = 64
+
+
+@dataclass(frozen=True)
+class Access:
+    """A runtime DMA access pattern over a host tensor, outermost dimension first, in elements."""
+
+    tensor: tuple[int, int]
+    offset: int
+    sizes: tuple[int, int, int, int]
+    strides: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything about one dispatch shape that does not need mlir-aie: the counts, the
+    memory tiles' transforms and the runtime access patterns (hostcheck/check_kernels.py
+    replays them)."""
+
+    dev: str
+    M: int
+    K: int
+    N: int
+    m: int
+    k: int
+    n: int
+    epilogue: str
+    mmul: tuple[int, int, int]
+
+    @property
+    def row_blocks(self) -> int:
+        return self.M // (ROWS * self.m)
+
+    @property
+    def col_tiles(self) -> int:
+        """Output tiles of one core per row block (column tiles of its array column)."""
+        return self.N // (COLUMNS * self.n)
+
+    @property
+    def k_tiles(self) -> int:
+        return self.K // self.k
+
+    @property
+    def tiles_per_core(self) -> int:
+        return self.row_blocks * self.col_tiles
+
+    @property
+    def has_bias(self) -> bool:
+        return self.epilogue != "none"
+
+    @property
+    def bias_units(self) -> int:
+        """bfloat16-sized units of one column's bias slice (two per float)."""
+        return self.col_tiles * 2 * self.n
+
+    @property
+    def bias_repeats(self) -> int:
+        """How many times the column's slice is sent so that it fills whole B objects."""
+        return (self.k * self.n) // math.gcd(self.bias_units, self.k * self.n)
+
+    @property
+    def bias_parts(self) -> int:
+        """B objects the bias of a column occupies at the head of the B stream."""
+        return self.bias_units // math.gcd(self.bias_units, self.k * self.n)
+
+    # Data layout transforms of the memory tiles' DMAs (dims_to_stream, (size, stride) from
+    # the outermost dimension), the same as whole_array's: A into r x s blocks and B into
+    # s x t blocks on the way to the cores, C from r x t blocks back to row-major on the way
+    # to the host.
+    @property
+    def a_to_core(self) -> list[tuple[int, int]]:
+        r, s, _ = self.mmul
+        return [(self.m // r, r * self.k), (self.k // s, s), (r, self.k), (s, 1)]
+
+    @property
+    def b_to_core(self) -> list[tuple[int, int]]:
+        _, s, t = self.mmul
+        return [(self.k // s, s * self.n), (self.n // t, t), (s, self.n), (t, 1)]
+
+    @property
+    def c_to_host(self) -> list[tuple[int, int]]:
+        r, _, t = self.mmul
+        return [(self.m // r, r * self.n), (r, t), (self.n // t, r * t), (t, 1)]
+
+    def a_access(self, block: int, row: int) -> Access:
+        """A for core row ``row`` in row block ``block``: its m rows, k-tile after k-tile,
+        sent again for each column tile (each output tile needs the whole row of k-tiles, and
+        the memory tile passes A through without keeping it)."""
+        first_row = block * ROWS * self.m + row * self.m
+        return Access(
+            (self.M, self.K),
+            first_row * self.K,
+            (self.col_tiles, self.k_tiles, self.m, self.k),
+            (0, self.k, self.K, 1),
+        )
+
+    def b_access(self, col: int) -> Access:
+        """B for core column ``col``: its column tiles j * 4 + col in turn, each k-tile
+        after k-tile (sent again for every row block)."""
+        return Access(
+            (self.K, self.N),
+            col * self.n,
+            (self.col_tiles, self.k_tiles, self.k, self.n),
+            (COLUMNS * self.n, self.k * self.N, self.N, 1),
+        )
+
+    def c_access(self, block: int, col: int) -> Access:
+        """C from column ``col``'s memory tile in row block ``block``: one 4m x n tile per
+        column tile."""
+        return Access(
+            (self.M, self.N),
+            block * ROWS * self.m * self.N + col * self.n,
+            (1, self.col_tiles, ROWS * self.m, self.n),
+            (0, COLUMNS * self.n, self.N, 1),
+        )
+
+    def bias_access(self, col: int) -> Access:
+        """The bias of core column ``col``, the float32 [N] seen as 2N bfloat16 halves: its
+        column tiles in turn, the slice repeated to fill ``bias_parts`` whole B objects."""
+        return Access(
+            (1, 2 * self.N),
+            2 * self.n * col,
+            (self.bias_repeats, 1, self.col_tiles, 2 * self.n),
+            (0, 0, 2 * COLUMNS * self.n, 1),
+        )
+
+    def core_bytes(self) -> int:
+        """Data memory of one core: double-buffered A, B and C tiles, gemm.cc's bias stash
+        and bias lanes, the stack."""
+        a = 2 * self.m * self.k * 2
+        b = 2 * self.k * self.n * 2
+        c = 2 * self.m * self.n * 4
+        stash = MAX_N_PAD // COLUMNS * 4 + (self.n // self.mmul[2]) * 16 * 4
+        return a + b + c + stash + CORE_STACK_BYTES
+
+
+def plan(
+    dev: str,
+    M: int,
+    K: int,
+    N: int,
+    m: int = 64,
+    k: int = 64,
+    n: int = 32,
+    epilogue: str = "none",
+) -> Plan:
+    """Checks a dispatch shape against the design's limits and returns its plan."""
+    if dev not in MMUL_SHAPES:
+        raise ValueError(f"unknown device {dev!r}; expected one of {sorted(MMUL_SHAPES)}")
+    if epilogue not in EPILOGUES:
+        raise ValueError(f"unknown epilogue {epilogue!r}; expected one of {EPILOGUES}")
+    r, s, t = MMUL_SHAPES[dev]
+    p = Plan(dev, M, K, N, m, k, n, epilogue, (r, s, t))
+    problems = []
+    if M <= 0 or M % (ROWS * m):
+        problems.append(f"M = {M} is not a positive multiple of {ROWS} x m = {ROWS * m}")
+    if K <= 0 or K % k:
+        problems.append(f"K = {K} is not a positive multiple of k = {k}")
+    if N <= 0 or N % (COLUMNS * n):
+        problems.append(f"N = {N} is not a positive multiple of {COLUMNS} x n = {COLUMNS * n}")
+    if m % (2 * r) or n % (2 * t) or k % s:
+        problems.append(
+            f"the tile {m}x{k}x{n} is not made of 2 x 2 blocks of the {r}x{s}x{t} mmul"
+        )
+    if p.has_bias and N > MAX_N_PAD:
+        problems.append(f"N = {N} exceeds the bias stash of gemm.cc (N <= {MAX_N_PAD})")
+    if p.col_tiles > MAX_REPEAT or p.bias_repeats > MAX_REPEAT:
+        problems.append(f"N = {N} needs more than {MAX_REPEAT} repeats of a shim transfer")
+    if p.k_tiles > MAX_WRAP or ROWS * m > MAX_WRAP:
+        problems.append(f"K = {K} or m = {m} exceeds a shim DMA dimension ({MAX_WRAP})")
+    if p.core_bytes() > CORE_MEMORY_BYTES:
+        problems.append(f"a core needs {p.core_bytes()} bytes of its {CORE_MEMORY_BYTES}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return p
+
+
+def loop(count: int):
+    """The loop of ``count`` iterations a core runs; a single iteration is emitted as
+    straight-line code (mlir-aie issue #1547, as in whole_array_iron.py)."""
+    from aie.iron.controlflow import range_
+
+    return range_(count) if count > 1 else range(1)
+
+
+def design(p: Plan):
+    """The IRON program of plan ``p``, resolved to an MLIR module."""
+    # mlir-aie is imported here, so that the rest of this file works without it.
+    import numpy as np
+    from ml_dtypes import bfloat16
+
+    from aie.helpers.taplib import TensorAccessPattern
+    from aie.iron import Kernel, ObjectFifo, Program, Runtime, Worker
+    from aie.iron.device import NPU1Col4, NPU2, Tile
+    from aie.iron.placers import SequentialPlacer
+
+    M, K, N, m, k, n = p.M, p.K, p.N, p.m, p.k, p.n
+
+    def tap(a):
+        return TensorAccessPattern(a.tensor, a.offset, list(a.sizes), list(a.strides))
+
+    A_ty = np.ndarray[(M * K,), np.dtype[bfloat16]]
+    B_ty = np.ndarray[(K * N,), np.dtype[bfloat16]]
+    C_ty = np.ndarray[(M * N,), np.dtype[np.float32]]
+    bias_ty = np.ndarray[(2 * N,), np.dtype[bfloat16]]
+    A_l2_ty = np.ndarray[(m * k,), np.dtype[bfloat16]]
+    B_l2_ty = np.ndarray[(k * n,), np.dtype[bfloat16]]
+    C_l2_ty = np.ndarray[(ROWS * m * n,), np.dtype[np.float32]]
+    A_l1_ty = np.ndarray[(m, k), np.dtype[bfloat16]]
+    B_l1_ty = np.ndarray[(k, n), np.dtype[bfloat16]]
+    C_l1_ty = np.ndarray[(m, n), np.dtype[np.float32]]
+
+    zero = Kernel("gemm_zero_f32", OBJECT_FILE, [C_l1_ty])
+    ktile = Kernel("gemm_ktile_bf16_f32", OBJECT_FILE, [A_l1_ty, B_l1_ty, C_l1_ty])
+    extra = []
+    if p.has_bias:
+        extra = [
+            Kernel("gemm_bias_load", OBJECT_FILE, [B_l1_ty, np.int32, np.int32]),
+            Kernel(f"gemm_epilogue_{p.epilogue}", OBJECT_FILE, [C_l1_ty]),
+        ]
+
+    # A: shim `row` -> memory tile `row` -> the 4 cores of core row `row`.
+    a_l3l2, a_l2l1 = [], []
+    for row in range(ROWS):
+        fifo = ObjectFifo(A_l2_ty, name=f"A_L3L2_{row}")
+        a_l3l2.append(fifo)
+        a_l2l1.append(
+            fifo.cons().forward(
+                placement=Tile(row, 1),
+                obj_type=A_l1_ty,
+                name=f"A_L2L1_{row}",
+                dims_to_stream=p.a_to_core,
+            )
+        )
+
+    # B (and the bias ahead of it): shim `col` -> memory tile `col` -> the 4 cores of column
+    # `col`. C: the 4 cores of column `col` -> memory tile `col` (joined) -> shim `col`.
+    b_l3l2, b_l2l1, c_l2l3 = [], [], []
+    c_l1l2 = [[None] * COLUMNS for _ in range(ROWS)]
+    for col in range(COLUMNS):
+        fifo = ObjectFifo(B_l2_ty, name=f"B_L3L2_{col}")
+        b_l3l2.append(fifo)
+        b_l2l1.append(
+            fifo.cons().forward(
+                placement=Tile(col, 1),
+                obj_type=B_l1_ty,
+                name=f"B_L2L1_{col}",
+                dims_to_stream=p.b_to_core,
+            )
+        )
+        out = ObjectFifo(C_l2_ty, name=f"C_L2L3_{col}", dims_to_stream=p.c_to_host)
+        c_l2l3.append(out)
+        parts = out.prod().join(
+            [m * n * row for row in range(ROWS)],
+            placement=Tile(col, 1),
+            obj_types=[C_l1_ty] * ROWS,
+            names=[f"C_L1L2_{col}_{row}" for row in range(ROWS)],
+            depths=[2] * ROWS,
+        )
+        for row in range(ROWS):
+            c_l1l2[row][col] = parts[row]
+
+    bias_parts, col_tiles = p.bias_parts, p.col_tiles
+    tiles_per_core, k_tiles = p.tiles_per_core, p.k_tiles
+
+    def core_fn(a_in, b_in, c_out, zero, ktile, bias_load=None, finish=None):
+        if bias_load is not None:
+            for part in range(bias_parts):
+                head = b_in.acquire(1)
+                bias_load(head, part, col_tiles)
+                b_in.release(1)
+        for _ in loop(tiles_per_core):
+            c = c_out.acquire(1)
+            zero(c)
+            for _ in loop(k_tiles):
+                a = a_in.acquire(1)
+                b = b_in.acquire(1)
+                ktile(a, b, c)
+                a_in.release(1)
+                b_in.release(1)
+            if finish is not None:
+                finish(c)
+            c_out.release(1)
+
+    workers = [
+        Worker(
+            core_fn,
+            [
+                a_l2l1[row].cons(),
+                b_l2l1[col].cons(),
+                c_l1l2[row][col].prod(),
+                zero,
+                ktile,
+                *extra,
+            ],
+            placement=Tile(col, 2 + row),
+        )
+        for row in range(ROWS)
+        for col in range(COLUMNS)
+    ]
+
+    # One task group per row block, two row blocks in flight: before issuing block b, the
+    # group of block b - 2 is awaited (its C drained) and its buffer descriptors freed.
+    a_fills = [fifo.prod() for fifo in a_l3l2]
+    b_fills = [fifo.prod() for fifo in b_l3l2]
+    c_drains = [fifo.cons() for fifo in c_l2l3]
+    rt = Runtime()
+    types = [A_ty, B_ty, C_ty] + ([bias_ty] if p.has_bias else [])
+    with rt.sequence(*types) as buffers:
+        A, B, C = buffers[:3]
+        rt.start(*workers)
+        bias_group = None
+        if p.has_bias:
+            bias_group = rt.task_group()
+            for col in range(COLUMNS):
+                rt.fill(
+                    b_fills[col],
+                    buffers[3],
+                    tap=tap(p.bias_access(col)),
+                    task_group=bias_group,
+                    placement=Tile(col, 0),
+                )
+        groups = [None, None]
+        for block in range(p.row_blocks):
+            slot = block % 2
+            if groups[slot] is not None:
+                rt.finish_task_group(groups[slot])
+            group = groups[slot] = rt.task_group()
+            for col in range(COLUMNS):
+                rt.drain(
+                    c_drains[col],
+                    C,
+                    tap=tap(p.c_access(block, col)),
+                    wait=True,
+                    task_group=group,
+                    placement=Tile(col, 0),
+                )
+                # Shim `col` also carries the A of core row `col`.
+                rt.fill(
+                    a_fills[col],
+                    A,
+                    tap=tap(p.a_access(block, col)),
+                    task_group=group,
+                    placement=Tile(col, 0),
+                )
+                rt.fill(
+                    b_fills[col],
+                    B,
+                    tap=tap(p.b_access(col)),
+                    task_group=group,
+                    placement=Tile(col, 0),
+                )
+        for group in groups:
+            if group is not None:
+                rt.finish_task_group(group)
+        if bias_group is not None:
+            rt.finish_task_group(bias_group)
+
+    device = NPU1Col4() if p.dev == "npu" else NPU2()
+    return Program(device, rt).resolve_program(SequentialPlacer())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dev", choices=sorted(MMUL_SHAPES), default="npu")
+    parser.add_argument("-M", type=int, required=True, help="rows of A in one dispatch")
+    parser.add_argument("-K", type=int, required=True, help="padded reduction length")
+    parser.add_argument("-N", type=int, required=True, help="padded columns of B")
+    # The per-core tile must match the DIM_M, DIM_K, DIM_N that gemm.o was compiled with.
+    parser.add_argument("-m", type=int, default=64, help="rows of a core's tile")
+    parser.add_argument("-k", type=int, default=64, help="the k-tile")
+    parser.add_argument("-n", type=int, default=32, help="columns of a core's tile")
+    parser.add_argument("--epilogue", choices=EPILOGUES, default="none")
+    parser.add_argument(
+        "--plan", action="store_true", help="print the plan as JSON instead of MLIR"
+    )
+    args = parser.parse_args()
+    try:
+        p = plan(args.dev, args.M, args.K, args.N, args.m, args.k, args.n, args.epilogue)
+    except ValueError as e:
+        sys.exit(f"gemm.py: {e}")
+    if args.plan:
+        print(
+            json.dumps(
+                {
+                    **asdict(p),
+                    "row_blocks": p.row_blocks,
+                    "col_tiles": p.col_tiles,
+                    "k_tiles": p.k_tiles,
+                    "bias_parts": p.bias_parts if p.has_bias else 0,
+                    "core_bytes": p.core_bytes(),
+                }
+            )
+        )
+        return
+    print(design(p))
+
+
+if __name__ == "__main__":
+    main()

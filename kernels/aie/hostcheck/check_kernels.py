@@ -1,0 +1,205 @@
+"""Holds kernels/aie's kernels (compiled for the host over model/aie_api) against the Rust
+emulator, bit for bit; run by run.sh.
+
+- GELU over every bfloat16 bit pattern (calls of 1000 values, so every call ends in a partial
+  vector), and over float32 values, NaNs and infinities through ``gelu16`` (the GEMM epilogue's
+  entry rounding);
+- Softmax over rows of 1 to 1500 values: spreads of +-1 to +-60, masked (-inf) elements, rows
+  of -inf only, with +inf, with NaN, tiny and huge values, zeros;
+- the GEMM through the dataflow of gemm.py: the runtime access patterns, the memory tiles'
+  transforms, the bias carried down the B stream, each core's loop run by the harness on its
+  streams, the joined C written back through the drain patterns; compared with ``emu::gemm``
+  (plus ``gelu::gelu`` for ``bias_gelu``).
+
+Usage: check_kernels.py HARNESS EMUREF WORKDIR DEV (DEV: npu or npu2, the mmul shape the
+harness was compiled with).
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gemm"))
+import gemm  # noqa: E402  (gemm.py's plan needs no mlir-aie)
+
+harness, emuref, work, dev = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4]
+random.seed(20240611)
+
+
+def f32_bits(x: float) -> int:
+    return struct.unpack("<I", struct.pack("<f", x))[0]
+
+
+def bits_f32(b: int) -> float:
+    return struct.unpack("<f", struct.pack("<I", b))[0]
+
+
+def f32(x: float) -> float:
+    return bits_f32(f32_bits(x))
+
+
+def bf16(x: float) -> float:
+    """x rounded to bfloat16, nearest even (the host's conversion)."""
+    b = f32_bits(x)
+    return bits_f32((b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000)
+
+
+def write_words(path: Path, words: list[int], fmt: str = "I") -> None:
+    path.write_bytes(struct.pack(f"<{len(words)}{fmt}", *words))
+
+
+def read_words(path: Path) -> list[int]:
+    data = path.read_bytes()
+    return list(struct.unpack(f"<{len(data) // 4}I", data))
+
+
+def run(*args) -> None:
+    subprocess.run([str(a) for a in args], check=True)
+
+
+def same(name: str, inputs: list[int], ours: list[int], theirs: list[int]) -> bool:
+    assert len(ours) == len(theirs) == len(inputs), (len(ours), len(theirs), len(inputs))
+    bad = [i for i in range(len(ours)) if ours[i] != theirs[i]]
+    print(f"{name}: {len(ours)} values, {len(bad)} differ")
+    for i in bad[:5]:
+        print(f"    input {inputs[i]:08x}: kernel {ours[i]:08x}, emulator {theirs[i]:08x}")
+    return not bad
+
+
+def elementwise(name: str, words: list[int], harness_args: list, emuref_args: list) -> bool:
+    x, h, r = work / "x.bin", work / "h.bin", work / "r.bin"
+    write_words(x, words)
+    run(harness, harness_args[0], x, h, *harness_args[1:])
+    run(emuref, emuref_args[0], x, r, *emuref_args[1:])
+    return same(name, words, read_words(h), read_words(r))
+
+
+def check_gelu() -> bool:
+    every_bf16 = [h << 16 for h in range(1 << 16)]
+    ok = elementwise("gelu, every bfloat16", every_bf16, ["gelu", 1000], ["gelu"])
+    words = [random.getrandbits(32) for _ in range(60000)]
+    words += [f32_bits(f32(-10 + i * 1e-3)) for i in range(20001)]
+    specials = [0.0, -0.0, 7.0, -7.0, 6.99, -6.99, 1e-40, -1e-40, 3.4e38, -3.4e38]
+    words += [f32_bits(v) for v in specials]
+    words += [0x7F800000, 0xFF800000, 0x7F800001, 0xFF800001, 0x7FC00000, 0x7FFFFFFF]
+    words += [0x80000001, 0x00000001, 0x477FE000, 0xC77FE000]
+    return elementwise("gelu, float32 (epilogue)", words, ["gelu32"], ["gelu"]) and ok
+
+
+def softmax_rows(cols: int) -> list[float]:
+    rows = [[bf16(random.uniform(-s, s)) for _ in range(cols)] for s in (1, 8, 60)]
+    masked = [bf16(random.uniform(-30, 30)) for _ in range(cols)]
+    masked[::3] = [float("-inf")] * len(masked[::3])
+    rows.append(masked)
+    rows.append([float("-inf")] * cols)
+    with_inf = [bf16(random.uniform(-5, 5)) for _ in range(cols)]
+    with_inf[cols // 2] = float("inf")
+    rows.append(with_inf)
+    with_nan = [bf16(random.uniform(-5, 5)) for _ in range(cols)]
+    with_nan[-1] = float("nan")
+    rows.append(with_nan)
+    rows.append([bf16(random.uniform(-1e-38, 1e-38)) for _ in range(cols)])
+    rows.append([bf16(random.uniform(-3e38, 3e38)) for _ in range(cols)])
+    rows.append([0.0] * cols)
+    return [v for row in rows for v in row]
+
+
+def check_softmax() -> bool:
+    ok = True
+    for cols in (1, 2, 15, 16, 17, 33, 64, 1500):
+        words = [f32_bits(v) if v == v else 0x7FC00000 for v in softmax_rows(cols)]
+        ok &= elementwise(f"softmax, rows of {cols}", words, ["softmax", cols], ["softmax", cols])
+    return ok
+
+
+def gather(access: gemm.Access, data: list) -> list:
+    """The elements a runtime DMA task reads (or the positions it writes), in order."""
+    (s0, s1, s2, s3), (t0, t1, t2, t3) = access.sizes, access.strides
+    out = []
+    for i0 in range(s0):
+        for i1 in range(s1):
+            for i2 in range(s2):
+                base = access.offset + i0 * t0 + i1 * t1 + i2 * t2
+                out.extend(data[base + i3 * t3] for i3 in range(s3))
+    return out
+
+
+def transform(obj: list, dims: list[tuple[int, int]]) -> list:
+    """A memory tile's DMA reading one object through (size, stride) dimensions, outermost
+    first; the outermost dimension has no wrap, so it runs until the object is read whole."""
+    inner = 1
+    for size, _ in dims[1:]:
+        inner *= size
+    dims = [(len(obj) // inner, dims[0][1])] + list(dims[1:])
+    index = [0]
+    for size, stride in dims:
+        index = [i + j * stride for i in index for j in range(size)]
+    return [obj[i] for i in index]
+
+
+def objects(stream: list, size: int) -> list[list]:
+    assert len(stream) % size == 0
+    return [stream[i : i + size] for i in range(0, len(stream), size)]
+
+
+def check_gemm(M: int, K: int, N: int, epilogue: str) -> bool:
+    p = gemm.plan(dev, M, K, N, epilogue=epilogue)
+    A = [bf16(random.uniform(-2, 2)) for _ in range(M * K)]
+    B = [bf16(random.uniform(-2, 2)) for _ in range(K * N)]
+    bias = [f32(random.uniform(-1, 1)) for _ in range(N)]
+    paths = {name: work / f"{name}.bin" for name in ("A", "B", "bias", "r", "a", "b", "c")}
+    for name, values in (("A", A), ("B", B), ("bias", bias)):
+        write_words(paths[name], [f32_bits(v) for v in values])
+    run(emuref, "gemm", paths["A"], paths["B"], paths["bias"] if p.has_bias else "-",
+        M, K, N, epilogue, paths["r"])
+
+    a_host = [f32_bits(v) >> 16 for v in A]
+    b_host = [f32_bits(v) >> 16 for v in B]
+    bias_host = [half for v in bias for half in (f32_bits(v) & 0xFFFF, f32_bits(v) >> 16)]
+    a_streams = [[] for _ in range(gemm.ROWS)]
+    b_streams = [[] for _ in range(gemm.COLUMNS)]
+    if p.has_bias:
+        for col in range(gemm.COLUMNS):
+            b_streams[col] += gather(p.bias_access(col), bias_host)
+    for block in range(p.row_blocks):
+        for col in range(gemm.COLUMNS):
+            a_streams[col] += gather(p.a_access(block, col), a_host)
+            b_streams[col] += gather(p.b_access(col), b_host)
+    a_l1 = [[v for o in objects(s, p.m * p.k) for v in transform(o, p.a_to_core)] for s in a_streams]
+    b_l1 = [[v for o in objects(s, p.k * p.n) for v in transform(o, p.b_to_core)] for s in b_streams]
+
+    C = [None] * (M * N)
+    for col in range(gemm.COLUMNS):
+        per_core = []
+        for row in range(gemm.ROWS):
+            write_words(paths["a"], a_l1[row], "H")
+            write_words(paths["b"], b_l1[col], "H")
+            run(harness, "core", paths["a"], paths["b"], paths["c"], p.tiles_per_core,
+                p.k_tiles, p.bias_parts if p.has_bias else 0, p.col_tiles, epilogue)
+            per_core.append(objects(read_words(paths["c"]), p.m * p.n))
+        joined = [sum((per_core[row][t] for row in range(gemm.ROWS)), [])
+                  for t in range(p.tiles_per_core)]
+        stream = [v for o in joined for v in transform(o, p.c_to_host)]
+        positions = []
+        for block in range(p.row_blocks):
+            positions += gather(p.c_access(block, col), range(M * N))
+        assert len(positions) == len(stream)
+        for i, v in zip(positions, stream):
+            assert C[i] is None, "two drains write one element"
+            C[i] = v
+    assert all(v is not None for v in C), "the drains do not cover C"
+    name = f"gemm {M}x{K}x{N} {epilogue} ({dev}, mmul {'x'.join(map(str, p.mmul))})"
+    return same(name, list(range(M * N)), C, read_words(paths["r"]))
+
+
+ok = check_gelu() & check_softmax()
+ok &= check_gemm(256, 64, 128, "none")
+ok &= check_gemm(512, 192, 384, "bias")
+ok &= check_gemm(256, 128, 384, "bias_gelu")
+ok &= check_gemm(256, 64, 4608, "bias")  # 36 column tiles: the bias spans 9 B objects
+print("all kernels agree with the emulator" if ok else "DIFFERENCES FOUND")
+sys.exit(0 if ok else 1)

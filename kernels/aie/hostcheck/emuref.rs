@@ -1,0 +1,76 @@
+//! The emulator's side of hostcheck: kernels/src (amanuensis-kernels) run on files of
+//! little-endian float32, and the manifest parser run on build.sh's output. run.sh builds this
+//! file as the `main.rs` of a throwaway crate in a temporary directory.
+//!
+//!   emuref gelu IN OUT
+//!   emuref softmax IN OUT COLS
+//!   emuref gemm A B BIAS|- M K N EPILOGUE OUT
+//!   emuref manifest MANIFEST
+
+use std::path::Path;
+
+use amanuensis_kernels::bf16::Rounding;
+use amanuensis_kernels::gemm::GemmContract;
+use amanuensis_kernels::manifest::{FileCheck, Manifest};
+use amanuensis_kernels::{emu, gelu, softmax};
+
+fn read(path: &str) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn write(path: &str, v: &[f32]) {
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let rounding = Rounding::NearestEven;
+    match a[1].as_str() {
+        "gelu" => {
+            let mut x = read(&a[2]);
+            gelu::gelu(rounding, &mut x);
+            write(&a[3], &x);
+        }
+        "softmax" => {
+            let mut x = read(&a[2]);
+            softmax::softmax_rows(rounding, &mut x, a[4].parse().unwrap());
+            write(&a[3], &x);
+        }
+        "gemm" => {
+            let dims: Vec<usize> = a[5..8].iter().map(|s| s.parse().unwrap()).collect();
+            let (m, k, n) = (dims[0], dims[1], dims[2]);
+            let bias = (a[4] != "-").then(|| read(&a[4]));
+            let b = emu::PackedB::new(&GemmContract::XDNA1, &read(&a[3]), k, n);
+            let mut c = vec![0f32; m * n];
+            emu::gemm(rounding, &read(&a[2]), m, &b, bias.as_deref(), &mut c);
+            if a[8] == "bias_gelu" {
+                gelu::gelu(rounding, &mut c);
+            }
+            write(&a[9], &c);
+        }
+        "manifest" => {
+            let m = Manifest::read(Path::new(&a[2])).unwrap_or_else(|e| panic!("{e}"));
+            let bad: Vec<_> = m
+                .check_files()
+                .into_iter()
+                .filter(|(_, s)| *s != FileCheck::Ok)
+                .collect();
+            assert!(
+                bad.is_empty(),
+                "files that do not match the manifest: {bad:?}"
+            );
+            println!(
+                "{}: target {}, {} kernels, files match",
+                a[2],
+                m.target,
+                m.kernels.len()
+            );
+        }
+        other => panic!("unknown mode {other}"),
+    }
+}

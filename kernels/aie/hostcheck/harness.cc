@@ -1,0 +1,143 @@
+// Runs kernels/aie's kernels, compiled for the host over model/aie_api, on files of
+// little-endian 32-bit words. Used by check_kernels.py.
+//
+//   harness gelu IN OUT CHUNK     bfloat16 values (in float32) through gelu_bf16, CHUNK a call
+//   harness gelu32 IN OUT         float32 values through gelu16 (the bias_gelu epilogue's path)
+//   harness softmax IN OUT COLS   rows of COLS through softmax_row_bf16
+//   harness core A B C TILES K_TILES BIAS_PARTS COL_TILES EPILOGUE
+//                                 one GEMM core's loop (gemm.py's core_fn) over its A and B
+//                                 streams (16-bit words, as the memory tiles deliver them),
+//                                 writing its C objects
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "vmath.h"
+
+extern "C" {
+void gelu_bf16(const bfloat16 *in, bfloat16 *out, int32_t count);
+void softmax_row_bf16(const bfloat16 *in, bfloat16 *out, int32_t cols);
+void gemm_zero_f32(float *c);
+void gemm_ktile_bf16_f32(const bfloat16 *a, const bfloat16 *b, float *c);
+void gemm_bias_load(const bfloat16 *object, int32_t part, int32_t tiles);
+void gemm_epilogue_bias(float *c);
+void gemm_epilogue_bias_gelu(float *c);
+}
+
+namespace {
+
+template <typename T> std::vector<T> read_file(const char *path) {
+  FILE *f = std::fopen(path, "rb");
+  if (!f) {
+    std::perror(path);
+    std::exit(1);
+  }
+  std::fseek(f, 0, SEEK_END);
+  const long bytes = std::ftell(f);
+  std::fseek(f, 0, SEEK_SET);
+  std::vector<T> v(static_cast<size_t>(bytes) / sizeof(T));
+  if (std::fread(v.data(), sizeof(T), v.size(), f) != v.size())
+    std::exit(1);
+  std::fclose(f);
+  return v;
+}
+
+template <typename T> void write_file(const char *path, const std::vector<T> &v) {
+  FILE *f = std::fopen(path, "wb");
+  if (!f || std::fwrite(v.data(), sizeof(T), v.size(), f) != v.size())
+    std::exit(1);
+  std::fclose(f);
+}
+
+// The high half of a float32 that holds a bfloat16 value, and back.
+bfloat16 high_half(float x) { return amanuensis::bf16_exact(x); }
+float widened(bfloat16 h) { return amanuensis::float_of(static_cast<uint32_t>(h.bits) << 16); }
+
+} // namespace
+
+int main(int argc, char **argv) {
+  if (argc < 4)
+    return 2;
+  const std::string mode = argv[1];
+  if (mode == "gelu") {
+    const auto x = read_file<float>(argv[2]);
+    const size_t chunk = std::strtoul(argv[4], nullptr, 10);
+    std::vector<bfloat16> in(x.size()), out(x.size());
+    std::transform(x.begin(), x.end(), in.begin(), high_half);
+    for (size_t i = 0; i < x.size(); i += chunk)
+      gelu_bf16(&in[i], &out[i], static_cast<int32_t>(std::min(chunk, x.size() - i)));
+    std::vector<float> y(x.size());
+    std::transform(out.begin(), out.end(), y.begin(), widened);
+    write_file(argv[3], y);
+  } else if (mode == "gelu32") {
+    const auto x = read_file<float>(argv[2]);
+    std::vector<float> y(x.size());
+    for (size_t i = 0; i < x.size(); i += amanuensis::LANES) {
+      alignas(32) float lanes[amanuensis::LANES] = {};
+      const size_t n = std::min<size_t>(amanuensis::LANES, x.size() - i);
+      std::copy(x.begin() + i, x.begin() + i + n, lanes);
+      const amanuensis::vf r = amanuensis::gelu16(aie::load_v<amanuensis::LANES>(lanes));
+      for (size_t j = 0; j < n; ++j)
+        y[i + j] = r[j];
+    }
+    write_file(argv[3], y);
+  } else if (mode == "softmax") {
+    const auto x = read_file<float>(argv[2]);
+    const size_t cols = std::strtoul(argv[4], nullptr, 10);
+    std::vector<bfloat16> in(x.size()), out(x.size());
+    std::transform(x.begin(), x.end(), in.begin(), high_half);
+    for (size_t r = 0; r * cols < x.size(); ++r)
+      softmax_row_bf16(&in[r * cols], &out[r * cols], static_cast<int32_t>(cols));
+    std::vector<float> y(x.size());
+    std::transform(out.begin(), out.end(), y.begin(), widened);
+    write_file(argv[3], y);
+  } else if (mode == "core" && argc == 10) {
+    const auto a = read_file<uint16_t>(argv[2]);
+    const auto b = read_file<uint16_t>(argv[3]);
+    const int tiles = std::atoi(argv[5]), k_tiles = std::atoi(argv[6]);
+    const int bias_parts = std::atoi(argv[7]), col_tiles = std::atoi(argv[8]);
+    const std::string epilogue = argv[9];
+    constexpr size_t a_size = DIM_M * DIM_K, b_size = DIM_K * DIM_N, c_size = DIM_M * DIM_N;
+    alignas(64) static bfloat16 a_obj[a_size], b_obj[b_size];
+    alignas(64) static float c_obj[c_size];
+    size_t a_at = 0, b_at = 0;
+    auto take = [](const std::vector<uint16_t> &s, size_t &at, bfloat16 *dst, size_t n) {
+      if (at + n > s.size()) {
+        std::fprintf(stderr, "stream too short\n");
+        std::exit(3);
+      }
+      std::memcpy(dst, &s[at], n * 2);
+      at += n;
+    };
+    std::vector<float> c;
+    for (int part = 0; part < bias_parts; ++part) {
+      take(b, b_at, b_obj, b_size);
+      gemm_bias_load(b_obj, part, col_tiles);
+    }
+    for (int t = 0; t < tiles; ++t) {
+      gemm_zero_f32(c_obj);
+      for (int kt = 0; kt < k_tiles; ++kt) {
+        take(a, a_at, a_obj, a_size);
+        take(b, b_at, b_obj, b_size);
+        gemm_ktile_bf16_f32(a_obj, b_obj, c_obj);
+      }
+      if (epilogue == "bias")
+        gemm_epilogue_bias(c_obj);
+      else if (epilogue == "bias_gelu")
+        gemm_epilogue_bias_gelu(c_obj);
+      c.insert(c.end(), c_obj, c_obj + c_size);
+    }
+    if (a_at != a.size() || b_at != b.size()) {
+      std::fprintf(stderr, "streams not consumed whole: A %zu of %zu, B %zu of %zu\n", a_at,
+                   a.size(), b_at, b.size());
+      return 3;
+    }
+    write_file(argv[4], c);
+  } else {
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,210 @@
+"""Kernel, ObjectFifo, Worker, Runtime and Program, recorded and checked (see aie/__init__.py)."""
+
+import math
+from collections import defaultdict
+from contextlib import contextmanager
+
+SHIM_ROW, MEM_ROW = 0, 1
+CHANNELS = {SHIM_ROW: 2, MEM_ROW: 6}  # DMA channels each way; compute tiles have 2
+_tracing = []  # the worker whose core function runs
+
+
+def _elements(ty) -> int:
+    return math.prod(ty.__args__[0])
+
+
+def _tile(endpoint):
+    return endpoint.placement.key() if isinstance(endpoint, Worker) else endpoint[1].key()
+
+
+class Kernel:
+    def __init__(self, name, bin_name, arg_types=()):
+        self.name, self.bin_name, self.arg_types = name, bin_name, list(arg_types)
+
+    def __call__(self, *args):
+        assert len(args) == len(self.arg_types), f"{self.name}: {len(args)} arguments"
+        for arg, ty in zip(args, self.arg_types):
+            if isinstance(arg, _Object):
+                assert _elements(arg.fifo.obj_type) == _elements(ty), f"{self.name}: {arg.fifo.name}"
+            else:
+                assert isinstance(arg, int), f"{self.name}: {arg!r}"
+
+
+class _Object:
+    def __init__(self, fifo):
+        self.fifo = fifo
+
+
+class ObjectFifo:
+    every = []
+
+    def __init__(self, obj_type, depth=2, name=None, dims_to_stream=None, **_):
+        self.obj_type, self.depth, self.name, self.dims = obj_type, depth, name, dims_to_stream
+        self.producer, self.consumers, self.link = None, [], None
+        if dims_to_stream:
+            assert math.prod(s for s, _ in dims_to_stream[1:]) <= _elements(obj_type), name
+        ObjectFifo.every.append(self)
+
+    def prod(self, depth=None):
+        if self.producer is None:
+            self.producer = _Handle(self, True)
+        return self.producer
+
+    def cons(self, depth=None, dims_from_stream=None):
+        handle = _Handle(self, False)
+        self.consumers.append(handle)
+        return handle
+
+
+class _Handle:
+    def __init__(self, fifo, is_prod):
+        self.fifo, self.is_prod, self.endpoint = fifo, is_prod, None
+
+    def acquire(self, n):
+        worker = _tracing[-1]
+        assert self.endpoint is worker, f"{self.fifo.name}: acquired by a worker not holding it"
+        worker.held[self] += n
+        assert worker.held[self] <= self.fifo.depth, f"{self.fifo.name}: beyond its depth"
+        worker.taken[self] += n
+        return _Object(self.fifo)
+
+    def release(self, n):
+        worker = _tracing[-1]
+        worker.held[self] -= n
+        assert worker.held[self] >= 0, f"{self.fifo.name}: released more than acquired"
+
+    def forward(self, placement=None, obj_type=None, depth=None, name=None, dims_to_stream=None,
+                dims_from_stream=None):
+        assert not self.is_prod
+        out = ObjectFifo(obj_type or self.fifo.obj_type, depth or self.fifo.depth, name, dims_to_stream)
+        assert _elements(out.obj_type) == _elements(self.fifo.obj_type), name
+        self.endpoint = out.prod().endpoint = ("link", placement)
+        out.link = [self.fifo]
+        return out
+
+    def join(self, offsets, placement=None, depths=None, obj_types=None, names=None,
+             dims_to_stream=None, dims_from_stream=None):
+        assert self.is_prod
+        parts = [ObjectFifo(t, d, n) for t, d, n in zip(obj_types, depths, names)]
+        sizes = [_elements(t) for t in obj_types]
+        assert sum(sizes) == _elements(self.fifo.obj_type), self.fifo.name
+        assert list(offsets) == [sum(sizes[:i]) for i in range(len(sizes))], offsets
+        self.endpoint = ("link", placement)
+        for part in parts:
+            part.cons().endpoint = ("link", placement)
+        self.fifo.link = parts
+        return parts
+
+
+class Worker:
+    every = []
+
+    def __init__(self, core_fn, fn_args=(), placement=None, while_true=True):
+        self.core_fn, self.fn_args, self.placement = core_fn, list(fn_args), placement
+        assert len({a.bin_name for a in fn_args if isinstance(a, Kernel)}) <= 1, "one binary a worker"
+        for arg in fn_args:
+            assert not isinstance(arg, ObjectFifo), "a worker takes handles, not ObjectFifos"
+            if isinstance(arg, _Handle):
+                arg.endpoint = self
+        self.held, self.taken = defaultdict(int), defaultdict(int)
+        Worker.every.append(self)
+
+    def run_one_dispatch(self):
+        _tracing.append(self)
+        self.core_fn(*self.fn_args)
+        _tracing.pop()
+        assert not any(self.held.values()), "objects still held at the end of a dispatch"
+
+
+class _Buffer:
+    def __init__(self, ty):
+        self.elements = _elements(ty)
+
+
+class Runtime:
+    def __init__(self):
+        self.tasks, self.open_groups, self.workers = [], [], []
+
+    @contextmanager
+    def sequence(self, *types):
+        buffers = tuple(_Buffer(t) for t in types)
+        yield buffers if len(buffers) > 1 else buffers[0]
+        assert not self.open_groups, "task groups left open"
+
+    def start(self, *workers):
+        self.workers += workers
+
+    def task_group(self):
+        group = object()
+        self.open_groups.append(group)
+        return group
+
+    def finish_task_group(self, group):
+        self.open_groups.remove(group)
+
+    def _task(self, kind, handle, buffer, tap, task_group, placement):
+        assert task_group in self.open_groups, "a task outside an open task group"
+        first, last = tap.extent()
+        assert 0 <= first and last < buffer.elements, f"{handle.fifo.name}: outside its buffer"
+        assert handle.endpoint is None or handle.endpoint[0] == "shim", handle.fifo.name
+        handle.endpoint = ("shim", placement)
+        self.tasks.append((kind, handle, tap))
+
+    def fill(self, handle, source, tap=None, task_group=None, wait=False, placement=None):
+        assert handle.is_prod
+        self._task("fill", handle, source, tap, task_group, placement)
+
+    def drain(self, handle, dest, tap=None, task_group=None, wait=False, placement=None):
+        assert not handle.is_prod
+        self._task("drain", handle, dest, tap, task_group, placement)
+
+
+class Program:
+    def __init__(self, device, runtime):
+        self.device, self.rt = device, runtime
+
+    def resolve_program(self, placer):
+        for worker in self.rt.workers:
+            worker.run_one_dispatch()
+        made = defaultdict(int)  # objects entering each FIFO in one dispatch
+        for kind, handle, tap in self.rt.tasks:
+            if kind == "fill":
+                size = _elements(handle.fifo.obj_type)
+                assert tap.count() % size == 0, f"{handle.fifo.name}: a partial object"
+                made[handle.fifo] += tap.count() // size
+        for worker in self.rt.workers:
+            for handle, n in worker.taken.items():
+                if handle.is_prod:
+                    made[handle.fifo] += n
+        pending = [f for f in ObjectFifo.every if f.link]
+        while pending:
+            ready = [f for f in pending if all(s in made for s in f.link)]
+            assert ready, "a link never fed"
+            for f in ready:
+                counts = {made[s] for s in f.link}
+                assert len(counts) == 1, f"{f.name}: joined parts differ"
+                made[f] = counts.pop()
+                pending.remove(f)
+        for fifo in ObjectFifo.every:
+            for handle in fifo.consumers:
+                if isinstance(handle.endpoint, Worker):
+                    taken = handle.endpoint.taken[handle]
+                    assert taken == made[fifo], f"{fifo.name}: a consumer takes {taken} of {made[fifo]}"
+        drained = defaultdict(int)
+        for kind, handle, tap in self.rt.tasks:
+            if kind == "drain":
+                drained[handle.fifo] += tap.count() // _elements(handle.fifo.obj_type)
+        for fifo, n in drained.items():
+            assert n == made[fifo], f"{fifo.name}: {n} objects drained of {made[fifo]}"
+        into, out_of = defaultdict(int), defaultdict(int)
+        for fifo in ObjectFifo.every:
+            source = _tile(fifo.producer.endpoint)
+            out_of[source] += 1  # one channel, broadcast or not
+            for tile in {_tile(h.endpoint) for h in fifo.consumers}:
+                into[tile] += 1
+        for counts in (into, out_of):
+            for tile, n in counts.items():
+                assert n <= CHANNELS.get(tile[1], 2), f"tile {tile}: {n} DMA channels one way"
+        return (f"// IRON model: {len(self.rt.workers)} workers, {len(ObjectFifo.every)} object FIFOs, "
+                f"{len(self.rt.tasks)} runtime DMA tasks; object counts, buffer bounds and DMA "
+                f"channels consistent")

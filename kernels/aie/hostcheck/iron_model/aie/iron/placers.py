@@ -1,0 +1,2 @@
+class SequentialPlacer:
+    pass

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# What can be checked of kernels/aie without the mlir-aie toolchain or a device:
+#
+# 1. the kernels' logic: gemm.cc, softmax.cc, gelu.cc and common/vmath.h compiled with the
+#    host's C++20 compiler over model/aie_api (a model of the AIE API's semantics, not the AIE
+#    API), for both mmul shapes, and held bit for bit against the Rust emulator
+#    (amanuensis-kernels) by check_kernels.py, the GEMM through gemm.py's whole dataflow;
+# 2. the designs' Python: every dispatch shape of every Whisper size, for npu and npu2, run
+#    through iron_model (a recording stand-in for IRON) by build.sh with a stand-in aiecc and
+#    clang++ (fake_toolchain), which checks object counts, buffer bounds and DMA channels;
+# 3. build.sh's manifest.toml, read and checked by the project's own parser
+#    (kernels/src/manifest.rs).
+#
+# It proves nothing about the real AIE API, aiecc, the generated xclbins or the hardware.
+# Needs python3, a C++20 compiler (CXX, default g++) and cargo. Writes only to a temporary
+# directory.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+aie="$(dirname "$here")"
+kernels_crate="$(dirname "$aie")"
+cxx="${CXX:-g++}"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+echo "== the emulator's side (amanuensis-kernels)"
+mkdir -p "$work/emuref/src"
+cp "$here/emuref.rs" "$work/emuref/src/main.rs"
+cat >"$work/emuref/Cargo.toml" <<EOF
+[package]
+name = "emuref"
+version = "0.0.0"
+edition = "2024"
+publish = false
+
+[dependencies]
+amanuensis-kernels = { path = "$kernels_crate" }
+
+[workspace]
+EOF
+cargo build --quiet --release ${CARGO_OFFLINE:+--offline} \
+    --manifest-path "$work/emuref/Cargo.toml" --target-dir "$work/target"
+emuref="$work/target/release/emuref"
+
+status=0
+for dev in npu npu2; do
+    case "$dev" in
+        npu) mmul=(4 8 4) ;;
+        npu2) mmul=(8 8 8) ;;
+    esac
+    echo "== kernels over the API model, mmul ${mmul[0]}x${mmul[1]}x${mmul[2]}"
+    flags=(-std=c++20 -O2 -ffp-contract=off -Wall -Wextra
+        -DDIM_M=64 -DDIM_K=64 -DDIM_N=32 -DMMUL_R="${mmul[0]}" -DMMUL_S="${mmul[1]}" -DMMUL_T="${mmul[2]}"
+        -I "$here/model" -I "$aie/common")
+    objects=()
+    for source in gemm/gemm.cc softmax/softmax.cc gelu/gelu.cc; do
+        object="$work/$dev-$(basename "$source" .cc).o"
+        "$cxx" "${flags[@]}" -c "$aie/$source" -o "$object"
+        objects+=("$object")
+    done
+    "$cxx" "${flags[@]}" "$here/harness.cc" "${objects[@]}" -o "$work/harness-$dev"
+    mkdir -p "$work/data-$dev"
+    python3 -B "$here/check_kernels.py" "$work/harness-$dev" "$emuref" "$work/data-$dev" "$dev" || status=1
+done
+
+echo "== designs through the IRON model, build.sh with stand-in tools, manifests parsed"
+mkdir -p "$work/tools/bin" "$work/tools/peano/bin" "$work/tools/mlir/include/aie_api"
+cp "$here/fake_toolchain/aiecc.py" "$work/tools/bin/aiecc.py"
+cp "$here/fake_toolchain/clang++" "$work/tools/peano/bin/clang++"
+chmod +x "$work/tools/bin/aiecc.py" "$work/tools/peano/bin/clang++"
+touch "$work/tools/mlir/include/aie_api/aie.hpp"
+for target in npu npu2; do
+    for model in tiny base small medium large; do
+        out="$work/out-$target-$model"
+        if PATH="$work/tools/bin:$PATH" PYTHONPATH="$here/iron_model" PYTHONDONTWRITEBYTECODE=1 \
+            PEANO_INSTALL_DIR="$work/tools/peano" MLIR_AIE_INSTALL_DIR="$work/tools/mlir" \
+            "$aie/build.sh" "$model" "$out" --target "$target" >"$work/build.log" 2>&1; then
+            unchecked="$(grep -L "IRON model" "$out"/.build/*/aie.mlir || true)"
+            if [[ -n "$unchecked" ]]; then
+                echo "$model ($target): designs that did not run through the IRON model: $unchecked"
+                status=1
+            fi
+            "$emuref" manifest "$out/manifest.toml"
+        else
+            echo "$model ($target): build.sh failed:"
+            cat "$work/build.log"
+            for log in "$out"/.build/*/aiecc.log; do
+                [[ -s "$log" ]] && cat "$log"
+            done
+            status=1
+        fi
+    done
+done
+
+[[ $status -eq 0 ]] && echo "hostcheck: all checks passed" || echo "hostcheck: FAILURES"
+exit $status

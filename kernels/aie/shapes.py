@@ -1,0 +1,179 @@
+"""The dispatch shapes the host requests for a Whisper encoder, computed as the host does.
+
+Every number here mirrors the Rust side, which is the source of truth:
+
+- ``gemm_layout`` is ``GemmContract::layout`` of ``kernels/src/gemm.rs`` for
+  ``GemmContract::XDNA1`` (tiles m = 64, k = 64, n = 32; 4 x 4 cores; 4 memory tiles of
+  512 KiB, ``kernels/src/hw.rs``): M padded to 256-row blocks, K to 64, N to 128, and M cut
+  into dispatches of ``m_chunk`` rows so that ``m_chunk * k_pad * 2`` bytes fit the memory
+  tiles (at least one 256-row block).
+- ``stream_layout`` is ``StreamLayout::new`` of ``kernels/src/device.rs`` together with the
+  per-dispatch row count that ``Npu::stream`` (``kernels/src/npu.rs``) asks the manifest for:
+  half of the staging memory holds one dispatch's input, ``rows_per_dispatch =
+  floor(staging / 2 / (cols * 2))``, ``dispatches = ceil(rows / rows_per_dispatch)``, and every
+  dispatch has ``per = ceil(rows / dispatches)`` rows (the last one padded by the host).
+- ``whisper_kernels`` lists the products of a Whisper encoder as the project's exporter and
+  graph rewrite produce them (``src/model/export/encoder.rs``, ``src/rewrite/``): the two
+  convolutions as GEMMs over im2col patches with bias and GELU in the epilogue, separate Q, K,
+  V projections (K without bias), the output projection, the two FFN layers, and the
+  attention products per head; Softmax over ``heads x 1500`` rows of 1500; standalone GELU
+  for the three places a GELU can follow a product when it is not fused.
+
+Run as a script, it prints the shapes of one model (``python3 shapes.py base``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import asdict, dataclass
+
+# kernels/src/hw.rs
+XDNA1_ROWS = 4
+XDNA1_COLUMNS = 4
+MEM_TILE_BYTES = 512 * 1024
+
+# kernels/src/gemm.rs, GemmContract::XDNA1
+TILE_M = 64
+TILE_K = 64
+TILE_N = 32
+STAGING_BYTES = XDNA1_COLUMNS * MEM_TILE_BYTES
+
+# Whisper's encoder: 1500 positions after the stride-2 convolution, 3000 mel frames before.
+N_FRAMES = 3000
+N_POSITIONS = 1500
+HEAD_DIM = 64
+
+# d_model and mel bins of OpenAI's checkpoints (whisper/__init__.py, model dims).
+MODELS = {
+    "tiny": (384, 80),
+    "base": (512, 80),
+    "small": (768, 80),
+    "medium": (1024, 80),
+    "large": (1280, 128),
+}
+
+
+@dataclass(frozen=True)
+class GemmLayout:
+    """``GemmLayout`` of kernels/src/gemm.rs."""
+
+    m: int
+    k: int
+    n: int
+    m_pad: int
+    k_pad: int
+    n_pad: int
+    m_chunk: int
+    dispatches: int
+
+
+def gemm_layout(m: int, k: int, n: int) -> GemmLayout:
+    """``GemmContract::XDNA1.layout(m, k, n)``."""
+    row_block = XDNA1_ROWS * TILE_M
+    col_block = XDNA1_COLUMNS * TILE_N
+    m_pad = max(math.ceil(m / row_block), 1) * row_block
+    k_pad = max(math.ceil(k / TILE_K), 1) * TILE_K
+    n_pad = max(math.ceil(n / col_block), 1) * col_block
+    fit = STAGING_BYTES // (k_pad * 2)
+    m_chunk = min(max((fit // row_block) * row_block, row_block), m_pad)
+    return GemmLayout(m, k, n, m_pad, k_pad, n_pad, m_chunk, math.ceil(m_pad / m_chunk))
+
+
+@dataclass(frozen=True)
+class StreamLayout:
+    """``StreamLayout::new`` of kernels/src/device.rs, plus the host's rows per dispatch."""
+
+    rows: int
+    cols: int
+    rows_per_dispatch: int
+    dispatches: int
+    per: int
+
+
+def stream_layout(rows: int, cols: int) -> StreamLayout:
+    """How ``Npu::stream`` cuts ``rows`` rows of ``cols`` values into dispatches."""
+    row_bytes = max(cols, 1) * 2
+    rows_per_dispatch = max(STAGING_BYTES // 2 // row_bytes, 1)
+    dispatches = max(math.ceil(rows / rows_per_dispatch), 1)
+    return StreamLayout(rows, cols, rows_per_dispatch, dispatches, math.ceil(rows / dispatches))
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One manifest entry: a kernel kind at one dispatch shape."""
+
+    kind: str  # gemm | softmax | gelu
+    shape: tuple[int, ...]  # gemm: (M, K, N) of one dispatch; softmax: (rows, cols); gelu: (n,)
+    epilogue: str = "none"  # gemm only: none | bias | bias_gelu
+    used_by: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        dims = "x".join(str(s) for s in self.shape)
+        if self.kind == "gemm":
+            return f"gemm_{dims}_{self.epilogue}"
+        return f"{self.kind}_{dims}"
+
+
+def whisper_products(d_model: int, n_mels: int) -> list[tuple[str, int, int, int, str]]:
+    """``(name, M, K, N, epilogue)`` of every matrix product of one encoder layer stack."""
+    d = d_model
+    return [
+        ("conv1", N_FRAMES, 3 * n_mels, d, "bias_gelu"),
+        ("conv2", N_POSITIONS, 3 * d, d, "bias_gelu"),
+        ("q_proj", N_POSITIONS, d, d, "bias"),
+        ("k_proj", N_POSITIONS, d, d, "none"),
+        ("v_proj", N_POSITIONS, d, d, "bias"),
+        ("out_proj", N_POSITIONS, d, d, "bias"),
+        ("fc1", N_POSITIONS, d, 4 * d, "bias_gelu"),
+        ("fc2", N_POSITIONS, 4 * d, d, "bias"),
+        ("attention_qk", N_POSITIONS, HEAD_DIM, N_POSITIONS, "none"),
+        ("attention_pv", N_POSITIONS, N_POSITIONS, HEAD_DIM, "none"),
+    ]
+
+
+def whisper_kernels(model: str, n_mels: int | None = None) -> list[Kernel]:
+    """Every kernel, at every dispatch shape, that the host requests for ``model``."""
+    d, mels = MODELS[model]
+    if n_mels is not None:
+        mels = n_mels
+    heads = d // HEAD_DIM
+    found: dict[tuple, list[str]] = {}
+
+    def add(kind: str, shape: tuple[int, ...], epilogue: str, user: str) -> None:
+        found.setdefault((kind, shape, epilogue), []).append(user)
+
+    for name, m, k, n, epilogue in whisper_products(d, mels):
+        layout = gemm_layout(m, k, n)
+        add("gemm", (layout.m_chunk, layout.k_pad, layout.n_pad), epilogue, name)
+    softmax = stream_layout(heads * N_POSITIONS, N_POSITIONS)
+    add("softmax", (softmax.per, N_POSITIONS), "none", "attention softmax")
+    for name, elements in [
+        ("conv1 GELU", N_FRAMES * d),
+        ("conv2 GELU", N_POSITIONS * d),
+        ("fc1 GELU", N_POSITIONS * 4 * d),
+    ]:
+        add("gelu", (stream_layout(elements, 1).per,), "none", name)
+    return [
+        Kernel(kind, shape, epilogue, tuple(users))
+        for (kind, shape, epilogue), users in found.items()
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", choices=sorted(MODELS))
+    parser.add_argument("--n-mels", type=int, default=None)
+    parser.add_argument("--json", action="store_true", help="one JSON object a line")
+    args = parser.parse_args()
+    for kernel in whisper_kernels(args.model, args.n_mels):
+        if args.json:
+            print(json.dumps({**asdict(kernel), "name": kernel.name}))
+        else:
+            print(f"{kernel.name:32} used by {', '.join(kernel.used_by)}")
+
+
+if __name__ == "__main__":
+    main()

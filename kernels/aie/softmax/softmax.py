@@ -1,0 +1,137 @@
+# Row-wise softmax of the kernel contract as an IRON design (mlir-aie), one dispatch.
+#
+# Usage: python3 softmax.py --dev npu --rows 343 --cols 1500 > aie.mlir
+#
+# After mlir-aie's programming_examples/ml/softmax (softmax.py) and ml/gelu (gelu.py):
+# workers fed straight from shim DMA channels through object FIFOs. Written anew.
+"""Row-wise softmax of kernels/src/softmax.rs on XDNA: one dispatch of ``rows x cols``.
+
+The host buffers, in the order of the runtime sequence (XRT kernel arguments 3 and 4), are
+the input and the output, bfloat16 ``[rows, cols]`` row-major, rows back to back with no
+padding. The rows are cut into 8 contiguous runs, one per worker (two cores in each of the
+four columns, each fed by its own shim DMA channel in and out), as evenly as possible; a
+worker takes its rows one object (one row) at a time and calls ``softmax_row_bf16``, which
+handles any ``cols`` (the last partial 16-lane vector of a row included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+COLUMNS = 4
+WORKERS_PER_COLUMN = 2  # the shim tile's two input and two output DMA channels
+WORKERS = COLUMNS * WORKERS_PER_COLUMN
+OBJECT_FILE = "softmax.o"
+CORE_MEMORY_BYTES = 64 * 1024
+CORE_STACK_BYTES = 1024
+
+
+def row_runs(rows: int, workers: int = WORKERS) -> list[tuple[int, int]]:
+    """``(first row, row count)`` of each worker; the first ``rows % workers`` take one more."""
+    runs, first = [], 0
+    for w in range(workers):
+        count = rows // workers + (1 if w < rows % workers else 0)
+        runs.append((first, count))
+        first += count
+    return runs
+
+
+def check(rows: int, cols: int) -> None:
+    problems = []
+    if rows <= 0 or cols <= 0:
+        problems.append(f"the shape {rows} x {cols} is empty")
+    if (cols * 2) % 4:
+        problems.append(f"a row of {cols} bfloat16 is not a whole number of 32-bit words")
+    if 4 * cols * 2 + CORE_STACK_BYTES > CORE_MEMORY_BYTES:
+        problems.append(f"rows of {cols} do not fit a core double-buffered in and out")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def design(dev: str, rows: int, cols: int):
+    """The IRON program, resolved to an MLIR module."""
+    # mlir-aie is imported here, so that the rest of this file works without it.
+    import numpy as np
+    from ml_dtypes import bfloat16
+
+    from aie.helpers.taplib import TensorAccessPattern
+    from aie.iron import Kernel, ObjectFifo, Program, Runtime, Worker
+    from aie.iron.controlflow import range_
+    from aie.iron.device import NPU1Col4, NPU2, Tile
+    from aie.iron.placers import SequentialPlacer
+
+    tensor_ty = np.ndarray[(rows * cols,), np.dtype[bfloat16]]
+    row_ty = np.ndarray[(cols,), np.dtype[bfloat16]]
+    softmax = Kernel("softmax_row_bf16", OBJECT_FILE, [row_ty, row_ty, np.int32])
+
+    def core_fn(of_in, of_out, kernel, count):
+        for _ in range_(count) if count > 1 else range(1):
+            x = of_in.acquire(1)
+            y = of_out.acquire(1)
+            kernel(x, y, cols)
+            of_in.release(1)
+            of_out.release(1)
+
+    lanes = []  # (worker, input fifo, output fifo, shim tile, first row, rows)
+    for w, (first, count) in enumerate(row_runs(rows)):
+        if count == 0:
+            continue
+        col, row = w // WORKERS_PER_COLUMN, 2 + w % WORKERS_PER_COLUMN
+        fifo_in = ObjectFifo(row_ty, name=f"in{w}")
+        fifo_out = ObjectFifo(row_ty, name=f"out{w}")
+        worker = Worker(
+            core_fn,
+            [fifo_in.cons(), fifo_out.prod(), softmax, count],
+            placement=Tile(col, row),
+        )
+        lanes.append((worker, fifo_in, fifo_out, Tile(col, 0), first, count))
+
+    def rows_tap(first, count):
+        return TensorAccessPattern(
+            (1, rows * cols), first * cols, [1, 1, 1, count * cols], [0, 0, 0, 1]
+        )
+
+    rt = Runtime()
+    with rt.sequence(tensor_ty, tensor_ty) as (x, y):
+        rt.start(*[lane[0] for lane in lanes])
+        group = rt.task_group()
+        for _, fifo_in, _, shim, first, count in lanes:
+            rt.fill(fifo_in.prod(), x, tap=rows_tap(first, count), task_group=group, placement=shim)
+        for _, _, fifo_out, shim, first, count in lanes:
+            rt.drain(
+                fifo_out.cons(),
+                y,
+                tap=rows_tap(first, count),
+                wait=True,
+                task_group=group,
+                placement=shim,
+            )
+        rt.finish_task_group(group)
+
+    device = NPU1Col4() if dev == "npu" else NPU2()
+    return Program(device, rt).resolve_program(SequentialPlacer())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dev", choices=["npu", "npu2"], default="npu")
+    parser.add_argument("--rows", type=int, required=True, help="rows of one dispatch")
+    parser.add_argument("--cols", type=int, required=True, help="values of a row")
+    parser.add_argument(
+        "--plan", action="store_true", help="print the rows of each worker as JSON instead"
+    )
+    args = parser.parse_args()
+    try:
+        check(args.rows, args.cols)
+    except ValueError as e:
+        sys.exit(f"softmax.py: {e}")
+    if args.plan:
+        print(json.dumps({"rows": args.rows, "cols": args.cols, "runs": row_runs(args.rows)}))
+        return
+    print(design(args.dev, args.rows, args.cols))
+
+
+if __name__ == "__main__":
+    main()

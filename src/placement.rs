@@ -49,19 +49,9 @@ pub struct KernelTraffic {
     pub flops: u64,
     /// FLOPs including padding to tiles (GEMM).
     pub padded_flops: u64,
-}
-
-impl From<&Traffic> for KernelTraffic {
-    fn from(t: &Traffic) -> Self {
-        KernelTraffic {
-            calls: t.calls,
-            dispatches: t.dispatches,
-            bytes_in: t.bytes_in,
-            bytes_out: t.bytes_out,
-            flops: t.flops,
-            padded_flops: t.padded_flops,
-        }
-    }
+    /// Bytes the array's DMAs move between memory and the cores, operands re-read per block
+    /// included ([`GemmContract::dma_bytes`]); for Softmax and GELU, what goes in and out.
+    pub dma_bytes: u64,
 }
 
 /// The placement of an encoder's plan.
@@ -102,6 +92,7 @@ impl Placement {
                 bytes_out: a.bytes_out + t.bytes_out,
                 flops: a.flops + t.flops,
                 padded_flops: a.padded_flops + t.padded_flops,
+                dma_bytes: a.dma_bytes + t.dma_bytes,
             })
     }
 
@@ -153,7 +144,12 @@ fn fma_count(model: &TypedModel, node: &TypedNode) -> u64 {
         .sum()
 }
 
-fn add_traffic(map: &mut BTreeMap<String, KernelTraffic>, kernel: Kernel, t: Traffic) {
+fn add_traffic(
+    map: &mut BTreeMap<String, KernelTraffic>,
+    kernel: Kernel,
+    t: Traffic,
+    dma_bytes: u64,
+) {
     let e = map.entry(format!("{kernel:?}")).or_default();
     e.calls += t.calls;
     e.dispatches += t.dispatches;
@@ -161,6 +157,7 @@ fn add_traffic(map: &mut BTreeMap<String, KernelTraffic>, kernel: Kernel, t: Tra
     e.bytes_out += t.bytes_out;
     e.flops += t.flops;
     e.padded_flops += t.padded_flops;
+    e.dma_bytes += dma_bytes;
 }
 
 /// The placement of `model` (the rewritten, not yet optimised encoder); `left` holds the
@@ -280,6 +277,7 @@ fn add_gemm(p: &mut Placement, contract: &GemmContract, g: &MatMulGeometry, weig
             flops: batch * layout.flops(),
             padded_flops: batch * layout.padded_flops(),
         },
+        batch * contract.dma_bytes(&layout) as u64,
     );
     if weights {
         p.weight_bytes += layout.weight_bytes() as u64;
@@ -314,6 +312,7 @@ fn add_stream(
             flops: 0,
             padded_flops: 0,
         },
+        2 * s.bytes as u64,
     );
 }
 
@@ -323,7 +322,7 @@ fn add_stream(
 pub struct Prediction {
     /// Time in the GEMM kernels at the sustained rate, padding included (ms).
     pub compute_ms: f64,
-    /// Time moving bytes between host and device memory (ms).
+    /// Time of the array's DMA traffic with memory, operands re-read per block included (ms).
     pub transfer_ms: f64,
     /// Fixed cost of the dispatches (ms).
     pub dispatch_ms: f64,
@@ -335,7 +334,7 @@ pub struct Prediction {
 pub fn predict(placement: &Placement) -> Prediction {
     let t = placement.total_traffic();
     let compute_ms = t.padded_flops as f64 / hw::XDNA1_SUSTAINED_BF16_FLOPS * 1e3;
-    let transfer_ms = (t.bytes_in + t.bytes_out) as f64 / hw::XDNA1_HOST_BYTES_PER_S * 1e3;
+    let transfer_ms = t.dma_bytes as f64 / hw::XDNA1_HOST_BYTES_PER_S * 1e3;
     let dispatch_ms = t.dispatches as f64 * hw::XDNA1_DISPATCH_SECONDS * 1e3;
     Prediction {
         compute_ms,

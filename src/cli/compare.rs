@@ -12,13 +12,15 @@ use amanuensis::model::{Encoder, EncoderOptions, resolve_model};
 use super::write_json;
 
 /// Run an audio file through the encoder on several backends and compare them: time per
-/// window, realtime factor, time per op kind, and each backend's error against `cpu`.
+/// window, realtime factor, time per op kind, and each backend's error against a reference
+/// (`cpu` unless `--reference` names another).
 ///
-/// The log-mel windows are computed once; every backend encodes the same windows. `cpu` is
-/// the reference and is always run. Time per window is the median of several passes (at
-/// least 3 and 2 s). Errors are over all windows' features: largest and mean absolute
-/// difference, cosine similarity, and relative L2 (|x - ref| / |ref|); and block by block,
-/// at the output of every fused LayerNorm of the first window, for the plans that have them.
+/// The log-mel windows are computed once; every backend encodes the same windows, the
+/// reference first. `--reference emu --backends npu` measures the device against its
+/// emulator. Time per window is the median of several passes (at least 3 and 2 s). Errors are
+/// over all windows' features: largest and mean absolute difference, cosine similarity, and
+/// relative L2 (|x - ref| / |ref|); and block by block, at the output of every fused
+/// LayerNorm of the first window, for the plans that have them.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  amanuensis compare talk.flac --model base\n  \
@@ -33,9 +35,13 @@ pub struct CompareArgs {
     #[arg(short, long, value_name = "MODEL", default_value = "tiny.en")]
     model: String,
 
-    /// Backends to run, comma-separated (cpu is always run, as the reference).
+    /// Backends to run, comma-separated (the reference is always run).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Backend::Cpu, Backend::Emu])]
     backends: Vec<Backend>,
+
+    /// The backend the others are measured against (run first).
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    reference: Backend,
 
     /// With `auto` among the backends, fail instead of falling back to the CPU.
     #[arg(long)]
@@ -80,7 +86,7 @@ fn error(x: &[f32], reference: &[f32]) -> Error {
 }
 
 /// The error of one fused LayerNorm's output (the normalised input of a block) against the
-/// same node of the cpu plan, on the first window.
+/// same node of the reference plan, on the first window.
 #[derive(Debug, serde::Serialize)]
 struct LayerError {
     node: String,
@@ -96,8 +102,8 @@ struct BackendReport {
     runs: usize,
     realtime: f64,
     op_ms_per_window: BTreeMap<String, f64>,
-    error_vs_cpu: Option<Error>,
-    layers_vs_cpu: Vec<LayerError>,
+    error_vs_reference: Option<Error>,
+    layers_vs_reference: Vec<LayerError>,
 }
 
 /// Named outputs of the fused LayerNorms of one window.
@@ -111,6 +117,7 @@ const MAX_RUNS: usize = 20;
 
 #[derive(Debug, serde::Serialize)]
 struct Report {
+    reference: Backend,
     audio: String,
     seconds: f64,
     windows: usize,
@@ -128,7 +135,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         options.threads = threads;
     }
     options.strict = args.strict;
-    let mut backends = vec![Backend::Cpu];
+    let mut backends = vec![args.reference];
     for b in &args.backends {
         if !backends.contains(b) {
             backends.push(*b);
@@ -163,7 +170,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let info = stream.info().clone();
 
     let mut reports = Vec::new();
-    // The cpu plan's features and its LayerNorm outputs.
+    // The reference plan's features and its LayerNorm outputs.
     let mut reference: Option<(Vec<f32>, LayerOutputs)> = None;
     for (backend, encoder) in &encoders {
         // One window first, profiled node by node: it also warms the caches.
@@ -187,7 +194,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         }
         passes.sort_by(f64::total_cmp);
         let pass = passes[passes.len() / 2];
-        let (error_vs_cpu, layers_vs_cpu) = match &reference {
+        let (error_vs_reference, layers_vs_reference) = match &reference {
             Some((r, r_layers)) => {
                 let layers = profile
                     .layer_norms
@@ -218,8 +225,8 @@ pub fn run(args: CompareArgs) -> Result<()> {
                 .iter()
                 .map(|t| (t.op.clone(), t.time.as_secs_f64() * 1e3))
                 .collect(),
-            error_vs_cpu,
-            layers_vs_cpu,
+            error_vs_reference,
+            layers_vs_reference,
         });
     }
 
@@ -239,7 +246,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         "backend", "ms/window", "realtime", "max abs", "mean abs", "cosine", "rel L2"
     );
     for r in &reports {
-        let (max, mean, cos, rel) = match &r.error_vs_cpu {
+        let (max, mean, cos, rel) = match &r.error_vs_reference {
             Some(e) => (
                 format!("{:.3e}", e.max_abs),
                 format!("{:.3e}", e.mean_abs),
@@ -259,28 +266,29 @@ pub fn run(args: CompareArgs) -> Result<()> {
             rel
         );
     }
-    let cpu_ms = reports[0].ms_per_window;
+    let reference_ms = reports[0].ms_per_window;
     for r in reports.iter().skip(1) {
         println!(
-            "{} / cpu time: {:.2}x",
+            "{} / {} time: {:.2}x",
             r.backend,
-            r.ms_per_window / cpu_ms.max(1e-9)
+            args.reference,
+            r.ms_per_window / reference_ms.max(1e-9)
         );
     }
     for r in reports.iter().skip(1) {
-        if r.layers_vs_cpu.is_empty() {
+        if r.layers_vs_reference.is_empty() {
             continue;
         }
         println!();
         println!(
-            "{} against cpu, block by block (outputs of the fused LayerNorms, first window):",
-            r.backend
+            "{} against {}, block by block (outputs of the fused LayerNorms, first window):",
+            r.backend, args.reference
         );
         println!(
             "{:<44} {:>11} {:>11} {:>12} {:>11}",
             "node", "max abs", "mean abs", "cosine", "rel L2"
         );
-        for l in &r.layers_vs_cpu {
+        for l in &r.layers_vs_reference {
             println!(
                 "{:<44} {:>11.3e} {:>11.3e} {:>12.7} {:>11.3e}",
                 l.node, l.error.max_abs, l.error.mean_abs, l.error.cosine, l.error.relative_l2
@@ -318,6 +326,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         write_json(
             path,
             &Report {
+                reference: args.reference,
                 audio: info.name.clone(),
                 seconds,
                 windows: windows.len(),

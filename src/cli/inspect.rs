@@ -108,20 +108,24 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let prediction = offloads.then(|| predict(p));
     if offloads {
         println!();
-        println!("device traffic per 30 s window (from the kernels' layouts):");
         println!(
-            "{:<10} {:>7} {:>11} {:>10} {:>10} {:>14}",
-            "kernel", "calls", "dispatches", "MiB in", "MiB out", "GFLOP (padded)"
+            "device traffic per 30 s window (from the kernels' layouts): in and out once per \
+             call; DMA with operands re-read per block"
+        );
+        println!(
+            "{:<10} {:>7} {:>11} {:>10} {:>10} {:>10} {:>14}",
+            "kernel", "calls", "dispatches", "MiB in", "MiB out", "MiB DMA", "GFLOP (padded)"
         );
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         for (name, t) in &p.traffic {
             println!(
-                "{:<10} {:>7} {:>11} {:>10.1} {:>10.1} {:>14}",
+                "{:<10} {:>7} {:>11} {:>10.1} {:>10.1} {:>10.1} {:>14}",
                 name,
                 t.calls,
                 t.dispatches,
                 mib(t.bytes_in),
                 mib(t.bytes_out),
+                mib(t.dma_bytes),
                 if t.flops > 0 {
                     format!(
                         "{:.2} ({:.2})",
@@ -141,13 +145,12 @@ pub fn run(args: InspectArgs) -> Result<()> {
         println!();
         println!(
             "predicted XDNA1 device time per window (a prediction from the counts above, not \
-             a measurement): {:.1} ms = compute {:.1} ms + transfers {:.1} ms + dispatches \
-             {:.1} ms",
+             a measurement): {:.1} ms = compute {:.1} ms + DMA {:.1} ms + dispatches {:.1} ms",
             pr.total_ms, pr.compute_ms, pr.transfer_ms, pr.dispatch_ms
         );
         println!(
-            "  assuming {:.2} TFLOP/s sustained bf16 GEMM, {:.0} GB/s host transfers, {:.0} us \
-             per dispatch (kernels/src/hw.rs gives the sources)",
+            "  assuming {:.2} TFLOP/s sustained bf16 GEMM, {:.0} GB/s DMA with memory, {:.0} us \
+             per dispatch, not overlapped (kernels/src/hw.rs gives the sources)",
             hw::XDNA1_SUSTAINED_BF16_FLOPS / 1e12,
             hw::XDNA1_HOST_BYTES_PER_S / 1e9,
             hw::XDNA1_DISPATCH_SECONDS * 1e6

@@ -39,6 +39,27 @@ impl std::fmt::Display for Backend {
     }
 }
 
+/// How the NPU kernels round float32 operands to bfloat16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rounding {
+    /// Round to nearest, ties to even (the contract's default).
+    #[default]
+    NearestEven,
+    /// Drop the low 16 bits, as the AIE's conversion does when a kernel leaves its rounding
+    /// mode at the default.
+    Truncate,
+}
+
+impl Rounding {
+    fn contract(self) -> GemmContract {
+        GemmContract::XDNA1.with_rounding(match self {
+            Rounding::NearestEven => amanuensis_kernels::bf16::Rounding::NearestEven,
+            Rounding::Truncate => amanuensis_kernels::bf16::Rounding::Truncate,
+        })
+    }
+}
+
 /// Why a backend cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -76,15 +97,19 @@ impl Resolved {
 }
 
 /// Opens the first NPU with the kernels found on the manifest search path, or says why not.
-pub fn open_npu() -> Result<DeviceHandle, String> {
+pub fn open_npu(rounding: Rounding) -> Result<DeviceHandle, String> {
     xrt_sys::check_hw_context().map_err(|e| e.to_string())?;
     let manifest = Manifest::find().map_err(|e| e.to_string())?;
-    let npu = Npu::open(0, manifest, GemmContract::XDNA1).map_err(|e| e.to_string())?;
+    let npu = Npu::open(0, manifest, rounding.contract()).map_err(|e| e.to_string())?;
     Ok(DeviceHandle::new(Arc::new(npu)))
 }
 
-/// Resolves `backend`; with `strict`, `auto` must find the NPU.
-pub fn resolve(backend: Backend, strict: bool) -> Result<Resolved, BackendError> {
+/// Resolves `backend` with the kernels' `rounding`; with `strict`, `auto` must find the NPU.
+pub fn resolve(
+    backend: Backend,
+    strict: bool,
+    rounding: Rounding,
+) -> Result<Resolved, BackendError> {
     let plain = |backend| Resolved {
         backend,
         device: None,
@@ -95,17 +120,17 @@ pub fn resolve(backend: Backend, strict: bool) -> Result<Resolved, BackendError>
         Backend::Emu => Ok(Resolved {
             backend,
             device: Some(DeviceHandle::new(Arc::new(Emulator::new(
-                GemmContract::XDNA1,
+                rounding.contract(),
             )))),
             note: None,
         }),
         Backend::Npu => Ok(Resolved {
             backend,
-            device: Some(open_npu().map_err(BackendError::NoNpu)?),
+            device: Some(open_npu(rounding).map_err(BackendError::NoNpu)?),
             note: None,
         }),
         Backend::Auto => {
-            let why = match open_npu() {
+            let why = match open_npu(rounding) {
                 Ok(device) => {
                     return Ok(Resolved {
                         backend: Backend::Npu,

@@ -5,6 +5,7 @@
 mod common;
 
 use amanuensis::audio::N_FRAMES;
+use amanuensis::backend::Backend;
 use amanuensis::model::convert::convert_ct2;
 use amanuensis::model::{Encoder, EncoderOptions};
 use common::*;
@@ -320,6 +321,22 @@ fn check_conversion(vars: &[Ct2Var], weights: &Weights) {
     let mel = Rng(7).vec(N_MELS * N_FRAMES, 1.0);
     let ours = encoder.encode(&mel).unwrap();
     let expected = reference_encoder(weights, &mel);
+    // The NPU plan of the project's own export: the same placement as every exporter's.
+    let emu = Encoder::load(
+        &out,
+        &EncoderOptions {
+            threads: 1,
+            backend: Backend::Emu,
+            ..EncoderOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(offloadable(emu.placement()), whisper_placement(LAYERS));
+    assert!(
+        emu.placement().left_on_cpu.is_empty(),
+        "{:?}",
+        emu.placement().left_on_cpu
+    );
     // float32 through two layers of a LayerNorm-normalised network: about 1e-6.
     assert_close(
         "exported encoder vs f64 reference",

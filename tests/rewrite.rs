@@ -5,7 +5,7 @@
 
 mod common;
 
-use amanuensis::backend::{Backend, resolve};
+use amanuensis::backend::{Backend, Rounding, resolve};
 use amanuensis::rewrite::{RewriteContext, Stage, passes, rewrite};
 use common::Rng;
 use proptest::prelude::*;
@@ -15,7 +15,11 @@ use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::nn::{GeluExact, Softmax, SoftmaxKind};
 
 fn emu_context() -> RewriteContext {
-    RewriteContext::new(resolve(Backend::Emu, false).unwrap().device)
+    RewriteContext::new(
+        resolve(Backend::Emu, false, Rounding::NearestEven)
+            .unwrap()
+            .device,
+    )
 }
 
 /// Rewrites `model` for the emulator; returns the op names after the rewrite and the reasons

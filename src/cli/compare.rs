@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use amanuensis::audio::{AudioStream, Input, LogMel};
-use amanuensis::backend::Backend;
+use amanuensis::backend::{Backend, Rounding};
 use amanuensis::model::{Encoder, EncoderOptions, resolve_model};
 
 use super::write_json;
@@ -46,6 +46,10 @@ pub struct CompareArgs {
     /// With `auto` among the backends, fail instead of falling back to the CPU.
     #[arg(long)]
     strict: bool,
+
+    /// How the NPU kernels (emu, npu) round float32 operands to bfloat16.
+    #[arg(long, value_enum, default_value_t = Rounding::NearestEven)]
+    rounding: Rounding,
 
     /// Threads of the encoder (default: all cores).
     #[arg(long, value_name = "N")]
@@ -135,6 +139,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         options.threads = threads;
     }
     options.strict = args.strict;
+    options.rounding = args.rounding;
     let mut backends = vec![args.reference];
     for b in &args.backends {
         if !backends.contains(b) {

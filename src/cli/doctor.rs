@@ -1,7 +1,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use amanuensis::backend::{Backend, resolve};
+use amanuensis::backend::{Backend, Rounding, resolve};
 use amanuensis_kernels::manifest::{FileCheck, Manifest};
 
 /// Say what this machine offers the NPU backend: XRT, NPU devices, kernels, and which
@@ -66,7 +66,7 @@ pub fn run(_args: DoctorArgs) -> Result<()> {
         }
     }
     println!("CPU: {}", cpu_features());
-    match resolve(Backend::Auto, false) {
+    match resolve(Backend::Auto, false, Rounding::NearestEven) {
         Ok(r) => match r.note {
             Some(note) => println!("{note}"),
             None => println!("backend auto: {}", r.backend),

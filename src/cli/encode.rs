@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use amanuensis::audio::{AudioStream, Input, LogMel};
-use amanuensis::backend::Backend;
+use amanuensis::backend::{Backend, Rounding};
 use amanuensis::model::{Encoder, EncoderOptions, resolve_model};
 use amanuensis::npy::NpyRowWriter;
 
@@ -38,6 +38,10 @@ pub struct EncodeArgs {
     #[arg(long)]
     strict: bool,
 
+    /// How the NPU kernels (emu, npu) round float32 operands to bfloat16.
+    #[arg(long, value_enum, default_value_t = Rounding::NearestEven)]
+    rounding: Rounding,
+
     /// Threads of the encoder (default: all cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -51,6 +55,7 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     let mut options = EncoderOptions {
         backend: args.backend,
         strict: args.strict,
+        rounding: args.rounding,
         ..EncoderOptions::default()
     };
     if let Some(threads) = args.threads {

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use amanuensis::backend::Backend;
+use amanuensis::backend::{Backend, Rounding};
 use amanuensis::model::{Encoder, EncoderOptions, resolve_model};
 use amanuensis::placement::{Prediction, predict};
 use amanuensis_kernels::hw;
@@ -28,6 +28,10 @@ pub struct InspectArgs {
     /// The plan to inspect: `emu` and `npu` give the NPU plan.
     #[arg(long, value_enum, default_value_t = Backend::Emu)]
     backend: Backend,
+
+    /// How the NPU kernels round float32 operands to bfloat16.
+    #[arg(long, value_enum, default_value_t = Rounding::NearestEven)]
+    rounding: Rounding,
 
     /// With `--backend auto`, fail instead of falling back to the CPU.
     #[arg(long)]
@@ -64,6 +68,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let options = EncoderOptions {
         backend: args.backend,
         strict: args.strict,
+        rounding: args.rounding,
         ..EncoderOptions::default()
     };
     let model_dir = resolve_model(&args.model, &mut |line| eprintln!("{line}"))?;

@@ -12,7 +12,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use super::{ModelFiles, WhisperDims, locate};
 use crate::audio::N_FRAMES;
-use crate::backend::{self, Backend, BackendError, Resolved};
+use crate::backend::{self, Backend, BackendError, Resolved, Rounding};
 use crate::placement::{Placement, placement};
 use crate::rewrite::{RewriteContext, rewrite};
 
@@ -88,6 +88,8 @@ pub struct EncoderOptions {
     pub backend: Backend,
     /// Whether a fallback from the requested backend is an error.
     pub strict: bool,
+    /// How the NPU kernels round operands to bfloat16 (`emu` and `npu`).
+    pub rounding: Rounding,
 }
 
 impl Default for EncoderOptions {
@@ -98,6 +100,7 @@ impl Default for EncoderOptions {
                 .unwrap_or(1),
             backend: Backend::Cpu,
             strict: false,
+            rounding: Rounding::NearestEven,
         }
     }
 }
@@ -344,7 +347,7 @@ impl Encoder {
             });
         }
 
-        let resolved = backend::resolve(options.backend, options.strict)?;
+        let resolved = backend::resolve(options.backend, options.strict, options.rounding)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.threads.max(1))
             .build()

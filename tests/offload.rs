@@ -25,7 +25,7 @@ fn fixture(name: &str) -> PathBuf {
 
 /// tiny.en (optimum's export, ../shared/reference/tiny.en) on OpenAI's jfk log-mel.
 ///
-/// bf16 operands carry 8 significant bits (relative error up to 2^-9 each); through four
+/// bf16 operands carry 8 significant bits (relative error up to 2^-8 each); through four
 /// layers of residual blocks the features keep a cosine above 0.9999 with float32 (the bar),
 /// and the same against PyTorch. The placement is asserted: every product (the two
 /// convolutions included), softmax and GELU on the device, the nine LayerNorms fused on the

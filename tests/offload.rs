@@ -5,9 +5,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use amanuensis::backend::{Backend, Rounding};
 use amanuensis::model::{Encoder, EncoderOptions};
+use amanuensis_kernels::device::{Counters, Device, DeviceError, Epilogue, Weights};
+use amanuensis_kernels::emulator::Emulator;
+use amanuensis_kernels::gemm::GemmContract;
+use amanuensis_ops::DeviceHandle;
 use common::*;
 
 fn options(backend: Backend) -> EncoderOptions {
@@ -206,4 +212,125 @@ fn npu_absent_is_said_not_hidden() {
     };
     let err = Encoder::load(&dir, &strict).unwrap_err().to_string();
     assert!(err.contains("--strict"), "{err}");
+}
+
+/// The emulator, failing every GEMM from its `fail_from`-th on as a device in an error state
+/// would.
+#[derive(Debug)]
+struct FailingDevice {
+    inner: Emulator,
+    calls: AtomicUsize,
+    fail_from: usize,
+}
+
+impl FailingDevice {
+    fn handle(fail_from: usize) -> DeviceHandle {
+        DeviceHandle::new(Arc::new(FailingDevice {
+            inner: Emulator::new(GemmContract::XDNA1),
+            calls: AtomicUsize::new(0),
+            fail_from,
+        }))
+    }
+
+    fn check(&self) -> Result<(), DeviceError> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) >= self.fail_from {
+            Err(DeviceError::Run("a dispatch ended in state Error".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Device for FailingDevice {
+    fn prefix(&self) -> &'static str {
+        "Npu"
+    }
+    fn contract(&self) -> &GemmContract {
+        self.inner.contract()
+    }
+    fn prepare_weights(
+        &self,
+        b: &[f32],
+        k: usize,
+        n: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<Arc<Weights>, DeviceError> {
+        self.inner.prepare_weights(b, k, n, bias)
+    }
+    fn matmul(
+        &self,
+        a: &[f32],
+        m: usize,
+        w: &Weights,
+        epilogue: Epilogue,
+        c: &mut [f32],
+    ) -> Result<(), DeviceError> {
+        self.check()?;
+        self.inner.matmul(a, m, w, epilogue, c)
+    }
+    fn matmul_act(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        dims: (usize, usize, usize),
+        c: &mut [f32],
+    ) -> Result<(), DeviceError> {
+        self.check()?;
+        self.inner.matmul_act(a, b, dims, c)
+    }
+    fn softmax(&self, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
+        self.inner.softmax(x, cols)
+    }
+    fn gelu(&self, x: &mut [f32]) -> Result<(), DeviceError> {
+        self.inner.gelu(x)
+    }
+    fn counters(&self) -> &Counters {
+        self.inner.counters()
+    }
+}
+
+/// A device that fails mid-window: under `auto` the window is encoded again on the CPU and a
+/// note says so (the features are the cpu plan's, bit for bit); under `--strict` or an
+/// explicit device backend the window fails with the device's message. Never garbage.
+#[test]
+fn a_device_failure_mid_window_falls_back_or_fails_never_garbage() {
+    let dir = reference("tiny.en");
+    let (_, mel) = read_npy(&reference("jfk.mel80_openai.npy"));
+    let cpu = Encoder::load(&dir, &options(Backend::Cpu))
+        .unwrap()
+        .encode(&mel)
+        .unwrap();
+
+    let auto = Encoder::load(
+        &dir,
+        &EncoderOptions {
+            device: Some(FailingDevice::handle(10)),
+            ..options(Backend::Auto)
+        },
+    )
+    .unwrap();
+    assert_eq!(auto.backend().backend, Backend::Npu);
+    let features = auto.encode(&mel).unwrap();
+    assert_eq!(features, cpu, "the fallback is the cpu plan");
+    let notes = auto.take_notes();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("state Error") && notes[0].contains("encoded on the CPU"),
+        "{notes:?}"
+    );
+    assert!(auto.take_notes().is_empty());
+
+    for (backend, strict) in [(Backend::Auto, true), (Backend::Npu, false)] {
+        let encoder = Encoder::load(
+            &dir,
+            &EncoderOptions {
+                device: Some(FailingDevice::handle(10)),
+                strict,
+                ..options(backend)
+            },
+        )
+        .unwrap();
+        let err = encoder.encode(&mel).unwrap_err().to_string();
+        assert!(err.contains("state Error"), "{err}");
+    }
 }

@@ -190,6 +190,9 @@ pub fn run(args: CompareArgs) -> Result<()> {
             let mut out = Vec::new();
             for w in &windows {
                 out.extend(encoder.encode(w)?);
+                for note in encoder.take_notes() {
+                    eprintln!("{backend}: {note}");
+                }
             }
             passes.push(t.elapsed().as_secs_f64());
             features = out;

@@ -87,6 +87,9 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         features.clear();
         features.extend(encoder.encode(&spectrogram)?);
         encoder_time += t.elapsed().as_secs_f64();
+        for note in encoder.take_notes() {
+            eprintln!("window {}: {note}", out.rows() + 1);
+        }
         out.push(&features)
             .with_context(|| format!("cannot write {}", args.output.display()))?;
     }

@@ -1,7 +1,9 @@
 //! A Whisper encoder in tract: loaded once, planned once per input shape, run per window.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use amanuensis_ops::DeviceHandle;
 use std::time::{Duration, Instant};
 
 use tract_linalg::multithread::Executor;
@@ -14,7 +16,7 @@ use super::{ModelFiles, WhisperDims, locate};
 use crate::audio::N_FRAMES;
 use crate::backend::{self, Backend, BackendError, Resolved, Rounding};
 use crate::placement::{Placement, placement};
-use crate::rewrite::{RewriteContext, rewrite};
+use crate::rewrite::{RewriteContext, Stage, rewrite};
 
 /// Why an encoder cannot be loaded or run. Messages name the file and, when there is one, the
 /// fix.
@@ -90,6 +92,9 @@ pub struct EncoderOptions {
     pub strict: bool,
     /// How the NPU kernels round operands to bfloat16 (`emu` and `npu`).
     pub rounding: Rounding,
+    /// A device to run the offloaded ops on instead of the one `backend` names (which must
+    /// then be `emu`, `npu` or `auto`): another implementation of the kernel contract.
+    pub device: Option<DeviceHandle>,
 }
 
 impl Default for EncoderOptions {
@@ -101,6 +106,7 @@ impl Default for EncoderOptions {
             backend: Backend::Cpu,
             strict: false,
             rounding: Rounding::NearestEven,
+            device: None,
         }
     }
 }
@@ -115,6 +121,8 @@ pub struct Encoder {
     resolved: Resolved,
     placement: Placement,
     pool: rayon::ThreadPool,
+    fallback: Option<Arc<TypedRunnableModel>>,
+    notes: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -347,12 +355,28 @@ impl Encoder {
             });
         }
 
-        let resolved = backend::resolve(options.backend, options.strict, options.rounding)?;
+        let resolved = match (&options.device, options.backend) {
+            (Some(device), Backend::Emu | Backend::Npu | Backend::Auto) => Resolved {
+                backend: if options.backend == Backend::Auto {
+                    Backend::Npu
+                } else {
+                    options.backend
+                },
+                device: Some(device.clone()),
+                note: None,
+            },
+            _ => backend::resolve(options.backend, options.strict, options.rounding)?,
+        };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.threads.max(1))
             .build()
             .map_err(|e| tract("starting threads", e.into()))?;
         let ctx = RewriteContext::new(resolved.device.clone());
+        // Under `auto` (not `--strict`), a device plan keeps the CPU plan at hand: a window
+        // whose device run fails is encoded again on the CPU.
+        let fallback_model =
+            (options.backend == Backend::Auto && !options.strict && resolved.device.is_some())
+                .then(|| typed.clone());
         let mut typed = typed;
         pool.install(|| rewrite(&mut typed, &ctx, resolved.stages()))
             .map_err(|e| tract("rewriting for the backend", e))?;
@@ -363,14 +387,26 @@ impl Encoder {
         } else {
             Executor::SingleThread
         };
-        let plan = TypedSimplePlan::new_with_options(
-            optimized,
-            &RunOptions {
-                executor: Some(executor),
-                ..Default::default()
-            },
-        )
-        .map_err(|e| tract("planning", e))?;
+        let run_options = RunOptions {
+            executor: Some(executor),
+            ..Default::default()
+        };
+        let plan = TypedSimplePlan::new_with_options(optimized, &run_options)
+            .map_err(|e| tract("planning", e))?;
+        let fallback = match fallback_model {
+            Some(mut model) => {
+                rewrite(&mut model, &RewriteContext::new(None), &[Stage::Cpu])
+                    .map_err(|e| tract("rewriting the CPU fallback", e))?;
+                let model = model
+                    .into_optimized()
+                    .map_err(|e| tract("optimising the CPU fallback", e))?;
+                Some(
+                    TypedSimplePlan::new_with_options(model, &run_options)
+                        .map_err(|e| tract("planning the CPU fallback", e))?,
+                )
+            }
+            None => None,
+        };
         Ok(Encoder {
             files,
             dims,
@@ -379,6 +415,8 @@ impl Encoder {
             resolved,
             placement,
             pool,
+            fallback,
+            notes: Mutex::default(),
         })
     }
 
@@ -407,6 +445,12 @@ impl Encoder {
         &self.placement
     }
 
+    /// Messages about windows that did not run as planned (a device failure under `auto`,
+    /// encoded on the CPU instead), since the last call; each is one line for the user.
+    pub fn take_notes(&self) -> Vec<String> {
+        std::mem::take(&mut *self.notes.lock().expect("notes"))
+    }
+
     /// tract's optimised model behind the plan.
     pub fn model(&self) -> &TypedModel {
         self.plan.model()
@@ -430,14 +474,27 @@ impl Encoder {
                 stage: "building the input",
                 detail: chain(&e),
             })?;
-        let outputs = self
-            .pool
-            .install(|| self.plan.run(tvec![input.into_tvalue()]))
-            .map_err(|e| EncoderError::Tract {
-                path: path.clone(),
-                stage: "running",
-                detail: chain(&e),
-            })?;
+        let run = |plan: &Arc<TypedRunnableModel>| {
+            self.pool
+                .install(|| plan.run(tvec![input.clone().into_tvalue()]))
+                .map_err(|e| EncoderError::Tract {
+                    path: path.clone(),
+                    stage: "running",
+                    detail: chain(&e),
+                })
+        };
+        let outputs = match (run(&self.plan), &self.fallback) {
+            (Ok(outputs), _) => outputs,
+            (Err(err), Some(cpu)) => {
+                let outputs = run(cpu)?;
+                self.notes.lock().expect("notes").push(format!(
+                    "backend auto: the device failed on this window ({err}); it was encoded \
+                     on the CPU"
+                ));
+                outputs
+            }
+            (Err(err), None) => return Err(err),
+        };
         let view = outputs[0]
             .to_plain_array_view::<f32>()
             .map_err(|e| EncoderError::Tract {

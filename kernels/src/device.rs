@@ -140,6 +140,64 @@ pub trait Device: Send + Sync + fmt::Debug {
     fn counters(&self) -> &Counters;
 }
 
+/// The operand checks every device makes before a call: lengths that do not fill the stated
+/// shapes are refused with [`DeviceError::Shape`], naming the operand.
+pub mod checks {
+    use super::{DeviceError, Weights};
+
+    fn len(what: &str, got: usize, expected: usize) -> Result<(), DeviceError> {
+        if got == expected {
+            Ok(())
+        } else {
+            Err(DeviceError::Shape(format!(
+                "{what} holds {got} values, the shape says {expected}"
+            )))
+        }
+    }
+
+    /// [`super::Device::prepare_weights`]'s operands.
+    pub fn weights(b: &[f32], k: usize, n: usize, bias: Option<&[f32]>) -> Result<(), DeviceError> {
+        len("B", b.len(), k * n)?;
+        bias.map_or(Ok(()), |bias| len("the bias", bias.len(), n))
+    }
+
+    /// [`super::Device::matmul`]'s operands.
+    pub fn matmul(a: &[f32], m: usize, w: &Weights, c: &[f32]) -> Result<(), DeviceError> {
+        len("A", a.len(), m * w.k())?;
+        len("C", c.len(), m * w.n())
+    }
+
+    /// [`super::Device::matmul_act`]'s operands.
+    pub fn matmul_act(
+        a: &[f32],
+        b: &[f32],
+        (m, k, n): (usize, usize, usize),
+        c: &[f32],
+    ) -> Result<(), DeviceError> {
+        len("A", a.len(), m * k)?;
+        len("B", b.len(), k * n)?;
+        len("C", c.len(), m * n)
+    }
+
+    /// [`super::Device::softmax`]'s operand.
+    pub fn softmax(x: &[f32], cols: usize) -> Result<(), DeviceError> {
+        if cols == 0 || !x.len().is_multiple_of(cols) {
+            return Err(DeviceError::Shape(format!(
+                "softmax over rows of {cols} values given {} values",
+                x.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The device's own data of `w`, or the error that they were made by another device.
+    pub fn own<T: 'static>(w: &Weights) -> Result<&T, DeviceError> {
+        w.data::<T>().ok_or_else(|| {
+            DeviceError::Shape("these weights were prepared for another device".into())
+        })
+    }
+}
+
 /// Kernel kinds, for the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kernel {

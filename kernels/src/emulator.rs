@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::device::{Counters, Device, DeviceError, Epilogue, Kernel, StreamLayout, Weights};
+use crate::device::{
+    Counters, Device, DeviceError, Epilogue, Kernel, StreamLayout, Weights, checks,
+};
 use crate::emu::{self, PackedB};
 use crate::gemm::GemmContract;
 use crate::{gelu, softmax};
@@ -33,16 +35,6 @@ impl Emulator {
     }
 }
 
-fn check(what: &str, got: usize, expected: usize) -> Result<(), DeviceError> {
-    if got == expected {
-        Ok(())
-    } else {
-        Err(DeviceError::Shape(format!(
-            "{what} holds {got} values, the shape says {expected}"
-        )))
-    }
-}
-
 impl Device for Emulator {
     fn prefix(&self) -> &'static str {
         "Emu"
@@ -59,10 +51,7 @@ impl Device for Emulator {
         n: usize,
         bias: Option<&[f32]>,
     ) -> Result<Arc<Weights>, DeviceError> {
-        check("B", b.len(), k * n)?;
-        if let Some(bias) = bias {
-            check("the bias", bias.len(), n)?;
-        }
+        checks::weights(b, k, n, bias)?;
         let packed = PackedB::new(&self.contract, b, k, n);
         self.counters
             .record_weights(self.contract.layout(1, k, n).weight_bytes());
@@ -85,11 +74,8 @@ impl Device for Emulator {
         epilogue: Epilogue,
         c: &mut [f32],
     ) -> Result<(), DeviceError> {
-        let ew = w.data::<EmuWeights>().ok_or_else(|| {
-            DeviceError::Shape("these weights were prepared for another device".into())
-        })?;
-        check("A", a.len(), m * w.k())?;
-        check("C", c.len(), m * w.n())?;
+        let ew = checks::own::<EmuWeights>(w)?;
+        checks::matmul(a, m, w, c)?;
         emu::gemm(
             self.contract.rounding,
             a,
@@ -113,9 +99,7 @@ impl Device for Emulator {
         (m, k, n): (usize, usize, usize),
         c: &mut [f32],
     ) -> Result<(), DeviceError> {
-        check("A", a.len(), m * k)?;
-        check("B", b.len(), k * n)?;
-        check("C", c.len(), m * n)?;
+        checks::matmul_act(a, b, (m, k, n), c)?;
         let packed = PackedB::new(&self.contract, b, k, n);
         emu::gemm(self.contract.rounding, a, m, &packed, None, c);
         self.counters
@@ -124,12 +108,7 @@ impl Device for Emulator {
     }
 
     fn softmax(&self, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
-        if cols == 0 || !x.len().is_multiple_of(cols) {
-            return Err(DeviceError::Shape(format!(
-                "softmax over rows of {cols} values given {} values",
-                x.len()
-            )));
-        }
+        checks::softmax(x, cols)?;
         softmax::softmax_rows(self.contract.rounding, x, cols);
         self.counters.record_stream(
             Kernel::Softmax,

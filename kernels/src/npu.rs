@@ -22,7 +22,9 @@ use std::time::Duration;
 use xrt_sys::{Bo, BoFlags, CommandState, HwContext, Kernel as XrtKernel, Xclbin};
 
 use crate::bf16;
-use crate::device::{Counters, Device, DeviceError, Epilogue, Kernel, StreamLayout, Weights};
+use crate::device::{
+    Counters, Device, DeviceError, Epilogue, Kernel, StreamLayout, Weights, checks,
+};
 use crate::gemm::{GemmContract, GemmLayout};
 use crate::manifest::{KernelEntry, KernelKind, Manifest, ManifestEpilogue};
 
@@ -404,13 +406,7 @@ impl Device for Npu {
         n: usize,
         bias: Option<&[f32]>,
     ) -> Result<Arc<Weights>, DeviceError> {
-        if b.len() != k * n {
-            return Err(DeviceError::Shape(format!(
-                "B holds {} values, [{k}, {n}] says {}",
-                b.len(),
-                k * n
-            )));
-        }
+        checks::weights(b, k, n, bias)?;
         let layout = self.contract.layout(1, k, n);
         // Any GEMM kernel of this K and N gives the memory groups of B and the bias.
         let index = self
@@ -477,21 +473,10 @@ impl Device for Npu {
         epilogue: Epilogue,
         c: &mut [f32],
     ) -> Result<(), DeviceError> {
-        let nw = w.data::<NpuWeights>().ok_or_else(|| {
-            DeviceError::Shape("these weights were prepared for another device".into())
-        })?;
+        let nw = checks::own::<NpuWeights>(w)?;
+        checks::matmul(a, m, w, c)?;
         let layout = self.contract.layout(m, w.k(), w.n());
         debug_assert_eq!((layout.k_pad, layout.n_pad), (nw.k_pad, nw.n_pad));
-        if a.len() != m * w.k() || c.len() != m * w.n() {
-            return Err(DeviceError::Shape(format!(
-                "A holds {} and C {} values for [{m}, {}] @ [{}, {}]",
-                a.len(),
-                c.len(),
-                w.k(),
-                w.k(),
-                w.n()
-            )));
-        }
         self.gemm(a, &layout, Some(nw), None, epilogue, c)?;
         self.counters.record_gemm(&layout, true);
         Ok(())
@@ -504,11 +489,7 @@ impl Device for Npu {
         (m, k, n): (usize, usize, usize),
         c: &mut [f32],
     ) -> Result<(), DeviceError> {
-        if a.len() != m * k || b.len() != k * n || c.len() != m * n {
-            return Err(DeviceError::Shape(format!(
-                "operands do not fill [{m}, {k}] @ [{k}, {n}]"
-            )));
-        }
+        checks::matmul_act(a, b, (m, k, n), c)?;
         let layout = self.contract.layout(m, k, n);
         self.gemm(a, &layout, None, Some(b), Epilogue::None, c)?;
         self.counters.record_gemm(&layout, false);
@@ -516,12 +497,7 @@ impl Device for Npu {
     }
 
     fn softmax(&self, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
-        if cols == 0 || !x.len().is_multiple_of(cols) {
-            return Err(DeviceError::Shape(format!(
-                "softmax over rows of {cols} given {} values",
-                x.len()
-            )));
-        }
+        checks::softmax(x, cols)?;
         self.stream(KernelKind::Softmax, x, cols)?;
         self.counters.record_stream(
             Kernel::Softmax,

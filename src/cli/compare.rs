@@ -2,14 +2,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
 
 use amanuensis::audio::{AudioStream, Input, LogMel};
-use amanuensis::backend::{Backend, Rounding};
-use amanuensis::model::{Encoder, EncoderOptions, resolve_model};
+use amanuensis::backend::Backend;
+use amanuensis::model::{Encoder, EncoderOptions};
 
-use super::write_json;
+use super::{PlanArgs, write_json};
 
 /// Run an audio file through the encoder on several backends and compare them: time per
 /// window, realtime factor, time per op kind, and each backend's error against a reference
@@ -31,9 +31,8 @@ pub struct CompareArgs {
     #[arg(value_name = "AUDIO")]
     audio: PathBuf,
 
-    /// An encoder .onnx file, a model directory, or a catalog name.
-    #[arg(short, long, value_name = "MODEL", default_value = "tiny.en")]
-    model: String,
+    #[command(flatten)]
+    plan: PlanArgs,
 
     /// Backends to run, comma-separated (the reference is always run).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Backend::Cpu, Backend::Emu])]
@@ -42,18 +41,6 @@ pub struct CompareArgs {
     /// The backend the others are measured against (run first).
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     reference: Backend,
-
-    /// With `auto` among the backends, fail instead of falling back to the CPU.
-    #[arg(long)]
-    strict: bool,
-
-    /// How the NPU kernels (emu, npu) round float32 operands to bfloat16.
-    #[arg(long, value_enum, default_value_t = Rounding::NearestEven)]
-    rounding: Rounding,
-
-    /// Threads of the encoder (default: all cores).
-    #[arg(long, value_name = "N")]
-    threads: Option<usize>,
 
     /// Write the report as JSON to this file as well.
     #[arg(long, value_name = "FILE")]
@@ -131,22 +118,14 @@ struct Report {
 }
 
 pub fn run(args: CompareArgs) -> Result<()> {
-    let mut options = EncoderOptions::default();
-    if let Some(threads) = args.threads {
-        if threads == 0 {
-            bail!("--threads must be at least 1");
-        }
-        options.threads = threads;
-    }
-    options.strict = args.strict;
-    options.rounding = args.rounding;
+    let options = args.plan.options(Backend::Cpu)?;
     let mut backends = vec![args.reference];
     for b in &args.backends {
         if !backends.contains(b) {
             backends.push(*b);
         }
     }
-    let model_dir = resolve_model(&args.model, &mut |line| eprintln!("{line}"))?;
+    let model_dir = args.plan.model_dir()?;
 
     let mut encoders = Vec::new();
     for &backend in &backends {

@@ -1,12 +1,14 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 
 use amanuensis::audio::{AudioStream, Input, LogMel};
-use amanuensis::backend::{Backend, Rounding};
-use amanuensis::model::{Encoder, EncoderOptions, resolve_model};
+use amanuensis::backend::Backend;
+use amanuensis::model::Encoder;
+
+use super::PlanArgs;
 use amanuensis::npy::NpyRowWriter;
 
 /// Run a Whisper encoder over an audio file.
@@ -25,26 +27,12 @@ pub struct EncodeArgs {
     #[arg(value_name = "AUDIO")]
     audio: PathBuf,
 
-    /// An encoder .onnx file, a model directory (optimum layout), or a catalog name
-    /// (`amanuensis models list`), fetched on first use.
-    #[arg(short, long, value_name = "MODEL", default_value = "tiny.en")]
-    model: String,
+    #[command(flatten)]
+    plan: PlanArgs,
 
     /// Where the encoder runs.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
-
-    /// Fail instead of falling back to the CPU when `--backend auto` finds no NPU.
-    #[arg(long)]
-    strict: bool,
-
-    /// How the NPU kernels (emu, npu) round float32 operands to bfloat16.
-    #[arg(long, value_enum, default_value_t = Rounding::NearestEven)]
-    rounding: Rounding,
-
-    /// Threads of the encoder (default: all cores).
-    #[arg(long, value_name = "N")]
-    threads: Option<usize>,
 
     /// Where to write the .npy array; nothing is written there unless every window succeeds.
     #[arg(short, long, value_name = "OUT.npy")]
@@ -52,19 +40,8 @@ pub struct EncodeArgs {
 }
 
 pub fn run(args: EncodeArgs) -> Result<()> {
-    let mut options = EncoderOptions {
-        backend: args.backend,
-        strict: args.strict,
-        rounding: args.rounding,
-        ..EncoderOptions::default()
-    };
-    if let Some(threads) = args.threads {
-        if threads == 0 {
-            bail!("--threads must be at least 1");
-        }
-        options.threads = threads;
-    }
-    let model_dir = resolve_model(&args.model, &mut |line| eprintln!("{line}"))?;
+    let options = args.plan.options(args.backend)?;
+    let model_dir = args.plan.model_dir()?;
     let encoder = Encoder::load(&model_dir, &options)?;
     if let Some(note) = &encoder.backend().note {
         eprintln!("{note}");

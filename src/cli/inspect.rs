@@ -3,12 +3,12 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use amanuensis::backend::{Backend, Rounding};
-use amanuensis::model::{Encoder, EncoderOptions, resolve_model};
+use amanuensis::backend::Backend;
+use amanuensis::model::Encoder;
 use amanuensis::placement::{Prediction, predict};
 use amanuensis_kernels::hw;
 
-use super::write_json;
+use super::{PlanArgs, write_json};
 
 /// Show where each op of an encoder runs, the device traffic of one 30 s window, and a
 /// predicted XDNA1 device time.
@@ -21,21 +21,12 @@ use super::write_json;
 #[command(after_help = "Examples:\n  amanuensis inspect --model base\n  \
     amanuensis inspect --model ./whisper-small-onnx/ --json small.placement.json")]
 pub struct InspectArgs {
-    /// An encoder .onnx file, a model directory, or a catalog name.
-    #[arg(short, long, value_name = "MODEL", default_value = "tiny.en")]
-    model: String,
+    #[command(flatten)]
+    plan: PlanArgs,
 
     /// The plan to inspect: `emu` and `npu` give the NPU plan.
     #[arg(long, value_enum, default_value_t = Backend::Emu)]
     backend: Backend,
-
-    /// How the NPU kernels round float32 operands to bfloat16.
-    #[arg(long, value_enum, default_value_t = Rounding::NearestEven)]
-    rounding: Rounding,
-
-    /// With `--backend auto`, fail instead of falling back to the CPU.
-    #[arg(long)]
-    strict: bool,
 
     /// Also list every node of the optimised plan with its op.
     #[arg(long)]
@@ -65,13 +56,8 @@ struct PredictionBasis {
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
-    let options = EncoderOptions {
-        backend: args.backend,
-        strict: args.strict,
-        rounding: args.rounding,
-        ..EncoderOptions::default()
-    };
-    let model_dir = resolve_model(&args.model, &mut |line| eprintln!("{line}"))?;
+    let options = args.plan.options(args.backend)?;
+    let model_dir = args.plan.model_dir()?;
     let encoder = Encoder::load(&model_dir, &options)?;
     let resolved = encoder.backend();
     if let Some(note) = &resolved.note {

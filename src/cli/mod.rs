@@ -47,6 +47,53 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The model and how its plan is built, shared by the commands that load an encoder.
+#[derive(Debug, clap::Args)]
+struct PlanArgs {
+    /// An encoder .onnx file, a model directory (optimum layout), or a catalog name
+    /// (`amanuensis models list`), fetched on first use.
+    #[arg(short, long, value_name = "MODEL", default_value = "tiny.en")]
+    model: String,
+
+    /// Fail instead of falling back to the CPU when `--backend auto` finds no NPU or the NPU
+    /// fails on a window.
+    #[arg(long)]
+    strict: bool,
+
+    /// How the NPU kernels (emu, npu) round float32 operands to bfloat16.
+    #[arg(long, value_enum, default_value_t = amanuensis::backend::Rounding::NearestEven)]
+    rounding: amanuensis::backend::Rounding,
+
+    /// Threads of the encoder (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+}
+
+impl PlanArgs {
+    /// The encoder options for `backend`.
+    fn options(
+        &self,
+        backend: amanuensis::backend::Backend,
+    ) -> anyhow::Result<amanuensis::model::EncoderOptions> {
+        let mut options = amanuensis::model::EncoderOptions {
+            backend,
+            strict: self.strict,
+            rounding: self.rounding,
+            ..Default::default()
+        };
+        if let Some(threads) = self.threads {
+            anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+            options.threads = threads;
+        }
+        Ok(options)
+    }
+
+    /// The model's directory, fetched when it is a catalog name not yet cached.
+    fn model_dir(&self) -> anyhow::Result<std::path::PathBuf> {
+        amanuensis::model::resolve_model(&self.model, &mut |line| eprintln!("{line}"))
+    }
+}
+
 /// Writes `value` as pretty JSON to `path` through a temporary file renamed when complete, so
 /// that no partial report is left behind.
 fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {

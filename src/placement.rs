@@ -34,26 +34,6 @@ pub struct LeftNode {
     pub reason: String,
 }
 
-/// Device traffic of one kernel kind for one window.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct KernelTraffic {
-    /// Kernel invocations.
-    pub calls: u64,
-    /// Dispatches.
-    pub dispatches: u64,
-    /// Bytes host -> device.
-    pub bytes_in: u64,
-    /// Bytes device -> host.
-    pub bytes_out: u64,
-    /// Useful FLOPs (GEMM).
-    pub flops: u64,
-    /// FLOPs including padding to tiles (GEMM).
-    pub padded_flops: u64,
-    /// Bytes the array's DMAs move between memory and the cores, operands re-read per block
-    /// included ([`GemmContract::dma_bytes`]); for Softmax and GELU, what goes in and out.
-    pub dma_bytes: u64,
-}
-
 /// The placement of an encoder's plan.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Placement {
@@ -66,7 +46,7 @@ pub struct Placement {
     /// Nodes a rule declined, with the reason.
     pub left_on_cpu: Vec<LeftNode>,
     /// Device traffic per window, from the ops' layouts: MatMul, Softmax, Gelu.
-    pub traffic: BTreeMap<String, KernelTraffic>,
+    pub traffic: BTreeMap<String, Traffic>,
     /// Bytes of weights uploaded once per plan.
     pub weight_bytes: u64,
 }
@@ -82,18 +62,10 @@ impl Placement {
     }
 
     /// Traffic summed over kernels.
-    pub fn total_traffic(&self) -> KernelTraffic {
+    pub fn total_traffic(&self) -> Traffic {
         self.traffic
             .values()
-            .fold(KernelTraffic::default(), |a, t| KernelTraffic {
-                calls: a.calls + t.calls,
-                dispatches: a.dispatches + t.dispatches,
-                bytes_in: a.bytes_in + t.bytes_in,
-                bytes_out: a.bytes_out + t.bytes_out,
-                flops: a.flops + t.flops,
-                padded_flops: a.padded_flops + t.padded_flops,
-                dma_bytes: a.dma_bytes + t.dma_bytes,
-            })
+            .fold(Traffic::default(), |a, t| a + *t)
     }
 
     /// The device traffic as the device's counters would show it after one window.
@@ -102,16 +74,9 @@ impl Placement {
             weight_bytes: self.weight_bytes,
             ..Snapshot::default()
         };
-        for (i, kernel) in Kernel::ALL.iter().enumerate() {
+        for kernel in Kernel::ALL {
             if let Some(t) = self.traffic.get(&format!("{kernel:?}")) {
-                s.kernels[i] = Traffic {
-                    calls: t.calls,
-                    dispatches: t.dispatches,
-                    bytes_in: t.bytes_in,
-                    bytes_out: t.bytes_out,
-                    flops: t.flops,
-                    padded_flops: t.padded_flops,
-                };
+                s.kernels[kernel.index()] = *t;
             }
         }
         s
@@ -144,20 +109,9 @@ fn fma_count(model: &TypedModel, node: &TypedNode) -> u64 {
         .sum()
 }
 
-fn add_traffic(
-    map: &mut BTreeMap<String, KernelTraffic>,
-    kernel: Kernel,
-    t: Traffic,
-    dma_bytes: u64,
-) {
+fn add_traffic(map: &mut BTreeMap<String, Traffic>, kernel: Kernel, t: Traffic) {
     let e = map.entry(format!("{kernel:?}")).or_default();
-    e.calls += t.calls;
-    e.dispatches += t.dispatches;
-    e.bytes_in += t.bytes_in;
-    e.bytes_out += t.bytes_out;
-    e.flops += t.flops;
-    e.padded_flops += t.padded_flops;
-    e.dma_bytes += dma_bytes;
+    *e = *e + t;
 }
 
 /// The placement of `model` (the rewritten, not yet optimised encoder); `left` holds the
@@ -261,24 +215,11 @@ pub fn placement(model: &TypedModel, left: &BTreeMap<String, String>) -> Placeme
     p
 }
 
-/// Adds the traffic of one product of `g`: one call per batch index for activations, one for
-/// weights (whose batch is 1).
+/// Adds the traffic of one product of `g`: one call per batch index.
 fn add_gemm(p: &mut Placement, contract: &GemmContract, g: &MatMulGeometry, weights: bool) {
     let layout = contract.layout(g.m, g.k, g.n);
-    let batch = g.batch as u64;
-    add_traffic(
-        &mut p.traffic,
-        Kernel::MatMul,
-        Traffic {
-            calls: batch,
-            dispatches: batch * layout.dispatches as u64,
-            bytes_in: batch * layout.bytes_in(weights) as u64,
-            bytes_out: batch * layout.bytes_out() as u64,
-            flops: batch * layout.flops(),
-            padded_flops: batch * layout.padded_flops(),
-        },
-        batch * contract.dma_bytes(&layout) as u64,
-    );
+    let t = Traffic::gemm(contract, &layout, weights).times(g.batch as u64);
+    add_traffic(&mut p.traffic, Kernel::MatMul, t);
     if weights {
         p.weight_bytes += layout.weight_bytes() as u64;
     }
@@ -294,26 +235,14 @@ fn concrete(model: &TypedModel, node: &TypedNode) -> Option<Vec<usize>> {
 }
 
 fn add_stream(
-    map: &mut BTreeMap<String, KernelTraffic>,
+    map: &mut BTreeMap<String, Traffic>,
     kernel: Kernel,
     contract: &GemmContract,
     rows: usize,
     cols: usize,
 ) {
-    let s = StreamLayout::new(contract, rows, cols);
-    add_traffic(
-        map,
-        kernel,
-        Traffic {
-            calls: 1,
-            dispatches: s.dispatches as u64,
-            bytes_in: s.bytes as u64,
-            bytes_out: s.bytes as u64,
-            flops: 0,
-            padded_flops: 0,
-        },
-        2 * s.bytes as u64,
-    );
+    let t = Traffic::stream(&StreamLayout::new(contract, rows, cols));
+    add_traffic(map, kernel, t);
 }
 
 /// A predicted XDNA1 device time for one window, from the traffic and named hardware

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::device::{
-    Counters, Device, DeviceError, Epilogue, Kernel, StreamLayout, Weights, checks,
+    Counters, Device, DeviceError, Epilogue, Kernel, StreamLayout, Traffic, Weights, checks,
 };
 use crate::emu::{self, PackedB};
 use crate::gemm::GemmContract;
@@ -87,8 +87,9 @@ impl Device for Emulator {
         if epilogue == Epilogue::Gelu {
             gelu::gelu(self.contract.rounding, c);
         }
+        let layout = self.contract.layout(m, w.k(), w.n());
         self.counters
-            .record_gemm(&self.contract.layout(m, w.k(), w.n()), true);
+            .record(Kernel::MatMul, Traffic::gemm(&self.contract, &layout, true));
         Ok(())
     }
 
@@ -102,25 +103,30 @@ impl Device for Emulator {
         checks::matmul_act(a, b, (m, k, n), c)?;
         let packed = PackedB::new(&self.contract, b, k, n);
         emu::gemm(self.contract.rounding, a, m, &packed, None, c);
-        self.counters
-            .record_gemm(&self.contract.layout(m, k, n), false);
+        let layout = self.contract.layout(m, k, n);
+        self.counters.record(
+            Kernel::MatMul,
+            Traffic::gemm(&self.contract, &layout, false),
+        );
         Ok(())
     }
 
     fn softmax(&self, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
         checks::softmax(x, cols)?;
         softmax::softmax_rows(self.contract.rounding, x, cols);
-        self.counters.record_stream(
+        self.counters.record(
             Kernel::Softmax,
-            &StreamLayout::new(&self.contract, x.len() / cols, cols),
+            Traffic::stream(&StreamLayout::new(&self.contract, x.len() / cols, cols)),
         );
         Ok(())
     }
 
     fn gelu(&self, x: &mut [f32]) -> Result<(), DeviceError> {
         gelu::gelu(self.contract.rounding, x);
-        self.counters
-            .record_stream(Kernel::Gelu, &StreamLayout::new(&self.contract, x.len(), 1));
+        self.counters.record(
+            Kernel::Gelu,
+            Traffic::stream(&StreamLayout::new(&self.contract, x.len(), 1)),
+        );
         Ok(())
     }
 

@@ -23,7 +23,7 @@ use xrt_sys::{Bo, BoFlags, CommandState, HwContext, Kernel as XrtKernel, Xclbin}
 
 use crate::bf16;
 use crate::device::{
-    Counters, Device, DeviceError, Epilogue, Kernel, StreamLayout, Weights, checks,
+    Counters, Device, DeviceError, Epilogue, Kernel, StreamLayout, Traffic, Weights, checks,
 };
 use crate::gemm::{GemmContract, GemmLayout};
 use crate::manifest::{KernelEntry, KernelKind, Manifest, ManifestEpilogue};
@@ -478,7 +478,8 @@ impl Device for Npu {
         let layout = self.contract.layout(m, w.k(), w.n());
         debug_assert_eq!((layout.k_pad, layout.n_pad), (nw.k_pad, nw.n_pad));
         self.gemm(a, &layout, Some(nw), None, epilogue, c)?;
-        self.counters.record_gemm(&layout, true);
+        self.counters
+            .record(Kernel::MatMul, Traffic::gemm(&self.contract, &layout, true));
         Ok(())
     }
 
@@ -492,24 +493,29 @@ impl Device for Npu {
         checks::matmul_act(a, b, (m, k, n), c)?;
         let layout = self.contract.layout(m, k, n);
         self.gemm(a, &layout, None, Some(b), Epilogue::None, c)?;
-        self.counters.record_gemm(&layout, false);
+        self.counters.record(
+            Kernel::MatMul,
+            Traffic::gemm(&self.contract, &layout, false),
+        );
         Ok(())
     }
 
     fn softmax(&self, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
         checks::softmax(x, cols)?;
         self.stream(KernelKind::Softmax, x, cols)?;
-        self.counters.record_stream(
+        self.counters.record(
             Kernel::Softmax,
-            &StreamLayout::new(&self.contract, x.len() / cols, cols),
+            Traffic::stream(&StreamLayout::new(&self.contract, x.len() / cols, cols)),
         );
         Ok(())
     }
 
     fn gelu(&self, x: &mut [f32]) -> Result<(), DeviceError> {
         self.stream(KernelKind::Gelu, x, 1)?;
-        self.counters
-            .record_stream(Kernel::Gelu, &StreamLayout::new(&self.contract, x.len(), 1));
+        self.counters.record(
+            Kernel::Gelu,
+            Traffic::stream(&StreamLayout::new(&self.contract, x.len(), 1)),
+        );
         Ok(())
     }
 

@@ -18,6 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "common"))
+from streaming import stream_program  # noqa: E402
 
 COLUMNS = 4
 WORKERS_PER_COLUMN = 2
@@ -57,10 +61,9 @@ def design(dev: str, elements: int):
     from ml_dtypes import bfloat16
 
     from aie.helpers.taplib import TensorAccessPattern
-    from aie.iron import Kernel, ObjectFifo, Program, Runtime, Worker
+    from aie.iron import Kernel, ObjectFifo, Worker
     from aie.iron.controlflow import range_
-    from aie.iron.device import NPU1Col4, NPU2, Tile
-    from aie.iron.placers import SequentialPlacer
+    from aie.iron.device import Tile
 
     per_worker, tail = split(elements)
     tensor_ty = np.ndarray[(elements,), np.dtype[bfloat16]]
@@ -108,25 +111,7 @@ def design(dev: str, elements: int):
     def span_tap(first, count):
         return TensorAccessPattern((1, elements), first, [1, 1, 1, count], [0, 0, 0, 1])
 
-    rt = Runtime()
-    with rt.sequence(tensor_ty, tensor_ty) as (x, y):
-        rt.start(*[lane[0] for lane in lanes])
-        group = rt.task_group()
-        for _, fifo_in, _, shim, first, count in lanes:
-            rt.fill(fifo_in.prod(), x, tap=span_tap(first, count), task_group=group, placement=shim)
-        for _, _, fifo_out, shim, first, count in lanes:
-            rt.drain(
-                fifo_out.cons(),
-                y,
-                tap=span_tap(first, count),
-                wait=True,
-                task_group=group,
-                placement=shim,
-            )
-        rt.finish_task_group(group)
-
-    device = NPU1Col4() if dev == "npu" else NPU2()
-    return Program(device, rt).resolve_program(SequentialPlacer())
+    return stream_program(dev, tensor_ty, lanes, span_tap)
 
 
 def main() -> None:

@@ -78,7 +78,7 @@ impl NpyRowWriter {
         body.seek(SeekFrom::Start(0))?;
         let mut shape = vec![self.rows];
         shape.extend(&self.inner_shape);
-        let mut out = tempfile::NamedTempFile::new_in(&self.dir)?;
+        let mut out = output_temp_file(&self.dir)?;
         {
             let mut writer = BufWriter::new(out.as_file_mut());
             npyz::WriteOptions::<f32>::new()
@@ -93,4 +93,17 @@ impl NpyRowWriter {
         out.persist(&self.path).map_err(|e| e.error)?;
         Ok(())
     }
+}
+
+/// A temporary file in `dir`, to be renamed over an output once complete, with the
+/// permissions a plain create gives (0666 less the umask) rather than tempfile's private
+/// 0600: the finished output must read like any other file the user writes.
+pub fn output_temp_file(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
 }

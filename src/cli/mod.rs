@@ -103,7 +103,7 @@ fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+    let mut tmp = amanuensis::npy::output_temp_file(dir)
         .with_context(|| format!("cannot write {}", path.display()))?;
     serde_json::to_writer_pretty(&mut tmp, value)?;
     tmp.write_all(b"\n")?;

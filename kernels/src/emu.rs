@@ -94,15 +94,37 @@ pub fn gemm(
             // buffer each thread keeps: allocating it per task would cost a page fault per
             // 4 KiB at Whisper's sizes.
             A_BLOCK.with_borrow_mut(|a_block| {
-                let len = rows.div_ceil(ROW_PAD) * ROW_PAD * k;
-                a_block.clear();
-                a_block.resize(len, 0.0);
-                for (dst, src) in a_block.iter_mut().zip(&a[row0 * k..(row0 + rows) * k]) {
-                    *dst = bf16::round(*src, rounding);
-                }
+                let a_rows = &a[row0 * k..(row0 + rows) * k];
+                pack_a(a_rows, rows, k, micro_rows(), rounding, a_block);
                 block(a_block, rows, b, bias, c_block);
             });
         });
+}
+
+/// Rows of the micro-kernel [`block`] runs on this CPU, which [`pack_a`] groups A by.
+fn micro_rows() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return MR_AVX512;
+        }
+    }
+    MR
+}
+
+/// `rows` rows of A (`[rows, k]`, row-major), rounded to bfloat16, into `out` in groups of
+/// `group` rows, `k`-major within a group (`out[(g * k + kk) * group + r]`), the last group
+/// padded with zero rows: the micro-kernel then reads each step's A values from one place.
+fn pack_a(a: &[f32], rows: usize, k: usize, group: usize, rounding: Rounding, out: &mut Vec<f32>) {
+    out.clear();
+    out.resize(rows.div_ceil(group) * group * k, 0.0);
+    for (i, row) in a.chunks_exact(k).take(rows).enumerate() {
+        let (g, r) = (i / group, i % group);
+        let base = g * k * group + r;
+        for (kk, v) in row.iter().enumerate() {
+            out[base + kk * group] = bf16::round(*v, rounding);
+        }
+    }
 }
 
 fn block(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c: &mut [f32]) {
@@ -159,8 +181,10 @@ fn block_body<const FMA: bool, const ROWS: usize>(
                 let mut acc = [[0.0f32; NR]; ROWS];
                 for kk in k0..k1 {
                     let bv: &[f32; NR] = panel[kk * NR..(kk + 1) * NR].try_into().unwrap();
+                    let a_step: &[f32; ROWS] =
+                        a_tile[kk * ROWS..(kk + 1) * ROWS].try_into().unwrap();
                     for r in 0..ROWS {
-                        let av = a_tile[r * k + kk];
+                        let av = a_step[r];
                         for j in 0..NR {
                             acc[r][j] = if FMA {
                                 av.mul_add(bv[j], acc[r][j])
@@ -273,20 +297,21 @@ mod tests {
     /// all must give the contract's bits, whichever `gemm` picks at run time.
     #[test]
     fn every_micro_kernel_is_the_contract_to_the_bit() {
-        let mut kernels: Vec<(&str, Block)> = vec![("portable", block_body::<false, MR>)];
+        let mut kernels: Vec<(&str, usize, Block)> =
+            vec![("portable", MR, block_body::<false, MR>)];
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma")
             {
                 // SAFETY: called only on a CPU with AVX2 and FMA (checked here).
-                kernels.push(("avx2", |a, r, b, bias, c| unsafe {
+                kernels.push(("avx2", MR, |a, r, b, bias, c| unsafe {
                     block_avx2(a, r, b, bias, c)
                 }));
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: called only on a CPU with AVX-512F (checked here).
-                kernels.push(("avx512", |a, r, b, bias, c| unsafe {
+                kernels.push(("avx512", MR_AVX512, |a, r, b, bias, c| unsafe {
                     block_avx512(a, r, b, bias, c)
                 }));
             }
@@ -295,12 +320,10 @@ mod tests {
             let contract = GemmContract::XDNA1;
             let (a, b, bias) = (values(m * k, 11), values(k * n, 12), values(n, 13));
             let packed = PackedB::new(&contract, &b, k, n);
-            let mut a_block = vec![0.0f32; m.div_ceil(ROW_PAD) * ROW_PAD * k];
-            for (dst, src) in a_block.iter_mut().zip(&a) {
-                *dst = bf16::round(*src, contract.rounding);
-            }
             let expected = reference(&contract, &a, &b, Some(&bias), m, k, n);
-            for (name, kernel) in &kernels {
+            for (name, rows, kernel) in &kernels {
+                let mut a_block = Vec::new();
+                pack_a(&a, m, k, *rows, contract.rounding, &mut a_block);
                 let mut c = vec![f32::NAN; m * n];
                 kernel(&a_block, m, &packed, Some(&bias), &mut c);
                 let same = c

@@ -125,6 +125,9 @@ pub fn run(args: CompareArgs) -> Result<()> {
             backends.push(*b);
         }
     }
+    // The audio is opened first: a bad file fails before any model is loaded.
+    let input = Input::from_arg(&args.audio);
+    let mut stream = AudioStream::open(&input)?;
     let model_dir = args.plan.model_dir()?;
 
     let mut encoders = Vec::new();
@@ -143,8 +146,6 @@ pub fn run(args: CompareArgs) -> Result<()> {
     }
     let n_mels = encoders[0].1.dims().n_mels;
 
-    let input = Input::from_arg(&args.audio);
-    let mut stream = AudioStream::open(&input)?;
     let mel = LogMel::new(n_mels);
     let mut windows = Vec::new();
     while let Some(window) = stream.next_window()? {

@@ -11,7 +11,8 @@ Every number here mirrors the Rust side, which is the source of truth:
   per-dispatch row count that ``Npu::stream`` (``kernels/src/npu.rs``) asks the manifest for:
   half of the staging memory holds one dispatch's input, ``rows_per_dispatch =
   floor(staging / 2 / (cols * 2))``, ``dispatches = ceil(rows / rows_per_dispatch)``, and every
-  dispatch has ``per = ceil(rows / dispatches)`` rows (the last one padded by the host).
+  dispatch has ``per = ceil(rows / dispatches)`` rows, one more when ``per * cols`` is odd
+  (the DMAs move 32-bit words), the last one padded by the host.
 - ``whisper_kernels`` lists the products of a Whisper encoder as the project's exporter and
   graph rewrite produce them (``src/model/export/encoder.rs``, ``src/rewrite/``): the two
   convolutions as GEMMs over im2col patches with bias and GELU in the epilogue, separate Q, K,
@@ -97,7 +98,11 @@ def stream_layout(rows: int, cols: int) -> StreamLayout:
     row_bytes = max(cols, 1) * 2
     rows_per_dispatch = max(STAGING_BYTES // 2 // row_bytes, 1)
     dispatches = max(math.ceil(rows / rows_per_dispatch), 1)
-    return StreamLayout(rows, cols, rows_per_dispatch, dispatches, math.ceil(rows / dispatches))
+    per = math.ceil(rows / dispatches)
+    if per * cols % 2 == 1:
+        # The DMAs move 32-bit words: a dispatch's bf16 values are even (as Npu::stream).
+        per += 1
+    return StreamLayout(rows, cols, rows_per_dispatch, dispatches, per)
 
 
 @dataclass(frozen=True)

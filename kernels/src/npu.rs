@@ -355,7 +355,11 @@ impl Npu {
     fn stream(&self, kind: KernelKind, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
         let rows = x.len() / cols;
         let layout = StreamLayout::new(&self.contract, rows, cols);
-        let per = rows.div_ceil(layout.dispatches);
+        // Rows a dispatch: the DMAs move 32-bit words, so a dispatch's bf16 values are even.
+        let mut per = rows.div_ceil(layout.dispatches);
+        if (per * cols) % 2 == 1 {
+            per += 1;
+        }
         let shape: Vec<usize> = match kind {
             KernelKind::Softmax => vec![per, cols],
             _ => vec![per * cols],

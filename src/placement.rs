@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use amanuensis_kernels::device::{Kernel, Snapshot, StreamLayout, Traffic};
+use amanuensis_kernels::device::{Kernel, KernelNeed, Snapshot, StreamLayout, Traffic};
 use amanuensis_kernels::gemm::GemmContract;
 use amanuensis_kernels::hw;
 use amanuensis_ops::{
@@ -243,6 +243,58 @@ fn add_stream(
 ) {
     let t = Traffic::stream(&StreamLayout::new(contract, rows, cols));
     add_traffic(map, kernel, t);
+}
+
+/// The kernels a device needs to run `model` (the rewritten encoder), one entry per distinct
+/// dispatch: what [`amanuensis_kernels::device::Device::check_plan`] checks before a plan is
+/// used.
+pub fn kernel_needs(model: &TypedModel) -> Vec<KernelNeed> {
+    let mut needs = Vec::new();
+    for node in model.nodes() {
+        let op = node.op.as_op();
+        if let Some(mm) = op.downcast_ref::<NpuMatMul>() {
+            let (g, contract) = (&mm.geometry, mm.device.contract());
+            let gelu = mm.epilogue == amanuensis_kernels::device::Epilogue::Gelu;
+            let layout = contract.layout(g.m, g.k, g.n);
+            match &mm.weights {
+                Some(w) => needs.push(KernelNeed::gemm(&layout, w.0.has_bias(), gelu)),
+                None => {
+                    needs.push(KernelNeed::gemm(&layout, false, false));
+                    if gelu {
+                        let len = g.batch * g.m * g.n;
+                        let s = StreamLayout::new(contract, len, 1);
+                        needs.push(KernelNeed::stream(Kernel::Gelu, &s));
+                    }
+                }
+            }
+        } else if let Some(at) = op.downcast_ref::<NpuAttention>() {
+            let contract = at.device.contract();
+            for g in [&at.qk, &at.pv] {
+                needs.push(KernelNeed::gemm(
+                    &contract.layout(g.m, g.k, g.n),
+                    false,
+                    false,
+                ));
+            }
+            let s = StreamLayout::new(contract, at.qk.m, at.qk.n);
+            needs.push(KernelNeed::stream(Kernel::Softmax, &s));
+        } else if let Some(sm) = op.downcast_ref::<NpuSoftmax>() {
+            if let Some(shape) = concrete(model, node) {
+                let cols = *shape.last().unwrap_or(&1);
+                let rows = shape.iter().product::<usize>() / cols.max(1);
+                let s = StreamLayout::new(sm.device.contract(), rows, cols);
+                needs.push(KernelNeed::stream(Kernel::Softmax, &s));
+            }
+        } else if let Some(ge) = op.downcast_ref::<NpuGelu>()
+            && let Some(shape) = concrete(model, node)
+        {
+            let s = StreamLayout::new(ge.device.contract(), shape.iter().product(), 1);
+            needs.push(KernelNeed::stream(Kernel::Gelu, &s));
+        }
+    }
+    needs.sort();
+    needs.dedup();
+    needs
 }
 
 /// A predicted XDNA1 device time for one window, from the traffic and named hardware

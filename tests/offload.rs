@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use amanuensis::backend::{Backend, Rounding};
 use amanuensis::model::{Encoder, EncoderOptions};
-use amanuensis_kernels::device::{Counters, Device, DeviceError, Epilogue, Weights};
+use amanuensis_kernels::device::{Counters, Device, DeviceError, Epilogue, KernelNeed, Weights};
 use amanuensis_kernels::emulator::Emulator;
 use amanuensis_kernels::gemm::GemmContract;
 use amanuensis_ops::DeviceHandle;
@@ -215,12 +215,13 @@ fn npu_absent_is_said_not_hidden() {
 }
 
 /// The emulator, failing every GEMM from its `fail_from`-th on as a device in an error state
-/// would.
+/// would; with `lacking`, it has no kernels for any plan.
 #[derive(Debug)]
 struct FailingDevice {
     inner: Emulator,
     calls: AtomicUsize,
     fail_from: usize,
+    lacking: bool,
 }
 
 impl FailingDevice {
@@ -229,6 +230,16 @@ impl FailingDevice {
             inner: Emulator::new(GemmContract::XDNA1),
             calls: AtomicUsize::new(0),
             fail_from,
+            lacking: false,
+        }))
+    }
+
+    fn without_kernels() -> DeviceHandle {
+        DeviceHandle::new(Arc::new(FailingDevice {
+            inner: Emulator::new(GemmContract::XDNA1),
+            calls: AtomicUsize::new(0),
+            fail_from: usize::MAX,
+            lacking: true,
         }))
     }
 
@@ -287,6 +298,15 @@ impl Device for FailingDevice {
     fn counters(&self) -> &Counters {
         self.inner.counters()
     }
+    fn check_plan(&self, needs: &[KernelNeed]) -> Result<(), DeviceError> {
+        if self.lacking {
+            return Err(DeviceError::Unavailable(format!(
+                "no kernel for {:?} {:?}",
+                needs[0].kernel, needs[0].shape
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// A device that fails mid-window: under `auto` the window is encoded again on the CPU and a
@@ -332,5 +352,52 @@ fn a_device_failure_mid_window_falls_back_or_fails_never_garbage() {
         .unwrap();
         let err = encoder.encode(&mel).unwrap_err().to_string();
         assert!(err.contains("state Error"), "{err}");
+    }
+}
+
+/// A device without kernels for this model's shapes: `auto` builds the CPU plan and says why
+/// in its note; `npu` (or `--strict`) refuses to load, naming a missing kernel.
+#[test]
+fn a_device_without_the_models_kernels_is_not_used() {
+    let dir = reference("tiny.en");
+    let auto = Encoder::load(
+        &dir,
+        &EncoderOptions {
+            device: Some(FailingDevice::without_kernels()),
+            ..options(Backend::Auto)
+        },
+    )
+    .unwrap();
+    assert_eq!(auto.backend().backend, Backend::Cpu);
+    let note = auto.backend().note.clone().unwrap();
+    assert!(
+        note.contains("backend auto: cpu (no kernel for MatMul"),
+        "{note}"
+    );
+    assert!(auto.backend().device.is_none());
+    assert_eq!(auto.placement().device_flops, 0);
+    for (backend, strict, needle) in [
+        (
+            Backend::Npu,
+            false,
+            "npu backend is not available: no kernel for MatMul",
+        ),
+        (
+            Backend::Auto,
+            true,
+            "--strict: --backend auto found an NPU but not its kernels",
+        ),
+    ] {
+        let err = Encoder::load(
+            &dir,
+            &EncoderOptions {
+                device: Some(FailingDevice::without_kernels()),
+                strict,
+                ..options(backend)
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(needle), "{err}");
     }
 }

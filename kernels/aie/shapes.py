@@ -17,7 +17,7 @@ Every number here mirrors the Rust side, which is the source of truth:
   graph rewrite produce them (``src/model/export/encoder.rs``, ``src/rewrite/``): the two
   convolutions as GEMMs over im2col patches with bias and GELU in the epilogue, separate Q, K,
   V projections (K without bias), the output projection, the two FFN layers, and the
-  attention products per head; Softmax over ``heads x 1500`` rows of 1500; standalone GELU
+  attention products per head; Softmax over one head's 1500 rows of 1500 a call; standalone GELU
   for the three places a GELU can follow a product when it is not fused.
 
 Run as a script, it prints the shapes of one model (``python3 shapes.py base``).
@@ -144,7 +144,6 @@ def whisper_kernels(model: str, n_mels: int | None = None) -> list[Kernel]:
     d, mels = MODELS[model]
     if n_mels is not None:
         mels = n_mels
-    heads = d // HEAD_DIM
     found: dict[tuple, list[str]] = {}
 
     def add(kind: str, shape: tuple[int, ...], epilogue: str, user: str) -> None:
@@ -153,8 +152,10 @@ def whisper_kernels(model: str, n_mels: int | None = None) -> list[Kernel]:
     for name, m, k, n, epilogue in whisper_products(d, mels):
         layout = gemm_layout(m, k, n)
         add("gemm", (layout.m_chunk, layout.k_pad, layout.n_pad), epilogue, name)
-    softmax = stream_layout(heads * N_POSITIONS, N_POSITIONS)
-    add("softmax", (softmax.per, N_POSITIONS), "none", "attention softmax")
+    # The host fuses Q K^T, softmax and P V into one op that runs head by head
+    # (ops/src/attention.rs): each softmax call covers one head's rows.
+    softmax = stream_layout(N_POSITIONS, N_POSITIONS)
+    add("softmax", (softmax.per, N_POSITIONS), "none", "attention softmax (one head a call)")
     for name, elements in [
         ("conv1 GELU", N_FRAMES * d),
         ("conv2 GELU", N_POSITIONS * d),

@@ -90,6 +90,47 @@ pub enum Epilogue {
     Gelu,
 }
 
+/// One kernel a plan needs, as a device must provide it: the kind, the shape one dispatch
+/// covers (GEMM: padded M chunk, K, N; softmax: rows, cols; GELU: values) and, for the GEMM,
+/// whether a bias and a GELU follow.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KernelNeed {
+    /// The kernel.
+    pub kernel: Kernel,
+    /// The shape of one dispatch.
+    pub shape: Vec<usize>,
+    /// GEMM only: a bias is added.
+    pub bias: bool,
+    /// GEMM only: GELU follows.
+    pub gelu: bool,
+}
+
+impl KernelNeed {
+    /// The GEMM of `layout`.
+    pub fn gemm(layout: &GemmLayout, bias: bool, gelu: bool) -> KernelNeed {
+        KernelNeed {
+            kernel: Kernel::MatMul,
+            shape: vec![layout.m_chunk, layout.k_pad, layout.n_pad],
+            bias,
+            gelu,
+        }
+    }
+
+    /// The softmax or GELU of `stream`.
+    pub fn stream(kernel: Kernel, stream: &StreamLayout) -> KernelNeed {
+        let shape = match kernel {
+            Kernel::Softmax => vec![stream.rows_per_dispatch, stream.cols],
+            _ => vec![stream.rows_per_dispatch * stream.cols],
+        };
+        KernelNeed {
+            kernel,
+            shape,
+            bias: false,
+            gelu: false,
+        }
+    }
+}
+
 /// A device that runs the kernel contract: the GEMM, Softmax and GELU kernels.
 ///
 /// Every call is one kernel invocation as the plan sees it; the device cuts it into
@@ -138,6 +179,13 @@ pub trait Device: Send + Sync + fmt::Debug {
 
     /// The traffic counters.
     fn counters(&self) -> &Counters;
+
+    /// Whether this device can run every kernel in `needs`; the error lists what is missing.
+    /// A device that runs any shape (the emulator) accepts everything.
+    fn check_plan(&self, needs: &[KernelNeed]) -> Result<(), DeviceError> {
+        let _ = needs;
+        Ok(())
+    }
 }
 
 /// The operand checks every device makes before a call: lengths that do not fill the stated
@@ -409,6 +457,10 @@ pub struct StreamLayout {
     pub bytes: usize,
     /// Dispatches.
     pub dispatches: usize,
+    /// Rows of one dispatch (the last one padded): even values, the DMAs moving 32-bit words.
+    pub rows_per_dispatch: usize,
+    /// Values of a row.
+    pub cols: usize,
 }
 
 impl StreamLayout {
@@ -416,11 +468,18 @@ impl StreamLayout {
     /// the memory tiles hold the input, half the output.
     pub fn new(contract: &GemmContract, rows: usize, cols: usize) -> StreamLayout {
         let row_bytes = cols.max(1) * 2;
-        let rows_per_dispatch = (contract.staging_bytes / 2 / row_bytes).max(1);
+        let fit = (contract.staging_bytes / 2 / row_bytes).max(1);
+        let dispatches = rows.div_ceil(fit).max(1);
+        let mut per = rows.div_ceil(dispatches);
+        if (per * cols) % 2 == 1 {
+            per += 1;
+        }
         StreamLayout {
             elements: rows * cols,
             bytes: rows * cols * 2,
-            dispatches: rows.div_ceil(rows_per_dispatch).max(1),
+            dispatches,
+            rows_per_dispatch: per,
+            cols,
         }
     }
 }

@@ -263,6 +263,27 @@ impl Manifest {
         out
     }
 
+    /// The kernel that serves `need`, if any: the GEMM epilogue is `bias_gelu` for a GELU (a
+    /// zero bias when there is none), `bias` for a bias alone, else `none`.
+    pub fn find_need(&self, need: &crate::device::KernelNeed) -> Option<&KernelEntry> {
+        use crate::device::Kernel;
+        let kind = match need.kernel {
+            Kernel::MatMul => KernelKind::Gemm,
+            Kernel::Softmax => KernelKind::Softmax,
+            Kernel::Gelu => KernelKind::Gelu,
+        };
+        let epilogue = match (need.bias, need.gelu) {
+            (_, true) => ManifestEpilogue::BiasGelu,
+            (true, false) => ManifestEpilogue::Bias,
+            (false, false) => ManifestEpilogue::None,
+        };
+        self.kernels.iter().find(|e| {
+            e.kind == kind
+                && e.shape == need.shape
+                && (kind != KernelKind::Gemm || e.epilogue == epilogue)
+        })
+    }
+
     /// The GEMM kernel whose dispatch shape is exactly `(m, k, n)` with `epilogue`, if any.
     pub fn gemm(
         &self,

@@ -23,7 +23,8 @@ use xrt_sys::{Bo, BoFlags, CommandState, HwContext, Kernel as XrtKernel, Xclbin}
 
 use crate::bf16;
 use crate::device::{
-    Counters, Device, DeviceError, Epilogue, Kernel, StreamLayout, Traffic, Weights, checks,
+    Counters, Device, DeviceError, Epilogue, Kernel, KernelNeed, StreamLayout, Traffic, Weights,
+    checks,
 };
 use crate::gemm::{GemmContract, GemmLayout};
 use crate::manifest::{KernelEntry, KernelKind, Manifest, ManifestEpilogue};
@@ -355,11 +356,7 @@ impl Npu {
     fn stream(&self, kind: KernelKind, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
         let rows = x.len() / cols;
         let layout = StreamLayout::new(&self.contract, rows, cols);
-        // Rows a dispatch: the DMAs move 32-bit words, so a dispatch's bf16 values are even.
-        let mut per = rows.div_ceil(layout.dispatches);
-        if (per * cols) % 2 == 1 {
-            per += 1;
-        }
+        let per = layout.rows_per_dispatch;
         let shape: Vec<usize> = match kind {
             KernelKind::Softmax => vec![per, cols],
             _ => vec![per * cols],
@@ -525,6 +522,30 @@ impl Device for Npu {
 
     fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    fn check_plan(&self, needs: &[KernelNeed]) -> Result<(), DeviceError> {
+        let missing: Vec<String> = needs
+            .iter()
+            .filter(|need| self.manifest.find_need(need).is_none())
+            .map(|need| {
+                let epilogue = match (need.kernel, need.bias || need.gelu, need.gelu) {
+                    (Kernel::MatMul, _, true) => " with bias and GELU",
+                    (Kernel::MatMul, true, false) => " with bias",
+                    _ => "",
+                };
+                format!("{:?} {:?}{epilogue}", need.kernel, need.shape)
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(DeviceError::Unavailable(format!(
+            "the kernels in {} lack {} this model needs ({}); build kernels/aie for this model",
+            self.manifest.dir.display(),
+            missing.len(),
+            missing.join(", ")
+        )))
     }
 }
 

@@ -15,7 +15,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 use super::{ModelFiles, WhisperDims, locate};
 use crate::audio::N_FRAMES;
 use crate::backend::{self, Backend, BackendError, Resolved, Rounding};
-use crate::placement::{Placement, placement};
+use crate::placement::{Placement, kernel_needs, placement};
 use crate::rewrite::{RewriteContext, Stage, rewrite};
 
 /// Why an encoder cannot be loaded or run. Messages name the file and, when there is one, the
@@ -123,6 +123,7 @@ pub struct Encoder {
     pool: rayon::ThreadPool,
     fallback: Option<Arc<TypedRunnableModel>>,
     notes: Mutex<Vec<String>>,
+    needs: Vec<amanuensis_kernels::device::KernelNeed>,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -377,10 +378,41 @@ impl Encoder {
         let fallback_model =
             (options.backend == Backend::Auto && !options.strict && resolved.device.is_some())
                 .then(|| typed.clone());
+        let original = (options.backend == Backend::Auto).then(|| typed.clone());
         let mut typed = typed;
         pool.install(|| rewrite(&mut typed, &ctx, resolved.stages()))
             .map_err(|e| tract("rewriting for the backend", e))?;
+        let mut resolved = resolved;
+        let mut ctx = ctx;
+        // The device must have a kernel for every dispatch of this plan; `auto` takes the CPU
+        // plan instead when it has not.
+        if let Some(device) = &resolved.device
+            && let Err(missing) = device.check_plan(&kernel_needs(&typed))
+        {
+            match original {
+                Some(original) if !options.strict => {
+                    resolved = Resolved {
+                        backend: Backend::Cpu,
+                        device: None,
+                        note: Some(format!("backend auto: cpu ({missing})")),
+                    };
+                    ctx = RewriteContext::new(None);
+                    typed = original;
+                    rewrite(&mut typed, &ctx, resolved.stages())
+                        .map_err(|e| tract("rewriting for the backend", e))?;
+                }
+                Some(_) => {
+                    return Err(BackendError::Strict(format!(
+                        "--backend auto found an NPU but not its kernels ({missing})"
+                    ))
+                    .into());
+                }
+                None => return Err(BackendError::NoNpu(missing.to_string()).into()),
+            }
+        }
+        let fallback_model = fallback_model.filter(|_| resolved.device.is_some());
         let placement = placement(&typed, &ctx.left());
+        let needs = kernel_needs(&typed);
         let optimized = typed.into_optimized().map_err(|e| tract("optimising", e))?;
         let executor = if options.threads > 1 {
             Executor::multithread(options.threads)
@@ -417,6 +449,7 @@ impl Encoder {
             pool,
             fallback,
             notes: Mutex::default(),
+            needs,
         })
     }
 
@@ -438,6 +471,12 @@ impl Encoder {
     /// The backend that runs, its device, and what `auto` chose.
     pub fn backend(&self) -> &Resolved {
         &self.resolved
+    }
+
+    /// The kernels the device needs for this plan, one entry per distinct dispatch (empty for
+    /// the CPU plans).
+    pub fn kernel_needs(&self) -> &[amanuensis_kernels::device::KernelNeed] {
+        &self.needs
     }
 
     /// Which op runs where, and the device traffic of one window.

@@ -1,0 +1,74 @@
+//! The host and the kernel build agree on shapes: every dispatch the NPU plan of tiny.en
+//! requests is among the kernels `kernels/aie/shapes.py` (what `kernels/aie/build.sh` builds)
+//! lists for tiny. Needs python3.
+
+mod common;
+
+use std::process::Command;
+
+use amanuensis::backend::Backend;
+use amanuensis::model::{Encoder, EncoderOptions};
+use amanuensis_kernels::device::Kernel;
+use common::reference;
+
+#[test]
+fn every_dispatch_of_the_plan_is_a_kernel_the_build_makes() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/aie/shapes.py");
+    let out = Command::new("python3")
+        .arg("-B")
+        .arg(&script)
+        .args(["tiny", "--json"])
+        .output()
+        .expect("python3 runs kernels/aie/shapes.py: install python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let built: Vec<(String, Vec<usize>, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let shape = v["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            (
+                v["kind"].as_str().unwrap().to_string(),
+                shape,
+                v["epilogue"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let emu = Encoder::load(
+        &reference("tiny.en"),
+        &EncoderOptions {
+            backend: Backend::Emu,
+            ..EncoderOptions::default()
+        },
+    )
+    .unwrap();
+    let needs = emu.kernel_needs();
+    assert!(needs.len() >= 8, "{needs:?}");
+    for need in needs {
+        let kind = match need.kernel {
+            Kernel::MatMul => "gemm",
+            Kernel::Softmax => "softmax",
+            Kernel::Gelu => "gelu",
+        };
+        let epilogue = match (need.kernel, need.bias, need.gelu) {
+            (Kernel::MatMul, _, true) => "bias_gelu",
+            (Kernel::MatMul, true, false) => "bias",
+            _ => "none",
+        };
+        assert!(
+            built
+                .iter()
+                .any(|(k, s, e)| k == kind && *s == need.shape && e == epilogue),
+            "the plan needs {kind} {:?} ({epilogue}), which shapes.py does not list:\n{built:#?}",
+            need.shape
+        );
+    }
+}

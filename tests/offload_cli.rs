@@ -163,11 +163,19 @@ fn missing_npu_is_said_in_one_line() {
     assert!(out_path.exists());
 }
 
-/// `doctor` on a machine without an NPU: the XRT it was built with (or that none was), no
-/// NPU device with XRT's own words, no kernels with where it looked, and auto -> cpu.
+/// `doctor` on a machine without an NPU (as this project's machines are): the XRT it was
+/// built with (or that none was), no NPU device with XRT's own words, no kernels with where it
+/// looked, and auto -> cpu.
 #[test]
 fn doctor_says_what_is_here_and_what_auto_picks() {
-    let out = amanuensis(&["doctor"]);
+    // No kernel directory: neither $AMANUENSIS_KERNELS nor one under $HOME.
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_amanuensis"))
+        .arg("doctor")
+        .env_remove("AMANUENSIS_KERNELS")
+        .env("HOME", home.path())
+        .output()
+        .expect("the binary runs");
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     if cfg!(feature = "xrt") {

@@ -159,43 +159,9 @@ pub fn placement(model: &TypedModel, left: &BTreeMap<String, String>) -> Placeme
                 reason: reason.clone(),
             });
         }
-        if let Some(mm) = op.downcast_ref::<NpuMatMul>() {
-            let contract = mm.device.contract();
-            add_gemm(&mut p, contract, &mm.geometry, mm.weights.is_some());
-            if mm.weights.is_none() && mm.epilogue == amanuensis_kernels::device::Epilogue::Gelu {
-                let g = &mm.geometry;
-                add_stream(
-                    &mut p.traffic,
-                    Kernel::Gelu,
-                    contract,
-                    g.batch * g.m * g.n,
-                    1,
-                );
-            }
-        } else if let Some(at) = op.downcast_ref::<NpuAttention>() {
-            let contract = at.device.contract();
-            add_gemm(&mut p, contract, &at.qk, false);
-            for _ in 0..at.qk.batch {
-                add_stream(&mut p.traffic, Kernel::Softmax, contract, at.qk.m, at.qk.n);
-            }
-            add_gemm(&mut p, contract, &at.pv, false);
-        } else if let Some(sm) = op.downcast_ref::<NpuSoftmax>() {
-            if let Some(shape) = concrete(model, node) {
-                let cols = *shape.last().unwrap_or(&1);
-                let rows = shape.iter().product::<usize>() / cols.max(1);
-                add_stream(
-                    &mut p.traffic,
-                    Kernel::Softmax,
-                    sm.device.contract(),
-                    rows,
-                    cols,
-                );
-            }
-        } else if let Some(g) = op.downcast_ref::<NpuGelu>()
-            && let Some(shape) = concrete(model, node)
-        {
-            let len = shape.iter().product();
-            add_stream(&mut p.traffic, Kernel::Gelu, g.device.contract(), len, 1);
+        for call in device_calls(model, node) {
+            add_traffic(&mut p.traffic, call.need.kernel, call.traffic);
+            p.weight_bytes += call.weight_bytes;
         }
     }
     // Report order: the offloadable kinds, then the rest by name.
@@ -215,16 +181,6 @@ pub fn placement(model: &TypedModel, left: &BTreeMap<String, String>) -> Placeme
     p
 }
 
-/// Adds the traffic of one product of `g`: one call per batch index.
-fn add_gemm(p: &mut Placement, contract: &GemmContract, g: &MatMulGeometry, weights: bool) {
-    let layout = contract.layout(g.m, g.k, g.n);
-    let t = Traffic::gemm(contract, &layout, weights).times(g.batch as u64);
-    add_traffic(&mut p.traffic, Kernel::MatMul, t);
-    if weights {
-        p.weight_bytes += layout.weight_bytes() as u64;
-    }
-}
-
 fn concrete(model: &TypedModel, node: &TypedNode) -> Option<Vec<usize>> {
     model
         .outlet_fact(node.id.into())
@@ -234,64 +190,88 @@ fn concrete(model: &TypedModel, node: &TypedNode) -> Option<Vec<usize>> {
         .map(|s| s.to_vec())
 }
 
-fn add_stream(
-    map: &mut BTreeMap<String, Traffic>,
-    kernel: Kernel,
-    contract: &GemmContract,
-    rows: usize,
-    cols: usize,
-) {
-    let t = Traffic::stream(&StreamLayout::new(contract, rows, cols));
-    add_traffic(map, kernel, t);
+/// What one node of the plan asks of the device per window: a kernel at one dispatch shape,
+/// the traffic of all its calls of that kernel, and the weights it uploaded once.
+struct DeviceCall {
+    need: KernelNeed,
+    traffic: Traffic,
+    weight_bytes: u64,
+}
+
+/// The device calls of `node`, as its op makes them (`NpuMatMul`, `NpuAttention`,
+/// `NpuSoftmax`, `NpuGelu`); none for a CPU node. The placement's traffic and the plan's
+/// kernel needs both come from here.
+fn device_calls(model: &TypedModel, node: &TypedNode) -> Vec<DeviceCall> {
+    let op = node.op.as_op();
+    let gemm =
+        |contract: &GemmContract, g: &MatMulGeometry, bias: bool, gelu: bool, weights: bool| {
+            let layout = contract.layout(g.m, g.k, g.n);
+            DeviceCall {
+                need: KernelNeed::gemm(&layout, bias, gelu),
+                traffic: Traffic::gemm(contract, &layout, weights).times(g.batch as u64),
+                weight_bytes: if weights {
+                    layout.weight_bytes() as u64
+                } else {
+                    0
+                },
+            }
+        };
+    let stream =
+        |contract: &GemmContract, kernel: Kernel, rows: usize, cols: usize, calls: usize| {
+            let layout = StreamLayout::new(contract, rows, cols);
+            DeviceCall {
+                need: KernelNeed::stream(kernel, &layout),
+                traffic: Traffic::stream(&layout).times(calls as u64),
+                weight_bytes: 0,
+            }
+        };
+    if let Some(mm) = op.downcast_ref::<NpuMatMul>() {
+        let (g, contract) = (&mm.geometry, mm.device.contract());
+        let gelu = mm.epilogue == amanuensis_kernels::device::Epilogue::Gelu;
+        match &mm.weights {
+            Some(w) => vec![gemm(contract, g, w.0.has_bias(), gelu, true)],
+            None => {
+                // Without weights, a GELU runs as its own kernel after the products.
+                let mut calls = vec![gemm(contract, g, false, false, false)];
+                if gelu {
+                    calls.push(stream(contract, Kernel::Gelu, g.batch * g.m * g.n, 1, 1));
+                }
+                calls
+            }
+        }
+    } else if let Some(at) = op.downcast_ref::<NpuAttention>() {
+        let contract = at.device.contract();
+        vec![
+            gemm(contract, &at.qk, false, false, false),
+            stream(contract, Kernel::Softmax, at.qk.m, at.qk.n, at.qk.batch),
+            gemm(contract, &at.pv, false, false, false),
+        ]
+    } else if let Some(sm) = op.downcast_ref::<NpuSoftmax>()
+        && let Some(shape) = concrete(model, node)
+    {
+        let cols = *shape.last().unwrap_or(&1);
+        let rows = shape.iter().product::<usize>() / cols.max(1);
+        vec![stream(sm.device.contract(), Kernel::Softmax, rows, cols, 1)]
+    } else if let Some(ge) = op.downcast_ref::<NpuGelu>()
+        && let Some(shape) = concrete(model, node)
+    {
+        let len = shape.iter().product();
+        vec![stream(ge.device.contract(), Kernel::Gelu, len, 1, 1)]
+    } else {
+        Vec::new()
+    }
 }
 
 /// The kernels a device needs to run `model` (the rewritten encoder), one entry per distinct
 /// dispatch: what [`amanuensis_kernels::device::Device::check_plan`] checks before a plan is
 /// used.
 pub fn kernel_needs(model: &TypedModel) -> Vec<KernelNeed> {
-    let mut needs = Vec::new();
-    for node in model.nodes() {
-        let op = node.op.as_op();
-        if let Some(mm) = op.downcast_ref::<NpuMatMul>() {
-            let (g, contract) = (&mm.geometry, mm.device.contract());
-            let gelu = mm.epilogue == amanuensis_kernels::device::Epilogue::Gelu;
-            let layout = contract.layout(g.m, g.k, g.n);
-            match &mm.weights {
-                Some(w) => needs.push(KernelNeed::gemm(&layout, w.0.has_bias(), gelu)),
-                None => {
-                    needs.push(KernelNeed::gemm(&layout, false, false));
-                    if gelu {
-                        let len = g.batch * g.m * g.n;
-                        let s = StreamLayout::new(contract, len, 1);
-                        needs.push(KernelNeed::stream(Kernel::Gelu, &s));
-                    }
-                }
-            }
-        } else if let Some(at) = op.downcast_ref::<NpuAttention>() {
-            let contract = at.device.contract();
-            for g in [&at.qk, &at.pv] {
-                needs.push(KernelNeed::gemm(
-                    &contract.layout(g.m, g.k, g.n),
-                    false,
-                    false,
-                ));
-            }
-            let s = StreamLayout::new(contract, at.qk.m, at.qk.n);
-            needs.push(KernelNeed::stream(Kernel::Softmax, &s));
-        } else if let Some(sm) = op.downcast_ref::<NpuSoftmax>() {
-            if let Some(shape) = concrete(model, node) {
-                let cols = *shape.last().unwrap_or(&1);
-                let rows = shape.iter().product::<usize>() / cols.max(1);
-                let s = StreamLayout::new(sm.device.contract(), rows, cols);
-                needs.push(KernelNeed::stream(Kernel::Softmax, &s));
-            }
-        } else if let Some(ge) = op.downcast_ref::<NpuGelu>()
-            && let Some(shape) = concrete(model, node)
-        {
-            let s = StreamLayout::new(ge.device.contract(), shape.iter().product(), 1);
-            needs.push(KernelNeed::stream(Kernel::Gelu, &s));
-        }
-    }
+    let mut needs: Vec<KernelNeed> = model
+        .nodes()
+        .iter()
+        .flat_map(|node| device_calls(model, node))
+        .map(|call| call.need)
+        .collect();
     needs.sort();
     needs.dedup();
     needs

@@ -373,23 +373,21 @@ impl Encoder {
             .build()
             .map_err(|e| tract("starting threads", e.into()))?;
         let ctx = RewriteContext::new(resolved.device.clone());
-        // Under `auto` (not `--strict`), a device plan keeps the CPU plan at hand: a window
-        // whose device run fails is encoded again on the CPU.
-        let fallback_model =
-            (options.backend == Backend::Auto && !options.strict && resolved.device.is_some())
-                .then(|| typed.clone());
-        let original = (options.backend == Backend::Auto).then(|| typed.clone());
+        // Under `auto`, the model before the device rewrite: for the CPU plan when the device
+        // lacks kernels, and (not `--strict`) for re-encoding a window whose device run fails.
+        let mut original = (options.backend == Backend::Auto).then(|| typed.clone());
         let mut typed = typed;
         pool.install(|| rewrite(&mut typed, &ctx, resolved.stages()))
             .map_err(|e| tract("rewriting for the backend", e))?;
         let mut resolved = resolved;
         let mut ctx = ctx;
+        let mut needs = kernel_needs(&typed);
         // The device must have a kernel for every dispatch of this plan; `auto` takes the CPU
         // plan instead when it has not.
         if let Some(device) = &resolved.device
-            && let Err(missing) = device.check_plan(&kernel_needs(&typed))
+            && let Err(missing) = device.check_plan(&needs)
         {
-            match original {
+            match original.take() {
                 Some(original) if !options.strict => {
                     resolved = Resolved {
                         backend: Backend::Cpu,
@@ -400,6 +398,7 @@ impl Encoder {
                     typed = original;
                     rewrite(&mut typed, &ctx, resolved.stages())
                         .map_err(|e| tract("rewriting for the backend", e))?;
+                    needs.clear();
                 }
                 Some(_) => {
                     return Err(BackendError::Strict(format!(
@@ -410,9 +409,8 @@ impl Encoder {
                 None => return Err(BackendError::NoNpu(missing.to_string()).into()),
             }
         }
-        let fallback_model = fallback_model.filter(|_| resolved.device.is_some());
+        let fallback_model = original.filter(|_| !options.strict && resolved.device.is_some());
         let placement = placement(&typed, &ctx.left());
-        let needs = kernel_needs(&typed);
         let optimized = typed.into_optimized().map_err(|e| tract("optimising", e))?;
         let executor = if options.threads > 1 {
             Executor::multithread(options.threads)

@@ -6,13 +6,13 @@
 //! cheap copy on the CPU (3 x channels values a position); the product of the patches and
 //! the `[channels * 3, d_model]` kernel is a GEMM of the same shape as a projection.
 
-use amanuensis_kernels::device::Epilogue;
-use amanuensis_ops::{CpuIm2Col, MatMulGeometry, NpuMatMul, WeightsHandle};
+use amanuensis_ops::{CpuIm2Col, MatMulGeometry};
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::{Pass, RewriteContext, Stage, concrete_shape, const_f32, is_gelu};
+use super::npu_matmul::wire_with_weights;
+use super::{Pass, RewriteContext, Stage, concrete_shape, const_f32};
 
 inventory::submit! {
     Pass {
@@ -107,15 +107,6 @@ fn rule(
     let mapping: AxesMapping = "mk,kn->anm".parse()?;
     let geometry =
         MatMulGeometry::new(&mapping, &[out_len, width], &[width, o]).map_err(|e| anyhow!(e))?;
-    let mut last = node;
-    let mut epilogue = Epilogue::None;
-    if let Some(gelu) = model.single_succ(node.id)?.filter(|n| is_gelu(n)) {
-        epilogue = Epilogue::Gelu;
-        last = gelu;
-    }
-    let weights = device
-        .prepare_weights(&b, width, o, bias.as_deref())
-        .map_err(|e| anyhow!(e))?;
     let mut patch = TypedModelPatch::default();
     let tap = patch.tap_model(model, node.inputs[0])?;
     let patches = patch.wire_node(
@@ -130,16 +121,13 @@ fn rule(
         },
         &[tap],
     )?;
-    let wired = patch.wire_node(
-        &node.name,
-        NpuMatMul {
-            device: device.clone(),
-            geometry,
-            weights: Some(WeightsHandle(weights)),
-            epilogue,
-        },
-        &patches,
-    )?;
-    patch.shunt_outside(model, last.id.into(), wired[0])?;
-    Ok(Some(patch))
+    wire_with_weights(
+        device,
+        model,
+        patch,
+        (&node.name, patches[0]),
+        geometry,
+        (&b, bias.as_deref()),
+        node,
+    )
 }

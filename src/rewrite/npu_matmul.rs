@@ -8,7 +8,7 @@
 //! once; a following bias `Add` and GELU move into the GEMM's epilogue.
 
 use amanuensis_kernels::device::Epilogue;
-use amanuensis_ops::{MatMulGeometry, NpuMatMul, WeightsHandle};
+use amanuensis_ops::{DeviceHandle, MatMulGeometry, NpuMatMul, WeightsHandle};
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::math::Add;
@@ -100,8 +100,7 @@ fn rule(
 
     let mut patch = TypedModelPatch::default();
     let mut last = node;
-    let mut epilogue = Epilogue::None;
-    let wired = if a_const || b_const {
+    if a_const || b_const {
         if geometry.batch != 1 {
             ctx.leave(
                 node,
@@ -129,37 +128,63 @@ fn rule(
                 last = add;
             }
         }
-        if let Some(gelu) = model.single_succ(last.id)?.filter(|n| is_gelu(n)) {
-            epilogue = Epilogue::Gelu;
-            last = gelu;
-        }
-        let weights = device
-            .prepare_weights(&b, geometry.k, geometry.n, bias.as_deref())
-            .map_err(|e| anyhow!(e))?;
         let tap = patch.tap_model(model, a_in)?;
-        patch.wire_node(
-            &node.name,
-            NpuMatMul {
-                device: device.clone(),
-                geometry,
-                weights: Some(WeightsHandle(weights)),
-                epilogue,
-            },
-            &[tap],
-        )?
-    } else {
-        let taps = [patch.tap_model(model, a_in)?, patch.tap_model(model, b_in)?];
-        patch.wire_node(
-            &node.name,
-            NpuMatMul {
-                device: device.clone(),
-                geometry,
-                weights: None,
-                epilogue,
-            },
-            &taps,
-        )?
-    };
+        return wire_with_weights(
+            device,
+            model,
+            patch,
+            (&node.name, tap),
+            geometry,
+            (&b, bias.as_deref()),
+            last,
+        );
+    }
+    let taps = [patch.tap_model(model, a_in)?, patch.tap_model(model, b_in)?];
+    let wired = patch.wire_node(
+        &node.name,
+        NpuMatMul {
+            device: device.clone(),
+            geometry,
+            weights: None,
+            epilogue: Epilogue::None,
+        },
+        &taps,
+    )?;
+    patch.shunt_outside(model, node.id.into(), wired[0])?;
+    Ok(Some(patch))
+}
+
+/// Wires into `patch` an `NpuMatMul` named `name` on its input `a`, with the weights `b`
+/// (`[k, n]`, row-major) and `bias` prepared on `device`, and a GELU that follows `last` (the
+/// product, or the bias `Add` fused into it) moved into its epilogue; the output replaces the
+/// last fused node's.
+pub(super) fn wire_with_weights<'m>(
+    device: &DeviceHandle,
+    model: &'m TypedModel,
+    mut patch: TypedModelPatch,
+    (name, a): (&str, OutletId),
+    geometry: MatMulGeometry,
+    (b, bias): (&[f32], Option<&[f32]>),
+    mut last: &'m TypedNode,
+) -> TractResult<Option<TypedModelPatch>> {
+    let mut epilogue = Epilogue::None;
+    if let Some(gelu) = model.single_succ(last.id)?.filter(|n| is_gelu(n)) {
+        epilogue = Epilogue::Gelu;
+        last = gelu;
+    }
+    let weights = device
+        .prepare_weights(b, geometry.k, geometry.n, bias)
+        .map_err(|e| anyhow!(e))?;
+    let wired = patch.wire_node(
+        name,
+        NpuMatMul {
+            device: device.clone(),
+            geometry,
+            weights: Some(WeightsHandle(weights)),
+            epilogue,
+        },
+        &[a],
+    )?;
     patch.shunt_outside(model, last.id.into(), wired[0])?;
     Ok(Some(patch))
 }

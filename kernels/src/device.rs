@@ -131,6 +131,17 @@ impl KernelNeed {
     }
 }
 
+impl fmt::Display for KernelNeed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} {:?}", self.kernel, self.shape)?;
+        match (self.kernel, self.bias, self.gelu) {
+            (Kernel::MatMul, _, true) => f.write_str(" with bias and GELU"),
+            (Kernel::MatMul, true, false) => f.write_str(" with bias"),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// A device that runs the kernel contract: the GEMM, Softmax and GELU kernels.
 ///
 /// Every call is one kernel invocation as the plan sees it; the device cuts it into

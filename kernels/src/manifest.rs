@@ -263,9 +263,9 @@ impl Manifest {
         out
     }
 
-    /// The kernel that serves `need`, if any: the GEMM epilogue is `bias_gelu` for a GELU (a
-    /// zero bias when there is none), `bias` for a bias alone, else `none`.
-    pub fn find_need(&self, need: &crate::device::KernelNeed) -> Option<&KernelEntry> {
+    /// The index of the kernel that serves `need`, if any: the GEMM epilogue is `bias_gelu`
+    /// for a GELU (a zero bias when there is none), `bias` for a bias alone, else `none`.
+    pub fn position(&self, need: &crate::device::KernelNeed) -> Option<usize> {
         use crate::device::Kernel;
         let kind = match need.kernel {
             Kernel::MatMul => KernelKind::Gemm,
@@ -277,22 +277,11 @@ impl Manifest {
             (true, false) => ManifestEpilogue::Bias,
             (false, false) => ManifestEpilogue::None,
         };
-        self.kernels.iter().find(|e| {
+        self.kernels.iter().position(|e| {
             e.kind == kind
                 && e.shape == need.shape
                 && (kind != KernelKind::Gemm || e.epilogue == epilogue)
         })
-    }
-
-    /// The GEMM kernel whose dispatch shape is exactly `(m, k, n)` with `epilogue`, if any.
-    pub fn gemm(
-        &self,
-        (m, k, n): (usize, usize, usize),
-        epilogue: ManifestEpilogue,
-    ) -> Option<&KernelEntry> {
-        self.kernels
-            .iter()
-            .find(|e| e.kind == KernelKind::Gemm && e.epilogue == epilogue && e.shape == [m, k, n])
     }
 }
 
@@ -330,8 +319,15 @@ mod tests {
         );
         let m = Manifest::read(&write(&dir, &text)).unwrap();
         assert_eq!(m.kernels.len(), 2);
-        assert!(m.gemm((1536, 512, 512), ManifestEpilogue::Bias).is_some());
-        assert!(m.gemm((1536, 512, 512), ManifestEpilogue::None).is_none());
+        let gemm = |bias, gelu| crate::device::KernelNeed {
+            kernel: crate::device::Kernel::MatMul,
+            shape: vec![1536, 512, 512],
+            bias,
+            gelu,
+        };
+        assert_eq!(m.position(&gemm(true, false)), Some(0));
+        assert_eq!(m.position(&gemm(false, false)), None);
+        assert_eq!(m.position(&gemm(true, true)), None);
         let checks = m.check_files();
         assert_eq!(checks[0].1, FileCheck::Ok);
         assert!(matches!(checks[1].1, FileCheck::Missing(_)));

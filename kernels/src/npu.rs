@@ -27,7 +27,7 @@ use crate::device::{
     checks,
 };
 use crate::gemm::{GemmContract, GemmLayout};
-use crate::manifest::{KernelEntry, KernelKind, Manifest, ManifestEpilogue};
+use crate::manifest::{KernelEntry, KernelKind, Manifest};
 
 /// How long one dispatch may run before it is declared hung.
 pub const DISPATCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -183,24 +183,14 @@ impl Npu {
         })
     }
 
-    fn find(
-        &self,
-        kind: KernelKind,
-        shape: &[usize],
-        epilogue: ManifestEpilogue,
-    ) -> Result<usize, DeviceError> {
-        self.manifest
-            .kernels
-            .iter()
-            .position(|e| e.kind == kind && e.shape == shape && (kind != KernelKind::Gemm || e.epilogue == epilogue))
-            .ok_or_else(|| {
-                DeviceError::Unavailable(format!(
-                    "the kernels in {} have no {kind:?} kernel for a dispatch of shape {shape:?}{}; \
-                     build kernels/aie for this model's shapes",
-                    self.manifest.dir.display(),
-                    if kind == KernelKind::Gemm { format!(" with epilogue {epilogue:?}") } else { String::new() }
-                ))
-            })
+    fn find(&self, need: &KernelNeed) -> Result<usize, DeviceError> {
+        self.manifest.position(need).ok_or_else(|| {
+            DeviceError::Unavailable(format!(
+                "the kernels in {} have no kernel for {need}; build kernels/aie for this \
+                 model's shapes",
+                self.manifest.dir.display(),
+            ))
+        })
     }
 
     fn load(&self, index: usize) -> Result<Arc<Loaded>, DeviceError> {
@@ -271,16 +261,8 @@ impl Npu {
         c: &mut [f32],
     ) -> Result<(), DeviceError> {
         let has_bias = weights.is_some_and(|w| w.bias.is_some());
-        let kind = match (has_bias || epilogue == Epilogue::Gelu, epilogue) {
-            (_, Epilogue::Gelu) => ManifestEpilogue::BiasGelu,
-            (true, Epilogue::None) => ManifestEpilogue::Bias,
-            (false, Epilogue::None) => ManifestEpilogue::None,
-        };
-        let index = self.find(
-            KernelKind::Gemm,
-            &[layout.m_chunk, layout.k_pad, layout.n_pad],
-            kind,
-        )?;
+        let gelu = epilogue == Epilogue::Gelu;
+        let index = self.find(&KernelNeed::gemm(layout, has_bias, gelu))?;
         let loaded = self.load(index)?;
         let rounding = self.contract.rounding;
         let mut buffers = self.buffers.lock().expect("buffer table");
@@ -293,7 +275,7 @@ impl Npu {
                 } else {
                     None
                 };
-                let bias_bo = if kind != ManifestEpilogue::None && !has_bias {
+                let bias_bo = if gelu && !has_bias {
                     // A GELU epilogue without a bias adds zeros.
                     let mut bo = self.data_bo(&loaded.kernel, 3, layout.n_pad * 4)?;
                     bo.write(&vec![0u8; layout.n_pad * 4], 0).map_err(xrt)?;
@@ -353,15 +335,11 @@ impl Npu {
     }
 
     /// A row-wise or elementwise kernel over `x` in place, `rows_per_dispatch` rows of `cols`.
-    fn stream(&self, kind: KernelKind, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
+    fn stream(&self, kind: Kernel, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
         let rows = x.len() / cols;
         let layout = StreamLayout::new(&self.contract, rows, cols);
         let per = layout.rows_per_dispatch;
-        let shape: Vec<usize> = match kind {
-            KernelKind::Softmax => vec![per, cols],
-            _ => vec![per * cols],
-        };
-        let index = self.find(kind, &shape, ManifestEpilogue::None)?;
+        let index = self.find(&KernelNeed::stream(kind, &layout))?;
         let loaded = self.load(index)?;
         let mut buffers = self.buffers.lock().expect("buffer table");
         let key = (index, true);
@@ -503,7 +481,7 @@ impl Device for Npu {
 
     fn softmax(&self, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
         checks::softmax(x, cols)?;
-        self.stream(KernelKind::Softmax, x, cols)?;
+        self.stream(Kernel::Softmax, x, cols)?;
         self.counters.record(
             Kernel::Softmax,
             Traffic::stream(&StreamLayout::new(&self.contract, x.len() / cols, cols)),
@@ -512,7 +490,7 @@ impl Device for Npu {
     }
 
     fn gelu(&self, x: &mut [f32]) -> Result<(), DeviceError> {
-        self.stream(KernelKind::Gelu, x, 1)?;
+        self.stream(Kernel::Gelu, x, 1)?;
         self.counters.record(
             Kernel::Gelu,
             Traffic::stream(&StreamLayout::new(&self.contract, x.len(), 1)),
@@ -527,15 +505,8 @@ impl Device for Npu {
     fn check_plan(&self, needs: &[KernelNeed]) -> Result<(), DeviceError> {
         let missing: Vec<String> = needs
             .iter()
-            .filter(|need| self.manifest.find_need(need).is_none())
-            .map(|need| {
-                let epilogue = match (need.kernel, need.bias || need.gelu, need.gelu) {
-                    (Kernel::MatMul, _, true) => " with bias and GELU",
-                    (Kernel::MatMul, true, false) => " with bias",
-                    _ => "",
-                };
-                format!("{:?} {:?}{epilogue}", need.kernel, need.shape)
-            })
+            .filter(|need| self.manifest.position(need).is_none())
+            .map(KernelNeed::to_string)
             .collect();
         if missing.is_empty() {
             return Ok(());

@@ -467,6 +467,20 @@ int xrt_shim_bo_alloc(const xrt_shim_device* device, size_t size, uint32_t flags
   });
 }
 
+int xrt_shim_bo_sub(const xrt_shim_bo* parent, size_t size, size_t offset, xrt_shim_bo** out) {
+  if (size == 0)
+    return fail(XRT_SHIM_ERR_INVALID, "sub-buffer size 0: a sub-buffer must hold at least one byte");
+  if (!parent) return null_argument("parent buffer");
+  if (!out) return null_argument("output pointer");
+  return guarded([&] {
+    const int range = check_range(parent, size, offset);
+    if (range != XRT_SHIM_OK) return range;
+    xrt::bo bo(parent->bo, size, offset);
+    *out = new xrt_shim_bo{std::move(bo), size};
+    return XRT_SHIM_OK;
+  });
+}
+
 void xrt_shim_bo_free(xrt_shim_bo* bo) {
   try {
     delete bo;

@@ -123,6 +123,10 @@ int xrt_shim_kernel_group_id(const xrt_shim_kernel* kernel, int arg_index,
 /* Buffer objects. size must be nonzero. */
 int xrt_shim_bo_alloc(const xrt_shim_device* device, size_t size,
                       uint32_t flags, uint32_t group, xrt_shim_bo** out);
+/* A sub-buffer: [offset, offset + size) of parent, sharing its memory (size
+ * nonzero, the range inside the parent). It keeps the parent's memory alive. */
+int xrt_shim_bo_sub(const xrt_shim_bo* parent, size_t size, size_t offset,
+                    xrt_shim_bo** out);
 void xrt_shim_bo_free(xrt_shim_bo* bo);
 int xrt_shim_bo_size(const xrt_shim_bo* bo, size_t* out);
 /* [offset, offset + len) must lie inside the buffer. */

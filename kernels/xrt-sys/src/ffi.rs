@@ -175,6 +175,13 @@ unsafe extern "C" {
         group: u32,
         out: *mut *mut xrt_shim_bo,
     ) -> c_int;
+    /// `xrt::bo(parent, size, offset)`: a sub-buffer sharing the parent's memory.
+    pub fn xrt_shim_bo_sub(
+        parent: *const xrt_shim_bo,
+        size: usize,
+        offset: usize,
+        out: *mut *mut xrt_shim_bo,
+    ) -> c_int;
     /// Frees a buffer handle (null allowed).
     pub fn xrt_shim_bo_free(bo: *mut xrt_shim_bo);
     /// Size in bytes.

@@ -500,6 +500,8 @@ pub struct Bo {
 // Field order matters: the buffer is freed before its device.
 struct BoInner {
     handle: checked::BoHandle,
+    /// For a sub-buffer, the buffer whose memory it shares.
+    _parent: Option<Bo>,
     device: Device,
     size: usize,
     flags: BoFlags,
@@ -523,12 +525,43 @@ impl Bo {
         Ok(Self {
             inner: Arc::new(BoInner {
                 handle,
+                _parent: None,
                 device: device.clone(),
                 size,
                 flags,
                 group,
             }),
         })
+    }
+
+    /// A buffer over `size` bytes of this one at `offset`, sharing its memory:
+    /// what a kernel argument sees of part of a larger buffer (one dispatch's
+    /// rows of an intermediate result). It keeps this buffer alive. The range
+    /// must lie inside this buffer and hold at least one byte.
+    pub fn sub(&self, offset: usize, size: usize) -> Result<Self, XrtError> {
+        let what = || format!("make a {size}-byte sub-buffer at offset {offset} of an XRT buffer");
+        check_bo_size(size).map_err(|message| XrtError::invalid(what(), message))?;
+        check_range(self.inner.size, offset, size)
+            .map_err(|message| XrtError::invalid(what(), message))?;
+        let handle = checked::bo_sub(&self.inner.handle, size, offset)?;
+        Ok(Self {
+            inner: Arc::new(BoInner {
+                handle,
+                _parent: Some(self.clone_handle()),
+                device: self.inner.device.clone(),
+                size,
+                flags: self.inner.flags,
+                group: self.inner.group,
+            }),
+        })
+    }
+
+    /// Another reference to the same buffer (private: `Bo` is not `Clone`, so that
+    /// `&mut` writes stay exclusive for users).
+    fn clone_handle(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
     }
 
     /// Size in bytes.

@@ -310,6 +310,16 @@ pub(crate) fn bo_alloc(
     .map(BoHandle)
 }
 
+pub(crate) fn bo_sub(parent: &BoHandle, size: usize, offset: usize) -> Result<BoHandle, XrtError> {
+    let mut out = ptr::null_mut();
+    // SAFETY: the handle is live; `out` is a valid out-pointer.
+    let status = unsafe { ffi::xrt_shim_bo_sub(parent.as_ptr(), size, offset, &mut out) };
+    created(status, out, || {
+        format!("make a {size}-byte sub-buffer at offset {offset} of an XRT buffer")
+    })
+    .map(BoHandle)
+}
+
 pub(crate) fn bo_write(bo: &BoHandle, data: &[u8], offset: usize) -> Result<(), XrtError> {
     // SAFETY: the handle is live; `data` is readable for its length.
     let status =

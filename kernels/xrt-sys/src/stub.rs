@@ -98,6 +98,14 @@ pub(crate) fn bo_alloc(
     match *device {}
 }
 
+pub(crate) fn bo_sub(
+    parent: &BoHandle,
+    _size: usize,
+    _offset: usize,
+) -> Result<BoHandle, XrtError> {
+    match *parent {}
+}
+
 pub(crate) fn bo_write(bo: &BoHandle, _data: &[u8], _offset: usize) -> Result<(), XrtError> {
     match *bo {}
 }

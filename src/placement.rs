@@ -241,11 +241,17 @@ fn device_calls(model: &TypedModel, node: &TypedNode) -> Vec<DeviceCall> {
         }
     } else if let Some(at) = op.downcast_ref::<NpuAttention>() {
         let contract = at.device.contract();
-        vec![
-            gemm(contract, &at.qk, false, false, false),
-            stream(contract, Kernel::Softmax, at.qk.m, at.qk.n, at.qk.batch),
-            gemm(contract, &at.pv, false, false, false),
-        ]
+        let heads = at.qk.batch as u64;
+        contract
+            .attention(at.dims())
+            .calls(contract)
+            .into_iter()
+            .map(|(need, traffic)| DeviceCall {
+                need,
+                traffic: traffic.times(heads),
+                weight_bytes: 0,
+            })
+            .collect()
     } else if let Some(sm) = op.downcast_ref::<NpuSoftmax>()
         && let Some(shape) = concrete(model, node)
     {

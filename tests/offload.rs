@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use amanuensis::backend::{Backend, Rounding};
 use amanuensis::model::{Encoder, EncoderOptions};
-use amanuensis_kernels::device::{Counters, Device, DeviceError, Epilogue, KernelNeed, Weights};
+use amanuensis_kernels::device::{
+    AttentionDims, Counters, Device, DeviceError, Epilogue, KernelNeed, Weights,
+};
 use amanuensis_kernels::emulator::Emulator;
 use amanuensis_kernels::gemm::GemmContract;
 use amanuensis_ops::DeviceHandle;
@@ -288,6 +290,17 @@ impl Device for FailingDevice {
     ) -> Result<(), DeviceError> {
         self.check()?;
         self.inner.matmul_act(a, b, dims, c)
+    }
+    fn attention(
+        &self,
+        q: &[f32],
+        kt: &[f32],
+        v: &[f32],
+        dims: AttentionDims,
+        out: &mut [f32],
+    ) -> Result<(), DeviceError> {
+        self.check()?;
+        self.inner.attention(q, kt, v, dims, out)
     }
     fn softmax(&self, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
         self.inner.softmax(x, cols)

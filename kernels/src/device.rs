@@ -91,8 +91,9 @@ pub enum Epilogue {
 }
 
 /// One kernel a plan needs, as a device must provide it: the kind, the shape one dispatch
-/// covers (GEMM: padded M chunk, K, N; softmax: rows, cols; GELU: values) and, for the GEMM,
-/// whether a bias and a GELU follow.
+/// covers (GEMM: padded M chunk, K, N; softmax: rows, values of a row, row stride; GELU:
+/// values) and, for the GEMM, whether a bias and a GELU follow and whether C is written in
+/// bfloat16 for another kernel to read on the device.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KernelNeed {
     /// The kernel.
@@ -103,30 +104,54 @@ pub struct KernelNeed {
     pub bias: bool,
     /// GEMM only: GELU follows.
     pub gelu: bool,
+    /// GEMM only: C is bfloat16 (rounded as the contract says) rather than float32.
+    pub bf16_out: bool,
 }
 
 impl KernelNeed {
-    /// The GEMM of `layout`.
+    /// The GEMM of `layout`, C in float32.
     pub fn gemm(layout: &GemmLayout, bias: bool, gelu: bool) -> KernelNeed {
         KernelNeed {
             kernel: Kernel::MatMul,
             shape: vec![layout.m_chunk, layout.k_pad, layout.n_pad],
             bias,
             gelu,
+            bf16_out: false,
         }
     }
 
-    /// The softmax or GELU of `stream`.
-    pub fn stream(kernel: Kernel, stream: &StreamLayout) -> KernelNeed {
-        let shape = match kernel {
-            Kernel::Softmax => vec![stream.rows_per_dispatch, stream.cols],
-            _ => vec![stream.rows_per_dispatch * stream.cols],
-        };
+    /// The GEMM of `layout` with no epilogue and C in bfloat16, left on the device.
+    pub fn gemm_bf16_out(layout: &GemmLayout) -> KernelNeed {
         KernelNeed {
-            kernel,
-            shape,
+            bf16_out: true,
+            ..KernelNeed::gemm(layout, false, false)
+        }
+    }
+
+    /// The softmax or GELU of `stream` (a softmax's rows back to back).
+    pub fn stream(kernel: Kernel, stream: &StreamLayout) -> KernelNeed {
+        match kernel {
+            Kernel::Softmax => {
+                KernelNeed::softmax(stream.rows_per_dispatch, stream.cols, stream.cols)
+            }
+            _ => KernelNeed {
+                kernel,
+                shape: vec![stream.rows_per_dispatch * stream.cols],
+                bias: false,
+                gelu: false,
+                bf16_out: false,
+            },
+        }
+    }
+
+    /// A softmax dispatch over `rows` rows of `cols` values, `stride` values apart.
+    pub fn softmax(rows: usize, cols: usize, stride: usize) -> KernelNeed {
+        KernelNeed {
+            kernel: Kernel::Softmax,
+            shape: vec![rows, cols, stride],
             bias: false,
             gelu: false,
+            bf16_out: false,
         }
     }
 }
@@ -134,11 +159,18 @@ impl KernelNeed {
 impl fmt::Display for KernelNeed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?} {:?}", self.kernel, self.shape)?;
-        match (self.kernel, self.bias, self.gelu) {
-            (Kernel::MatMul, _, true) => f.write_str(" with bias and GELU"),
-            (Kernel::MatMul, true, false) => f.write_str(" with bias"),
-            _ => Ok(()),
+        if self.kernel != Kernel::MatMul {
+            return Ok(());
         }
+        match (self.bias, self.gelu) {
+            (_, true) => f.write_str(" with bias and GELU")?,
+            (true, false) => f.write_str(" with bias")?,
+            _ => {}
+        }
+        if self.bf16_out {
+            f.write_str(" to bf16")?;
+        }
+        Ok(())
     }
 }
 
@@ -180,6 +212,20 @@ pub trait Device: Send + Sync + fmt::Debug {
         b: &[f32],
         dims: (usize, usize, usize),
         c: &mut [f32],
+    ) -> Result<(), DeviceError>;
+
+    /// One head of attention as one call: `out[m, dv] = softmax(q[m, d] @ kt[d, n]) @
+    /// v[n, dv]`, row-major, with the numerics of [`Device::matmul_act`] and
+    /// [`Device::softmax`] in that order. Q, K^T and V are sent and the output read back;
+    /// the scores and the probabilities stay on the device (see
+    /// [`crate::attention::AttentionLayout`]).
+    fn attention(
+        &self,
+        q: &[f32],
+        kt: &[f32],
+        v: &[f32],
+        dims: AttentionDims,
+        out: &mut [f32],
     ) -> Result<(), DeviceError>;
 
     /// Softmax over each row of `x` (`cols` values a row), in place.
@@ -238,6 +284,25 @@ pub mod checks {
         len("C", c.len(), m * n)
     }
 
+    /// [`super::Device::attention`]'s operands.
+    pub fn attention(
+        q: &[f32],
+        kt: &[f32],
+        v: &[f32],
+        d: super::AttentionDims,
+        out: &[f32],
+    ) -> Result<(), DeviceError> {
+        if d.n == 0 {
+            return Err(DeviceError::Shape(
+                "attention over no positions (softmax over an empty row)".into(),
+            ));
+        }
+        len("Q", q.len(), d.m * d.d)?;
+        len("K^T", kt.len(), d.d * d.n)?;
+        len("V", v.len(), d.n * d.dv)?;
+        len("the output", out.len(), d.m * d.dv)
+    }
+
     /// [`super::Device::softmax`]'s operand.
     pub fn softmax(x: &[f32], cols: usize) -> Result<(), DeviceError> {
         if cols == 0 || !x.len().is_multiple_of(cols) {
@@ -255,6 +320,19 @@ pub mod checks {
             DeviceError::Shape("these weights were prepared for another device".into())
         })
     }
+}
+
+/// The sizes of one head of attention: `m` queries of `d` values, `n` keys, values of `dv`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AttentionDims {
+    /// Queries (rows of the scores).
+    pub m: usize,
+    /// The length of a query and a key.
+    pub d: usize,
+    /// Keys and values (columns of the scores).
+    pub n: usize,
+    /// The length of a value.
+    pub dv: usize,
 }
 
 /// Kernel kinds, for the counters.

@@ -1,10 +1,12 @@
 //! The emulated device: the kernel contract computed on the CPU with the kernels' exact
 //! numerics, counting the dispatches and bytes a device would see.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::device::{
-    Counters, Device, DeviceError, Epilogue, Kernel, StreamLayout, Traffic, Weights, checks,
+    AttentionDims, Counters, Device, DeviceError, Epilogue, Kernel, StreamLayout, Traffic, Weights,
+    checks,
 };
 use crate::emu::{self, PackedB};
 use crate::gemm::GemmContract;
@@ -111,6 +113,35 @@ impl Device for Emulator {
         Ok(())
     }
 
+    fn attention(
+        &self,
+        q: &[f32],
+        kt: &[f32],
+        v: &[f32],
+        dims: AttentionDims,
+        out: &mut [f32],
+    ) -> Result<(), DeviceError> {
+        checks::attention(q, kt, v, dims, out)?;
+        let rounding = self.contract.rounding;
+        thread_local! {
+            // One head's scores, reused call after call (a 1500 x 1500 head is 9 MB).
+            static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+        }
+        SCORES.with_borrow_mut(|scores| {
+            scores.clear();
+            scores.resize(dims.m * dims.n, 0.0);
+            let kt = PackedB::new(&self.contract, kt, dims.d, dims.n);
+            emu::gemm(rounding, q, dims.m, &kt, None, scores);
+            softmax::softmax_rows(rounding, scores, dims.n);
+            let v = PackedB::new(&self.contract, v, dims.n, dims.dv);
+            emu::gemm(rounding, scores, dims.m, &v, None, out);
+        });
+        for (need, traffic) in self.contract.attention(dims).calls(&self.contract) {
+            self.counters.record(need.kernel, traffic);
+        }
+        Ok(())
+    }
+
     fn softmax(&self, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
         checks::softmax(x, cols)?;
         softmax::softmax_rows(self.contract.rounding, x, cols);
@@ -132,5 +163,106 @@ impl Device for Emulator {
 
     fn counters(&self) -> &Counters {
         &self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bf16::Rounding;
+    use crate::device::{AttentionDims, Snapshot};
+
+    fn values(len: usize, seed: u32, scale: f32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2654435761).max(1);
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state as f32 / u32::MAX as f32 - 0.5) * scale
+            })
+            .collect()
+    }
+
+    /// The fused call gives the bits of the three separate calls and counts the traffic of
+    /// its layout: Q, K^T and V in, the output out, the scores nowhere.
+    #[test]
+    fn attention_is_the_chain_of_its_three_kernels() {
+        for rounding in [Rounding::NearestEven, Rounding::Truncate] {
+            for dims in [
+                AttentionDims {
+                    m: 37,
+                    d: 20,
+                    n: 70,
+                    dv: 9,
+                },
+                AttentionDims {
+                    m: 300,
+                    d: 64,
+                    n: 300,
+                    dv: 64,
+                },
+                AttentionDims {
+                    m: 1,
+                    d: 1,
+                    n: 1,
+                    dv: 1,
+                },
+            ] {
+                let AttentionDims { m, d, n, dv } = dims;
+                let q = values(m * d, 1, 6.0);
+                let kt = values(d * n, 2, 6.0);
+                let v = values(n * dv, 3, 2.0);
+                let emu = Emulator::new(GemmContract::XDNA1.with_rounding(rounding));
+
+                let mut scores = vec![0.0; m * n];
+                emu.matmul_act(&q, &kt, (m, d, n), &mut scores).unwrap();
+                emu.softmax(&mut scores, n).unwrap();
+                let mut chain = vec![0.0; m * dv];
+                emu.matmul_act(&scores, &v, (m, n, dv), &mut chain).unwrap();
+
+                let before = emu.counters().snapshot();
+                let mut fused = vec![f32::NAN; m * dv];
+                emu.attention(&q, &kt, &v, dims, &mut fused).unwrap();
+                let traffic = emu.counters().snapshot().since(&before);
+
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&fused), bits(&chain), "{dims:?} {rounding:?}");
+
+                let mut expected = Snapshot::default();
+                let layout = emu.contract().attention(dims);
+                for (need, t) in layout.calls(emu.contract()) {
+                    let k = &mut expected.kernels[need.kernel.index()];
+                    *k = *k + t;
+                }
+                assert_eq!(traffic, expected);
+                let mm = traffic.get(Kernel::MatMul);
+                assert_eq!((mm.calls, traffic.get(Kernel::Softmax).calls), (2, 1));
+                assert_eq!(
+                    mm.bytes_in as usize,
+                    layout.qk.bytes_in(false) + layout.width * layout.pv.n_pad * 2
+                );
+                assert_eq!(mm.bytes_out as usize, layout.pv.bytes_out());
+                assert_eq!(traffic.get(Kernel::Softmax).bytes_in, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn attention_refuses_operands_that_do_not_fill_the_shape() {
+        let emu = Emulator::new(GemmContract::XDNA1);
+        let dims = AttentionDims {
+            m: 2,
+            d: 3,
+            n: 4,
+            dv: 5,
+        };
+        let mut out = vec![0.0; 10];
+        let err = emu
+            .attention(&[0.0; 6], &[0.0; 11], &[0.0; 20], dims, &mut out)
+            .unwrap_err();
+        assert!(err.to_string().contains("K^T holds 11 values"), "{err}");
+        let empty = AttentionDims { n: 0, ..dims };
+        assert!(emu.attention(&[0.0; 6], &[], &[], empty, &mut out).is_err());
     }
 }

@@ -74,10 +74,23 @@ impl GemmContract {
 
     /// How a `[m, k] @ [k, n]` product is padded and cut into dispatches.
     pub fn layout(&self, m: usize, k: usize, n: usize) -> GemmLayout {
+        self.layout_with_k_pad(m, k, n, k.div_ceil(self.tile.k).max(1) * self.tile.k)
+    }
+
+    /// [`GemmContract::layout`] with K padded to `k_pad` rather than to the next k-tile: for
+    /// an A operand that already lives on the device at a wider row stride (attention's
+    /// probabilities, as wide as the scores' padded N). The extra k-indices are zeros.
+    ///
+    /// Panics if `k_pad` is not a multiple of the k-tile at least `k`.
+    pub fn layout_with_k_pad(&self, m: usize, k: usize, n: usize, k_pad: usize) -> GemmLayout {
+        assert!(
+            k_pad >= k.max(1) && k_pad.is_multiple_of(self.tile.k),
+            "K = {k} cannot be padded to {k_pad} (k-tile {})",
+            self.tile.k
+        );
         let row_block = self.rows * self.tile.m;
         let col_block = self.columns * self.tile.n;
         let m_pad = m.div_ceil(row_block).max(1) * row_block;
-        let k_pad = k.div_ceil(self.tile.k).max(1) * self.tile.k;
         let n_pad = n.div_ceil(col_block).max(1) * col_block;
         let fit = self.staging_bytes / (k_pad * 2);
         let m_chunk = ((fit / row_block) * row_block).clamp(row_block, m_pad);
@@ -100,11 +113,17 @@ impl GemmContract {
     /// block of N and each block of B once per block of M (neither stays in the memory
     /// tiles: A, B and C together do not fit them at Whisper's sizes), and writes C once.
     pub fn dma_bytes(&self, layout: &GemmLayout) -> usize {
+        self.dma_operand_bytes(layout) + layout.bytes_out()
+    }
+
+    /// The part of [`GemmContract::dma_bytes`] that reads A and B: what a GEMM whose C
+    /// stays on the device in bfloat16 adds to its own `m_pad * n_pad * 2` bytes of C.
+    pub fn dma_operand_bytes(&self, layout: &GemmLayout) -> usize {
         let row_block = self.rows * self.tile.m;
         let col_block = self.columns * self.tile.n;
         let a = layout.m_pad * layout.k_pad * 2 * (layout.n_pad / col_block);
         let b = layout.k_pad * layout.n_pad * 2 * (layout.m_pad / row_block);
-        a + b + layout.bytes_out()
+        a + b
     }
 }
 

@@ -8,6 +8,8 @@
 //!   16-lane sums), as the AIE2 vector unit computes it;
 //! - [`softmax`]: the Softmax contract, computed on the CPU bit for bit;
 //! - [`gelu`]: the GELU contract (tanh form), computed on the CPU bit for bit;
+//! - [`attention`]: one head of attention as three kernels whose intermediates stay on the
+//!   device;
 //! - [`device`]: the interface of a device that runs the contract, and its traffic counters;
 //! - [`emulator`]: the contract on the CPU as a device (`--backend emu`);
 //! - [`manifest`]: which xclbin and instruction file implement which kernel and shape;
@@ -18,6 +20,7 @@
 //!
 //! This crate knows nothing of tract or ONNX: it takes and returns plain `f32` slices.
 
+pub mod attention;
 pub mod bf16;
 pub mod device;
 pub mod emu;

@@ -5,18 +5,19 @@
 //! `manifest.toml`:
 //!
 //! ```toml
-//! format = 1
+//! format = 2
 //! target = "npu1_4col"
 //! rounding = "nearest_even" # how the kernels round to bf16: nearest_even | truncate
 //!
 //! [[kernel]]
 //! kind = "gemm"            # gemm | softmax | gelu
 //! epilogue = "bias"        # gemm only: none | bias | bias_gelu
+//! output = "f32"           # gemm only: f32 | bf16 (attention's scores, left on the device)
 //! xclbin = "gemm_64x64x32.xclbin"
 //! kernel_name = "MLIR_AIE"
 //! instructions = "gemm_1536x512x512.insts.bin"
-//! shape = [1536, 512, 512] # gemm: padded M, K, N of one dispatch; softmax: rows, cols;
-//!                          # gelu: elements
+//! shape = [1536, 512, 512] # gemm: padded M, K, N of one dispatch; softmax: rows, values
+//!                          # of a row, row stride; gelu: elements
 //! tile = [64, 64, 32]      # gemm only
 //! sha256 = { xclbin = "…", instructions = "…" }
 //! ```
@@ -30,7 +31,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 /// The manifest format this build reads.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// Why a manifest cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +101,17 @@ pub enum ManifestEpilogue {
     BiasGelu,
 }
 
+/// The element type a GEMM writes C in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ManifestOutput {
+    /// float32, read back by the host.
+    #[default]
+    F32,
+    /// bfloat16 rounded as the manifest's `rounding` says, read by the next kernel.
+    Bf16,
+}
+
 /// Checksums of a kernel's files.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct Checksums {
@@ -117,6 +129,9 @@ pub struct KernelEntry {
     /// The GEMM's epilogue.
     #[serde(default)]
     pub epilogue: ManifestEpilogue,
+    /// The GEMM's output type.
+    #[serde(default)]
+    pub output: ManifestOutput,
     /// The xclbin file, relative to the manifest.
     pub xclbin: PathBuf,
     /// The kernel's name inside the xclbin (`MLIR_AIE` for mlir-aie builds).
@@ -213,7 +228,7 @@ impl Manifest {
         for (i, k) in m.kernels.iter().enumerate() {
             let expected = match k.kind {
                 KernelKind::Gemm => 3,
-                KernelKind::Softmax => 2,
+                KernelKind::Softmax => 3,
                 KernelKind::Gelu => 1,
             };
             if k.shape.len() != expected {
@@ -277,10 +292,15 @@ impl Manifest {
             (true, false) => ManifestEpilogue::Bias,
             (false, false) => ManifestEpilogue::None,
         };
+        let output = if need.bf16_out {
+            ManifestOutput::Bf16
+        } else {
+            ManifestOutput::F32
+        };
         self.kernels.iter().position(|e| {
             e.kind == kind
                 && e.shape == need.shape
-                && (kind != KernelKind::Gemm || e.epilogue == epilogue)
+                && (kind != KernelKind::Gemm || (e.epilogue == epilogue && e.output == output))
         })
     }
 }
@@ -310,12 +330,12 @@ mod tests {
         let x = sha256_file(&dir.join("g.xclbin")).unwrap();
         let i = sha256_file(&dir.join("g.insts")).unwrap();
         let text = format!(
-            "format = 1\ntarget = \"npu1_4col\"\n\n[[kernel]]\nkind = \"gemm\"\nepilogue = \
+            "format = 2\ntarget = \"npu1_4col\"\n\n[[kernel]]\nkind = \"gemm\"\nepilogue = \
              \"bias\"\nxclbin = \"g.xclbin\"\nkernel_name = \"MLIR_AIE\"\ninstructions = \
              \"g.insts\"\nshape = [1536, 512, 512]\ntile = [64, 64, 32]\nsha256 = {{ xclbin = \
              \"{x}\", instructions = \"{i}\" }}\n\n[[kernel]]\nkind = \"softmax\"\nxclbin = \
              \"s.xclbin\"\nkernel_name = \"MLIR_AIE\"\ninstructions = \"s.insts\"\nshape = \
-             [256, 1536]\nsha256 = {{ xclbin = \"00\", instructions = \"00\" }}\n"
+             [256, 1500, 1536]\nsha256 = {{ xclbin = \"00\", instructions = \"00\" }}\n"
         );
         let m = Manifest::read(&write(&dir, &text)).unwrap();
         assert_eq!(m.kernels.len(), 2);
@@ -324,8 +344,24 @@ mod tests {
             shape: vec![1536, 512, 512],
             bias,
             gelu,
+            bf16_out: false,
         };
         assert_eq!(m.position(&gemm(true, false)), Some(0));
+        assert_eq!(
+            m.position(&crate::device::KernelNeed {
+                bf16_out: true,
+                ..gemm(true, false)
+            }),
+            None
+        );
+        assert_eq!(
+            m.position(&crate::device::KernelNeed::softmax(256, 1500, 1536)),
+            Some(1)
+        );
+        assert_eq!(
+            m.position(&crate::device::KernelNeed::softmax(256, 1536, 1536)),
+            None
+        );
         assert_eq!(m.position(&gemm(false, false)), None);
         assert_eq!(m.position(&gemm(true, true)), None);
         let checks = m.check_files();
@@ -335,11 +371,11 @@ mod tests {
         std::fs::write(dir.join("g.insts"), b"changed").unwrap();
         assert!(matches!(m.check_files()[0].1, FileCheck::Mismatch(_)));
 
-        let err = Manifest::read(&write(&dir, "format = 2\ntarget = \"npu1_4col\"\n"))
+        let err = Manifest::read(&write(&dir, "format = 1\ntarget = \"npu1_4col\"\n"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("format 2"), "{err}");
-        let err = Manifest::read(&write(&dir, "format = 1\n"))
+        assert!(err.contains("format 1"), "{err}");
+        let err = Manifest::read(&write(&dir, "format = 2\n"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("target"), "{err}");

@@ -21,10 +21,11 @@ use std::time::Duration;
 
 use xrt_sys::{Bo, BoFlags, CommandState, HwContext, Kernel as XrtKernel, Xclbin};
 
+use crate::attention::AttentionLayout;
 use crate::bf16;
 use crate::device::{
-    Counters, Device, DeviceError, Epilogue, Kernel, KernelNeed, StreamLayout, Traffic, Weights,
-    checks,
+    AttentionDims, Counters, Device, DeviceError, Epilogue, Kernel, KernelNeed, StreamLayout,
+    Traffic, Weights, checks,
 };
 use crate::gemm::{GemmContract, GemmLayout};
 use crate::manifest::{KernelEntry, KernelKind, Manifest};
@@ -54,6 +55,22 @@ struct Buffers {
     bias: Option<Bo>,
 }
 
+/// Device buffers of one attention shape, allocated once and reused by every head: Q, K^T
+/// and V in, the output out, and the scores and probabilities that never leave the device,
+/// with the sub-buffers that one dispatch's rows of them are.
+struct AttentionBuffers {
+    kernels: [Arc<Loaded>; 3],
+    q: Bo,
+    q_parts: Vec<Bo>,
+    kt: Bo,
+    scores: Bo,
+    scores_parts: Vec<Bo>,
+    probs: Bo,
+    probs_parts: Vec<Bo>,
+    v: Bo,
+    out: Bo,
+}
+
 /// The NPU's weights: B (and the bias) in device buffers.
 struct NpuWeights {
     b: Bo,
@@ -70,6 +87,7 @@ pub struct Npu {
     contexts: HashMap<PathBuf, HwContext>,
     loaded: Mutex<HashMap<usize, Arc<Loaded>>>,
     buffers: Mutex<HashMap<(usize, bool), Buffers>>,
+    attention: Mutex<HashMap<[usize; 3], AttentionBuffers>>,
     counters: Counters,
 }
 
@@ -179,6 +197,7 @@ impl Npu {
             contexts,
             loaded: Mutex::default(),
             buffers: Mutex::default(),
+            attention: Mutex::default(),
             counters: Counters::default(),
         })
     }
@@ -334,6 +353,62 @@ impl Npu {
         Ok(())
     }
 
+    /// The buffers of attention `layout` run by the kernels `indices` (its three calls).
+    ///
+    /// Every buffer is a host-only buffer in the memory group of the argument that first
+    /// uses it; the probabilities, written by the softmax's output argument, are read by the
+    /// second product's A argument. On XDNA every data argument has the same group (host
+    /// memory), which is what lets one buffer serve two kernels of two hardware contexts.
+    /// The probabilities are written with zeros once, here: the softmax never writes their
+    /// padding (rows past `m`, columns past `n`), which the second product reads as zeros.
+    /// The first product writes every value of the scores, its padding as zeros.
+    fn attention_buffers(
+        &self,
+        layout: &AttentionLayout,
+        indices: [usize; 3],
+    ) -> Result<AttentionBuffers, DeviceError> {
+        let kernels = [
+            self.load(indices[0])?,
+            self.load(indices[1])?,
+            self.load(indices[2])?,
+        ];
+        let (qk, pv, width) = (&layout.qk, &layout.pv, layout.width);
+        // Enough rows for every dispatch of either product (the last one may run past m_pad).
+        let rows = (qk.m_chunk * qk.dispatches).max(pv.m_chunk * pv.dispatches);
+        let zeroed = |kernel: &XrtKernel, arg: u32, bytes: usize| -> Result<Bo, DeviceError> {
+            let mut bo = self.data_bo(kernel, arg, bytes)?;
+            bo.write(&vec![0u8; bytes], 0).map_err(xrt)?;
+            bo.sync_to_device().map_err(xrt)?;
+            Ok(bo)
+        };
+        let parts = |bo: &Bo, chunk_bytes: usize, count: usize| -> Result<Vec<Bo>, DeviceError> {
+            (0..count)
+                .map(|d| bo.sub(d * chunk_bytes, chunk_bytes).map_err(xrt))
+                .collect()
+        };
+        let q = self.data_bo(&kernels[0].kernel, 0, rows * qk.k_pad * 2)?;
+        let q_parts = parts(&q, qk.m_chunk * qk.k_pad * 2, qk.dispatches)?;
+        let kt = self.data_bo(&kernels[0].kernel, 1, qk.k_pad * width * 2)?;
+        let scores = self.data_bo(&kernels[0].kernel, 2, rows * width * 2)?;
+        let scores_parts = parts(&scores, qk.m_chunk * width * 2, qk.dispatches)?;
+        let probs = zeroed(&kernels[1].kernel, 1, rows * width * 2)?;
+        let probs_parts = parts(&probs, pv.m_chunk * width * 2, pv.dispatches)?;
+        let v = self.data_bo(&kernels[2].kernel, 1, width * pv.n_pad * 2)?;
+        let out = self.data_bo(&kernels[2].kernel, 2, pv.m_chunk * pv.n_pad * 4)?;
+        Ok(AttentionBuffers {
+            kernels,
+            q,
+            q_parts,
+            kt,
+            scores,
+            scores_parts,
+            probs,
+            probs_parts,
+            v,
+            out,
+        })
+    }
+
     /// A row-wise or elementwise kernel over `x` in place, `rows_per_dispatch` rows of `cols`.
     fn stream(&self, kind: Kernel, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
         let rows = x.len() / cols;
@@ -476,6 +551,71 @@ impl Device for Npu {
             Kernel::MatMul,
             Traffic::gemm(&self.contract, &layout, false),
         );
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        q: &[f32],
+        kt: &[f32],
+        v: &[f32],
+        dims: AttentionDims,
+        out: &mut [f32],
+    ) -> Result<(), DeviceError> {
+        checks::attention(q, kt, v, dims, out)?;
+        let layout = self.contract.attention(dims);
+        let calls = layout.calls(&self.contract);
+        let indices = [
+            self.find(&calls[0].0)?,
+            self.find(&calls[1].0)?,
+            self.find(&calls[2].0)?,
+        ];
+        let rounding = self.contract.rounding;
+        let mut table = self.attention.lock().expect("attention buffer table");
+        let bufs = match table.entry(indices) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(self.attention_buffers(&layout, indices)?),
+        };
+        let (qk, pv, width) = (&layout.qk, &layout.pv, layout.width);
+        let AttentionDims { m, d, n, dv } = dims;
+        // In: Q, K^T and V, in bfloat16, padded.
+        let q_rows = bufs.q.size() / (qk.k_pad * 2);
+        bufs.q
+            .write(&padded_bf16(q, (m, d), (q_rows, qk.k_pad), rounding), 0)
+            .map_err(xrt)?;
+        bufs.q.sync_to_device().map_err(xrt)?;
+        bufs.kt
+            .write(&padded_bf16(kt, (d, n), (qk.k_pad, width), rounding), 0)
+            .map_err(xrt)?;
+        bufs.kt.sync_to_device().map_err(xrt)?;
+        bufs.v
+            .write(&padded_bf16(v, (n, dv), (width, pv.n_pad), rounding), 0)
+            .map_err(xrt)?;
+        bufs.v.sync_to_device().map_err(xrt)?;
+        // S = Q K^T into the scores, then P = softmax(S) into the probabilities: no sync,
+        // nothing read back.
+        for (q_part, s_part) in bufs.q_parts.iter().zip(&bufs.scores_parts) {
+            self.dispatch(&bufs.kernels[0], &[q_part, &bufs.kt, s_part])?;
+        }
+        self.dispatch(&bufs.kernels[1], &[&bufs.scores, &bufs.probs])?;
+        // O = P V, read back dispatch by dispatch.
+        let mut bytes = vec![0u8; pv.m_chunk * pv.n_pad * 4];
+        for (i, p_part) in bufs.probs_parts.iter().enumerate() {
+            self.dispatch(&bufs.kernels[2], &[p_part, &bufs.v, &bufs.out])?;
+            bufs.out.sync_from_device().map_err(xrt)?;
+            bufs.out.read(&mut bytes, 0).map_err(xrt)?;
+            let row0 = i * pv.m_chunk;
+            for r in 0..pv.m_chunk.min(m.saturating_sub(row0)) {
+                for j in 0..dv {
+                    let o = (r * pv.n_pad + j) * 4;
+                    out[(row0 + r) * dv + j] =
+                        f32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+                }
+            }
+        }
+        for (need, traffic) in calls {
+            self.counters.record(need.kernel, traffic);
+        }
         Ok(())
     }
 

@@ -1,14 +1,15 @@
 //! `NpuAttention`: attention's `softmax(Q K^T) V`, head by head, on the device.
 
+use amanuensis_kernels::device::AttentionDims;
 use tract_core::internal::*;
 
 use crate::matmul::{canonical_cow, write_output};
 use crate::{DeviceHandle, MatMulGeometry, device_error};
 
 /// `softmax(Q K^T) V` per head: the two products and the softmax of [`crate::NpuMatMul`] and
-/// [`crate::NpuSoftmax`], with the same numerics and the same device traffic, run head by head
-/// so that the `[heads, positions, positions]` scores are never a tensor of the plan: one
-/// head's scores live in a buffer reused for every head.
+/// [`crate::NpuSoftmax`], with the same numerics, as one device call a head
+/// ([`amanuensis_kernels::device::Device::attention`]): the `[heads, positions, positions]`
+/// scores are never a tensor of the plan, and on the device they never leave it.
 ///
 /// Inputs: Q, K, V in the layouts `qk` and `pv` describe. `qk`'s output must be canonical
 /// (`[heads, M, N]`) and `pv` must read it canonically, so that one head's scores are a
@@ -24,6 +25,16 @@ pub struct NpuAttention {
 }
 
 impl NpuAttention {
+    /// The sizes of one head, as the device takes them.
+    pub fn dims(&self) -> AttentionDims {
+        AttentionDims {
+            m: self.qk.m,
+            d: self.qk.k,
+            n: self.qk.n,
+            dv: self.pv.n,
+        }
+    }
+
     /// Whether `qk` and `pv` can be fused: heads, positions and the score layout agree.
     pub fn fits(qk: &MatMulGeometry, pv: &MatMulGeometry) -> bool {
         let identity = |p: &[usize]| p.iter().enumerate().all(|(i, &x)| i == x);
@@ -59,26 +70,16 @@ impl EvalOp for NpuAttention {
         let q = canonical_cow(inputs[0].to_plain_array_view::<f32>()?, &qk.a_perm);
         let k = canonical_cow(inputs[1].to_plain_array_view::<f32>()?, &qk.b_perm);
         let v = canonical_cow(inputs[2].to_plain_array_view::<f32>()?, &pv.b_perm);
-        let mut scores = vec![0f32; qk.m * qk.n];
+        let dims = self.dims();
         let out = write_output(pv, |c| {
             let (qs, ks, vs, os) = (qk.m * qk.k, qk.k * qk.n, pv.k * pv.n, pv.m * pv.n);
             for h in 0..qk.batch {
                 self.device
-                    .matmul_act(
+                    .attention(
                         &q[h * qs..(h + 1) * qs],
                         &k[h * ks..(h + 1) * ks],
-                        (qk.m, qk.k, qk.n),
-                        &mut scores,
-                    )
-                    .map_err(device_error)?;
-                self.device
-                    .softmax(&mut scores, qk.n)
-                    .map_err(device_error)?;
-                self.device
-                    .matmul_act(
-                        &scores,
                         &v[h * vs..(h + 1) * vs],
-                        (pv.m, pv.k, pv.n),
+                        dims,
                         &mut c[h * os..(h + 1) * os],
                     )
                     .map_err(device_error)?;

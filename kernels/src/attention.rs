@@ -1,0 +1,144 @@
+//! One head of attention on the device: `softmax(Q K^T) V` as three kernels whose
+//! intermediate results never leave the device.
+//!
+//! 1. The GEMM `S = Q K^T` writes the scores in bfloat16 into a device buffer of
+//!    `qk.m_pad x width` values, `width = qk.n_pad`. The softmax rounds its input to
+//!    bfloat16 first (`kernels/src/softmax.rs`, step 1), so rounding the GEMM's output to
+//!    bfloat16 on the device gives the same bits as sending float32 scores to the softmax.
+//! 2. The softmax reads the first `n` values of each of the `m` rows of `S` (a row stride of
+//!    `width`) and writes the probabilities `P` at the same places of a second buffer, whose
+//!    other values are zeros, written once when the buffer is made.
+//! 3. The GEMM `O = P V` reads `P` as its A operand with K padded to `width` (the zero
+//!    columns of `P` meet zero rows of `V`), and only `O` returns to the host, in float32.
+//!
+//! The numerics are those of [`crate::device::Device::matmul_act`], then
+//! [`crate::device::Device::softmax`], then `matmul_act`: the three-call chain and the fused
+//! call give the same bits; only the traffic differs. The layouts come from
+//! [`GemmContract::layout`], shared by the emulator, the NPU and the placement report.
+
+use crate::device::{AttentionDims, KernelNeed, Traffic};
+use crate::gemm::{GemmContract, GemmLayout};
+
+/// How one head of attention is padded and cut into dispatches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionLayout {
+    /// The sizes.
+    pub dims: AttentionDims,
+    /// `Q [m, d] @ K^T [d, n]`, C in bfloat16 on the device.
+    pub qk: GemmLayout,
+    /// The row stride of the scores and the probabilities on the device: `qk.n_pad`.
+    pub width: usize,
+    /// `P [m, n] @ V [n, dv]`, K padded to `width`.
+    pub pv: GemmLayout,
+}
+
+impl GemmContract {
+    /// The layout of one head of attention of `dims`.
+    pub fn attention(&self, dims: AttentionDims) -> AttentionLayout {
+        let qk = self.layout(dims.m, dims.d, dims.n);
+        // n_pad is a multiple of the array's column block, itself a multiple of the k-tile.
+        let width = qk.n_pad;
+        let pv = self.layout_with_k_pad(dims.m, dims.n, dims.dv, width);
+        AttentionLayout {
+            dims,
+            qk,
+            width,
+            pv,
+        }
+    }
+}
+
+impl AttentionLayout {
+    /// The softmax's one dispatch: `m` rows of `n` values, `width` apart.
+    pub fn softmax_need(&self) -> KernelNeed {
+        KernelNeed::softmax(self.dims.m, self.dims.n, self.width)
+    }
+
+    /// Bytes of the scores (and of the probabilities) on the device, in bfloat16.
+    pub fn scores_bytes(&self) -> usize {
+        self.qk.m_pad * self.width * 2
+    }
+
+    /// The three kernels of one call and what each moves, in the order they run: the
+    /// product `Q K^T` (Q and K^T sent, nothing read back), the softmax (nothing crosses
+    /// between host and device), the product `P V` (V sent, the output read back).
+    pub fn calls(&self, contract: &GemmContract) -> [(KernelNeed, Traffic); 3] {
+        let (qk, pv) = (&self.qk, &self.pv);
+        let qk_traffic = Traffic {
+            bytes_out: 0,
+            dma_bytes: (contract.dma_operand_bytes(qk) + self.scores_bytes()) as u64,
+            ..Traffic::gemm(contract, qk, false)
+        };
+        // The softmax's DMAs read the `n` values of each of the `m` rows and write as many.
+        let softmax_traffic = Traffic {
+            calls: 1,
+            dispatches: 1,
+            dma_bytes: (2 * self.dims.m * self.dims.n * 2) as u64,
+            ..Traffic::default()
+        };
+        let pv_traffic = Traffic {
+            bytes_in: pv.weight_bytes() as u64,
+            ..Traffic::gemm(contract, pv, false)
+        };
+        [
+            (KernelNeed::gemm_bf16_out(qk), qk_traffic),
+            (self.softmax_need(), softmax_traffic),
+            (KernelNeed::gemm(pv, false, false), pv_traffic),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whisper_head() -> AttentionDims {
+        AttentionDims {
+            m: 1500,
+            d: 64,
+            n: 1500,
+            dv: 64,
+        }
+    }
+
+    #[test]
+    fn whisper_head_pads_once_and_keeps_scores_on_the_device() {
+        let c = GemmContract::XDNA1;
+        let l = c.attention(whisper_head());
+        assert_eq!((l.qk.m_pad, l.qk.k_pad, l.width), (1536, 64, 1536));
+        assert_eq!((l.qk.m_chunk, l.qk.dispatches), (1536, 1));
+        // P V: K = 1500 padded to the scores' width; 1536-value rows: 512 rows a dispatch.
+        assert_eq!((l.pv.k, l.pv.k_pad, l.pv.n_pad), (1500, 1536, 128));
+        assert_eq!((l.pv.m_chunk, l.pv.dispatches), (512, 3));
+        let [(qk_need, qk), (sm_need, sm), (pv_need, pv)] = l.calls(&c);
+        assert_eq!(qk_need.to_string(), "MatMul [1536, 64, 1536] to bf16");
+        assert_eq!(sm_need.to_string(), "Softmax [1500, 1500, 1536]");
+        assert_eq!(pv_need.to_string(), "MatMul [512, 1536, 128]");
+        // Host traffic: Q and K^T in, V in, O out; the 1536 x 1536 scores never cross.
+        assert_eq!(qk.bytes_in, 2 * 1536 * 64 * 2);
+        assert_eq!((qk.bytes_out, sm.bytes_in, sm.bytes_out), (0, 0, 0));
+        assert_eq!(pv.bytes_in, 1536 * 128 * 2);
+        assert_eq!(pv.bytes_out, 1536 * 128 * 4);
+        assert_eq!(qk.flops + pv.flops, 2 * 2 * 1500 * 64 * 1500);
+        assert_eq!(qk.dispatches + sm.dispatches + pv.dispatches, 5);
+        // Against the three separate calls, the host traffic of one head drops from the
+        // scores out, back in and out again to nothing.
+        let chain_in = c.layout(1500, 64, 1500).bytes_in(false)
+            + 1536 * 1500 * 2
+            + c.layout(1500, 1500, 64).bytes_in(false);
+        assert!(chain_in > 4 * (qk.bytes_in + pv.bytes_in) as usize);
+    }
+
+    #[test]
+    fn odd_key_counts_pad_the_probabilities_to_the_score_width() {
+        // n = 70: the scores are 128 wide, one k-tile more than 70 needs.
+        let l = GemmContract::XDNA1.attention(AttentionDims {
+            m: 3,
+            d: 5,
+            n: 70,
+            dv: 7,
+        });
+        assert_eq!((l.width, l.pv.k_pad), (128, 128));
+        assert_eq!(l.softmax_need().shape, vec![3, 70, 128]);
+    }
+}

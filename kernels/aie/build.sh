@@ -72,29 +72,30 @@ sys.path.insert(0, sys.argv[1])
 import shapes
 mels = int(sys.argv[4]) if len(sys.argv) > 4 else None
 for k in shapes.whisper_kernels(sys.argv[2], mels):
-    print(k.kind, k.name, k.epilogue, *k.shape)
+    print(k.kind, k.name, k.epilogue, k.output, *k.shape)
 EOF
 )"
 
 gemm_flags=(-DDIM_M="${tile[0]}" -DDIM_K="${tile[1]}" -DDIM_N="${tile[2]}"
     -DMMUL_R="${mmul[0]}" -DMMUL_S="${mmul[1]}" -DMMUL_T="${mmul[2]}")
 
-design_argv() { # kind epilogue dims...: sets `argv` to the command printing the design's MLIR
-    local kind="$1" epilogue="$2"
-    shift 2
+design_argv() { # kind epilogue output dims...: sets `argv` to the command printing the design's MLIR
+    local kind="$1" epilogue="$2" output="$3"
+    shift 3
     case "$kind" in
         gemm) argv=("$python" "$here/gemm/gemm.py" --dev "$target" -M "$1" -K "$2" -N "$3"
-            --epilogue "$epilogue") ;;
-        softmax) argv=("$python" "$here/softmax/softmax.py" --dev "$target" --rows "$1" --cols "$2") ;;
+            --epilogue "$epilogue" --output "$output") ;;
+        softmax) argv=("$python" "$here/softmax/softmax.py" --dev "$target" --rows "$1" --cols "$2"
+            --stride "$3") ;;
         gelu) argv=("$python" "$here/gelu/gelu.py" --dev "$target" --elements "$1") ;;
     esac
 }
 
 if [[ $plan_only -eq 1 ]]; then
     echo "# $model for $target ($manifest_target): kernels into $outdir"
-    while read -r kind name epilogue dims; do
+    while read -r kind name epilogue output dims; do
         # shellcheck disable=SC2086
-        design_argv "$kind" "$epilogue" $dims
+        design_argv "$kind" "$epilogue" "$output" $dims
         echo "$name: ${argv[*]}"
         # Each design checks its shape against its limits (no toolchain needed for that).
         "${argv[@]}" --plan >/dev/null
@@ -157,6 +158,8 @@ cxx_flags=(-O2 -std=c++20 "--target=$clang_target" -DNDEBUG
     -I "$MLIR_AIE_INSTALL_DIR/include" -I "$here/common")
 echo "compiling the kernels for $clang_target"
 "$clangxx" "${cxx_flags[@]}" "${gemm_flags[@]}" -c "$here/gemm/gemm.cc" -o "$work/objects/gemm.o"
+"$clangxx" "${cxx_flags[@]}" "${gemm_flags[@]}" -DGEMM_OUTPUT_BF16 -c "$here/gemm/gemm.cc" \
+    -o "$work/objects/gemm_bf16.o"
 "$clangxx" "${cxx_flags[@]}" -c "$here/softmax/softmax.cc" -o "$work/objects/softmax.o"
 "$clangxx" "${cxx_flags[@]}" -c "$here/gelu/gelu.cc" -o "$work/objects/gelu.o"
 
@@ -184,22 +187,22 @@ EOF
 manifest="$work/manifest.toml"
 {
     echo "# Written by kernels/aie/build.sh $model for $target; read by kernels/src/manifest.rs."
-    echo "format = 1"
+    echo "format = 2"
     echo "target = \"$manifest_target\""
     echo "rounding = \"nearest_even\""
 } >"$manifest"
 
-while read -r kind name epilogue dims; do
+while read -r kind name epilogue output dims; do
     echo "building $name"
     dir="$work/$name"
     mkdir -p "$dir"
     case "$kind" in
-        gemm) cp "$work/objects/gemm.o" "$dir/" ;;
+        gemm) cp "$work/objects/gemm.o" "$work/objects/gemm_bf16.o" "$dir/" ;;
         softmax) cp "$work/objects/softmax.o" "$dir/" ;;
         gelu) cp "$work/objects/gelu.o" "$dir/" ;;
     esac
     # shellcheck disable=SC2086
-    design_argv "$kind" "$epilogue" $dims
+    design_argv "$kind" "$epilogue" "$output" $dims
     "${argv[@]}" >"$dir/aie.mlir"
     (
         cd "$dir"
@@ -221,7 +224,7 @@ while read -r kind name epilogue dims; do
         echo
         echo "[[kernel]]"
         echo "kind = \"$kind\""
-        [[ "$kind" == gemm ]] && echo "epilogue = \"$epilogue\""
+        [[ "$kind" == gemm ]] && echo "epilogue = \"$epilogue\"" && echo "output = \"$output\""
         echo "xclbin = \"$name.xclbin\""
         echo "kernel_name = \"MLIR_AIE\""
         echo "instructions = \"$name.insts.bin\""

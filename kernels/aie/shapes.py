@@ -13,12 +13,16 @@ Every number here mirrors the Rust side, which is the source of truth:
   floor(staging / 2 / (cols * 2))``, ``dispatches = ceil(rows / rows_per_dispatch)``, and every
   dispatch has ``per = ceil(rows / dispatches)`` rows, one more when ``per * cols`` is odd
   (the DMAs move 32-bit words), the last one padded by the host.
+- ``attention_layout`` is ``GemmContract::attention`` of ``kernels/src/attention.rs``: one
+  head's ``Q K^T`` with C in bfloat16 left on the device (``width = n_pad`` wide), the
+  softmax over its ``m`` rows of ``n`` values at a row stride of ``width`` in one dispatch,
+  and ``P V`` with K padded to ``width``.
 - ``whisper_kernels`` lists the products of a Whisper encoder as the project's exporter and
   graph rewrite produce them (``src/model/export/encoder.rs``, ``src/rewrite/``): the two
   convolutions as GEMMs over im2col patches with bias and GELU in the epilogue, separate Q, K,
-  V projections (K without bias), the output projection, the two FFN layers, and the
-  attention products per head; Softmax over one head's 1500 rows of 1500 a call; standalone GELU
-  for the three places a GELU can follow a product when it is not fused.
+  V projections (K without bias), the output projection, the two FFN layers, and one head of
+  attention a call (its two products and its softmax); standalone GELU for the three places a
+  GELU can follow a product when it is not fused.
 
 Run as a script, it prints the shapes of one model (``python3 shapes.py base``).
 """
@@ -110,16 +114,48 @@ class Kernel:
     """One manifest entry: a kernel kind at one dispatch shape."""
 
     kind: str  # gemm | softmax | gelu
-    shape: tuple[int, ...]  # gemm: (M, K, N) of one dispatch; softmax: (rows, cols); gelu: (n,)
+    # gemm: (M, K, N) of one dispatch; softmax: (rows, cols, row stride); gelu: (n,)
+    shape: tuple[int, ...]
     epilogue: str = "none"  # gemm only: none | bias | bias_gelu
+    output: str = "f32"  # gemm only: f32 | bf16
     used_by: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         dims = "x".join(str(s) for s in self.shape)
         if self.kind == "gemm":
-            return f"gemm_{dims}_{self.epilogue}"
+            suffix = "_bf16" if self.output == "bf16" else ""
+            return f"gemm_{dims}_{self.epilogue}{suffix}"
         return f"{self.kind}_{dims}"
+
+
+def gemm_layout_k_pad(m: int, k: int, n: int, k_pad: int) -> GemmLayout:
+    """``GemmContract::XDNA1.layout_with_k_pad(m, k, n, k_pad)``."""
+    assert k_pad >= max(k, 1) and k_pad % TILE_K == 0
+    row_block = XDNA1_ROWS * TILE_M
+    col_block = XDNA1_COLUMNS * TILE_N
+    m_pad = max(math.ceil(m / row_block), 1) * row_block
+    n_pad = max(math.ceil(n / col_block), 1) * col_block
+    fit = STAGING_BYTES // (k_pad * 2)
+    m_chunk = min(max((fit // row_block) * row_block, row_block), m_pad)
+    return GemmLayout(m, k, n, m_pad, k_pad, n_pad, m_chunk, math.ceil(m_pad / m_chunk))
+
+
+@dataclass(frozen=True)
+class AttentionLayout:
+    """``AttentionLayout`` of kernels/src/attention.rs."""
+
+    m: int
+    n: int
+    qk: GemmLayout
+    width: int
+    pv: GemmLayout
+
+
+def attention_layout(m: int, d: int, n: int, dv: int) -> AttentionLayout:
+    """``GemmContract::XDNA1.attention(AttentionDims { m, d, n, dv })``."""
+    qk = gemm_layout(m, d, n)
+    return AttentionLayout(m, n, qk, qk.n_pad, gemm_layout_k_pad(m, n, dv, qk.n_pad))
 
 
 def whisper_products(d_model: int, n_mels: int) -> list[tuple[str, int, int, int, str]]:
@@ -134,8 +170,6 @@ def whisper_products(d_model: int, n_mels: int) -> list[tuple[str, int, int, int
         ("out_proj", N_POSITIONS, d, d, "bias"),
         ("fc1", N_POSITIONS, d, 4 * d, "bias_gelu"),
         ("fc2", N_POSITIONS, 4 * d, d, "bias"),
-        ("attention_qk", N_POSITIONS, HEAD_DIM, N_POSITIONS, "none"),
-        ("attention_pv", N_POSITIONS, N_POSITIONS, HEAD_DIM, "none"),
     ]
 
 
@@ -146,16 +180,20 @@ def whisper_kernels(model: str, n_mels: int | None = None) -> list[Kernel]:
         mels = n_mels
     found: dict[tuple, list[str]] = {}
 
-    def add(kind: str, shape: tuple[int, ...], epilogue: str, user: str) -> None:
-        found.setdefault((kind, shape, epilogue), []).append(user)
+    def add(kind: str, shape: tuple[int, ...], epilogue: str, user: str, output="f32") -> None:
+        found.setdefault((kind, shape, epilogue, output), []).append(user)
+
+    def gemm(layout: GemmLayout) -> tuple[int, int, int]:
+        return (layout.m_chunk, layout.k_pad, layout.n_pad)
 
     for name, m, k, n, epilogue in whisper_products(d, mels):
-        layout = gemm_layout(m, k, n)
-        add("gemm", (layout.m_chunk, layout.k_pad, layout.n_pad), epilogue, name)
-    # The host fuses Q K^T, softmax and P V into one op that runs head by head
-    # (ops/src/attention.rs): each softmax call covers one head's rows.
-    softmax = stream_layout(N_POSITIONS, N_POSITIONS)
-    add("softmax", (softmax.per, N_POSITIONS), "none", "attention softmax (one head a call)")
+        add("gemm", gemm(gemm_layout(m, k, n)), epilogue, name)
+    # The host fuses Q K^T, softmax and P V into one device call a head (ops/src/attention.rs,
+    # kernels/src/attention.rs): the scores and probabilities stay on the device.
+    head = attention_layout(N_POSITIONS, HEAD_DIM, N_POSITIONS, HEAD_DIM)
+    add("gemm", gemm(head.qk), "none", "attention Q K^T (scores to bf16)", "bf16")
+    add("softmax", (head.m, head.n, head.width), "none", "attention softmax (one head a call)")
+    add("gemm", gemm(head.pv), "none", "attention P V")
     for name, elements in [
         ("conv1 GELU", N_FRAMES * d),
         ("conv2 GELU", N_POSITIONS * d),
@@ -163,8 +201,8 @@ def whisper_kernels(model: str, n_mels: int | None = None) -> list[Kernel]:
     ]:
         add("gelu", (stream_layout(elements, 1).per,), "none", name)
     return [
-        Kernel(kind, shape, epilogue, tuple(users))
-        for (kind, shape, epilogue), users in found.items()
+        Kernel(kind, shape, epilogue, output, tuple(users))
+        for (kind, shape, epilogue, output), users in found.items()
     ]
 
 

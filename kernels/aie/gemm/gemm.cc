@@ -12,7 +12,9 @@
 //
 // Compile-time parameters (build.sh passes them): DIM_M, DIM_K, DIM_N (the per-core tile,
 // 64 x 64 x 32), MMUL_R, MMUL_S, MMUL_T (the mmul shape: 4 x 8 x 4 on XDNA1), GEMM_MAX_N_PAD
-// (the largest padded N of a dispatch, which sizes the bias stash).
+// (the largest padded N of a dispatch, which sizes the bias stash), and GEMM_OUTPUT_BF16 for
+// the object of the bfloat16-output GEMM (attention's scores, which stay on the device): its
+// C tile is accumulated in float32 in the core's own memory and leaves rounded to bfloat16.
 
 #include <aie_api/aie.hpp>
 #include <stdint.h>
@@ -72,6 +74,12 @@ int32_t bias_cursor; // the next output tile's column tile
 // The current tile's bias laid out as the 16-lane vectors of each block column of C (kept
 // out of the stack, which mlir-aie sizes at 1 KiB by default).
 alignas(32) float bias_lanes[COL_BLOCKS * LANES];
+
+#ifdef GEMM_OUTPUT_BF16
+// The float32 C tile of the bfloat16-output GEMM, in the blocked layout: the C objects that
+// leave the core are bfloat16, so the sums are kept here until the last k-tile.
+alignas(32) float acc_tile[DIM_M * DIM_N];
+#endif
 
 // C += A x B for one pair of MMUL_R-row block rows and one pair of MMUL_T-column block
 // columns: four partial sums of the k-tile, each accumulated from +0 in increasing k, then
@@ -202,5 +210,26 @@ void gemm_epilogue_bias(float *__restrict c) { epilogue<false>(c); }
 
 // Epilogue `bias_gelu`: C = gelu(C + bias), bfloat16 values held in float32.
 void gemm_epilogue_bias_gelu(float *__restrict c) { epilogue<true>(c); }
+
+#ifdef GEMM_OUTPUT_BF16
+// The bfloat16-output GEMM (gemm.py --output bf16): the accumulator tile = +0, the k-tiles
+// added into it as gemm_ktile_bf16_f32 does, then stored to the C object rounded to
+// bfloat16 by the contract's b(v) (NUMERICS.md 1), bit for bit what the host's rounding of
+// float32 scores gives; a NaN becomes the canonical NaN (the host's rounding keeps NaNs
+// NaN, and b(v) on the bits could turn one into an infinity). No epilogue.
+void gemm_acc_zero() { gemm_zero_f32(acc_tile); }
+
+void gemm_acc_ktile(const bfloat16 *__restrict a, const bfloat16 *__restrict b) {
+  gemm_ktile_bf16_f32(a, b, acc_tile);
+}
+
+void gemm_acc_store_bf16(bfloat16 *__restrict c) {
+  for (unsigned i = 0; i < DIM_M * DIM_N; i += LANES) {
+    const vf x = aie::load_v<LANES>(acc_tile + i);
+    const vf r = floats(aie::select(bits(rb(x)), splat_i(CANONICAL_NAN), is_nan(bits(x))));
+    aie::store_v(c + i, narrow_exact(r));
+  }
+}
+#endif
 
 } // extern "C"

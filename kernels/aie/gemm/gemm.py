@@ -1,6 +1,7 @@
 # The whole-array GEMM of the kernel contract as an IRON design (mlir-aie), one dispatch.
 #
 # Usage: python3 gemm.py --dev npu -M 1536 -K 512 -N 512 --epilogue bias > aie.mlir
+#        python3 gemm.py --dev npu -M 1536 -K 64 -N 1536 --output bf16 > aie.mlir
 #
 # After mlir-aie's programming_examples/basic/matrix_multiplication/whole_array
 # (whole_array_iron.py): 4 x 4 compute cores, one memory tile and one shim tile per column,
@@ -14,8 +15,13 @@ buffers, in the order of the runtime sequence (XRT kernel arguments 3, 4, 5, 6),
 
 - A: bfloat16 ``[M, K]`` row-major;
 - B: bfloat16 ``[K, N]`` row-major;
-- C: float32 ``[M, N]`` row-major;
+- C: float32 ``[M, N]`` row-major (bfloat16 with ``--output bf16``);
 - bias: float32 ``[N]``, only with the epilogues ``bias`` and ``bias_gelu``.
+
+``--output bf16`` (attention's scores, left on the device for the softmax) builds against
+``gemm_bf16.o`` (gemm.cc with ``GEMM_OUTPUT_BF16``): a core keeps its float32 tile in its
+own memory across the k-tiles and stores it rounded to bfloat16 into the C object; there is
+no epilogue.
 
 Core ``(row r, column c)`` computes, for each row block ``b`` (256 rows) and each column tile
 ``j`` of its column, the 64 x 32 tile of C at rows ``b * 256 + r * 64``, columns
@@ -41,7 +47,9 @@ COLUMNS = 4
 # mlir-aie's whole-array design uses 8 x 8 x 8 for bfloat16.
 MMUL_SHAPES = {"npu": (4, 8, 4), "npu2": (8, 8, 8)}
 EPILOGUES = ("none", "bias", "bias_gelu")
+OUTPUTS = ("f32", "bf16")
 OBJECT_FILE = "gemm.o"
+OBJECT_FILE_BF16 = "gemm_bf16.o"
 # The bias stash of gemm.cc holds N / 4 floats for N up to this (GEMM_MAX_N_PAD); 5120 is
 # Whisper large's FFN width, the largest N of any encoder product.
 MAX_N_PAD = 5120
@@ -78,6 +86,12 @@ class Plan:
     n: int
     epilogue: str
     mmul: tuple[int, int, int]
+    output: str = "f32"
+
+    @property
+    def c_bytes(self) -> int:
+        """Bytes of one value of C."""
+        return 2 if self.output == "bf16" else 4
 
     @property
     def row_blocks(self) -> int:
@@ -181,7 +195,10 @@ class Plan:
         and bias lanes, the stack."""
         a = 2 * self.m * self.k * 2
         b = 2 * self.k * self.n * 2
-        c = 2 * self.m * self.n * 4
+        c = 2 * self.m * self.n * self.c_bytes
+        if self.output == "bf16":
+            # gemm_bf16.o: the float32 accumulator tile; no bias stash.
+            return a + b + c + self.m * self.n * 4 + CORE_STACK_BYTES
         stash = MAX_N_PAD // COLUMNS * 4 + (self.n // self.mmul[2]) * 16 * 4
         return a + b + c + stash + CORE_STACK_BYTES
 
@@ -195,15 +212,20 @@ def plan(
     k: int = 64,
     n: int = 32,
     epilogue: str = "none",
+    output: str = "f32",
 ) -> Plan:
     """Checks a dispatch shape against the design's limits and returns its plan."""
     if dev not in MMUL_SHAPES:
         raise ValueError(f"unknown device {dev!r}; expected one of {sorted(MMUL_SHAPES)}")
     if epilogue not in EPILOGUES:
         raise ValueError(f"unknown epilogue {epilogue!r}; expected one of {EPILOGUES}")
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown output {output!r}; expected one of {OUTPUTS}")
     r, s, t = MMUL_SHAPES[dev]
-    p = Plan(dev, M, K, N, m, k, n, epilogue, (r, s, t))
+    p = Plan(dev, M, K, N, m, k, n, epilogue, (r, s, t), output)
     problems = []
+    if output == "bf16" and epilogue != "none":
+        problems.append("the bfloat16-output GEMM has no epilogue")
     if M <= 0 or M % (ROWS * m):
         problems.append(f"M = {M} is not a positive multiple of {ROWS} x m = {ROWS * m}")
     if K <= 0 or K % k:
@@ -253,18 +275,24 @@ def design(p: Plan):
 
     A_ty = np.ndarray[(M * K,), np.dtype[bfloat16]]
     B_ty = np.ndarray[(K * N,), np.dtype[bfloat16]]
-    C_ty = np.ndarray[(M * N,), np.dtype[np.float32]]
+    c_dtype = bfloat16 if p.output == "bf16" else np.float32
+    C_ty = np.ndarray[(M * N,), np.dtype[c_dtype]]
     bias_ty = np.ndarray[(2 * N,), np.dtype[bfloat16]]
     A_l2_ty = np.ndarray[(m * k,), np.dtype[bfloat16]]
     B_l2_ty = np.ndarray[(k * n,), np.dtype[bfloat16]]
-    C_l2_ty = np.ndarray[(ROWS * m * n,), np.dtype[np.float32]]
+    C_l2_ty = np.ndarray[(ROWS * m * n,), np.dtype[c_dtype]]
     A_l1_ty = np.ndarray[(m, k), np.dtype[bfloat16]]
     B_l1_ty = np.ndarray[(k, n), np.dtype[bfloat16]]
-    C_l1_ty = np.ndarray[(m, n), np.dtype[np.float32]]
+    C_l1_ty = np.ndarray[(m, n), np.dtype[c_dtype]]
 
-    zero = Kernel("gemm_zero_f32", OBJECT_FILE, [C_l1_ty])
-    ktile = Kernel("gemm_ktile_bf16_f32", OBJECT_FILE, [A_l1_ty, B_l1_ty, C_l1_ty])
-    extra = []
+    if p.output == "bf16":
+        zero = Kernel("gemm_acc_zero", OBJECT_FILE_BF16, [])
+        ktile = Kernel("gemm_acc_ktile", OBJECT_FILE_BF16, [A_l1_ty, B_l1_ty])
+        extra = [Kernel("gemm_acc_store_bf16", OBJECT_FILE_BF16, [C_l1_ty])]
+    else:
+        zero = Kernel("gemm_zero_f32", OBJECT_FILE, [C_l1_ty])
+        ktile = Kernel("gemm_ktile_bf16_f32", OBJECT_FILE, [A_l1_ty, B_l1_ty, C_l1_ty])
+        extra = []
     if p.has_bias:
         extra = [
             Kernel("gemm_bias_load", OBJECT_FILE, [B_l1_ty, np.int32, np.int32]),
@@ -315,6 +343,20 @@ def design(p: Plan):
     bias_parts, col_tiles = p.bias_parts, p.col_tiles
     tiles_per_core, k_tiles = p.tiles_per_core, p.k_tiles
 
+    def core_fn_bf16(a_in, b_in, c_out, zero, ktile, store):
+        # The tile is accumulated in the core's own float32 tile, then stored rounded.
+        for _ in loop(tiles_per_core):
+            zero()
+            for _ in loop(k_tiles):
+                a = a_in.acquire(1)
+                b = b_in.acquire(1)
+                ktile(a, b)
+                a_in.release(1)
+                b_in.release(1)
+            c = c_out.acquire(1)
+            store(c)
+            c_out.release(1)
+
     def core_fn(a_in, b_in, c_out, zero, ktile, bias_load=None, finish=None):
         if bias_load is not None:
             for part in range(bias_parts):
@@ -336,7 +378,7 @@ def design(p: Plan):
 
     workers = [
         Worker(
-            core_fn,
+            core_fn_bf16 if p.output == "bf16" else core_fn,
             [
                 a_l2l1[row].cons(),
                 b_l2l1[col].cons(),
@@ -424,11 +466,24 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=32, help="columns of a core's tile")
     parser.add_argument("--epilogue", choices=EPILOGUES, default="none")
     parser.add_argument(
+        "--output", choices=OUTPUTS, default="f32", help="the type C is written in"
+    )
+    parser.add_argument(
         "--plan", action="store_true", help="print the plan as JSON instead of MLIR"
     )
     args = parser.parse_args()
     try:
-        p = plan(args.dev, args.M, args.K, args.N, args.m, args.k, args.n, args.epilogue)
+        p = plan(
+            args.dev,
+            args.M,
+            args.K,
+            args.N,
+            args.m,
+            args.k,
+            args.n,
+            args.epilogue,
+            args.output,
+        )
     except ValueError as e:
         sys.exit(f"gemm.py: {e}")
     if args.plan:

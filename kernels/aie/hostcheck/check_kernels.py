@@ -9,7 +9,9 @@ emulator, bit for bit; run by run.sh.
 - the GEMM through the dataflow of gemm.py: the runtime access patterns, the memory tiles'
   transforms, the bias carried down the B stream, each core's loop run by the harness on its
   streams, the joined C written back through the drain patterns; compared with ``emu::gemm``
-  (plus ``gelu::gelu`` for ``bias_gelu``).
+  (plus ``gelu::gelu`` for ``bias_gelu``, the rounding to bfloat16 for ``--output bf16``);
+- one head of attention as the NPU runs it, the scores and probabilities kept in device
+  layout between the kernels; compared with ``Emulator::attention``.
 
 Usage: check_kernels.py HARNESS EMUREF WORKDIR DEV (DEV: npu or npu2, the mmul shape the
 harness was compiled with).
@@ -23,8 +25,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gemm"))
+aie = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(aie / "gemm"), str(aie / "softmax"), str(aie)]
 import gemm  # noqa: E402  (gemm.py's plan needs no mlir-aie)
+import shapes  # noqa: E402
+import softmax  # noqa: E402  (softmax.py's row access needs no mlir-aie)
 
 harness, emuref, work, dev = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4]
 random.seed(20240611)
@@ -146,20 +151,12 @@ def objects(stream: list, size: int) -> list[list]:
     return [stream[i : i + size] for i in range(0, len(stream), size)]
 
 
-def check_gemm(M: int, K: int, N: int, epilogue: str) -> bool:
-    p = gemm.plan(dev, M, K, N, epilogue=epilogue)
-    A = [bf16(random.uniform(-2, 2)) for _ in range(M * K)]
-    B = [bf16(random.uniform(-2, 2)) for _ in range(K * N)]
-    bias = [f32(random.uniform(-1, 1)) for _ in range(N)]
-    paths = {name: work / f"{name}.bin" for name in ("A", "B", "bias", "r", "a", "b", "c")}
-    for name, values in (("A", A), ("B", B), ("bias", bias)):
-        write_words(paths[name], [f32_bits(v) for v in values])
-    run(emuref, "gemm", paths["A"], paths["B"], paths["bias"] if p.has_bias else "-",
-        M, K, N, epilogue, paths["r"])
-
-    a_host = [f32_bits(v) >> 16 for v in A]
-    b_host = [f32_bits(v) >> 16 for v in B]
-    bias_host = [half for v in bias for half in (f32_bits(v) & 0xFFFF, f32_bits(v) >> 16)]
+def gemm_dataflow(p: gemm.Plan, a_host: list[int], b_host: list[int], bias_host: list[int]) -> list[int]:
+    """C of one dispatch of plan ``p`` (float32 words; bfloat16 outputs widened) computed by
+    the cores of the harness on the streams gemm.py's runtime access patterns and memory-tile
+    transforms make of the host buffers (bfloat16 words of A and B, the bias's halves)."""
+    M, N = p.M, p.N
+    paths = {name: work / f"{name}.bin" for name in ("a", "b", "c")}
     a_streams = [[] for _ in range(gemm.ROWS)]
     b_streams = [[] for _ in range(gemm.COLUMNS)]
     if p.has_bias:
@@ -172,6 +169,7 @@ def check_gemm(M: int, K: int, N: int, epilogue: str) -> bool:
     a_l1 = [[v for o in objects(s, p.m * p.k) for v in transform(o, p.a_to_core)] for s in a_streams]
     b_l1 = [[v for o in objects(s, p.k * p.n) for v in transform(o, p.b_to_core)] for s in b_streams]
 
+    mode = "bf16" if p.output == "bf16" else p.epilogue
     C = [None] * (M * N)
     for col in range(gemm.COLUMNS):
         per_core = []
@@ -179,7 +177,7 @@ def check_gemm(M: int, K: int, N: int, epilogue: str) -> bool:
             write_words(paths["a"], a_l1[row], "H")
             write_words(paths["b"], b_l1[col], "H")
             run(harness, "core", paths["a"], paths["b"], paths["c"], p.tiles_per_core,
-                p.k_tiles, p.bias_parts if p.has_bias else 0, p.col_tiles, epilogue)
+                p.k_tiles, p.bias_parts if p.has_bias else 0, p.col_tiles, mode)
             per_core.append(objects(read_words(paths["c"]), p.m * p.n))
         joined = [sum((per_core[row][t] for row in range(gemm.ROWS)), [])
                   for t in range(p.tiles_per_core)]
@@ -192,8 +190,82 @@ def check_gemm(M: int, K: int, N: int, epilogue: str) -> bool:
             assert C[i] is None, "two drains write one element"
             C[i] = v
     assert all(v is not None for v in C), "the drains do not cover C"
-    name = f"gemm {M}x{K}x{N} {epilogue} ({dev}, mmul {'x'.join(map(str, p.mmul))})"
+    return C
+
+
+def check_gemm(M: int, K: int, N: int, epilogue: str, output: str = "f32") -> bool:
+    p = gemm.plan(dev, M, K, N, epilogue=epilogue, output=output)
+    A = [bf16(random.uniform(-2, 2)) for _ in range(M * K)]
+    B = [bf16(random.uniform(-2, 2)) for _ in range(K * N)]
+    bias = [f32(random.uniform(-1, 1)) for _ in range(N)]
+    paths = {name: work / f"{name}.bin" for name in ("A", "B", "bias", "r")}
+    for name, values in (("A", A), ("B", B), ("bias", bias)):
+        write_words(paths[name], [f32_bits(v) for v in values])
+    mode = "bf16" if output == "bf16" else epilogue
+    run(emuref, "gemm", paths["A"], paths["B"], paths["bias"] if p.has_bias else "-",
+        M, K, N, mode, paths["r"])
+    bias_host = [half for v in bias for half in (f32_bits(v) & 0xFFFF, f32_bits(v) >> 16)]
+    C = gemm_dataflow(p, [f32_bits(v) >> 16 for v in A], [f32_bits(v) >> 16 for v in B], bias_host)
+    name = f"gemm {M}x{K}x{N} {mode} ({dev}, mmul {'x'.join(map(str, p.mmul))})"
     return same(name, list(range(M * N)), C, read_words(paths["r"]))
+
+
+def padded(values: list[float], rows: int, cols: int, rows_pad: int, cols_pad: int) -> list[int]:
+    """bfloat16 words of ``rows x cols`` values padded with zeros, as the host sends them."""
+    out = [0] * (rows_pad * cols_pad)
+    for r in range(rows):
+        for c in range(cols):
+            out[r * cols_pad + c] = f32_bits(bf16(values[r * cols + c])) >> 16
+    return out
+
+
+def check_attention(m: int, d: int, n: int, dv: int) -> bool:
+    """One head through the device's chain as kernels/src/npu.rs runs it: Q K^T into the
+    bfloat16 scores, the strided softmax of softmax.py over them into zeroed probabilities,
+    P V with K padded to the scores' width; against Emulator::attention, bit for bit."""
+    lay = shapes.attention_layout(m, d, n, dv)
+    qk, pv, width = lay.qk, lay.pv, lay.width
+    Q = [random.uniform(-3, 3) for _ in range(m * d)]
+    KT = [random.uniform(-3, 3) for _ in range(d * n)]
+    V = [random.uniform(-2, 2) for _ in range(n * dv)]
+    paths = {name: work / f"{name}.bin" for name in ("Q", "KT", "V", "r", "x", "y")}
+    for name, values in (("Q", Q), ("KT", KT), ("V", V)):
+        write_words(paths[name], [f32_bits(f32(v)) for v in values])
+    run(emuref, "attention", paths["Q"], paths["KT"], paths["V"], m, d, n, dv, paths["r"])
+
+    rows = max(qk.m_chunk * qk.dispatches, pv.m_chunk * pv.dispatches)
+    q_host = padded(Q, m, d, rows, qk.k_pad)
+    kt_host = padded(KT, d, n, qk.k_pad, width)
+    v_host = padded(V, n, dv, width, pv.n_pad)
+
+    scores = [0] * (rows * width)
+    p = gemm.plan(dev, qk.m_chunk, qk.k_pad, width, output="bf16")
+    for i in range(qk.dispatches):
+        a = q_host[i * qk.m_chunk * qk.k_pad:(i + 1) * qk.m_chunk * qk.k_pad]
+        span = slice(i * qk.m_chunk * width, (i + 1) * qk.m_chunk * width)
+        scores[span] = gemm_dataflow(p, a, kt_host, [])
+
+    probs = [0] * (rows * width)
+    for first, count in softmax.row_runs(m):
+        if count == 0:
+            continue
+        offset, sizes, strides = softmax.row_access(first, count, n, width)
+        positions = gather(gemm.Access((rows, width), offset, sizes, strides), range(rows * width))
+        write_words(paths["x"], [scores[i] for i in positions])
+        run(harness, "softmax", paths["x"], paths["y"], n)
+        for i, v in zip(positions, read_words(paths["y"])):
+            probs[i] = v
+
+    out = []
+    p = gemm.plan(dev, pv.m_chunk, width, pv.n_pad)
+    for i in range(pv.dispatches):
+        a = [w >> 16 for w in probs[i * pv.m_chunk * width:(i + 1) * pv.m_chunk * width]]
+        C = gemm_dataflow(p, a, v_host, [])
+        for r in range(min(pv.m_chunk, m - i * pv.m_chunk)):
+            out += C[r * pv.n_pad:r * pv.n_pad + dv]
+    name = (f"attention head {m}x{d} keys {n} values {dv}: {qk.dispatches} + 1 + "
+            f"{pv.dispatches} dispatches, scores {width} wide ({dev})")
+    return same(name, list(range(m * dv)), out, read_words(paths["r"]))
 
 
 ok = check_gelu() & check_softmax()
@@ -201,5 +273,9 @@ ok &= check_gemm(256, 64, 128, "none")
 ok &= check_gemm(512, 192, 384, "bias")
 ok &= check_gemm(256, 128, 384, "bias_gelu")
 ok &= check_gemm(256, 64, 4608, "bias")  # 36 column tiles: the bias spans 9 B objects
+ok &= check_gemm(512, 128, 256, "none", "bf16")
+# Scores 2176 wide: P V runs in two 256-row dispatches (the second past the 512 padded rows'
+# need: 300 rows), the softmax reads rows of 2100 in three pieces, values padded 40 -> 128.
+ok &= check_attention(300, 64, 2100, 40)
 print("all kernels agree with the emulator" if ok else "DIFFERENCES FOUND")
 sys.exit(0 if ok else 1)

@@ -4,12 +4,15 @@
 //!
 //!   emuref gelu IN OUT
 //!   emuref softmax IN OUT COLS
-//!   emuref gemm A B BIAS|- M K N EPILOGUE OUT
+//!   emuref gemm A B BIAS|- M K N EPILOGUE OUT     (EPILOGUE none, bias, bias_gelu or bf16)
+//!   emuref attention Q KT V M D N DV OUT           (Emulator::attention, one head)
 //!   emuref manifest MANIFEST
 
 use std::path::Path;
 
-use amanuensis_kernels::bf16::Rounding;
+use amanuensis_kernels::bf16::{self, Rounding};
+use amanuensis_kernels::device::{AttentionDims, Device};
+use amanuensis_kernels::emulator::Emulator;
 use amanuensis_kernels::gemm::GemmContract;
 use amanuensis_kernels::manifest::{FileCheck, Manifest};
 use amanuensis_kernels::{emu, gelu, softmax};
@@ -51,7 +54,24 @@ fn main() {
             if a[8] == "bias_gelu" {
                 gelu::gelu(rounding, &mut c);
             }
+            if a[8] == "bf16" {
+                c.iter_mut().for_each(|v| *v = bf16::round(*v, rounding));
+            }
             write(&a[9], &c);
+        }
+        "attention" => {
+            let d: Vec<usize> = a[5..9].iter().map(|s| s.parse().unwrap()).collect();
+            let dims = AttentionDims {
+                m: d[0],
+                d: d[1],
+                n: d[2],
+                dv: d[3],
+            };
+            let mut out = vec![0f32; dims.m * dims.dv];
+            Emulator::new(GemmContract::XDNA1)
+                .attention(&read(&a[2]), &read(&a[3]), &read(&a[4]), dims, &mut out)
+                .unwrap();
+            write(&a[9], &out);
         }
         "manifest" => {
             let m = Manifest::read(Path::new(&a[2])).unwrap_or_else(|e| panic!("{e}"));

@@ -7,11 +7,13 @@
 //   harness core A B C TILES K_TILES BIAS_PARTS COL_TILES EPILOGUE
 //                                 one GEMM core's loop (gemm.py's core_fn) over its A and B
 //                                 streams (16-bit words, as the memory tiles deliver them),
-//                                 writing its C objects
+//                                 writing its C objects; EPILOGUE bf16 runs the
+//                                 bfloat16-output loop (core_fn_bf16), its C objects widened
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -25,6 +27,9 @@ void gemm_ktile_bf16_f32(const bfloat16 *a, const bfloat16 *b, float *c);
 void gemm_bias_load(const bfloat16 *object, int32_t part, int32_t tiles);
 void gemm_epilogue_bias(float *c);
 void gemm_epilogue_bias_gelu(float *c);
+void gemm_acc_zero();
+void gemm_acc_ktile(const bfloat16 *a, const bfloat16 *b);
+void gemm_acc_store_bf16(bfloat16 *c);
 }
 
 namespace {
@@ -103,6 +108,8 @@ int main(int argc, char **argv) {
     constexpr size_t a_size = DIM_M * DIM_K, b_size = DIM_K * DIM_N, c_size = DIM_M * DIM_N;
     alignas(64) static bfloat16 a_obj[a_size], b_obj[b_size];
     alignas(64) static float c_obj[c_size];
+    alignas(64) static bfloat16 c_bf16[c_size];
+    const bool bf16_out = epilogue == "bf16";
     size_t a_at = 0, b_at = 0;
     auto take = [](const std::vector<uint16_t> &s, size_t &at, bfloat16 *dst, size_t n) {
       if (at + n > s.size()) {
@@ -118,6 +125,17 @@ int main(int argc, char **argv) {
       gemm_bias_load(b_obj, part, col_tiles);
     }
     for (int t = 0; t < tiles; ++t) {
+      if (bf16_out) {
+        gemm_acc_zero();
+        for (int kt = 0; kt < k_tiles; ++kt) {
+          take(a, a_at, a_obj, a_size);
+          take(b, b_at, b_obj, b_size);
+          gemm_acc_ktile(a_obj, b_obj);
+        }
+        gemm_acc_store_bf16(c_bf16);
+        std::transform(c_bf16, c_bf16 + c_size, std::back_inserter(c), widened);
+        continue;
+      }
       gemm_zero_f32(c_obj);
       for (int kt = 0; kt < k_tiles; ++kt) {
         take(a, a_at, a_obj, a_size);

@@ -55,7 +55,8 @@ for dev in npu npu2; do
     objects=()
     for source in gemm/gemm.cc softmax/softmax.cc gelu/gelu.cc; do
         object="$work/$dev-$(basename "$source" .cc).o"
-        "$cxx" "${flags[@]}" -c "$aie/$source" -o "$object"
+        # The GEMM with its bfloat16-output entry points too (gemm_bf16.o on the device).
+        "$cxx" "${flags[@]}" -DGEMM_OUTPUT_BF16 -c "$aie/$source" -o "$object"
         objects+=("$object")
     done
     "$cxx" "${flags[@]}" "$here/harness.cc" "${objects[@]}" -o "$work/harness-$dev"

@@ -20,7 +20,7 @@ Every number here mirrors the Rust side, which is the source of truth:
 - ``whisper_kernels`` lists the products of a Whisper encoder as the project's exporter and
   graph rewrite produce them (``src/model/export/encoder.rs``, ``src/rewrite/``): the two
   convolutions as GEMMs over im2col patches with bias and GELU in the epilogue, separate Q, K,
-  V projections (K without bias), the output projection, the two FFN layers, and one head of
+  V projections (K with a zero bias), the output projection, the two FFN layers, and one head of
   attention a call (its two products and its softmax); standalone GELU for the three places a
   GELU can follow a product when it is not fused.
 
@@ -165,7 +165,9 @@ def whisper_products(d_model: int, n_mels: int) -> list[tuple[str, int, int, int
         ("conv1", N_FRAMES, 3 * n_mels, d, "bias_gelu"),
         ("conv2", N_POSITIONS, 3 * d, d, "bias_gelu"),
         ("q_proj", N_POSITIONS, d, d, "bias"),
-        ("k_proj", N_POSITIONS, d, d, "none"),
+        # The K projection has no bias; the host gives it a zero bias, so that it runs on
+        # the Q, V and output projections' kernel (src/rewrite/npu_matmul.rs).
+        ("k_proj", N_POSITIONS, d, d, "bias"),
         ("v_proj", N_POSITIONS, d, d, "bias"),
         ("out_proj", N_POSITIONS, d, d, "bias"),
         ("fc1", N_POSITIONS, d, 4 * d, "bias_gelu"),

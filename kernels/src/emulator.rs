@@ -248,6 +248,30 @@ mod tests {
         }
     }
 
+    /// The plan gives a product without a bias a bias of zeros (one kernel fewer): the bits
+    /// are those of no bias, sums that cancel to zero included.
+    #[test]
+    fn a_zero_bias_changes_no_bit() {
+        let (m, k, n) = (33, 130, 70);
+        let mut a = values(m * k, 4, 4.0);
+        let b = values(k * n, 5, 4.0);
+        // Row 0 of A is zero, row 1 gives sums that cancel: +0 and -0 candidates.
+        a[..k].fill(0.0);
+        for j in 0..k {
+            a[k + j] = if j % 2 == 0 { 1.0 } else { -1.0 };
+        }
+        let emu = Emulator::new(GemmContract::XDNA1);
+        let plain = emu.prepare_weights(&b, k, n, None).unwrap();
+        let zero = emu.prepare_weights(&b, k, n, Some(&vec![0.0; n])).unwrap();
+        for epilogue in [Epilogue::None, Epilogue::Gelu] {
+            let (mut c0, mut c1) = (vec![0.0; m * n], vec![0.0; m * n]);
+            emu.matmul(&a, m, &plain, epilogue, &mut c0).unwrap();
+            emu.matmul(&a, m, &zero, epilogue, &mut c1).unwrap();
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&c0), bits(&c1));
+        }
+    }
+
     #[test]
     fn attention_refuses_operands_that_do_not_fill_the_shape() {
         let emu = Emulator::new(GemmContract::XDNA1);

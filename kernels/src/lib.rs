@@ -12,6 +12,7 @@
 //!   device;
 //! - [`device`]: the interface of a device that runs the contract, and its traffic counters;
 //! - [`emulator`]: the contract on the CPU as a device (`--backend emu`);
+//! - [`contexts`]: how many NPU hardware contexts to hold at once, and which to give up;
 //! - [`manifest`]: which xclbin and instruction file implement which kernel and shape;
 //! - [`npu`]: the contract on an XDNA NPU through XRT (`--backend npu`).
 //!
@@ -22,6 +23,7 @@
 
 pub mod attention;
 pub mod bf16;
+pub mod contexts;
 pub mod device;
 pub mod emu;
 pub mod emulator;

@@ -6,6 +6,11 @@
 //! kernel; per kernel shape, write the instruction stream once into a cacheable buffer in
 //! group 1; data buffers are host-only, in the groups of arguments 3, 4, 5 and 6; a dispatch
 //! is `kernel(3, instructions, word count, A, B, C[, bias])`, a wait, and a sync of C back.
+//! The driver rations hardware contexts (6 on XDNA1), so contexts are created when first
+//! used and at most [`ContextLimit`]'s number are held, the least recently used given up
+//! ([`crate::contexts`]); buffers live on the device, not in a context, and stay.
+//! Attention runs as one call a head whose scores stay in device buffers
+//! ([`crate::attention`]).
 //!
 //! Weights are converted to bfloat16, padded to the contract's tiles and uploaded once when
 //! the plan is built; per dispatch only activations move, and the buffers are allocated once
@@ -23,6 +28,7 @@ use xrt_sys::{Bo, BoFlags, CommandState, HwContext, Kernel as XrtKernel, Xclbin}
 
 use crate::attention::AttentionLayout;
 use crate::bf16;
+use crate::contexts::{CONTEXTS_VAR, ContextLimit, Lru};
 use crate::device::{
     AttentionDims, Counters, Device, DeviceError, Epilogue, Kernel, KernelNeed, StreamLayout,
     Traffic, Weights, checks,
@@ -47,6 +53,12 @@ struct Loaded {
     words: u32,
 }
 
+/// A hardware context held, with the kernels of its xclbin opened in it.
+struct ContextEntry {
+    context: HwContext,
+    kernels: HashMap<usize, Arc<Loaded>>,
+}
+
 /// Data buffers of one kernel shape, allocated once and reused by every dispatch.
 struct Buffers {
     a: Bo,
@@ -59,7 +71,6 @@ struct Buffers {
 /// and V in, the output out, and the scores and probabilities that never leave the device,
 /// with the sub-buffers that one dispatch's rows of them are.
 struct AttentionBuffers {
-    kernels: [Arc<Loaded>; 3],
     q: Bo,
     q_parts: Vec<Bo>,
     kt: Bo,
@@ -84,8 +95,8 @@ pub struct Npu {
     contract: GemmContract,
     manifest: Manifest,
     device: xrt_sys::Device,
-    contexts: HashMap<PathBuf, HwContext>,
-    loaded: Mutex<HashMap<usize, Arc<Loaded>>>,
+    xclbins: HashMap<PathBuf, Xclbin>,
+    contexts: Mutex<Lru<PathBuf, ContextEntry>>,
     buffers: Mutex<HashMap<(usize, bool), Buffers>>,
     attention: Mutex<HashMap<[usize; 3], AttentionBuffers>>,
     counters: Counters,
@@ -178,24 +189,30 @@ impl Npu {
         xrt_sys::check_hw_context().map_err(|e| DeviceError::Unavailable(e.to_string()))?;
         let device =
             xrt_sys::Device::open(index).map_err(|e| DeviceError::Unavailable(e.to_string()))?;
-        let mut contexts = HashMap::new();
+        // Every xclbin is read and registered now, so that a bad file fails here; their
+        // contexts are created when first used, at most the device's budget at once.
+        let mut xclbins = HashMap::new();
         for entry in &manifest.kernels {
             let path = manifest.dir.join(&entry.xclbin);
-            if contexts.contains_key(&path) {
+            if xclbins.contains_key(&path) {
                 continue;
             }
             let xclbin =
                 Xclbin::from_file(&path).map_err(|e| DeviceError::Unavailable(e.to_string()))?;
-            let context = HwContext::new(&device, &xclbin)
+            device
+                .register_xclbin(&xclbin)
                 .map_err(|e| DeviceError::Unavailable(e.to_string()))?;
-            contexts.insert(path, context);
+            xclbins.insert(path, xclbin);
         }
+        let limit = ContextLimit::for_device(&device.name().unwrap_or_default())
+            .with_setting(std::env::var(CONTEXTS_VAR).ok().as_deref())
+            .map_err(DeviceError::Unavailable)?;
         Ok(Npu {
             contract,
             manifest,
             device,
-            contexts,
-            loaded: Mutex::default(),
+            xclbins,
+            contexts: Mutex::new(Lru::new(limit)),
             buffers: Mutex::default(),
             attention: Mutex::default(),
             counters: Counters::default(),
@@ -212,14 +229,43 @@ impl Npu {
         })
     }
 
+    /// Kernel `index` of the manifest, opened in its xclbin's hardware context, which is
+    /// created if it is not held (giving up others as [`ContextLimit`] says). Callers hold
+    /// the result only for the dispatches at hand: a held kernel keeps its context alive.
     fn load(&self, index: usize) -> Result<Arc<Loaded>, DeviceError> {
-        let mut loaded = self.loaded.lock().expect("kernel table");
-        if let Some(l) = loaded.get(&index) {
+        let entry: &KernelEntry = &self.manifest.kernels[index];
+        let path = self.manifest.dir.join(&entry.xclbin);
+        let mut contexts = self.contexts.lock().expect("context table");
+        if contexts.get(&path).is_none() {
+            drop(contexts.make_room());
+            let xclbin = &self.xclbins[&path];
+            let context = loop {
+                match HwContext::new(&self.device, xclbin) {
+                    Ok(context) => break context,
+                    // The device's budget is shared with other processes: give up one more
+                    // of ours and try again, until none is left.
+                    Err(_) if !contexts.is_empty() => drop(contexts.evict_oldest()),
+                    Err(e) => {
+                        return Err(DeviceError::Run(format!(
+                            "{e}; the NPU has no hardware context left for {} (other                              processes may hold them; {CONTEXTS_VAR} sets how many this one                              holds)",
+                            path.display()
+                        )));
+                    }
+                }
+            };
+            contexts.insert(
+                path.clone(),
+                ContextEntry {
+                    context,
+                    kernels: HashMap::new(),
+                },
+            );
+        }
+        let held = contexts.get(&path).expect("the context just made");
+        if let Some(l) = held.kernels.get(&index) {
             return Ok(l.clone());
         }
-        let entry: &KernelEntry = &self.manifest.kernels[index];
-        let context = &self.contexts[&self.manifest.dir.join(&entry.xclbin)];
-        let kernel = XrtKernel::new(context, &entry.kernel_name).map_err(xrt)?;
+        let kernel = XrtKernel::new(&held.context, &entry.kernel_name).map_err(xrt)?;
         let words = read_instructions(&self.manifest.dir.join(&entry.instructions))?;
         let mut instructions = Bo::new(
             &self.device,
@@ -236,7 +282,7 @@ impl Npu {
             instructions,
             words: words.len() as u32,
         });
-        loaded.insert(index, l.clone());
+        held.kernels.insert(index, l.clone());
         Ok(l)
     }
 
@@ -367,43 +413,36 @@ impl Npu {
         layout: &AttentionLayout,
         indices: [usize; 3],
     ) -> Result<AttentionBuffers, DeviceError> {
-        let kernels = [
-            self.load(indices[0])?,
-            self.load(indices[1])?,
-            self.load(indices[2])?,
-        ];
         let (qk, pv, width) = (&layout.qk, &layout.pv, layout.width);
         // Enough rows for every dispatch of either product (the last one may run past m_pad).
         let rows = (qk.m_chunk * qk.dispatches).max(pv.m_chunk * pv.dispatches);
-        let zeroed = |kernel: &XrtKernel, arg: u32, bytes: usize| -> Result<Bo, DeviceError> {
-            let mut bo = self.data_bo(kernel, arg, bytes)?;
-            bo.write(&vec![0u8; bytes], 0).map_err(xrt)?;
-            bo.sync_to_device().map_err(xrt)?;
-            Ok(bo)
-        };
         let parts = |bo: &Bo, chunk_bytes: usize, count: usize| -> Result<Vec<Bo>, DeviceError> {
             (0..count)
                 .map(|d| bo.sub(d * chunk_bytes, chunk_bytes).map_err(xrt))
                 .collect()
         };
-        let q = self.data_bo(&kernels[0].kernel, 0, rows * qk.k_pad * 2)?;
-        let q_parts = parts(&q, qk.m_chunk * qk.k_pad * 2, qk.dispatches)?;
-        let kt = self.data_bo(&kernels[0].kernel, 1, qk.k_pad * width * 2)?;
-        let scores = self.data_bo(&kernels[0].kernel, 2, rows * width * 2)?;
-        let scores_parts = parts(&scores, qk.m_chunk * width * 2, qk.dispatches)?;
-        let probs = zeroed(&kernels[1].kernel, 1, rows * width * 2)?;
-        let probs_parts = parts(&probs, pv.m_chunk * width * 2, pv.dispatches)?;
-        let v = self.data_bo(&kernels[2].kernel, 1, width * pv.n_pad * 2)?;
-        let out = self.data_bo(&kernels[2].kernel, 2, pv.m_chunk * pv.n_pad * 4)?;
+        let kernel = self.load(indices[0])?;
+        let q = self.data_bo(&kernel.kernel, 0, rows * qk.k_pad * 2)?;
+        let kt = self.data_bo(&kernel.kernel, 1, qk.k_pad * width * 2)?;
+        let scores = self.data_bo(&kernel.kernel, 2, rows * width * 2)?;
+        drop(kernel);
+        let kernel = self.load(indices[1])?;
+        let mut probs = self.data_bo(&kernel.kernel, 1, rows * width * 2)?;
+        drop(kernel);
+        probs.write(&vec![0u8; rows * width * 2], 0).map_err(xrt)?;
+        probs.sync_to_device().map_err(xrt)?;
+        let kernel = self.load(indices[2])?;
+        let v = self.data_bo(&kernel.kernel, 1, width * pv.n_pad * 2)?;
+        let out = self.data_bo(&kernel.kernel, 2, pv.m_chunk * pv.n_pad * 4)?;
+        drop(kernel);
         Ok(AttentionBuffers {
-            kernels,
+            q_parts: parts(&q, qk.m_chunk * qk.k_pad * 2, qk.dispatches)?,
             q,
-            q_parts,
             kt,
+            scores_parts: parts(&scores, qk.m_chunk * width * 2, qk.dispatches)?,
             scores,
-            scores_parts,
+            probs_parts: parts(&probs, pv.m_chunk * width * 2, pv.dispatches)?,
             probs,
-            probs_parts,
             v,
             out,
         })
@@ -594,14 +633,18 @@ impl Device for Npu {
         bufs.v.sync_to_device().map_err(xrt)?;
         // S = Q K^T into the scores, then P = softmax(S) into the probabilities: no sync,
         // nothing read back.
+        // Each kernel is held only while it runs (see `load`).
+        let kernel = self.load(indices[0])?;
         for (q_part, s_part) in bufs.q_parts.iter().zip(&bufs.scores_parts) {
-            self.dispatch(&bufs.kernels[0], &[q_part, &bufs.kt, s_part])?;
+            self.dispatch(&kernel, &[q_part, &bufs.kt, s_part])?;
         }
-        self.dispatch(&bufs.kernels[1], &[&bufs.scores, &bufs.probs])?;
+        drop(kernel);
+        self.dispatch(&*self.load(indices[1])?, &[&bufs.scores, &bufs.probs])?;
         // O = P V, read back dispatch by dispatch.
+        let kernel = self.load(indices[2])?;
         let mut bytes = vec![0u8; pv.m_chunk * pv.n_pad * 4];
         for (i, p_part) in bufs.probs_parts.iter().enumerate() {
-            self.dispatch(&bufs.kernels[2], &[p_part, &bufs.v, &bufs.out])?;
+            self.dispatch(&kernel, &[p_part, &bufs.v, &bufs.out])?;
             bufs.out.sync_from_device().map_err(xrt)?;
             bufs.out.read(&mut bytes, 0).map_err(xrt)?;
             let row0 = i * pv.m_chunk;

@@ -172,8 +172,20 @@ pub(super) fn wire_with_weights<'m>(
         epilogue = Epilogue::Gelu;
         last = gelu;
     }
+    // A product without a bias gets a bias of zeros: the K projection then runs on the
+    // kernel of the Q, V and output projections (one hardware context fewer a layer, which
+    // keeps a layer's kernels within XDNA1's budget: `kernels/src/contexts.rs`). The bits are
+    // the same: C is never -0 (it starts at +0, NUMERICS.md 2.3), so C + 0 = C.
+    let zeros;
+    let bias = match bias {
+        Some(bias) => bias,
+        None => {
+            zeros = vec![0f32; geometry.n];
+            &zeros
+        }
+    };
     let weights = device
-        .prepare_weights(b, geometry.k, geometry.n, bias)
+        .prepare_weights(b, geometry.k, geometry.n, Some(bias))
         .map_err(|e| anyhow!(e))?;
     let wired = patch.wire_node(
         name,

@@ -46,11 +46,28 @@ fn inspect_reports_placement_traffic_and_a_labelled_prediction() {
         "left on the CPU by the rewrite: none",
         "dispatches",
         "not a measurement",
+        "kernels this plan needs (8,",
+        "Softmax [1500, 1500, 1536]",
+        "MatMul [1536, 64, 1536] to bf16",
     ] {
         assert!(stdout.contains(needle), "lacks {needle:?}:\n{stdout}");
     }
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert!(report["device_flops_share"].as_f64().unwrap() >= 0.99);
+    // tiny.en: the four projections share one kernel (K with a zero bias); no kernel for
+    // a projection without a bias is asked for.
+    let kernels: Vec<&str> = report["kernels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert_eq!(kernels.len(), 8, "{kernels:?}");
+    assert!(
+        kernels.contains(&"MatMul [1536, 384, 384] with bias")
+            && !kernels.contains(&"MatMul [1536, 384, 384]"),
+        "{kernels:?}"
+    );
     let matmul = report["placement"]["kinds"]
         .as_array()
         .unwrap()

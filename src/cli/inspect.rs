@@ -46,6 +46,8 @@ struct Report<'a> {
     device_flops_share: f64,
     predicted_device_time: Option<Prediction>,
     prediction_basis: PredictionBasis,
+    /// The kernels the device must provide, one dispatch shape each (`KernelNeed`'s text).
+    kernels: Vec<String>,
 }
 
 #[derive(serde::Serialize)]
@@ -97,6 +99,15 @@ pub fn run(args: InspectArgs) -> Result<()> {
         }
     }
     let prediction = offloads.then(|| predict(p));
+    let kernels: Vec<String> = if offloads {
+        encoder
+            .kernel_needs()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    } else {
+        Vec::new()
+    };
     if offloads {
         println!();
         println!(
@@ -132,6 +143,15 @@ pub fn run(args: InspectArgs) -> Result<()> {
             "weights uploaded once per plan: {:.1} MiB",
             mib(p.weight_bytes)
         );
+        println!();
+        println!(
+            "kernels this plan needs ({}, one xclbin each; kernels/aie/build.sh builds them; an \
+             NPU holds 6 (XDNA1) or 16 (XDNA2) at once):",
+            kernels.len()
+        );
+        for k in &kernels {
+            println!("  {k}");
+        }
         let pr = prediction.unwrap();
         println!();
         println!(
@@ -167,6 +187,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
                 host_bytes_per_second: hw::XDNA1_HOST_BYTES_PER_S,
                 dispatch_seconds: hw::XDNA1_DISPATCH_SECONDS,
             },
+            kernels,
         };
         write_json(path, &report)?;
     }

@@ -76,14 +76,7 @@ class GemmLayout:
 
 def gemm_layout(m: int, k: int, n: int) -> GemmLayout:
     """``GemmContract::XDNA1.layout(m, k, n)``."""
-    row_block = XDNA1_ROWS * TILE_M
-    col_block = XDNA1_COLUMNS * TILE_N
-    m_pad = max(math.ceil(m / row_block), 1) * row_block
-    k_pad = max(math.ceil(k / TILE_K), 1) * TILE_K
-    n_pad = max(math.ceil(n / col_block), 1) * col_block
-    fit = STAGING_BYTES // (k_pad * 2)
-    m_chunk = min(max((fit // row_block) * row_block, row_block), m_pad)
-    return GemmLayout(m, k, n, m_pad, k_pad, n_pad, m_chunk, math.ceil(m_pad / m_chunk))
+    return gemm_layout_k_pad(m, k, n, max(math.ceil(k / TILE_K), 1) * TILE_K)
 
 
 @dataclass(frozen=True)

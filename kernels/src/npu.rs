@@ -169,6 +169,17 @@ fn padded_bf16(
     bf16_bytes(values, rounding)
 }
 
+/// The rows of `out` (`cols` values each) from float32 bytes laid out `cols_pad` values a
+/// row: the inverse of the padding of C to tiles.
+fn unpadded_f32(bytes: &[u8], cols_pad: usize, out: &mut [f32], cols: usize) {
+    for (r, row) in out.chunks_exact_mut(cols).enumerate() {
+        let src = &bytes[r * cols_pad * 4..(r * cols_pad + cols) * 4];
+        for (v, b) in row.iter_mut().zip(src.chunks_exact(4)) {
+            *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+    }
+}
+
 impl Npu {
     /// Opens device `index` with the kernels of `manifest`. Fails with XRT's message when no
     /// NPU can be opened, or when this XRT cannot drive one.
@@ -388,13 +399,7 @@ impl Npu {
             self.dispatch(&loaded, &data)?;
             bufs.c.sync_from_device().map_err(xrt)?;
             bufs.c.read(&mut out, 0).map_err(xrt)?;
-            for r in 0..rows {
-                for j in 0..n {
-                    let o = (r * layout.n_pad + j) * 4;
-                    c[(row0 + r) * n + j] =
-                        f32::from_le_bytes([out[o], out[o + 1], out[o + 2], out[o + 3]]);
-                }
-            }
+            unpadded_f32(&out, layout.n_pad, &mut c[row0 * n..(row0 + rows) * n], n);
         }
         Ok(())
     }
@@ -648,13 +653,13 @@ impl Device for Npu {
             bufs.out.sync_from_device().map_err(xrt)?;
             bufs.out.read(&mut bytes, 0).map_err(xrt)?;
             let row0 = i * pv.m_chunk;
-            for r in 0..pv.m_chunk.min(m.saturating_sub(row0)) {
-                for j in 0..dv {
-                    let o = (r * pv.n_pad + j) * 4;
-                    out[(row0 + r) * dv + j] =
-                        f32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
-                }
-            }
+            let rows = pv.m_chunk.min(m.saturating_sub(row0));
+            unpadded_f32(
+                &bytes,
+                pv.n_pad,
+                &mut out[row0 * dv..(row0 + rows) * dv],
+                dv,
+            );
         }
         for (need, traffic) in calls {
             self.counters.record(need.kernel, traffic);
@@ -740,6 +745,17 @@ mod tests {
             back,
             [1.0, 2.0, 3.0, 0.0, 4.0, 5.0, 6.0, 0.0, 0.0, 0.0, 0.0, 0.0]
         );
+    }
+
+    #[test]
+    fn unpadding_keeps_the_leading_columns_of_each_row() {
+        let padded: Vec<u8> = [1.0f32, 2.0, 9.0, 3.0, 4.0, 9.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let mut out = [0.0f32; 4];
+        unpadded_f32(&padded, 3, &mut out, 2);
+        assert_eq!(out, [1.0, 2.0, 3.0, 4.0]);
     }
 
     #[test]

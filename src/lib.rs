@@ -9,3 +9,4 @@ pub mod model;
 pub mod npy;
 pub mod placement;
 pub mod rewrite;
+pub mod transcribe;

@@ -122,6 +122,34 @@ impl LogMel {
             s.padded[half + N_SAMPLES + i] = s.padded[half + N_SAMPLES - 2 - i];
         }
 
+        let padded = std::mem::take(&mut s.padded);
+        self.frames_with(&padded, N_FRAMES, out, s);
+        s.padded = padded;
+        simd::log_compress(out);
+    }
+
+    /// `log10(max(mel power, 1e-10))` of `n_frames` frames of an already padded signal (frame
+    /// `t` is the [`N_FFT`] samples from `padded[t * HOP_LENGTH]`), before Whisper's floor and
+    /// scaling: `[n_mels, n_frames]`, row-major, into `out`.
+    pub(crate) fn log10_frames(&self, padded: &[f32], n_frames: usize, out: &mut [f32]) {
+        assert!(padded.len() >= (n_frames.max(1) - 1) * HOP_LENGTH + N_FFT || n_frames == 0);
+        assert_eq!(out.len(), self.n_mels() * n_frames);
+        SCRATCH.with(|scratch| {
+            self.frames_with(padded, n_frames, out, &mut scratch.borrow_mut());
+        });
+        simd::log10_clamped(out);
+    }
+
+    /// The value [`log10_frames`](LogMel::log10_frames) gives a frame of silence:
+    /// `log10(1e-10)` as computed here.
+    pub(crate) fn log10_floor(&self) -> f32 {
+        let mut v = [0.0f32];
+        simd::log10_clamped(&mut v);
+        v[0]
+    }
+
+    /// The mel power of `n_frames` frames of `padded` into `out` (`[n_mels, n_frames]`).
+    fn frames_with(&self, padded: &[f32], n_frames: usize, out: &mut [f32], s: &mut Scratch) {
         s.frame.resize(N_FFT, 0.0);
         s.spectrum.resize(N_FREQS, Complex::default());
         s.fft_scratch
@@ -131,11 +159,11 @@ impl LogMel {
         // Frames go through the FFT a block at a time; the block's power spectra are stored
         // frequency-major so that the mel projection runs across frames in SIMD lanes and
         // writes the [n_mels, N_FRAMES] output in place.
-        for block in (0..N_FRAMES).step_by(FRAME_BLOCK) {
-            let frames = FRAME_BLOCK.min(N_FRAMES - block);
+        for block in (0..n_frames).step_by(FRAME_BLOCK) {
+            let frames = FRAME_BLOCK.min(n_frames - block);
             for j in 0..frames {
                 let start = (block + j) * HOP_LENGTH;
-                let input = &s.padded[start..start + N_FFT];
+                let input = &padded[start..start + N_FFT];
                 for ((f, x), w) in s.frame.iter_mut().zip(input).zip(&self.window) {
                     *f = *x as f64 * w;
                 }
@@ -146,9 +174,8 @@ impl LogMel {
                     s.power[k * FRAME_BLOCK + j] = (c.re * c.re + c.im * c.im) as f32;
                 }
             }
-            simd::project(&self.filters, &s.power, &mut out[block..], frames);
+            simd::project(&self.filters, &s.power, &mut out[block..], frames, n_frames);
         }
-        simd::log_compress(out);
     }
 }
 
@@ -156,17 +183,33 @@ impl LogMel {
 /// chosen at run time. Both builds perform the same operations in the same order (no FMA
 /// contraction), so their results are identical.
 mod simd {
-    use super::{FRAME_BLOCK, MelFilters, N_FRAMES};
+    use super::{FRAME_BLOCK, MelFilters};
 
     /// Projects a block of power spectra (`[N_FREQS][FRAME_BLOCK]`, frequency-major) on the
     /// mel bank, writing `frames` values of each mel row of `out` (`[n_mels][N_FRAMES]`).
-    pub(super) fn project(filters: &MelFilters, power: &[f32], out: &mut [f32], frames: usize) {
+    pub(super) fn project(
+        filters: &MelFilters,
+        power: &[f32],
+        out: &mut [f32],
+        frames: usize,
+        stride: usize,
+    ) {
         #[cfg(target_arch = "x86_64")]
         if avx2() {
             // SAFETY: the running CPU supports AVX2, checked just above.
-            return unsafe { project_avx2(filters, power, out, frames) };
+            return unsafe { project_avx2(filters, power, out, frames, stride) };
         }
-        project_body(filters, power, out, frames)
+        project_body(filters, power, out, frames, stride)
+    }
+
+    /// `log10(max(x, 1e-10))` in place.
+    pub(super) fn log10_clamped(out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2() {
+            // SAFETY: the running CPU supports AVX2, checked just above.
+            return unsafe { log10_clamped_avx2(out) };
+        }
+        log10_clamped_body(out)
     }
 
     /// `(max(log10(max(x, 1e-10)), max - 8) + 4) / 4` over a whole spectrogram, in place.
@@ -186,8 +229,20 @@ mod simd {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn project_avx2(filters: &MelFilters, power: &[f32], out: &mut [f32], frames: usize) {
-        project_body(filters, power, out, frames)
+    unsafe fn project_avx2(
+        filters: &MelFilters,
+        power: &[f32],
+        out: &mut [f32],
+        frames: usize,
+        stride: usize,
+    ) {
+        project_body(filters, power, out, frames, stride)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn log10_clamped_avx2(out: &mut [f32]) {
+        log10_clamped_body(out)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -197,7 +252,13 @@ mod simd {
     }
 
     #[inline(always)]
-    fn project_body(filters: &MelFilters, power: &[f32], out: &mut [f32], frames: usize) {
+    fn project_body(
+        filters: &MelFilters,
+        power: &[f32],
+        out: &mut [f32],
+        frames: usize,
+        stride: usize,
+    ) {
         for m in 0..filters.n_mels() {
             let (first, weights) = filters.row(m);
             let mut acc = [0.0f32; FRAME_BLOCK];
@@ -207,16 +268,21 @@ mod simd {
                     *a += w * p;
                 }
             }
-            out[m * N_FRAMES..][..frames].copy_from_slice(&acc[..frames]);
+            out[m * stride..][..frames].copy_from_slice(&acc[..frames]);
+        }
+    }
+
+    #[inline(always)]
+    fn log10_clamped_body(out: &mut [f32]) {
+        for v in out.iter_mut() {
+            *v = fast_log10(if *v > 1e-10 { *v } else { 1e-10 });
         }
     }
 
     #[inline(always)]
     fn log_compress_body(out: &mut [f32]) {
         const LANES: usize = 16;
-        for v in out.iter_mut() {
-            *v = fast_log10(if *v > 1e-10 { *v } else { 1e-10 });
-        }
+        log10_clamped_body(out);
         let mut lanes = [f32::NEG_INFINITY; LANES];
         let mut chunks = out.chunks_exact(LANES);
         for chunk in &mut chunks {

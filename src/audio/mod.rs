@@ -13,6 +13,7 @@ mod filters;
 mod mel;
 mod mp4_edit;
 mod resample;
+mod spool;
 mod stream;
 
 pub use decode::{AudioInfo, Decoder, Input};
@@ -20,6 +21,7 @@ pub use error::AudioError;
 pub use filters::MelFilters;
 pub use mel::LogMel;
 pub use resample::StreamResampler;
+pub use spool::MelSpool;
 pub use stream::{AudioStream, Window, load_audio};
 
 // The constants below keep the names of OpenAI Whisper's `whisper/audio.py`.

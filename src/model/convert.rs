@@ -8,7 +8,8 @@ use serde_json::json;
 
 use super::WhisperDims;
 use super::ct2::{Ct2Error, Ct2Model};
-use super::export::build_encoder;
+use super::export::{build_cross_kv, build_decoder, build_encoder};
+use crate::transcribe::{SpecialTokens, WhisperTokenizer};
 
 /// Decoder dimensions, needed for `config.json` (and by the decoder export).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +22,10 @@ pub struct DecoderDims {
     pub n_layers: usize,
     /// Decoder attention heads.
     pub n_heads: usize,
+    /// Width of the decoder's residual stream (the encoder's).
+    pub d_model: usize,
+    /// Width of the decoder's feed-forward layers.
+    pub n_ffn: usize,
 }
 
 /// Layers of the `encoder` or `decoder` stack: how many `layer_i` have a feed-forward block.
@@ -79,12 +84,18 @@ pub fn ct2_decoder_dims(ct2: &Ct2Model) -> Result<DecoderDims, Ct2Error> {
     let d_model = emb[1];
     let n_text_ctx = ct2.shape("decoder/position_encodings/encodings")?[0];
     let n_layers = layer_count(ct2, "decoder");
-    let n_heads = head_count(ct2, "decoder", d_model);
+    // Every Whisper has as many heads in its decoder as in its encoder.
+    let n_heads = match ct2.scalar("decoder/num_heads") {
+        Ok(h) => h as usize,
+        Err(_) => head_count(ct2, "encoder", d_model),
+    };
     Ok(DecoderDims {
         n_vocab,
         n_text_ctx,
         n_layers,
         n_heads,
+        d_model,
+        n_ffn: ct2.shape("decoder/layer_0/ffn/linear_0/weight")?[0],
     })
 }
 
@@ -99,8 +110,10 @@ pub struct Converted {
 
 /// Converts the CTranslate2 checkpoint in `src` (a directory with `model.bin`, `config.json`
 /// and `tokenizer.json`, as faster-whisper ships them) into an optimum-layout directory `out`
-/// holding `encoder_model.onnx`, `config.json`, `preprocessor_config.json` and
-/// `tokenizer.json`.
+/// holding `encoder_model.onnx`, the decoder as `cross_kv_model.onnx` and
+/// `decoder_with_past_model.onnx` (see [`build_decoder`]), `config.json`,
+/// `preprocessor_config.json`, and with the tokenizer `tokenizer.json` and
+/// `generation_config.json`.
 ///
 /// The work happens in a temporary directory beside `out`, renamed to `out` only once every
 /// file is written: an interrupted conversion leaves nothing that looks complete.
@@ -135,7 +148,6 @@ pub fn convert_ct2(src: &Path, out: &Path) -> Result<Converted> {
                 parent.display()
             )
         })?;
-    let graph = build_encoder(&ct2, &dims)?;
     let metadata = [
         (
             "source",
@@ -143,23 +155,44 @@ pub fn convert_ct2(src: &Path, out: &Path) -> Result<Converted> {
         ),
         ("dims", serde_json::to_string(&dims)?),
     ];
-    graph
-        .write(
-            &tmp.path().join("encoder_model.onnx"),
-            "amanuensis",
-            &metadata,
-        )
-        .context("cannot write encoder_model.onnx")?;
+    let graphs = [
+        ("encoder_model.onnx", build_encoder(&ct2, &dims)?),
+        (
+            "cross_kv_model.onnx",
+            build_cross_kv(&ct2, &decoder, dims.n_audio_ctx)?,
+        ),
+        (
+            "decoder_with_past_model.onnx",
+            build_decoder(&ct2, &decoder, dims.n_audio_ctx)?,
+        ),
+    ];
+    for (name, graph) in graphs {
+        graph
+            .write(&tmp.path().join(name), "amanuensis", &metadata)
+            .with_context(|| format!("cannot write {name}"))?;
+    }
+    let tokenizer_path = src_dir.join("tokenizer.json");
+    let special = if tokenizer_path.is_file() {
+        Some(*WhisperTokenizer::load(&tokenizer_path, None, decoder.n_vocab)?.special())
+    } else {
+        None
+    };
 
     let ct2_config: serde_json::Value = std::fs::read(src_dir.join("config.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(json!({}));
-    let config = hf_config(&dims, &decoder, &ct2_config);
+    let config = hf_config(&dims, &decoder, &ct2_config, special.as_ref());
     std::fs::write(
         tmp.path().join("config.json"),
         serde_json::to_vec_pretty(&config)?,
     )?;
+    if let Some(special) = &special {
+        std::fs::write(
+            tmp.path().join("generation_config.json"),
+            serde_json::to_vec_pretty(&generation_config(&decoder, special, &ct2_config))?,
+        )?;
+    }
     let preprocessor = json!({
         "chunk_length": 30,
         "feature_extractor_type": "WhisperFeatureExtractor",
@@ -196,10 +229,58 @@ pub fn convert_ct2(src: &Path, out: &Path) -> Result<Converted> {
     })
 }
 
+/// The ids of `<|endoftext|>` and `<|startoftranscript|>`: from the tokenizer when there is
+/// one, else where OpenAI's vocabularies put them (English-only: 50256 and 50257,
+/// multilingual: 50257 and 50258).
+fn eot_sot(dec: &DecoderDims, special: Option<&SpecialTokens>) -> (u32, u32) {
+    match special {
+        Some(s) => (s.eot, s.sot),
+        None if dec.n_vocab >= 51865 => (50257, 50258),
+        None => (50256, 50257),
+    }
+}
+
+/// A Hugging Face `generation_config.json`: the special ids from the tokenizer, the
+/// suppression lists and alignment heads from CTranslate2's `config.json`.
+fn generation_config(
+    dec: &DecoderDims,
+    special: &SpecialTokens,
+    ct2: &serde_json::Value,
+) -> serde_json::Value {
+    let mut config = json!({
+        "bos_token_id": special.eot,
+        "eos_token_id": special.eot,
+        "pad_token_id": special.eot,
+        "decoder_start_token_id": special.sot,
+        "no_timestamps_token_id": special.no_timestamps,
+        "prev_sot_token_id": special.sot_prev,
+        "is_multilingual": dec.n_vocab >= 51865,
+        "max_initial_timestamp_index": 50,
+        "max_length": dec.n_text_ctx,
+        "return_timestamps": false,
+    });
+    for (from, to) in [
+        ("suppress_ids", "suppress_tokens"),
+        ("suppress_ids_begin", "begin_suppress_tokens"),
+        ("alignment_heads", "alignment_heads"),
+    ] {
+        if let Some(v) = ct2.get(from) {
+            config[to] = v.clone();
+        }
+    }
+    config
+}
+
 /// A Hugging Face `config.json` for the converted model, with the generation settings that
 /// CTranslate2 keeps in its own `config.json` carried over.
-fn hf_config(dims: &WhisperDims, dec: &DecoderDims, ct2: &serde_json::Value) -> serde_json::Value {
-    let english_only = dec.n_vocab == 51864;
+fn hf_config(
+    dims: &WhisperDims,
+    dec: &DecoderDims,
+    ct2: &serde_json::Value,
+    special: Option<&SpecialTokens>,
+) -> serde_json::Value {
+    let english_only = dec.n_vocab < 51865;
+    let (eot, sot) = eot_sot(dec, special);
     let mut config = json!({
         "architectures": ["WhisperForConditionalGeneration"],
         "model_type": "whisper",
@@ -212,16 +293,16 @@ fn hf_config(dims: &WhisperDims, dec: &DecoderDims, ct2: &serde_json::Value) -> 
         "max_source_positions": dims.n_audio_ctx,
         "decoder_layers": dec.n_layers,
         "decoder_attention_heads": dec.n_heads,
-        "decoder_ffn_dim": dims.n_ffn,
+        "decoder_ffn_dim": dec.n_ffn,
         "max_target_positions": dec.n_text_ctx,
         "vocab_size": dec.n_vocab,
         "num_hidden_layers": dims.n_layers,
         "scale_embedding": false,
-        "bos_token_id": 50257,
-        "eos_token_id": 50256,
-        "pad_token_id": 50256,
-        "decoder_start_token_id": if english_only { 50257 } else { 50258 },
-        "begin_suppress_tokens": ct2.get("suppress_ids_begin").cloned().unwrap_or(json!([220, 50256])),
+        "bos_token_id": eot,
+        "eos_token_id": eot,
+        "pad_token_id": eot,
+        "decoder_start_token_id": sot,
+        "begin_suppress_tokens": ct2.get("suppress_ids_begin").cloned().unwrap_or(json!([220, eot])),
         "is_multilingual": !english_only,
     });
     for (from, to) in [

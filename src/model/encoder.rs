@@ -146,7 +146,7 @@ fn chain(err: &anyhow::Error) -> String {
 /// with 1 and stops ("Failed analyse for node ... ConvHir: Impossible to unify Sym(batch) with
 /// Val(1)"). tract infers every intermediate shape from the input anyway, so annotations with
 /// free symbols are dropped, their element types kept.
-fn drop_symbolic_annotations(model: &mut InferenceModel) -> TractResult<()> {
+pub(crate) fn drop_symbolic_annotations(model: &mut InferenceModel) -> TractResult<()> {
     let inputs: Vec<usize> = model.input_outlets()?.iter().map(|o| o.node).collect();
     let mut relax = Vec::new();
     for node in model.nodes() {

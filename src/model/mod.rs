@@ -4,11 +4,15 @@
 pub mod catalog;
 pub mod convert;
 pub mod ct2;
+mod decoder;
 mod encoder;
 pub mod export;
 mod fetch;
 mod layout;
 
+pub use decoder::{
+    DecoderError, DecoderFiles, DecoderHints, DecoderModel, DecoderSession, DecoderShape,
+};
 pub use encoder::{Encoder, EncoderError, EncoderOptions, OpTime, Profile};
 pub use fetch::{fetch, resolve_model};
 pub use layout::{ModelFiles, locate};

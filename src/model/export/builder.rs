@@ -52,6 +52,10 @@ pub struct GraphBuilder {
 }
 
 fn value_info(name: &str, dims: &[Dim]) -> ValueInfoProto {
+    typed_value_info(name, dims, DataType::Float)
+}
+
+fn typed_value_info(name: &str, dims: &[Dim], elem_type: DataType) -> ValueInfoProto {
     let dim = dims
         .iter()
         .map(|d| Dimension {
@@ -66,7 +70,7 @@ fn value_info(name: &str, dims: &[Dim]) -> ValueInfoProto {
         name: name.to_string(),
         r#type: Some(TypeProto {
             value: Some(type_proto::Value::TensorType(TensorType {
-                elem_type: DataType::Float as i32,
+                elem_type: elem_type as i32,
                 shape: Some(TensorShapeProto { dim }),
             })),
             ..Default::default()
@@ -79,6 +83,13 @@ impl GraphBuilder {
     /// Declares a float input.
     pub fn input(&mut self, name: &str, dims: &[Dim]) -> String {
         self.inputs.push(value_info(name, dims));
+        name.to_string()
+    }
+
+    /// Declares an int64 input (token ids).
+    pub fn input_i64(&mut self, name: &str, dims: &[Dim]) -> String {
+        self.inputs
+            .push(typed_value_info(name, dims, DataType::Int64));
         name.to_string()
     }
 
@@ -124,6 +135,19 @@ impl GraphBuilder {
             dims: vec![values.len() as i64],
             data_type: DataType::Int64 as i32,
             raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            name: name.clone(),
+            ..Default::default()
+        });
+        name
+    }
+
+    /// Adds an int64 scalar constant.
+    pub fn int_scalar(&mut self, value: i64) -> String {
+        let name = self.fresh("int");
+        self.int_initializers.push(TensorProto {
+            dims: vec![],
+            data_type: DataType::Int64 as i32,
+            raw_data: value.to_le_bytes().to_vec(),
             name: name.clone(),
             ..Default::default()
         });

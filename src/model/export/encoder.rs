@@ -198,7 +198,7 @@ fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// `x @ W^T + b` for a CT2 linear layer `W: [n_out, n_in]`, from rows `rows` of a possibly
 /// fused weight.
 #[allow(clippy::too_many_arguments)]
-fn linear_rows(
+pub(crate) fn linear_rows(
     g: &mut GraphBuilder,
     ct2: &Ct2Model,
     scope: &str,

@@ -24,6 +24,19 @@ Writes, next to this script:
   optimum-fp16-io32.onnx            the same with float32 inputs and outputs (keep_io_types)
   optimum.expected.npy              transformers' WhisperEncoder on jfk.mel80_openai.npy
 
+And one small random Whisper decoder (vocabulary 1000, d_model 64, 2 heads, 2 layers, 448
+positions) with its encoder, exported by optimum with a KV cache
+(`--task automatic-speech-recognition-with-past`), into decoders/:
+  optimum-split-opset18/            decoder_model.onnx + decoder_with_past_model.onnx
+  optimum-split-opset14/            the same at opset 14 (LayerNorm decomposed)
+  optimum-merged-opset18/           decoder_model_merged.onnx only (an `If` on use_cache_branch)
+  decoder.expected.npy              transformers' decoder logits [8, 1000] for the token ids
+                                    DECODER_PROMPT (one forward, 5 rows) then DECODER_STEPS (one
+                                    token at a time with the KV cache, 3 rows), the encoder
+                                    hidden states being optimum.expected.npy
+
+  python3 tests/data/exporters/make.py --decoders   # remakes the decoder fixtures only
+
 The weights are random (seeded), made here: no third-party checkpoint is involved.
 """
 
@@ -42,9 +55,62 @@ from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForCondi
 HERE = Path(__file__).resolve().parent
 REFERENCE = Path(os.environ.get("AMANUENSIS_REFERENCE", HERE.parents[2] / ".." / "shared" / "reference"))
 D_MODEL, HEADS, LAYERS, N_MELS, CTX = 64, 2, 2, 80, 1500
+DECODER_VOCAB, DECODER_LAYERS, TEXT_CTX = 1000, 2, 448
+DECODER_PROMPT = [998, 3, 17, 256, 999]
+DECODER_STEPS = [42, 7, 512]
+
+
+def make_decoders():
+    torch.manual_seed(1)
+    config = WhisperConfig(
+        num_mel_bins=N_MELS, d_model=D_MODEL, encoder_layers=LAYERS, decoder_layers=DECODER_LAYERS,
+        encoder_attention_heads=HEADS, decoder_attention_heads=HEADS, encoder_ffn_dim=4 * D_MODEL,
+        decoder_ffn_dim=4 * D_MODEL, max_source_positions=CTX, max_target_positions=TEXT_CTX,
+        vocab_size=DECODER_VOCAB, decoder_start_token_id=998, eos_token_id=997, pad_token_id=997,
+        bos_token_id=997,
+    )
+    model = WhisperForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for p in model.model.decoder.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        hidden = torch.from_numpy(np.load(HERE / "optimum.expected.npy"))
+        out = model(encoder_outputs=(hidden,), decoder_input_ids=torch.tensor([DECODER_PROMPT]),
+                    use_cache=True)
+        rows, past = [out.logits[0]], out.past_key_values
+        for token in DECODER_STEPS:
+            out = model(encoder_outputs=(hidden,), decoder_input_ids=torch.tensor([[token]]),
+                        past_key_values=past, use_cache=True)
+            rows.append(out.logits[0])
+            past = out.past_key_values
+        np.save(HERE / "decoders" / "decoder.expected.npy", torch.cat(rows).numpy())
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "model"
+        model.save_pretrained(src)
+        WhisperFeatureExtractor(feature_size=N_MELS).save_pretrained(src)
+        for opset in (14, 18):
+            out = Path(tmp) / f"opset{opset}"
+            subprocess.run(
+                ["optimum-cli", "export", "onnx", "--model", str(src), "--task",
+                 "automatic-speech-recognition-with-past", "--opset", str(opset), str(out)],
+                check=True,
+            )
+            split = HERE / "decoders" / f"optimum-split-opset{opset}"
+            shutil.rmtree(split, ignore_errors=True)
+            split.mkdir(parents=True)
+            for name in ("decoder_model.onnx", "decoder_with_past_model.onnx", "config.json"):
+                shutil.copy(out / name, split / name)
+            if opset == 18:
+                merged = HERE / "decoders" / "optimum-merged-opset18"
+                shutil.rmtree(merged, ignore_errors=True)
+                merged.mkdir(parents=True)
+                for name in ("decoder_model_merged.onnx", "config.json"):
+                    shutil.copy(out / name, merged / name)
 
 
 def main():
+    (HERE / "decoders").mkdir(exist_ok=True)
+    if "--decoders" in sys.argv:
+        return make_decoders()
     mel = torch.from_numpy(np.load(REFERENCE / "jfk.mel80_openai.npy"))[None]
 
     torch.manual_seed(0)
@@ -94,6 +160,7 @@ def main():
     model32 = onnx.load(HERE / "optimum-opset18.onnx")
     for name, keep_io in (("optimum-fp16.onnx", False), ("optimum-fp16-io32.onnx", True)):
         onnx.save(float16.convert_float_to_float16(model32, keep_io_types=keep_io), HERE / name)
+    make_decoders()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,12 @@
+//! Transcription: Whisper's decoding rules over the encoder and the decoder, long audio, and
+//! the transcript's formats.
+
+mod decoding;
+pub mod languages;
+mod tokenizer;
+
+pub use decoding::{
+    DecodingOptions, DecodingResult, DecodingTask, Rng, Session, SuppressTokens, compression_ratio,
+    verify_options,
+};
+pub use tokenizer::{N_TIMESTAMPS, SpecialTokens, Task, TokenizerError, WhisperTokenizer};

@@ -1,0 +1,43 @@
+"""Makes the reference spectrogram of tests/transcribe.rs: openai-whisper's own
+`log_mel_spectrogram(audio, 80, padding=N_SAMPLES)`, as `transcribe()` computes it over a whole
+input (its floor at max - 8 taken over the whole file), on ../shared/reference/transcribe/
+news_en.wav (61 s, with an 8 s digital silence), read as ffmpeg reads 16-bit PCM (s16 / 32768).
+
+  python3 tests/data/transcribe/make.py   # from the repository root, with openai-whisper
+                                          # 20250625 and torch 2.15 (pip install openai-whisper)
+
+Writes, next to this script:
+  news_en.mel80_frames.npy    the frame indices kept (int64): every 37th frame, the first 210,
+                              the 400 around the end of the audio, and frames 2990..3010
+  news_en.mel80_values.npy    the spectrogram at those frames, [frames, 80] float32
+"""
+
+import os
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import torch
+from whisper.audio import N_SAMPLES, log_mel_spectrogram
+
+HERE = Path(__file__).resolve().parent
+REFERENCE = Path(os.environ.get("AMANUENSIS_REFERENCE", HERE.parents[2] / ".." / "shared" / "reference"))
+
+
+def main():
+    with wave.open(str(REFERENCE / "transcribe" / "news_en.wav")) as w:
+        assert (w.getframerate(), w.getsampwidth(), w.getnchannels()) == (16000, 2, 1)
+        audio = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
+    mel = log_mel_spectrogram(torch.from_numpy(audio), 80, padding=N_SAMPLES).numpy()
+    content = mel.shape[-1] - 3000
+    frames = set(range(0, content, 37)) | set(range(210)) | set(range(2990, 3010))
+    frames |= set(range(content - 200, content))
+    frames = np.array(sorted(f for f in frames if f < content), dtype=np.int64)
+    np.save(HERE / "news_en.mel80_frames.npy", frames)
+    np.save(HERE / "news_en.mel80_values.npy", np.ascontiguousarray(mel[:, frames].T))
+    print(f"{len(frames)} of {content} frames, max {mel.max()}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -30,7 +30,10 @@ pub struct MelSpool {
     content_frames: usize,
     samples: u64,
     max: f32,
+    /// `log10` of a silent frame.
+    silence: f32,
     store: Store,
+    file_frames: usize,
 }
 
 impl std::fmt::Debug for MelSpool {
@@ -117,7 +120,9 @@ impl MelSpool {
             content_frames: 0,
             samples: 0,
             max: f32::NEG_INFINITY,
+            silence: mel.log10_floor(),
             store: Store::Memory(Vec::new()),
+            file_frames: 0,
         };
         let mut padder = Padder {
             buf: Vec::new(),
@@ -188,6 +193,7 @@ impl MelSpool {
         {
             let mut file = tempfile::tempfile().map_err(spool_error)?;
             file.write_all(&bytes(v)).map_err(spool_error)?;
+            self.file_frames = v.len() / self.n_mels;
             self.store = Store::File(file);
         }
         match &mut self.store {
@@ -195,6 +201,7 @@ impl MelSpool {
             Store::File(f) => {
                 f.seek(SeekFrom::End(0)).map_err(spool_error)?;
                 f.write_all(&bytes(frames)).map_err(spool_error)?;
+                self.file_frames += frames.len() / self.n_mels;
             }
         }
         Ok(())
@@ -221,6 +228,25 @@ impl MelSpool {
         self.samples as f64 / super::SAMPLE_RATE as f64
     }
 
+    /// The first 30 s as OpenAI's language detection sees them (`pad_or_trim` of the whole
+    /// spectrogram): past the audio, the frames of the zeros that follow it.
+    pub fn detection_window(&mut self, out: &mut [f32]) -> Result<(), AudioError> {
+        let stored = self.stored_frames();
+        self.read(0, stored.min(N_FRAMES), out)?;
+        let floor = ((self.silence.max(self.max - 8.0)) + 4.0) / 4.0;
+        for m in 0..self.n_mels {
+            out[m * N_FRAMES + stored.min(N_FRAMES)..(m + 1) * N_FRAMES].fill(floor);
+        }
+        Ok(())
+    }
+
+    fn stored_frames(&self) -> usize {
+        match &self.store {
+            Store::Memory(v) => v.len() / self.n_mels,
+            Store::File(_) => self.file_frames,
+        }
+    }
+
     /// The encoder's input for `size` frames from `seek` (`size <= N_FRAMES`, within the
     /// audio): `[n_mels, N_FRAMES]`, floored at the whole input's maximum minus 8, scaled, and
     /// zero after `size` frames (`pad_or_trim` of the sliced spectrogram).
@@ -228,6 +254,11 @@ impl MelSpool {
         let size = size
             .min(N_FRAMES)
             .min(self.content_frames.saturating_sub(seek));
+        self.read(seek, size, out)
+    }
+
+    /// Frames `seek .. seek + size` (stored), floored and scaled, then zeros.
+    fn read(&mut self, seek: usize, size: usize, out: &mut [f32]) -> Result<(), AudioError> {
         assert_eq!(out.len(), self.n_mels * N_FRAMES);
         let n_mels = self.n_mels;
         let mut frames = vec![0.0f32; size * n_mels];

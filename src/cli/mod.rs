@@ -6,6 +6,7 @@ mod encode;
 mod inspect;
 mod mel;
 mod models;
+mod transcribe;
 
 use clap::{Parser, Subcommand};
 
@@ -18,7 +19,7 @@ use clap::{Parser, Subcommand};
     propagate_version = true,
     max_term_width = 100,
     after_help = "Run `amanuensis COMMAND --help` for the details of a command.\n\nExample:\n  \
-                  amanuensis mel speech.flac -o speech.mel.npy"
+                  amanuensis transcribe speech.flac"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -27,6 +28,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Transcribe(transcribe::TranscribeArgs),
     Mel(mel::MelArgs),
     Encode(encode::EncodeArgs),
     Compare(compare::CompareArgs),
@@ -38,6 +40,7 @@ enum Command {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Transcribe(args) => transcribe::run(args),
         Command::Mel(args) => mel::run(args),
         Command::Encode(args) => encode::run(args),
         Command::Compare(args) => compare::run(args),

@@ -293,6 +293,43 @@ fn declutter(model: &mut TypedModel) -> TractResult<()> {
     optimizer.session().optimize(model)
 }
 
+/// Gives every matrix product its own copy of a constant it shares with other nodes (the same
+/// tensor, not a copy of its data).
+///
+/// tract packs a constant operand once, at planning, only when the product is the constant's
+/// only consumer; Whisper ties its output projection to the token embedding, which a Gather
+/// also reads, so the 51865 x d_model matrix would be packed again at every token (30 ms of a
+/// 50 ms step for tiny).
+fn unshare_product_constants(model: &mut TypedModel) -> TractResult<()> {
+    use tract_onnx::tract_core::ops::einsum::EinSum;
+    use tract_onnx::tract_core::ops::konst::Const;
+    let shared: Vec<(usize, Arc<Tensor>)> = model
+        .nodes()
+        .iter()
+        .filter(|n| n.outputs.len() == 1 && n.outputs[0].successors.len() > 1)
+        .filter_map(|n| {
+            let konst = n.op_as::<Const>()?;
+            Some((n.id, konst.val().clone()))
+        })
+        .collect();
+    for (id, tensor) in shared {
+        let products: Vec<InletId> = model.nodes()[id].outputs[0]
+            .successors
+            .iter()
+            .copied()
+            .filter(|inlet| model.nodes()[inlet.node].op_is::<EinSum>())
+            .collect();
+        for (i, inlet) in products.into_iter().enumerate() {
+            let name = format!("{}.for_product_{i}", model.nodes()[id].name);
+            // A node of its own: `add_const` and `wire_node` would hand back the shared one.
+            let fact = model.nodes()[id].outputs[0].fact.clone();
+            let konst = model.add_node(name, Const::new(tensor.clone())?, tvec![fact])?;
+            model.add_edge(OutletId::new(konst, 0), inlet)?;
+        }
+    }
+    Ok(())
+}
+
 /// Parses the name of a cache tensor: `past_key_values.{i}.{decoder|encoder}.{key|value}` or
 /// `present.{i}.{decoder|encoder}.{key|value}`.
 fn cache_feed(name: &str) -> Option<Feed> {
@@ -470,6 +507,7 @@ fn load_graph(
             .map_err(|e| tract("converting float16 to float32", e))?;
     }
     declutter(&mut typed).map_err(|e| tract("decluttering", e))?;
+    unshare_product_constants(&mut typed).map_err(|e| tract("decluttering", e))?;
     typed.optimize().map_err(|e| tract("optimising", e))?;
     let run_options = RunOptions {
         executor: Some(executor.clone()),
@@ -836,6 +874,27 @@ impl DecoderSession<'_> {
                 self.last_logits(&out[first.logits.expect("checked at load")])
             }
         }
+    }
+
+    /// Forgets the decoded tokens, keeping the window's cross-attention keys and values when
+    /// they came from their own graph: a fresh session for another decoding of the window.
+    pub fn reset(&mut self) {
+        self.past = None;
+        if !matches!(self.model.kind, Kind::CrossKv { .. }) {
+            self.cross = None;
+        } else if let Some(cross) = &mut self.cross
+            && self.rows != 1
+        {
+            for pair in cross.iter_mut() {
+                for t in pair.iter_mut() {
+                    if let Ok(row) = gather_rows(t, &[0]) {
+                        *t = row.into_tvalue();
+                    }
+                }
+            }
+        }
+        self.history = vec![Vec::new()];
+        self.rows = 1;
     }
 
     /// Keeps row `source[i]` as row `i` of the caches (which may change the number of rows).

@@ -3,10 +3,15 @@
 
 mod decoding;
 pub mod languages;
+pub mod output;
 mod tokenizer;
+mod transcriber;
 
 pub use decoding::{
     DecodingOptions, DecodingResult, DecodingTask, Rng, Session, SuppressTokens, compression_ratio,
     verify_options,
 };
 pub use tokenizer::{N_TIMESTAMPS, SpecialTokens, Task, TokenizerError, WhisperTokenizer};
+pub use transcriber::{
+    Progress, Quiet, Segment, Timings, TranscribeError, TranscribeOptions, Transcriber, Transcript,
+};

@@ -149,9 +149,20 @@ impl WhisperTokenizer {
         let n_languages = n_vocab
             .saturating_sub(51765 + multilingual as usize)
             .min(LANGUAGES.len());
+        // OpenAI's layout puts the language tokens right after <|startoftranscript|>, in
+        // LANGUAGES order, and <|translate|> after them; some tokenizer.json files spell a
+        // code differently (`<|iw|>` for Hebrew), so the position decides when it holds.
+        let positional = special.translate == special.sot + 1 + n_languages as u32;
         let languages = LANGUAGES[..n_languages]
             .iter()
-            .map(|(code, _)| Ok((*code, id(&format!("<|{code}|>"))?)))
+            .enumerate()
+            .map(|(i, (code, _))| {
+                if positional {
+                    Ok((*code, special.sot + 1 + i as u32))
+                } else {
+                    Ok((*code, id(&format!("<|{code}|>"))?))
+                }
+            })
             .collect::<Result<Vec<_>, TokenizerError>>()?;
 
         if let Some(config) = generation_config {

@@ -353,12 +353,16 @@ pub fn build_decoder(
     let x = layer_norm(&mut g, ct2, "/layer_norm", "decoder/layer_norm", &x, d)?;
     let rows = g.ints(&[-1, d as i64]);
     let x = g.node("/proj_out", "Reshape", &[&x, &rows], &[]);
-    let logits = g.node(
+    // The projection reads the embedding through a Transpose, which tract folds into a
+    // constant of its own at load: a constant shared with the Gather above would be packed
+    // for the product at every step (30 ms a token for tiny) instead of once.
+    let projection = g.node(
         "/proj_out",
-        "Gemm",
-        &[&x, &embedding],
-        &[("transB", Attr::Int(1))],
+        "Transpose",
+        &[&embedding],
+        &[("perm", Attr::Ints(vec![1, 0]))],
     );
+    let logits = g.node("/proj_out", "MatMul", &[&x, &projection], &[]);
     let shape = g.ints(&[-1, 1, dims.n_vocab as i64]);
     let logits = g.node("/proj_out", "Reshape", &[&logits, &shape], &[]);
     g.output(

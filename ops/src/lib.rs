@@ -5,20 +5,25 @@
 //!   say where they run (`NpuMatMul`, `EmuMatMul`);
 //! - [`NpuAttention`]: attention's `softmax(Q K^T) V`, head by head, with the same kernels;
 //! - [`CpuLayerNorm`]: LayerNorm over the last axis in one fused, vectorised pass per row;
-//! - [`CpuIm2Col`]: the patches of a 1-D convolution, which turn it into one GEMM.
+//! - [`CpuIm2Col`]: the patches of a 1-D convolution, which turn it into one GEMM;
+//! - [`CpuAttention`]: `softmax(Q K^T + mask) V` in one pass per query row (a decoder's
+//!   attention over its caches).
 //!
 //! The ops know nothing of ONNX or of the graph patterns they replace: the root crate's
 //! rewrite passes build them.
 
 mod attention;
+mod cpu_attention;
 mod device;
 mod gelu;
 mod im2col;
 mod layer_norm;
+pub mod math;
 mod matmul;
 mod softmax;
 
 pub use attention::NpuAttention;
+pub use cpu_attention::{AttentionAxes, CpuAttention};
 pub use device::DeviceHandle;
 pub use gelu::NpuGelu;
 pub use im2col::CpuIm2Col;

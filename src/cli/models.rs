@@ -26,8 +26,9 @@ enum ModelsCommand {
     },
     /// Convert a CTranslate2 (faster-whisper) checkpoint to an ONNX model directory.
     ///
-    /// The output directory gets encoder_model.onnx, config.json, preprocessor_config.json
-    /// and the tokenizer: the optimum layout, usable with --model.
+    /// The output directory gets encoder_model.onnx, the decoder (cross_kv_model.onnx and
+    /// decoder_with_past_model.onnx), config.json, generation_config.json,
+    /// preprocessor_config.json and the tokenizer: the optimum layout, usable with --model.
     Convert {
         /// Directory of the CTranslate2 checkpoint (model.bin, config.json, tokenizer.json).
         #[arg(long, value_name = "DIR")]
@@ -79,7 +80,7 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             let converted = convert_ct2(&from_ct2, &output)?;
             let d = converted.dims;
             eprintln!(
-                "{}: whisper {} encoder ({} mels, d_model {}, {} layers, {} heads)",
+                "{}: whisper {} ({} mels, d_model {}, {} layers, {} heads), encoder and decoder",
                 converted.dir.display(),
                 d.family(),
                 d.n_mels,

@@ -94,16 +94,27 @@ impl CatalogEntry {
 
     /// The model directory if this model is available without fetching: converted in our
     /// cache, or downloaded in the Hugging Face cache.
+    ///
+    /// A directory counts only when it holds everything transcription reads: the encoder, a
+    /// decoder and the tokenizer (a model converted by an earlier version without its decoder
+    /// is fetched again).
     pub fn cached(&self) -> Option<PathBuf> {
         let local = self.local_dir();
-        if local.join("encoder_model.onnx").is_file() {
+        if is_complete(&local) {
             return Some(local);
         }
         let repo = self.hub.as_ref()?;
         let cache = hf_hub::Cache::from_env();
         let encoder = cache.model(repo.clone()).get("onnx/encoder_model.onnx")?;
-        hub_snapshot_dir(&encoder)
+        hub_snapshot_dir(&encoder).filter(|dir| is_complete(dir))
     }
+}
+
+/// Whether `dir` holds an encoder, a decoder and a tokenizer.
+pub(crate) fn is_complete(dir: &Path) -> bool {
+    super::locate(dir).is_ok()
+        && super::DecoderFiles::locate(dir).is_ok()
+        && dir.join("tokenizer.json").is_file()
 }
 
 /// The snapshot directory of a file downloaded from the hub under `onnx/`.

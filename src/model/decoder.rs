@@ -280,16 +280,22 @@ fn split_merged(proto: &pb::ModelProto, branch: Branch) -> Result<pb::ModelProto
     Ok(split)
 }
 
-/// The declutter passes of tract without `FoldUniformMask`.
+/// The declutter passes of tract without `FoldUniformMask`, and without `PushSliceUp` when
+/// `keep_slices`.
 ///
-/// That pass, in tract 0.23, folds the causal mask of optimum's decoders into a constant of
-/// the shape it had for two tokens, so that any other prompt length fails to broadcast
-/// ("Can not broadcast 3 against 2"); the mask is cheap, so it is left as it is.
-fn declutter(model: &mut TypedModel) -> TractResult<()> {
+/// `FoldUniformMask`, in tract 0.23, folds the causal mask of optimum's decoders into a
+/// constant of the shape it had for two tokens, so that any other prompt length fails to
+/// broadcast ("Can not broadcast 3 against 2"); the mask is cheap, so it is left as it is.
+/// `PushSliceUp` moves the last-position slice before the logits up into the last layer's
+/// attention, where the fused attention would no longer be recognised: the attention is fused
+/// first, then the slice pushed up.
+fn declutter(model: &mut TypedModel, keep_slices: bool) -> TractResult<()> {
     let mut optimizer = Optimizer::declutter();
-    optimizer
-        .passes
-        .retain(|p| !format!("{p:?}").contains("FoldUniformMask"));
+    optimizer.passes.retain(|p| {
+        let name = format!("{p:?}");
+        let pushes_slices = keep_slices && name.contains("PushSliceUp");
+        !(name.contains("FoldUniformMask") || pushes_slices)
+    });
     optimizer.session().optimize(model)
 }
 
@@ -506,8 +512,16 @@ fn load_graph(
             .transform(&mut typed)
             .map_err(|e| tract("converting float16 to float32", e))?;
     }
-    declutter(&mut typed).map_err(|e| tract("decluttering", e))?;
+    declutter(&mut typed, true).map_err(|e| tract("decluttering", e))?;
+    crate::rewrite::rewrite(
+        &mut typed,
+        &crate::rewrite::RewriteContext::new(None),
+        &[crate::rewrite::Stage::Cpu, crate::rewrite::Stage::Decoder],
+    )
+    .map_err(|e| tract("fusing for the CPU", e))?;
+    declutter(&mut typed, false).map_err(|e| tract("decluttering", e))?;
     unshare_product_constants(&mut typed).map_err(|e| tract("decluttering", e))?;
+
     typed.optimize().map_err(|e| tract("optimising", e))?;
     let run_options = RunOptions {
         executor: Some(executor.clone()),
@@ -795,11 +809,48 @@ impl DecoderSession<'_> {
         Ok(logits)
     }
 
-    fn run_step(&mut self, graph: &Graph, tokens: &[Vec<u32>]) -> Result<Vec<f32>, DecoderError> {
-        let past = match self.past.take() {
-            Some(p) => p,
-            None => self.empty_cache(graph)?,
+    /// Like [`forward`](DecoderSession::forward) for this project's export, timing every node
+    /// of the step: where one token's time goes, per op kind, slowest first.
+    pub fn profile(&mut self, tokens: &[Vec<u32>]) -> Result<Vec<super::OpTime>, DecoderError> {
+        use std::collections::HashMap;
+        use std::time::{Duration, Instant};
+        use tract_onnx::tract_core::plan::eval;
+        let model = self.model;
+        let Kind::CrossKv { step, .. } = &model.kind else {
+            self.forward(tokens)?;
+            return Ok(Vec::new());
         };
+        let inputs = self.step_inputs(step, tokens)?;
+        let mut state = step.plan.spawn().map_err(|e| self.tract("running", e))?;
+        let mut times: HashMap<String, (usize, Duration)> = HashMap::new();
+        let out = state
+            .run_plan_with_eval(inputs, |ctx, op_state, node, inputs| {
+                let t = Instant::now();
+                let result = eval(ctx, op_state, node, inputs);
+                let entry = times.entry(node.op().name().to_string()).or_default();
+                entry.0 += 1;
+                entry.1 += t.elapsed();
+                result
+            })
+            .map_err(|e| self.tract("running", e))?;
+        self.keep_presents(step, &out);
+        let mut ops: Vec<super::OpTime> = times
+            .into_iter()
+            .map(|(op, (nodes, time))| super::OpTime { op, nodes, time })
+            .collect();
+        ops.sort_by_key(|t| std::cmp::Reverse(t.time));
+        Ok(ops)
+    }
+
+    fn step_inputs(
+        &mut self,
+        graph: &Graph,
+        tokens: &[Vec<u32>],
+    ) -> Result<TVec<TValue>, DecoderError> {
+        if self.past.is_none() {
+            self.past = Some(self.empty_cache(graph)?);
+        }
+        let past = self.past.as_ref().expect("set above");
         let cross = self
             .cross
             .as_ref()
@@ -813,14 +864,26 @@ impl DecoderSession<'_> {
                 Feed::Past(layer, false, value) => past[layer][value as usize].clone(),
             });
         }
-        let out = graph.run(inputs)?;
-        let mut next = Vec::with_capacity(past.len());
-        for layer in 0..past.len() {
+        Ok(inputs)
+    }
+
+    fn keep_presents(&mut self, graph: &Graph, out: &TVec<TValue>) {
+        let n_layers = self.model.shape.n_layers;
+        let mut next = Vec::with_capacity(n_layers);
+        for layer in 0..n_layers {
             let k = graph.present(layer, false, false).expect("checked at load");
             let v = graph.present(layer, false, true).expect("checked at load");
             next.push([out[k].clone(), out[v].clone()]);
         }
         self.past = Some(next);
+    }
+
+    fn run_step(&mut self, graph: &Graph, tokens: &[Vec<u32>]) -> Result<Vec<f32>, DecoderError> {
+        let inputs = self.step_inputs(graph, tokens)?;
+        // The old cache is released before the step so that its presents do not double it.
+        self.past = None;
+        let out = graph.run(inputs)?;
+        self.keep_presents(graph, &out);
         self.last_logits(&out[graph.logits.expect("checked at load")])
     }
 

@@ -120,8 +120,11 @@ fn fetch_hub(repo: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         .build()?;
     let repo = api.model(repo.to_string());
     let encoder = repo.get("onnx/encoder_model.onnx")?;
-    // Large exports keep their weights in a side file; small ones have none.
+    repo.get("onnx/decoder_model_merged.onnx")
+        .context("downloading onnx/decoder_model_merged.onnx")?;
+    // Large exports keep their weights in side files; small ones have none.
     let _ = repo.get("onnx/encoder_model.onnx_data");
+    let _ = repo.get("onnx/decoder_model_merged.onnx_data");
     for file in [
         "config.json",
         "preprocessor_config.json",

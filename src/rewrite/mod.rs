@@ -8,11 +8,14 @@
 //! - [`npu_conv`]: the encoder's front 1-D convolutions -> `CpuIm2Col` + `NpuMatMul`;
 //! - [`npu_softmax`], [`npu_gelu`]: the remaining Softmax and GELU nodes;
 //! - [`npu_attention`]: `Q K^T`, softmax and `P V` on the device fused into one op that runs
-//!   head by head.
+//!   head by head;
+//! - [`cpu_attention`]: in decoders, `Q K^T`, mask, softmax and `P V` fused into one CPU op
+//!   that reads the caches in place.
 //!
 //! A node that a rule cannot take stays as it is, on the CPU, and the rule records why; the
 //! placement report shows those reasons. A rewrite never makes a model fail.
 
+mod cpu_attention;
 mod fuse_layer_norm;
 mod npu_attention;
 mod npu_conv;
@@ -35,6 +38,8 @@ pub enum Stage {
     Cpu,
     /// Offload to the device: `emu` and `npu`.
     Device,
+    /// CPU fusions of decoders (which always run on the CPU).
+    Decoder,
 }
 
 /// What the rules see: the device to offload to, and where they record what they left.

@@ -235,15 +235,9 @@ impl Rng {
     }
 }
 
-/// `log_softmax` of one row, in f64.
-fn log_softmax(logits: &[f32]) -> Vec<f64> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    if max == f64::NEG_INFINITY {
-        return vec![f64::NEG_INFINITY; logits.len()];
-    }
-    let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
-    let log_sum = sum.ln() + max;
-    logits.iter().map(|&x| x as f64 - log_sum).collect()
+/// `log(sum(exp(row)))`: a token's log probability is its logit minus this.
+fn logsumexp(row: &[f32]) -> f64 {
+    amanuensis_ops::math::logsumexp(row)
 }
 
 /// The index of the first largest value (`torch.argmax`).
@@ -329,26 +323,14 @@ impl TimestampRules {
                 }
             }
         }
-        // A timestamp when their total probability beats every text token.
-        let logprobs = log_softmax(logits);
-        let ts_max = logprobs[begin..]
+        // A timestamp when their total probability beats every text token: the log of the
+        // timestamps' summed probability against the best text token's (both relative to
+        // the same normaliser, which cancels).
+        let timestamp_logprob = logsumexp(&logits[begin..]);
+        let max_text = logits[..begin]
             .iter()
             .copied()
-            .fold(f64::NEG_INFINITY, f64::max);
-        let timestamp_logprob = if ts_max == f64::NEG_INFINITY {
-            f64::NEG_INFINITY
-        } else {
-            ts_max
-                + logprobs[begin..]
-                    .iter()
-                    .map(|&l| (l - ts_max).exp())
-                    .sum::<f64>()
-                    .ln()
-        };
-        let max_text = logprobs[..begin]
-            .iter()
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max);
+            .fold(f32::NEG_INFINITY, f32::max) as f64;
         if timestamp_logprob > max_text {
             logits[..begin].fill(f32::NEG_INFINITY);
         }
@@ -485,7 +467,7 @@ impl<'a> DecodingTask<'a> {
             at_sot.len()
         );
         let no_speech_prob = match special.no_speech {
-            Some(t) => log_softmax(&at_sot)[t as usize].exp(),
+            Some(t) => (at_sot[t as usize] as f64 - logsumexp(&at_sot)).exp(),
             None => f64::NAN,
         };
         let tail = self.initial_tokens[self.sot_index + 1..].to_vec();
@@ -608,7 +590,7 @@ fn greedy_update(
         };
         let ended = toks.last() == Some(&eot);
         if !ended {
-            *sum += log_softmax(row)[next];
+            *sum += row[next] as f64 - logsumexp(row);
         }
         toks.push(if ended { eot } else { next as u32 });
     }
@@ -692,18 +674,16 @@ impl BeamSearch {
         let mut seen: std::collections::HashMap<Vec<u32>, (f64, usize)> =
             std::collections::HashMap::new();
         for (idx, row) in logits.chunks_exact(n_vocab).enumerate() {
-            let logprobs = log_softmax(row);
+            let lse = logsumexp(row);
             let mut top: Vec<usize> = (0..n_vocab).collect();
             let k = (self.beam_size + 1).min(n_vocab);
-            top.select_nth_unstable_by(k - 1, |&a, &b| {
-                logprobs[b].total_cmp(&logprobs[a]).then(a.cmp(&b))
-            });
+            top.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
             top.truncate(k);
-            top.sort_by(|&a, &b| logprobs[b].total_cmp(&logprobs[a]).then(a.cmp(&b)));
+            top.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
             for token in top {
                 let mut sequence = tokens[idx].clone();
                 sequence.push(token as u32);
-                let score = sum_logprobs[idx] + logprobs[token];
+                let score = sum_logprobs[idx] + (row[token] as f64 - lse);
                 if seen.insert(sequence.clone(), (score, idx)).is_none() {
                     order.push(sequence);
                 }

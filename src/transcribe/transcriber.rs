@@ -524,6 +524,42 @@ impl Transcriber {
         })
     }
 
+    /// Decodes one window's log-mel spectrogram (`[n_mels, 3000]`, as [`crate::audio::LogMel`]
+    /// computes it) as openai-whisper's `decode()` does: the encoder, then one decoding with
+    /// `options` (language detected when it is `None` on a multilingual model). No fallback,
+    /// no seek: that is [`transcribe`](Transcriber::transcribe).
+    pub fn decode(
+        &self,
+        mel: &[f32],
+        options: &DecodingOptions,
+    ) -> Result<DecodingResult, TranscribeError> {
+        let check = TranscribeOptions {
+            decoding: options.clone(),
+            ..TranscribeOptions::default()
+        };
+        self.check_options(&check)?;
+        let features = self.encoder.encode(mel).map_err(anyhow::Error::from)?;
+        let language = match options.language.as_deref() {
+            Some(l) => language_code(l).expect("checked").to_string(),
+            None if !self.tokenizer.is_multilingual() => "en".to_string(),
+            None => self.detect_language(&features)?[0].0.clone(),
+        };
+        let mut options = options.clone();
+        options.language = Some(language);
+        let task = DecodingTask::new(
+            &self.tokenizer,
+            options,
+            self.n_text_ctx,
+            self.encoder.dims().n_audio_ctx,
+        )
+        .map_err(TranscribeError::Options)?;
+        let mut session = self
+            .decoder
+            .session(&features)
+            .map_err(anyhow::Error::from)?;
+        Ok(task.run(&mut session, &mut Rng::new(0))?)
+    }
+
     /// OpenAI's `detect_language`: the logits after `<|startoftranscript|>` over the language
     /// tokens only; their probabilities, best first.
     fn detect_language(&self, features: &[f32]) -> Result<Vec<(String, f64)>, TranscribeError> {

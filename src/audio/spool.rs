@@ -207,6 +207,12 @@ impl MelSpool {
         Ok(())
     }
 
+    /// Whether the frames are held in memory (else in a temporary file: inputs longer than
+    /// five minutes).
+    pub fn in_memory(&self) -> bool {
+        matches!(self.store, Store::Memory(_))
+    }
+
     /// Mel bins.
     pub fn n_mels(&self) -> usize {
         self.n_mels

@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use amanuensis::audio::Input;
+use amanuensis::audio::{AudioStream, Input};
 use amanuensis::backend::Backend;
 use amanuensis::transcribe::output::{Format, JsonContext, render, segment_line};
 use amanuensis::transcribe::{
@@ -373,17 +373,29 @@ pub fn run(args: TranscribeArgs) -> Result<()> {
     let transcribe_options = options(&args)?;
     amanuensis::transcribe::verify_options(&transcribe_options.decoding)
         .map_err(anyhow::Error::msg)?;
-    // Inputs are checked before the model is loaded (or fetched): a missing file fails first.
-    for audio in &args.audio {
-        if audio.as_os_str() != "-" && !audio.exists() {
-            bail!("{}: no such file", audio.display());
-        }
-    }
     let stdin_inputs = args.audio.iter().filter(|a| a.as_os_str() == "-").count();
     anyhow::ensure!(
         stdin_inputs <= 1,
         "standard input (-) can be read only once"
     );
+    // Every input is opened before the model is loaded (or fetched): a missing or unreadable
+    // file fails first.
+    let mut unreadable = Vec::new();
+    for audio in args.audio.iter().filter(|a| a.as_os_str() != "-") {
+        if let Err(err) = AudioStream::open(&Input::from_arg(audio)) {
+            unreadable.push(err.to_string());
+        }
+    }
+    match unreadable.len() {
+        0 => {}
+        1 => bail!("{}", unreadable[0]),
+        n => {
+            for err in &unreadable {
+                eprintln!("error: {err}");
+            }
+            bail!("{n} inputs cannot be read; nothing was transcribed")
+        }
+    }
 
     let encoder_options = args.plan.options(args.backend)?;
     let model_dir = args.plan.model_dir()?;
@@ -410,6 +422,7 @@ pub fn run(args: TranscribeArgs) -> Result<()> {
         }
         let transcript = match result {
             Ok(t) => t,
+            Err(err) if args.audio.len() == 1 => return Err(err.into()),
             Err(err) => {
                 eprintln!("error: {err:#}");
                 failures.push(audio.display().to_string());
@@ -440,6 +453,9 @@ pub fn run(args: TranscribeArgs) -> Result<()> {
             }),
         };
         if let Err(err) = written {
+            if args.audio.len() == 1 {
+                return Err(err);
+            }
             eprintln!("error: {err:#}");
             failures.push(audio.display().to_string());
             continue;

@@ -604,25 +604,19 @@ impl Transcriber {
         rng: &mut Rng,
         progress: &mut dyn Progress,
     ) -> Result<DecodingResult, TranscribeError> {
-        let mut result: Option<DecodingResult> = None;
         let mut session = self
             .decoder
             .session(features)
             .map_err(anyhow::Error::from)?;
-        for (i, &t) in options.temperatures.iter().enumerate() {
-            let mut decoding = options.decoding.clone();
-            decoding.temperature = t;
+        let mut first = true;
+        with_fallback(options, progress, |decoding| {
+            let mut decoding = decoding;
             decoding.language = Some(language.to_string());
             decoding.prompt = prompt.clone();
-            if t > 0.0 {
-                decoding.beam_size = None;
-                decoding.patience = None;
-            } else {
-                decoding.best_of = None;
-            }
-            if i > 0 {
+            if !first {
                 session.reset();
             }
+            first = false;
             let task = DecodingTask::new(
                 &self.tokenizer,
                 decoding,
@@ -630,39 +624,114 @@ impl Transcriber {
                 self.encoder.dims().n_audio_ctx,
             )
             .map_err(TranscribeError::Options)?;
-            let r = task.run(&mut session, rng)?;
-            let mut needs_fallback = false;
-            if options
-                .compression_ratio_threshold
-                .is_some_and(|c| r.compression_ratio > c)
-            {
-                needs_fallback = true;
-            }
-            if options.logprob_threshold.is_some_and(|l| r.avg_logprob < l) {
-                needs_fallback = true;
-            }
-            if options
-                .no_speech_threshold
-                .is_some_and(|n| r.no_speech_prob > n)
-                && options.logprob_threshold.is_some_and(|l| r.avg_logprob < l)
-            {
-                needs_fallback = false;
-            }
-            let done = !needs_fallback;
-            if needs_fallback && i + 1 < options.temperatures.len() {
-                progress.note(&format!(
-                    "decoding at temperature {t} failed (compression ratio {:.2}, average log \
-                     probability {:.2}); trying {}",
-                    r.compression_ratio,
-                    r.avg_logprob,
-                    options.temperatures[i + 1]
-                ));
-            }
-            result = Some(r);
-            if done {
-                break;
-            }
+            Ok(task.run(&mut session, rng)?)
+        })
+    }
+}
+
+/// OpenAI's temperature fallback: `decode` runs with each of `options.temperatures` in turn
+/// (beam search only at 0, best-of only above) until its result is neither too repetitive
+/// (compression ratio above the threshold) nor too improbable (average log probability below
+/// it) -- or is improbable but likely silence (no-speech probability above its threshold),
+/// which the caller then skips. The last result is returned when every temperature fails.
+fn with_fallback(
+    options: &TranscribeOptions,
+    progress: &mut dyn Progress,
+    mut decode: impl FnMut(DecodingOptions) -> Result<DecodingResult, TranscribeError>,
+) -> Result<DecodingResult, TranscribeError> {
+    let mut result: Option<DecodingResult> = None;
+    for (i, &t) in options.temperatures.iter().enumerate() {
+        let mut decoding = options.decoding.clone();
+        decoding.temperature = t;
+        if t > 0.0 {
+            decoding.beam_size = None;
+            decoding.patience = None;
+        } else {
+            decoding.best_of = None;
         }
-        Ok(result.expect("at least one temperature"))
+        let r = decode(decoding)?;
+        let too_repetitive = options
+            .compression_ratio_threshold
+            .is_some_and(|c| r.compression_ratio > c);
+        let improbable = options.logprob_threshold.is_some_and(|l| r.avg_logprob < l);
+        let silence = improbable
+            && options
+                .no_speech_threshold
+                .is_some_and(|n| r.no_speech_prob > n);
+        let needs_fallback = (too_repetitive || improbable) && !silence;
+        if needs_fallback && i + 1 < options.temperatures.len() {
+            progress.note(&format!(
+                "decoding at temperature {t} failed (compression ratio {:.2}, average log \
+                 probability {:.2}); trying {}",
+                r.compression_ratio,
+                r.avg_logprob,
+                options.temperatures[i + 1]
+            ));
+        }
+        result = Some(r);
+        if !needs_fallback {
+            break;
+        }
+    }
+    Ok(result.expect("at least one temperature (checked)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(
+        t: f32,
+        compression_ratio: f64,
+        avg_logprob: f64,
+        no_speech_prob: f64,
+    ) -> DecodingResult {
+        DecodingResult {
+            language: "en".into(),
+            tokens: vec![],
+            text: String::new(),
+            avg_logprob,
+            no_speech_prob,
+            temperature: t,
+            compression_ratio,
+        }
+    }
+
+    /// Runs the fallback over `outcomes` (compression ratio, average log probability and
+    /// no-speech probability at each temperature); returns the temperatures tried and whether
+    /// beam search was on at each.
+    fn fallback(outcomes: &[(f64, f64, f64)]) -> (Vec<f32>, Vec<bool>, f32) {
+        let mut options = TranscribeOptions::default();
+        options.decoding.beam_size = Some(5);
+        let (mut tried, mut beams) = (Vec::new(), Vec::new());
+        let r = with_fallback(&options, &mut Quiet, |d| {
+            let (cr, lp, ns) = outcomes[tried.len()];
+            tried.push(d.temperature);
+            beams.push(d.beam_size.is_some());
+            Ok(result(d.temperature, cr, lp, ns))
+        })
+        .unwrap();
+        (tried, beams, r.temperature)
+    }
+
+    #[test]
+    fn fallback_follows_openai() {
+        // Good at once.
+        assert_eq!(fallback(&[(1.5, -0.3, 0.1)]), (vec![0.0], vec![true], 0.0));
+        // Repetitive, then improbable, then good: beam search only at 0.
+        let (tried, beams, t) = fallback(&[(3.0, -0.3, 0.1), (1.5, -1.5, 0.1), (1.4, -0.5, 0.1)]);
+        assert_eq!((tried, t), (vec![0.0, 0.2, 0.4], 0.4));
+        assert_eq!(beams, [true, false, false]);
+        // Improbable but likely silence: no fallback.
+        assert_eq!(fallback(&[(1.5, -1.5, 0.9)]).0, [0.0]);
+        // Repetitive silence still falls back.
+        assert_eq!(
+            fallback(&[(3.0, -0.5, 0.9), (1.0, -0.5, 0.9)]).0,
+            [0.0, 0.2]
+        );
+        // Every temperature fails: the last result.
+        let bad = [(3.0, -2.0, 0.1); 6];
+        let (tried, _, t) = fallback(&bad);
+        assert_eq!((tried.len(), t), (6, 1.0));
     }
 }

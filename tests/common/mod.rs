@@ -252,3 +252,86 @@ pub fn catalog_model(name: &str) -> PathBuf {
         )
     })
 }
+
+/// Speech synthesised by espeak-ng (Debian package `espeak-ng`): each sentence spoken by
+/// `voice`, the sentences joined with the silences `gaps` (seconds, cycled), as 16-bit mono
+/// samples at espeak-ng's 22050 Hz, written to `path`. Returns the seconds of audio.
+pub fn espeak_speech(path: &Path, voice: &str, sentences: &[&str], gaps: &[f32]) -> f64 {
+    let rate = 22_050u32;
+    let mut samples: Vec<i16> = Vec::new();
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, sentence) in sentences.iter().enumerate() {
+        let wav = tmp.path().join(format!("{i}.wav"));
+        let status = std::process::Command::new("espeak-ng")
+            .args(["-v", voice, "-s", "160", "-w"])
+            .arg(&wav)
+            .arg(sentence)
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("cannot run espeak-ng ({e}): install it (Debian: apt install espeak-ng)")
+            });
+        assert!(status.success(), "espeak-ng failed on {sentence:?}");
+        let mut reader = hound::WavReader::open(&wav).unwrap();
+        assert_eq!(reader.spec().sample_rate, rate, "espeak-ng's sample rate");
+        samples.extend(reader.samples::<i16>().map(|s| s.unwrap()));
+        let gap = gaps[i % gaps.len()];
+        samples.extend(std::iter::repeat_n(0i16, (gap * rate as f32) as usize));
+    }
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for s in &samples {
+        w.write_sample(*s).unwrap();
+    }
+    w.finalize().unwrap();
+    samples.len() as f64 / rate as f64
+}
+
+/// The words of a text, lower case, without punctuation.
+pub fn words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric() || *c == '\'')
+                .collect::<String>()
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Words of `a` and `b` matched in order (their longest common subsequence), over the length
+/// of the longer: 1.0 when the texts have the same words. The words that differ are returned
+/// as (position in a, word of a or "", word of b or "").
+pub fn word_agreement(a: &[String], b: &[String]) -> (f64, Vec<String>) {
+    let (n, m) = (a.len(), b.len());
+    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut diffs) = (0, 0, Vec::new());
+    while i < n || j < m {
+        if i < n && j < m && a[i] == b[j] {
+            i += 1;
+            j += 1;
+        } else if j >= m || (i < n && lcs[i + 1][j] >= lcs[i][j + 1]) {
+            diffs.push(format!("-{}", a[i]));
+            i += 1;
+        } else {
+            diffs.push(format!("+{}", b[j]));
+            j += 1;
+        }
+    }
+    let common = lcs[0][0] as f64;
+    (common / n.max(m).max(1) as f64, diffs)
+}

@@ -1,0 +1,260 @@
+//! `amanuensis transcribe` as a user runs it: segments printed as they are decoded, every
+//! output format and where it goes, standard input, several inputs, options the model cannot
+//! honour, and bad input. Uses the catalog's tiny.en (fetched on first use).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+fn amanuensis() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_amanuensis"));
+    c.args(["transcribe", "--threads", "2"]);
+    c
+}
+
+fn jfk() -> PathBuf {
+    reference("audio/jfk.flac")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// tiny.en's directory, fetched once for the whole binary.
+fn model() -> String {
+    catalog_model("tiny.en").display().to_string()
+}
+
+fn run(args: &[&std::ffi::OsStr]) -> Output {
+    let out = amanuensis()
+        .args(["--model", &model()])
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    out
+}
+
+#[test]
+fn segments_are_printed_as_openai_whisper_prints_them() {
+    let out = run(&[jfk().as_os_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "[00:00.000 --> 00:07.740]  And so my fellow Americans ask not what your country can \
+         do for you\n[00:07.740 --> 00:10.740]  ask what you can do for your country\n"
+    );
+    // Piped, there is no progress bar; the summary names the time split.
+    let err = stderr(&out);
+    assert!(!err.contains('█') && !err.contains("left)"), "{err}");
+    for needle in ["11.00 s of audio", "encoder", "decoder", "realtime"] {
+        assert!(err.contains(needle), "{needle:?} missing from {err}");
+    }
+}
+
+#[test]
+fn each_format_is_written_where_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A file named with its format's extension.
+    let srt = tmp.path().join("speech.srt");
+    let out = run(&[jfk().as_os_str(), "-o".as_ref(), srt.as_os_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&srt).unwrap(),
+        "1\n00:00:00,000 --> 00:00:07,740\nAnd so my fellow Americans ask not what your country \
+         can do for you\n\n2\n00:00:07,740 --> 00:00:10,740\nask what you can do for your \
+         country\n\n"
+    );
+    // Every format into a directory, named after the input.
+    let dir = tmp.path().join("all/");
+    let out = run(&[
+        jfk().as_os_str(),
+        "--format".as_ref(),
+        "all".as_ref(),
+        "-o".as_ref(),
+        dir.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["jfk.json", "jfk.srt", "jfk.tsv", "jfk.txt", "jfk.vtt"]
+    );
+    let vtt = std::fs::read_to_string(dir.join("jfk.vtt")).unwrap();
+    assert!(
+        vtt.starts_with("WEBVTT\n\n00:00.000 --> 00:07.740\nAnd so my fellow Americans"),
+        "{vtt}"
+    );
+    let txt = std::fs::read_to_string(dir.join("jfk.txt")).unwrap();
+    assert_eq!(
+        txt,
+        "And so my fellow Americans ask not what your country can do for you\nask what you can \
+         do for your country\n"
+    );
+    let tsv = std::fs::read_to_string(dir.join("jfk.tsv")).unwrap();
+    assert!(
+        tsv.starts_with("start\tend\ttext\n0\t7740\tAnd so my"),
+        "{tsv}"
+    );
+    // JSON to standard output.
+    let out = run(&[
+        jfk().as_os_str(),
+        "--format".as_ref(),
+        "json".as_ref(),
+        "-o".as_ref(),
+        "-".as_ref(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["language"], "en");
+    assert_eq!(json["backend"], "cpu");
+    assert!(json["model"].as_str().unwrap().contains("tiny.en"));
+    let segment = &json["segments"][0];
+    for field in [
+        "id",
+        "start",
+        "end",
+        "text",
+        "tokens",
+        "avg_logprob",
+        "compression_ratio",
+        "no_speech_prob",
+        "temperature",
+    ] {
+        assert!(
+            !segment[field].is_null(),
+            "segments lack {field}: {segment}"
+        );
+    }
+    assert_eq!(segment["tokens"][0], 50363, "the first token is <|0.00|>");
+    let timings = &json["timings"];
+    for field in ["mel", "decoder", "total", "realtime_factor"] {
+        assert!(timings[field].as_f64().unwrap() > 0.0, "{field}: {timings}");
+    }
+    assert_eq!(
+        timings["encoder"].as_array().unwrap().len(),
+        1,
+        "one window"
+    );
+    // The segment lines went to standard error, standard output holds the JSON only.
+    assert!(stderr(&out).contains("[00:00.000 --> 00:07.740]"));
+}
+
+#[test]
+fn standard_input_and_several_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = amanuensis()
+        .args(["--model", &model(), "-", "--format", "txt", "-o", "-"])
+        .stdin(Stdio::from(std::fs::File::open(jfk()).unwrap()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("And so my fellow Americans"),
+        "{}",
+        stdout(&out)
+    );
+
+    let copy = tmp.path().join("again.flac");
+    std::fs::copy(jfk(), &copy).unwrap();
+    let dir = tmp.path().join("out");
+    let out = run(&[
+        jfk().as_os_str(),
+        copy.as_os_str(),
+        "--format".as_ref(),
+        "txt".as_ref(),
+        "-o".as_ref(),
+        dir.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let a = std::fs::read_to_string(dir.join("jfk.txt")).unwrap();
+    let b = std::fs::read_to_string(dir.join("again.txt")).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn options_the_model_cannot_honour_are_refused() {
+    for (args, needle) in [
+        (vec!["--language", "fr"], "English-only"),
+        (vec!["--task", "translate"], "cannot translate"),
+        (vec!["--language", "klingon"], "unknown language"),
+        (vec!["--beam-size", "5", "--best-of", "5"], "together"),
+        (vec!["--patience", "2"], "patience needs a beam size"),
+    ] {
+        let audio = jfk();
+        let mut full: Vec<&std::ffi::OsStr> = vec![audio.as_os_str()];
+        full.extend(args.iter().map(std::ffi::OsStr::new));
+        let out = run(&full);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line:\n{err}"
+        );
+    }
+}
+
+/// A bad input fails with one line that names it and the problem, and leaves no output.
+fn assert_refused(input: &Path, problem: &str) {
+    let out_dir = tempfile::tempdir().unwrap();
+    let txt = out_dir.path().join("out.txt");
+    let out = run(&[input.as_os_str(), "-o".as_ref(), txt.as_os_str()]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{} was accepted", input.display());
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line:\n{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    let name = input.file_name().unwrap().to_string_lossy();
+    assert!(
+        err.contains(&*name),
+        "the message does not name {name}: {err}"
+    );
+    assert!(
+        err.contains(problem),
+        "the message does not say {problem:?}: {err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(out_dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+}
+
+#[test]
+fn bad_inputs_fail_with_one_clear_line_and_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    assert_refused(&dir.join("missing.wav"), "No such file");
+    std::fs::write(dir.join("notes.wav"), b"these are words, not audio\n").unwrap();
+    assert_refused(&dir.join("notes.wav"), "not a recognised audio file");
+    let flac = std::fs::read(data.join("speech-44k1-stereo-s24.flac")).unwrap();
+    std::fs::write(dir.join("cut.flac"), &flac[..flac.len() / 2]).unwrap();
+    assert_refused(&dir.join("cut.flac"), "truncated");
+    write_wav_f32(&dir.join("silence0.wav"), 16_000, &[]);
+    assert_refused(&dir.join("silence0.wav"), "no audio samples");
+}
+
+/// A tenth of a second is an empty transcript, not an error.
+#[test]
+fn a_tenth_of_a_second_is_an_empty_transcript() {
+    let tmp = tempfile::tempdir().unwrap();
+    let short = tmp.path().join("short.wav");
+    let mut rng = Rng(3);
+    write_wav_f32(&short, 16_000, &rng.vec(1_600, 0.1));
+    let json = tmp.path().join("short.json");
+    let out = run(&[short.as_os_str(), "-o".as_ref(), json.as_os_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(json["text"], "");
+    assert_eq!(json["segments"].as_array().unwrap().len(), 0);
+}

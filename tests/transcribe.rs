@@ -47,7 +47,9 @@ fn whole_input_spectrogram_matches_openai_transcribe() {
 
 use amanuensis::backend::Backend;
 use amanuensis::model::EncoderOptions;
-use amanuensis::transcribe::{DecodingOptions, Quiet, TranscribeOptions, Transcriber, Transcript};
+use amanuensis::transcribe::{
+    DecodingOptions, Quiet, TranscribeOptions, Transcriber, Transcript, compare_words,
+};
 
 /// Transcription tests take turns: each runs the encoder and the decoder on every core.
 fn turn() -> std::sync::MutexGuard<'static, ()> {
@@ -439,7 +441,8 @@ fn minutes_of_speech_are_transcribed_in_order_and_emu_agrees_with_cpu() {
         // The first sentence starts at 0 and the last ends 12 s before the end.
         assert!(segments[0].start < 1.0, "{:?}", segments[0]);
         assert!(segments.last().unwrap().end > seconds - 20.0);
-        let (accuracy, diffs) = word_agreement(&words(&script), &words(&ours.text));
+        let c = compare_words(&script, &ours.text);
+        let (accuracy, diffs) = (c.agreement, c.differences);
         eprintln!(
             "{backend}: {} segments, {:.1}% of the script's words; differences: {}",
             segments.len(),
@@ -453,9 +456,10 @@ fn minutes_of_speech_are_transcribed_in_order_and_emu_agrees_with_cpu() {
             "{backend}: {:.1}% of the words",
             accuracy * 100.0
         );
-        transcripts.push(words(&ours.text));
+        transcripts.push(ours.text);
     }
-    let (agreement, diffs) = word_agreement(&transcripts[0], &transcripts[1]);
+    let c = compare_words(&transcripts[0], &transcripts[1]);
+    let (agreement, diffs) = (c.agreement, c.differences);
     eprintln!(
         "emu against cpu: {:.2}% of words agree; differences: {}",
         agreement * 100.0,

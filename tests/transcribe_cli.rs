@@ -258,3 +258,41 @@ fn a_tenth_of_a_second_is_an_empty_transcript() {
     assert_eq!(json["text"], "");
     assert_eq!(json["segments"].as_array().unwrap().len(), 0);
 }
+
+/// `compare --transcribe`: each backend's text and its words against the reference backend's.
+#[test]
+fn compare_transcribes_on_each_backend_and_compares_the_words() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("cmp.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_amanuensis"))
+        .args([
+            "compare",
+            "--threads",
+            "2",
+            "--transcribe",
+            "--model",
+            &model(),
+        ])
+        .arg(jfk())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("emu (") && text.contains("against cpu: 100.00% of the words agree"),
+        "{text}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let transcripts = report["transcripts"].as_array().unwrap();
+    assert_eq!(transcripts.len(), 2);
+    assert_eq!(transcripts[1]["backend"], "emu");
+    assert_eq!(transcripts[1]["vs_reference"]["agreement"], 1.0);
+    assert!(
+        transcripts[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("And so my fellow")
+    );
+}

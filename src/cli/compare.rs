@@ -21,10 +21,15 @@ use super::{PlanArgs, write_json};
 /// over all windows' features: largest and mean absolute difference, cosine similarity, and
 /// relative L2 (|x - ref| / |ref|); and block by block, at the output of every fused
 /// LayerNorm of the first window, for the plans that have them.
+///
+/// With `--transcribe`, each backend also transcribes the audio (as `amanuensis transcribe`
+/// does, the decoder on the CPU); its text is printed with the words that differ from the
+/// reference backend's and the share of words the two have in common.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  amanuensis compare talk.flac --model base\n  \
-    amanuensis compare talk.flac --model tiny.en --backends tract,cpu,emu --json cmp.json"
+    amanuensis compare talk.flac --model tiny.en --backends tract,cpu,emu --json cmp.json\n  \
+    amanuensis compare talk.flac --model base --transcribe"
 )]
 pub struct CompareArgs {
     /// Audio file to read, or `-` for standard input.
@@ -45,6 +50,19 @@ pub struct CompareArgs {
     /// Write the report as JSON to this file as well.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+
+    /// Transcribe the audio on each backend too, and compare the words with the reference's.
+    #[arg(long)]
+    transcribe: bool,
+}
+
+/// One backend's transcript, against the reference backend's.
+#[derive(Debug, serde::Serialize)]
+struct TranscriptReport {
+    backend: Backend,
+    text: String,
+    seconds: f64,
+    vs_reference: Option<amanuensis::transcribe::WordComparison>,
 }
 
 /// Differences between two feature arrays.
@@ -115,6 +133,8 @@ struct Report {
     model: String,
     threads: usize,
     backends: Vec<BackendReport>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    transcripts: Vec<TranscriptReport>,
 }
 
 pub fn run(args: CompareArgs) -> Result<()> {
@@ -125,8 +145,17 @@ pub fn run(args: CompareArgs) -> Result<()> {
             backends.push(*b);
         }
     }
-    // The audio is opened first: a bad file fails before any model is loaded.
-    let input = Input::from_arg(&args.audio);
+    // The audio is opened first: a bad file fails before any model is loaded. Transcription
+    // reads it a second time: standard input is kept in a temporary file for that.
+    let mut input = Input::from_arg(&args.audio);
+    let _stdin_copy = if args.transcribe && matches!(input, Input::Stdin) {
+        let mut tmp = tempfile::NamedTempFile::new()?;
+        std::io::copy(&mut std::io::stdin().lock(), &mut tmp)?;
+        input = Input::Path(tmp.path().to_path_buf());
+        Some(tmp)
+    } else {
+        None
+    };
     let mut stream = AudioStream::open(&input)?;
     let model_dir = args.plan.model_dir()?;
 
@@ -154,6 +183,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
     let seconds = stream.seconds();
     let info = stream.info().clone();
 
+    let model_name = encoders[0].1.files().encoder.display().to_string();
     let mut reports = Vec::new();
     // The reference plan's features and its LayerNorm outputs.
     let mut reference: Option<(Vec<f32>, LayerOutputs)> = None;
@@ -310,6 +340,54 @@ pub fn run(args: CompareArgs) -> Result<()> {
         }
         println!();
     }
+    let mut transcripts: Vec<TranscriptReport> = Vec::new();
+    if args.transcribe {
+        drop(encoders);
+        let transcribe_options = amanuensis::transcribe::TranscribeOptions::default();
+        for &backend in &backends {
+            let transcriber = amanuensis::transcribe::Transcriber::load(
+                &model_dir,
+                &EncoderOptions {
+                    backend,
+                    ..options.clone()
+                },
+            )?;
+            let t = Instant::now();
+            let transcript = transcriber.transcribe(
+                &input,
+                &transcribe_options,
+                &mut amanuensis::transcribe::Quiet,
+            )?;
+            let vs_reference = transcripts.first().map(|r: &TranscriptReport| {
+                amanuensis::transcribe::compare_words(&r.text, &transcript.text)
+            });
+            transcripts.push(TranscriptReport {
+                backend,
+                text: transcript.text.trim().to_string(),
+                seconds: t.elapsed().as_secs_f64(),
+                vs_reference,
+            });
+        }
+        println!();
+        println!("transcripts (decoder on the CPU):");
+        for t in &transcripts {
+            println!("{} ({:.2} s): {}", t.backend, t.seconds, t.text);
+            if let Some(c) = &t.vs_reference {
+                println!(
+                    "  against {}: {:.2}% of the words agree ({} of {}); {}",
+                    args.reference,
+                    c.agreement * 100.0,
+                    c.common,
+                    c.reference_words.max(c.words),
+                    if c.differences.is_empty() {
+                        "the same words".to_string()
+                    } else {
+                        format!("differences: {}", c.differences.join(" "))
+                    }
+                );
+            }
+        }
+    }
     if let Some(path) = &args.json {
         write_json(
             path,
@@ -318,9 +396,10 @@ pub fn run(args: CompareArgs) -> Result<()> {
                 audio: info.name.clone(),
                 seconds,
                 windows: windows.len(),
-                model: encoders[0].1.files().encoder.display().to_string(),
+                model: model_name,
                 threads: options.threads,
                 backends: reports,
+                transcripts,
             },
         )?;
     }

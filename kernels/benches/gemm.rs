@@ -1,8 +1,11 @@
-//! Throughput of the emulated GEMM at Whisper's shapes: `cargo bench -p amanuensis-kernels`.
+//! Throughput of the emulated GEMM and of the CPU's float32 GEMM and attention at Whisper's
+//! shapes: `cargo bench -p amanuensis-kernels --bench gemm`.
 
 use std::time::Instant;
 
-use amanuensis_kernels::emu::{PackedB, gemm};
+use amanuensis_kernels::cpu::CpuDevice;
+use amanuensis_kernels::device::{AttentionDims, Device};
+use amanuensis_kernels::emu::{PackedB, gemm, gemm_f32};
 use amanuensis_kernels::gemm::GemmContract;
 
 fn main() {
@@ -28,18 +31,52 @@ fn main() {
             .map(|i| ((i * 104729) % 1000) as f32 / 1000.0 - 0.5)
             .collect();
         let packed = PackedB::new(&contract, &b, k, n);
+        let plain = PackedB::plain(&b, k, n);
         let mut c = vec![0.0; m * n];
-        gemm(contract.rounding, &a, m, &packed, None, &mut c);
+        let runs = 10;
+        let time = |f: &mut dyn FnMut()| {
+            f();
+            let t = Instant::now();
+            for _ in 0..runs {
+                f();
+            }
+            t.elapsed().as_secs_f64() / runs as f64
+        };
+        let emu = time(&mut || gemm(contract.rounding, &a, m, &packed, None, &mut c));
+        let cpu = time(&mut || gemm_f32(&a, m, &plain, None, &mut c));
+        let flop = 2.0 * (m * k * n) as f64;
+        println!(
+            "{label:<34} emu {:8.2} ms {:7.1} GFLOP/s   cpu f32 {:8.2} ms {:7.1} GFLOP/s",
+            emu * 1e3,
+            flop / emu / 1e9,
+            cpu * 1e3,
+            flop / cpu / 1e9
+        );
+    }
+    let cpu = CpuDevice::new();
+    for (label, m, d, n) in [("tiny/base head 1500x64, 1500 keys", 1500, 64, 1500)] {
+        let q: Vec<f32> = (0..m * d)
+            .map(|i| ((i * 7919) % 1000) as f32 / 4000.0)
+            .collect();
+        let kt: Vec<f32> = (0..d * n)
+            .map(|i| ((i * 104729) % 1000) as f32 / 4000.0)
+            .collect();
+        let v: Vec<f32> = (0..n * d)
+            .map(|i| ((i * 31) % 1000) as f32 / 1000.0)
+            .collect();
+        let mut out = vec![0.0; m * d];
+        let dims = AttentionDims { m, d, n, dv: d };
+        cpu.attention(&q, &kt, &v, dims, &mut out).unwrap();
         let runs = 10;
         let t = Instant::now();
         for _ in 0..runs {
-            gemm(contract.rounding, &a, m, &packed, None, &mut c);
+            cpu.attention(&q, &kt, &v, dims, &mut out).unwrap();
         }
         let s = t.elapsed().as_secs_f64() / runs as f64;
         println!(
-            "{label:<34} {:8.2} ms {:7.1} GFLOP/s",
+            "cpu attention, {label:<34} {:8.2} ms {:7.1} GFLOP/s (both products)",
             s * 1e3,
-            2.0 * (m * k * n) as f64 / s / 1e9
+            4.0 * (m * d * n) as f64 / s / 1e9
         );
     }
 }

@@ -185,6 +185,12 @@ pub trait Device: Send + Sync + fmt::Debug {
     /// The GEMM contract this device implements.
     fn contract(&self) -> &GemmContract;
 
+    /// Whether this device is the CPU itself ([`crate::cpu::CpuDevice`]): its ops count as CPU
+    /// ops in placement reports, and it moves nothing anywhere.
+    fn is_cpu(&self) -> bool {
+        false
+    }
+
     /// Rounds, lays out and uploads a weight matrix `b` (`[k, n]`, row-major) and its bias.
     fn prepare_weights(
         &self,

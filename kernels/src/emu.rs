@@ -54,6 +54,26 @@ impl PackedB {
         }
     }
 
+    /// Packs a row-major `[k, n]` matrix as it is, in float32, for [`gemm_f32`]: one k-tile
+    /// spans the whole reduction.
+    pub fn plain(b: &[f32], k: usize, n: usize) -> PackedB {
+        assert_eq!(b.len(), k * n, "B holds k * n values");
+        let panels_n = n.div_ceil(NR);
+        let mut panels = vec![0.0; panels_n * k * NR];
+        for p in 0..panels_n {
+            let cols = NR.min(n - p * NR);
+            for kk in 0..k {
+                panels[(p * k + kk) * NR..][..cols].copy_from_slice(&b[kk * n + p * NR..][..cols]);
+            }
+        }
+        PackedB {
+            k,
+            n,
+            k_tile: k.max(1),
+            panels,
+        }
+    }
+
     /// The reduction length.
     pub fn k(&self) -> usize {
         self.k
@@ -99,6 +119,55 @@ pub fn gemm(
                 block(a_block, rows, b, bias, c_block);
             });
         });
+}
+
+/// `c = a @ b (+ bias)` in plain float32 for `b` packed by [`PackedB::plain`]: each output
+/// is one float32 sum over the whole reduction (fused multiply-adds where the CPU has them),
+/// then the bias. Rows are spread over rayon's current pool.
+pub fn gemm_f32(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>, c: &mut [f32]) {
+    let (k, n) = (b.k, b.n);
+    assert_eq!(a.len(), m * k, "A holds m * k values");
+    assert_eq!(c.len(), m * n, "C holds m * n values");
+    let rows_per_task = (ROW_PAD * 8).min(m.div_ceil(ROW_PAD) * ROW_PAD).max(1);
+    use rayon::prelude::*;
+    c.par_chunks_mut(rows_per_task * n)
+        .enumerate()
+        .for_each(|(t, c_block)| {
+            let row0 = t * rows_per_task;
+            let rows = c_block.len() / n;
+            gemm_f32_rows(&a[row0 * k..(row0 + rows) * k], rows, b, bias, c_block);
+        });
+}
+
+/// [`gemm_f32`] on the calling thread only, for `rows` rows of A (`[rows, k]`): the work of
+/// one task of a caller that spreads tasks itself.
+pub fn gemm_f32_rows(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c: &mut [f32]) {
+    let (k, n) = (b.k, b.n);
+    assert_eq!(a.len(), rows * k, "A holds rows * k values");
+    assert_eq!(c.len(), rows * n, "C holds rows * n values");
+    if rows == 0 || n == 0 {
+        return;
+    }
+    A_BLOCK.with_borrow_mut(|a_block| {
+        pack_a_plain(a, rows, k, micro_rows(), a_block);
+        block(a_block, rows, b, bias, c);
+    });
+}
+
+/// [`pack_a`] without rounding, a group of rows at a time: `out[(g * k + kk) * group + r]`.
+fn pack_a_plain(a: &[f32], rows: usize, k: usize, group: usize, out: &mut Vec<f32>) {
+    out.clear();
+    out.resize(rows.div_ceil(group) * group * k, 0.0);
+    for (g, dst) in out.chunks_exact_mut(group * k).enumerate() {
+        let r0 = g * group;
+        let n_rows = group.min(rows - r0);
+        let src = &a[r0 * k..(r0 + n_rows) * k];
+        for (kk, step) in dst.chunks_exact_mut(group).enumerate() {
+            for (r, v) in step[..n_rows].iter_mut().enumerate() {
+                *v = src[r * k + kk];
+            }
+        }
+    }
 }
 
 /// Rows of the micro-kernel [`block`] runs on this CPU, which [`pack_a`] groups A by.
@@ -156,8 +225,8 @@ unsafe fn block_avx2(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, 
 }
 
 /// All panels of B against `rows` rows of A (padded to whole micro-tiles). `FMA` selects
-/// fused multiply-adds where the CPU has them; both factors being bfloat16 values, the
-/// product is exact and the fused and unfused forms give the same sums.
+/// fused multiply-adds where the CPU has them; for bfloat16 factors the product is exact and
+/// the fused and unfused forms give the same sums.
 #[inline(always)]
 fn block_body<const FMA: bool, const ROWS: usize>(
     a: &[f32],
@@ -340,6 +409,35 @@ mod tests {
             "micro-kernels checked: {:?}",
             kernels.iter().map(|k| k.0).collect::<Vec<_>>()
         );
+    }
+
+    /// The float32 GEMM against float64 sums: within `k` float32 roundings of the sum of
+    /// absolute products (each of the `k` additions rounds once).
+    #[test]
+    fn plain_gemm_is_a_float32_product() {
+        for (m, k, n) in [(1, 1, 1), (13, 70, 17), (100, 384, 50), (7, 1536, 33)] {
+            let (a, b, bias) = (values(m * k, 21), values(k * n, 22), values(n, 23));
+            let packed = PackedB::plain(&b, k, n);
+            let mut c = vec![f32::NAN; m * n];
+            gemm_f32(&a, m, &packed, Some(&bias), &mut c);
+            for i in 0..m {
+                for j in 0..n {
+                    let exact: f64 = bias[j] as f64
+                        + (0..k)
+                            .map(|kk| a[i * k + kk] as f64 * b[kk * n + j] as f64)
+                            .sum::<f64>();
+                    let bound: f64 = (0..k)
+                        .map(|kk| (a[i * k + kk] as f64 * b[kk * n + j] as f64).abs())
+                        .sum::<f64>()
+                        + bias[j].abs() as f64;
+                    let tolerance = bound * (k + 1) as f64 * 2f64.powi(-24);
+                    assert!(
+                        (c[i * n + j] as f64 - exact).abs() <= tolerance,
+                        "({i}, {j}) of [{m}x{k}]x[{k}x{n}]"
+                    );
+                }
+            }
+        }
     }
 
     /// Against float64 products of the unrounded operands, the error is what bfloat16

@@ -3,7 +3,10 @@
 //! - [`hw`]: the hardware figures the contract is sized by, each with its source;
 //! - [`bf16`]: bfloat16 rounding, as the AIE converts float32 operands;
 //! - [`gemm`]: the GEMM contract: tiles, padding, dispatch chunking, and its numerics;
-//! - [`emu`]: the GEMM contract computed on the CPU, bit for bit as specified;
+//! - [`emu`]: the GEMM contract computed on the CPU, bit for bit as specified, and the same
+//!   packed micro-kernels in plain float32;
+//! - [`fmath`]: float32 exponential, error function, GELU and softmax for the CPU's own
+//!   kernels;
 //! - [`vmath`]: the vector arithmetic of the non-GEMM kernels (exponential, reciprocal,
 //!   16-lane sums), as the AIE2 vector unit computes it;
 //! - [`softmax`]: the Softmax contract, computed on the CPU bit for bit;
@@ -12,6 +15,7 @@
 //!   device;
 //! - [`device`]: the interface of a device that runs the contract, and its traffic counters;
 //! - [`emulator`]: the contract on the CPU as a device (`--backend emu`);
+//! - [`cpu`]: the same interface in plain float32 on the CPU (`--backend cpu`);
 //! - [`contexts`]: how many NPU hardware contexts to hold at once, and which to give up;
 //! - [`manifest`]: which xclbin and instruction file implement which kernel and shape;
 //! - [`npu`]: the contract on an XDNA NPU through XRT (`--backend npu`).
@@ -24,9 +28,11 @@
 pub mod attention;
 pub mod bf16;
 pub mod contexts;
+pub mod cpu;
 pub mod device;
 pub mod emu;
 pub mod emulator;
+pub mod fmath;
 pub mod gelu;
 pub mod gemm;
 pub mod hw;

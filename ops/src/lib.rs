@@ -6,24 +6,23 @@
 //! - [`NpuAttention`]: attention's `softmax(Q K^T) V`, head by head, with the same kernels;
 //! - [`CpuLayerNorm`]: LayerNorm over the last axis in one fused, vectorised pass per row;
 //! - [`CpuIm2Col`]: the patches of a 1-D convolution, which turn it into one GEMM;
-//! - [`CpuAttention`]: `softmax(Q K^T + mask) V` in one pass per query row (a decoder's
+//! - [`CachedAttention`]: `softmax(Q K^T + mask) V` in one pass per query row (a decoder's
 //!   attention over its caches).
 //!
 //! The ops know nothing of ONNX or of the graph patterns they replace: the root crate's
 //! rewrite passes build them.
 
 mod attention;
-mod cpu_attention;
+mod cached_attention;
 mod device;
 mod gelu;
 mod im2col;
 mod layer_norm;
-pub mod math;
 mod matmul;
 mod softmax;
 
 pub use attention::NpuAttention;
-pub use cpu_attention::{AttentionAxes, CpuAttention};
+pub use cached_attention::{AttentionAxes, CachedAttention};
 pub use device::DeviceHandle;
 pub use gelu::NpuGelu;
 pub use im2col::CpuIm2Col;
@@ -48,20 +47,21 @@ pub enum OpKind {
     Attention,
 }
 
-/// The kind of `op` and the device prefix it dispatches to (`None` for CPU ops), when it is
-/// one of this crate's ops.
+/// The kind of `op` and the device prefix it dispatches to (`None` for CPU ops, those of the
+/// CPU device included), when it is one of this crate's ops.
 pub fn classify(op: &dyn tract_core::internal::Op) -> Option<(OpKind, Option<&'static str>)> {
+    let on = |d: &DeviceHandle| (!d.is_cpu()).then(|| d.prefix());
     if let Some(op) = op.downcast_ref::<NpuMatMul>() {
-        return Some((OpKind::MatMul, Some(op.device.prefix())));
+        return Some((OpKind::MatMul, on(&op.device)));
     }
     if let Some(op) = op.downcast_ref::<NpuAttention>() {
-        return Some((OpKind::Attention, Some(op.device.prefix())));
+        return Some((OpKind::Attention, on(&op.device)));
     }
     if let Some(op) = op.downcast_ref::<NpuSoftmax>() {
-        return Some((OpKind::Softmax, Some(op.device.prefix())));
+        return Some((OpKind::Softmax, on(&op.device)));
     }
     if let Some(op) = op.downcast_ref::<NpuGelu>() {
-        return Some((OpKind::Gelu, Some(op.device.prefix())));
+        return Some((OpKind::Gelu, on(&op.device)));
     }
     if op.is::<CpuLayerNorm>() {
         return Some((OpKind::LayerNorm, None));

@@ -464,19 +464,19 @@ pub fn run(args: TranscribeArgs) -> Result<()> {
             let t = &transcript.timings;
             let encoder: f64 = t.encoder.iter().sum();
             eprintln!(
-                "{name}: {:.2} s of audio, language {}, {} segment(s); {:.2} s in all, {:.1}x \
-                 realtime (model load {:.2} s, audio and log-mel {:.2} s, encoder {:.2} s in {} \
-                 window(s) on {backend}, decoder {:.2} s)",
+                "{name}: {:.2} s of audio, language {}, {} segment(s) in {:.2} s, {:.1}x realtime \
+                 (audio and log-mel {:.2} s, encoder {:.2} s in {} window(s) on {backend}, \
+                 decoder {:.2} s on the CPU); model loaded in {:.2} s",
                 transcript.duration,
                 transcript.language,
                 transcript.segments.len(),
                 t.total,
                 t.realtime_factor,
-                t.load,
                 t.mel,
                 encoder,
                 t.encoder.len(),
-                t.decoder
+                t.decoder,
+                t.load
             );
         }
     }

@@ -16,7 +16,7 @@ use super::{ModelFiles, WhisperDims, locate};
 use crate::audio::N_FRAMES;
 use crate::backend::{self, Backend, BackendError, Resolved, Rounding};
 use crate::placement::{Placement, kernel_needs, placement};
-use crate::rewrite::{RewriteContext, Stage, rewrite};
+use crate::rewrite::{RewriteContext, rewrite};
 
 /// Why an encoder cannot be loaded or run. Messages name the file and, when there is one, the
 /// fix.
@@ -389,12 +389,8 @@ impl Encoder {
         {
             match original.take() {
                 Some(original) if !options.strict => {
-                    resolved = Resolved {
-                        backend: Backend::Cpu,
-                        device: None,
-                        note: Some(format!("backend auto: cpu ({missing})")),
-                    };
-                    ctx = RewriteContext::new(None);
+                    resolved = Resolved::cpu(Some(format!("backend auto: cpu ({missing})")));
+                    ctx = RewriteContext::new(resolved.device.clone());
                     typed = original;
                     rewrite(&mut typed, &ctx, resolved.stages())
                         .map_err(|e| tract("rewriting for the backend", e))?;
@@ -409,7 +405,8 @@ impl Encoder {
                 None => return Err(BackendError::NoNpu(missing.to_string()).into()),
             }
         }
-        let fallback_model = original.filter(|_| !options.strict && resolved.device.is_some());
+        let fallback_model =
+            original.filter(|_| !options.strict && resolved.backend != Backend::Cpu);
         let placement = placement(&typed, &ctx.left());
         let optimized = typed.into_optimized().map_err(|e| tract("optimising", e))?;
         let executor = if options.threads > 1 {
@@ -425,8 +422,13 @@ impl Encoder {
             .map_err(|e| tract("planning", e))?;
         let fallback = match fallback_model {
             Some(mut model) => {
-                rewrite(&mut model, &RewriteContext::new(None), &[Stage::Cpu])
-                    .map_err(|e| tract("rewriting the CPU fallback", e))?;
+                let cpu = Resolved::cpu(None);
+                rewrite(
+                    &mut model,
+                    &RewriteContext::new(cpu.device.clone()),
+                    cpu.stages(),
+                )
+                .map_err(|e| tract("rewriting the CPU fallback", e))?;
                 let model = model
                     .into_optimized()
                     .map_err(|e| tract("optimising the CPU fallback", e))?;

@@ -9,13 +9,13 @@
 //! - [`npu_softmax`], [`npu_gelu`]: the remaining Softmax and GELU nodes;
 //! - [`npu_attention`]: `Q K^T`, softmax and `P V` on the device fused into one op that runs
 //!   head by head;
-//! - [`cpu_attention`]: in decoders, `Q K^T`, mask, softmax and `P V` fused into one CPU op
+//! - [`cached_attention`]: in decoders, `Q K^T`, mask, softmax and `P V` fused into one CPU op
 //!   that reads the caches in place.
 //!
 //! A node that a rule cannot take stays as it is, on the CPU, and the rule records why; the
 //! placement report shows those reasons. A rewrite never makes a model fail.
 
-mod cpu_attention;
+mod cached_attention;
 mod fuse_layer_norm;
 mod npu_attention;
 mod npu_conv;
@@ -157,12 +157,15 @@ pub(crate) fn succ_bin_with_const<'m, B: BinMiniOp>(
     Some((succ, const_f32(model, other)?))
 }
 
-/// Whether `node` is one of tract's GELU ops (exact, or the tanh approximation).
-pub(crate) fn is_gelu(node: &TypedNode) -> bool {
+/// Whether `node` is a GELU that `device` computes: the NPU kernel's form stands for both of
+/// tract's GELU ops (exact, and the tanh approximation); the CPU device computes the exact
+/// form only, so a tanh GELU stays tract's there.
+pub(crate) fn is_gelu(device: &DeviceHandle, node: &TypedNode) -> bool {
     use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
     use tract_onnx::tract_core::ops::nn::{GeluApproximate, GeluExact};
-    node.op_as::<ElementWiseOp>()
-        .is_some_and(|op| op.0.is::<GeluExact>() || op.0.is::<GeluApproximate>())
+    node.op_as::<ElementWiseOp>().is_some_and(|op| {
+        op.0.is::<GeluExact>() || (!device.is_cpu() && op.0.is::<GeluApproximate>())
+    })
 }
 
 /// If `t` varies along the last axis only (every other dimension 1) and has `d` values, its

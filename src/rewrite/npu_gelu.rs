@@ -27,7 +27,7 @@ fn rule(
     let Some(device) = &ctx.device else {
         return Ok(None);
     };
-    if !is_gelu(node) {
+    if !is_gelu(device, node) {
         return Ok(None);
     }
     let fact = model.node_input_facts(node.id)?[0];

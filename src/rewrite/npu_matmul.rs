@@ -168,7 +168,7 @@ pub(super) fn wire_with_weights<'m>(
     mut last: &'m TypedNode,
 ) -> TractResult<Option<TypedModelPatch>> {
     let mut epilogue = Epilogue::None;
-    if let Some(gelu) = model.single_succ(last.id)?.filter(|n| is_gelu(n)) {
+    if let Some(gelu) = model.single_succ(last.id)?.filter(|n| is_gelu(device, n)) {
         epilogue = Epilogue::Gelu;
         last = gelu;
     }

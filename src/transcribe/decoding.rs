@@ -237,7 +237,7 @@ impl Rng {
 
 /// `log(sum(exp(row)))`: a token's log probability is its logit minus this.
 fn logsumexp(row: &[f32]) -> f64 {
-    amanuensis_ops::math::logsumexp(row)
+    amanuensis_kernels::fmath::logsumexp(row)
 }
 
 /// The index of the first largest value (`torch.argmax`).

@@ -1,4 +1,4 @@
-//! `CpuAttention`: `softmax(Q K^T + mask) V` in one pass per query row, on the CPU.
+//! `CachedAttention` (displayed `CpuCachedAttention`): `softmax(Q K^T + mask) V` in one pass per query row, on the CPU.
 
 use rayon::prelude::*;
 use tract_core::internal::*;
@@ -29,7 +29,7 @@ pub struct AttentionAxes {
 /// Numerics: float32 dot products and sums (vectorised, their order differs from tract's
 /// products), `exp` of the standard library.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CpuAttention {
+pub struct CachedAttention {
     /// Q's axes.
     pub q: AttentionAxes,
     /// K's axes.
@@ -46,9 +46,9 @@ pub struct CpuAttention {
     pub nan_to_zero: bool,
 }
 
-impl Op for CpuAttention {
+impl Op for CachedAttention {
     fn name(&self) -> StaticName {
-        "CpuAttention".into()
+        "CpuCachedAttention".into()
     }
 
     op_as_typed_op!();
@@ -86,7 +86,7 @@ fn batch_offsets(dims: &[usize], axes: &[usize], shape: &[usize]) -> Vec<usize> 
     out
 }
 
-impl EvalOp for CpuAttention {
+impl EvalOp for CachedAttention {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         ensure!(inputs.len() == 3 + self.masked as usize);
         let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
@@ -213,7 +213,7 @@ impl SendPtr {
     }
 }
 
-impl TypedOp for CpuAttention {
+impl TypedOp for CachedAttention {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs.len() == 3 + self.masked as usize);
         ensure!(inputs.iter().all(|f| f.datum_type == f32::datum_type()));
@@ -352,13 +352,13 @@ mod kernels {
         let mut chunks = scores.chunks_exact_mut(LANES);
         for chunk in &mut chunks {
             for (l, s) in lanes.iter_mut().zip(chunk.iter_mut()) {
-                *s = crate::math::exp(*s - max);
+                *s = amanuensis_kernels::fmath::exp(*s - max);
                 *l += *s;
             }
         }
         let mut sum = lanes.iter().sum::<f32>();
         for s in chunks.into_remainder() {
-            *s = crate::math::exp(*s - max);
+            *s = amanuensis_kernels::fmath::exp(*s - max);
             sum += *s;
         }
         sum
@@ -428,12 +428,12 @@ mod tests {
             .collect()
     }
 
-    fn canonical(masked: bool) -> CpuAttention {
+    fn canonical(masked: bool) -> CachedAttention {
         let axes = AttentionAxes {
             batch: tvec![0],
             rows: 1,
         };
-        CpuAttention {
+        CachedAttention {
             q: axes.clone(),
             k: axes.clone(),
             v: axes.clone(),

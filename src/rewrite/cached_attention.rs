@@ -1,12 +1,12 @@
 //! `EinSum (Q K^T)` -> [`Add` mask] -> `Softmax` -> [`IsNan`/`Iff`] -> `EinSum (P V)` ->
-//! one `CpuAttention`, in decoders.
+//! one `CachedAttention`, in decoders.
 //!
 //! A decoder step attends with one query to its caches; tract's products would pack the
 //! 1500 cached keys and values of every layer again at each token, which costs more than the
 //! products themselves. The pattern is recognised from the products' axes, whatever the
 //! exporter's layout, as long as every operand's depth is its last axis.
 
-use amanuensis_ops::{AttentionAxes, CpuAttention};
+use amanuensis_ops::{AttentionAxes, CachedAttention};
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
@@ -18,10 +18,10 @@ use super::{Pass, RewriteContext, Stage};
 
 inventory::submit! {
     Pass {
-        name: "cpu_attention",
+        name: "cached_attention",
         stage: Stage::Decoder,
         order: 10,
-        add: |r| r.with_rule_for::<Softmax>("cpu_attention", rule),
+        add: |r| r.with_rule_for::<Softmax>("cached_attention", rule),
     }
 }
 
@@ -199,7 +199,7 @@ fn rule(
         out_batch.push(oa);
         scores_batch.push(s);
     }
-    let op = CpuAttention {
+    let op = CachedAttention {
         q: AttentionAxes {
             batch: q_batch,
             rows: qkr.m.0,
@@ -227,7 +227,7 @@ fn rule(
     inputs.extend(mask);
     let mut patch = TypedModelPatch::default();
     let taps = patch.taps(model, &inputs)?;
-    let wired = patch.wire_node(format!("{}.cpu_attention", node.name), op, &taps)?;
+    let wired = patch.wire_node(format!("{}.cached_attention", node.name), op, &taps)?;
     patch.shunt_outside(model, pv_node.id.into(), wired[0])?;
     Ok(Some(patch))
 }

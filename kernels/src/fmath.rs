@@ -1,0 +1,274 @@
+//! Float32 arithmetic for the CPU's own kernels (not the NPU contract's, which is
+//! [`crate::vmath`]): exponential, log-sum-exp, error function, GELU and softmax, in
+//! straight-line code that vectorises.
+
+/// `e^x` to within 2 ulp for `x <= 88`, 0 below `-87.34` (where it is no longer a normal
+/// float32), in straight-line code that vectorises: Cephes' `expf` (Stephen L. Moshier,
+/// Cephes Math Library 2.2): `x = n ln 2 + r` with `|r| <= ln 2 / 2`, `e^r` by its degree-5
+/// minimax polynomial, `2^n` from the exponent bits.
+// The constants are Cephes' as published; clippy would truncate digits f32 cannot hold.
+#[allow(clippy::excessive_precision)]
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const C1: f32 = 0.693_359_375;
+    const C2: f32 = -2.121_944_4e-4;
+    const P: [f32; 6] = [
+        1.987_569_15e-4,
+        1.398_199_950_7e-3,
+        8.333_451_907_3e-3,
+        4.166_579_589_4e-2,
+        1.666_666_545_9e-1,
+        5.000_000_120_1e-1,
+    ];
+    const MIN: f32 = -87.336_55;
+    const MAX: f32 = 88.0;
+    let underflow = x < MIN;
+    let x = x.clamp(MIN, MAX);
+    let n = (x * LOG2E).round_ties_even();
+    let r = x - n * C1 - n * C2;
+    let mut y = P[0];
+    for c in &P[1..] {
+        y = y.mul_add(r, *c);
+    }
+    let y = y.mul_add(r * r, r) + 1.0;
+    let e = y * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if underflow { 0.0 } else { e }
+}
+
+/// `ln(sum e^x)` over `x`, with the largest value taken out first (so that no term
+/// overflows) and the terms summed in float64; `-inf` when every value is `-inf` or `x` is
+/// empty.
+pub fn logsumexp(x: &[f32]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+        return unsafe { logsumexp_fma(x) };
+    }
+    logsumexp_body(x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn logsumexp_fma(x: &[f32]) -> f64 {
+    logsumexp_body(x)
+}
+
+#[inline(always)]
+fn logsumexp_body(x: &[f32]) -> f64 {
+    const LANES: usize = 16;
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY || max.is_nan() {
+        return max as f64;
+    }
+    let mut total = 0.0f64;
+    for block in x.chunks(1024) {
+        let mut lanes = [0.0f32; LANES];
+        let mut chunks = block.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            for (l, &v) in lanes.iter_mut().zip(chunk) {
+                *l += exp(v - max);
+            }
+        }
+        let mut sum = lanes.iter().map(|&l| l as f64).sum::<f64>();
+        for &v in chunks.remainder() {
+            sum += exp(v - max) as f64;
+        }
+        total += sum;
+    }
+    max as f64 + total.ln()
+}
+
+/// `erf(x)` within 1.5e-7 (absolute), odd in `x`, in two pieces computed side by side (so
+/// that the choice vectorises):
+/// - `|x| < 1`: `x` times the first twelve terms of the Taylor series of `erf(x) / x` in
+///   `x^2` (`2 / sqrt(pi) * (-1)^n / (n! (2n + 1))`; the first term left out is below 2e-9);
+/// - `|x| >= 1`: `1 - erfc(|x|)`, `erfc` by the Chebyshev fit of Numerical Recipes' `erfcc`
+///   (W. H. Press et al., Numerical Recipes, 2nd ed., 6.2: fractional error below 1.2e-7;
+///   here `erfc(1)` is 0.157, so its absolute error is below 2e-8).
+#[allow(clippy::excessive_precision)]
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    const TAYLOR: [f32; 12] = [
+        std::f32::consts::FRAC_2_SQRT_PI,
+        -0.376_126_389_031_837_5,
+        0.112_837_916_709_551_26,
+        -0.026_866_170_645_131_252,
+        0.005_223_977_625_442_188,
+        -0.000_854_832_702_345_085_2,
+        0.000_120_553_329_817_896_64,
+        -1.492_565_035_840_625e-5,
+        1.646_211_436_588_924_6e-6,
+        -1.636_584_469_123_492_4e-7,
+        1.480_719_281_587_921_8e-8,
+        -1.229_055_530_171_792_6e-9,
+    ];
+    const ERFCC: [f32; 10] = [
+        -1.265_512_23,
+        1.000_023_68,
+        0.374_091_96,
+        0.096_784_18,
+        -0.186_288_06,
+        0.278_868_07,
+        -1.135_203_98,
+        1.488_515_87,
+        -0.822_152_23,
+        0.170_872_77,
+    ];
+    let ax = x.abs();
+    let z = x * x;
+    let mut p = TAYLOR[11];
+    for c in TAYLOR[..11].iter().rev() {
+        p = p.mul_add(z, *c);
+    }
+    let small = x * p;
+    let t = 1.0 / 0.5f32.mul_add(ax, 1.0);
+    let mut q = ERFCC[9];
+    for c in ERFCC[..9].iter().rev() {
+        q = q.mul_add(t, *c);
+    }
+    let erfc = t * exp(q - z);
+    let large = 1.0 - erfc;
+    let large = if x < 0.0 { -large } else { large };
+    if ax < 1.0 { small } else { large }
+}
+
+/// GELU as `0.5 x (1 + erf(x / sqrt 2))` (PyTorch's `gelu`, tract's `GeluExact`), with
+/// [`erf`]: within `7.5e-8 |x|` (half of erf's error) plus two float32 roundings of the
+/// result, of the exact function.
+#[inline(always)]
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// [`gelu`] of every value, in place.
+pub fn gelu_slice(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+        return unsafe { gelu_slice_fma(x) };
+    }
+    x.iter_mut().for_each(|v| *v = gelu(*v));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gelu_slice_fma(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = gelu(*v));
+}
+
+/// Softmax of every row of `x` (`cols` values a row), in place: the maximum taken out, [`exp`]
+/// of the rest summed in float32 lanes, each value divided by the sum. A row whose values are
+/// all `-inf` becomes NaN, as `torch.softmax` gives.
+pub fn softmax_rows(x: &mut [f32], cols: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+        return unsafe { softmax_rows_fma(x, cols) };
+    }
+    softmax_rows_body(x, cols)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_rows_fma(x: &mut [f32], cols: usize) {
+    softmax_rows_body(x, cols)
+}
+
+#[inline(always)]
+fn softmax_rows_body(x: &mut [f32], cols: usize) {
+    const LANES: usize = 16;
+    for row in x.chunks_exact_mut(cols) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut lanes = [0.0f32; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for chunk in &mut chunks {
+            for (l, v) in lanes.iter_mut().zip(chunk.iter_mut()) {
+                *v = exp(*v - max);
+                *l += *v;
+            }
+        }
+        let mut sum = lanes.iter().sum::<f32>();
+        for v in chunks.into_remainder() {
+            *v = exp(*v - max);
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_two_ulp_of_std() {
+        let mut x = -87.0f32;
+        while x <= 88.0 {
+            let (ours, std) = (exp(x), x.exp());
+            let ulp = f32::EPSILON * std.max(f32::MIN_POSITIVE);
+            assert!((ours - std).abs() <= 2.0 * ulp, "exp({x}): {ours} vs {std}");
+            x += 0.001_37;
+        }
+        assert_eq!(exp(0.0), 1.0);
+        assert_eq!(exp(-200.0), 0.0);
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+    }
+
+    #[test]
+    fn erf_and_gelu_are_within_their_bounds() {
+        let mut x = -6.0f64;
+        let (mut worst_erf, mut worst_gelu) = (0.0f64, 0.0f64);
+        while x <= 6.0 {
+            let e = libm::erf(x);
+            worst_erf = worst_erf.max((erf(x as f32) as f64 - e).abs());
+            let g = 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
+            let ours = gelu(x as f32) as f64;
+            // Half of erf's error, scaled by |x|, and the result's roundings.
+            assert!(
+                (ours - g).abs() <= 7.5e-8 * x.abs() + g.abs() * 2f64.powi(-22),
+                "gelu({x}): {ours} vs {g}"
+            );
+            worst_gelu = worst_gelu.max((ours - g).abs());
+            x += 0.000_731;
+        }
+        assert!(worst_erf <= 1.5e-7, "erf within {worst_erf:e}");
+        eprintln!("erf within {worst_erf:e}, gelu within {worst_gelu:e}");
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one() {
+        let mut x: Vec<f32> = (0..3 * 37).map(|i| (i as f32 * 0.37).sin() * 5.0).collect();
+        let want: Vec<f64> = x
+            .chunks(37)
+            .flat_map(|r| {
+                let m = r.iter().copied().fold(f32::MIN, f32::max) as f64;
+                let s: f64 = r.iter().map(|&v| (v as f64 - m).exp()).sum();
+                r.iter()
+                    .map(move |&v| (v as f64 - m).exp() / s)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        softmax_rows(&mut x, 37);
+        for (a, b) in x.iter().zip(&want) {
+            assert!((*a as f64 - b).abs() <= 2e-7, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn logsumexp_matches_f64() {
+        let x: Vec<f32> = (0..51_865)
+            .map(|i| ((i * 7919) % 1000) as f32 / 50.0 - 10.0)
+            .chain([f32::NEG_INFINITY])
+            .collect();
+        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let want = max + x.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+        assert!(
+            (logsumexp(&x) - want).abs() < 1e-6,
+            "{} vs {want}",
+            logsumexp(&x)
+        );
+        assert_eq!(logsumexp(&[f32::NEG_INFINITY; 3]), f64::NEG_INFINITY);
+    }
+}

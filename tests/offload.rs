@@ -134,7 +134,7 @@ fn every_exporters_graph_gets_the_same_placement() {
 /// The `tract` plan is tract's untouched; the `cpu` plan is the NPU plan's rewrite on the CPU
 /// device (float32 packed products with their bias and GELU, blocked attention, the fused
 /// LayerNorm), every op counted on the CPU. They agree to float32 rounding through the whole
-/// encoder: outputs of order 1 after a final LayerNorm, sums reassociated (measured 2.1e-5;
+/// encoder: outputs of order 1 after a final LayerNorm, sums reassociated (measured 2.7e-5;
 /// the bound is twice that).
 #[test]
 fn the_cpu_plan_changes_nothing_but_speed() {
@@ -143,7 +143,7 @@ fn the_cpu_plan_changes_nothing_but_speed() {
     let cpu = Encoder::load(&dir, &options(Backend::Cpu)).unwrap();
     let (_, mel) = read_npy(&reference("jfk.mel80_openai.npy"));
     let (a, b) = (tract.encode(&mel).unwrap(), cpu.encode(&mel).unwrap());
-    assert_close("cpu vs tract", &b, &a, 4.5e-5, 0.999_999_9);
+    assert_close("cpu vs tract", &b, &a, 5.4e-5, 0.999_999_9);
     let kinds = offloadable(cpu.placement());
     let cpu_only: Vec<(String, usize, usize)> = whisper_placement(4)
         .into_iter()

@@ -296,3 +296,44 @@ fn compare_transcribes_on_each_backend_and_compares_the_words() {
             .starts_with("And so my fellow")
     );
 }
+
+/// A model directory without a decoder, or without a tokenizer, is refused with a message that
+/// names what is missing and how to get it, before any audio is decoded.
+#[test]
+fn a_model_without_decoder_or_tokenizer_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = catalog_model("tiny.en");
+    let encoder_only = tmp.path().join("encoder-only");
+    std::fs::create_dir(&encoder_only).unwrap();
+    for file in ["encoder_model.onnx", "config.json", "tokenizer.json"] {
+        std::fs::copy(full.join(file), encoder_only.join(file)).unwrap();
+    }
+    let no_tokenizer = tmp.path().join("no-tokenizer");
+    std::fs::create_dir(&no_tokenizer).unwrap();
+    for file in [
+        "encoder_model.onnx",
+        "cross_kv_model.onnx",
+        "decoder_with_past_model.onnx",
+        "config.json",
+    ] {
+        std::fs::copy(full.join(file), no_tokenizer.join(file)).unwrap();
+    }
+    for (dir, needle) in [
+        (&encoder_only, "no decoder found"),
+        (&no_tokenizer, "tokenizer.json is missing"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_amanuensis"))
+            .args(["transcribe", "--model"])
+            .arg(dir)
+            .arg(jfk())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{} was accepted", dir.display());
+        assert!(
+            err.contains(needle) && err.contains(&*dir.display().to_string()),
+            "{err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "not one line:\n{err}");
+    }
+}

@@ -43,7 +43,7 @@ fn main() {
             t.elapsed().as_secs_f64() / runs as f64
         };
         let emu = time(&mut || gemm(contract.rounding, &a, m, &packed, None, &mut c));
-        let cpu = time(&mut || gemm_f32(&a, m, &plain, None, &mut c));
+        let cpu = time(&mut || gemm_f32(&a, m, &plain, None, false, &mut c));
         let flop = 2.0 * (m * k * n) as f64;
         println!(
             "{label:<34} emu {:8.2} ms {:7.1} GFLOP/s   cpu f32 {:8.2} ms {:7.1} GFLOP/s",

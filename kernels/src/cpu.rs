@@ -8,13 +8,14 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::device::{AttentionDims, Counters, Device, DeviceError, Epilogue, Weights, checks};
-use crate::emu::{PackedB, gemm_f32, gemm_f32_rows};
+use crate::emu::{PackedB, block_f32, gemm_f32, micro_rows};
 use crate::fmath;
 use crate::gemm::GemmContract;
 
-/// Query rows of attention computed together: their scores against every key (48 x 1500
-/// float32 values, 288 KB) stay in the core's L2 cache between the two products.
-const QUERY_BLOCK: usize = 48;
+/// Queries of attention computed together (three panels of the micro-kernel): their scores
+/// against every key (1500 x 48 float32 values, 288 KB) stay in the core's L2 cache between
+/// the two products.
+const QUERY_BLOCK: usize = 64;
 
 /// Weights as the CPU keeps them: B packed for the micro-kernel, and the bias.
 #[derive(Debug)]
@@ -91,11 +92,8 @@ impl Device for CpuDevice {
     ) -> Result<(), DeviceError> {
         let cw = checks::own::<CpuWeights>(w)?;
         checks::matmul(a, m, w, c)?;
-        gemm_f32(a, m, &cw.packed, cw.bias.as_deref(), c);
-        if epilogue == Epilogue::Gelu {
-            let n = w.n();
-            c.par_chunks_mut(n * 64).for_each(fmath::gelu_slice);
-        }
+        let gelu = epilogue == Epilogue::Gelu;
+        gemm_f32(a, m, &cw.packed, cw.bias.as_deref(), gelu, c);
         Ok(())
     }
 
@@ -107,13 +105,16 @@ impl Device for CpuDevice {
         c: &mut [f32],
     ) -> Result<(), DeviceError> {
         checks::matmul_act(a, b, (m, k, n), c)?;
-        gemm_f32(a, m, &PackedB::plain(b, k, n), None, c);
+        gemm_f32(a, m, &PackedB::plain(b, k, n), None, false, c);
         Ok(())
     }
 
-    /// One head, in blocks of [`QUERY_BLOCK`] queries spread over the pool: a block's scores
-    /// against every key, their softmax, then their product with V, so that no `[m, n]`
-    /// matrix is ever written out.
+    /// One head, in blocks of [`QUERY_BLOCK`] queries spread over the pool, computed
+    /// transposed so that every operand is laid out for the micro-kernel by contiguous
+    /// copies: `S^T = K Q^T` (K packed once a head as the micro-kernel's rows), the softmax
+    /// down each column of `S^T` written straight into the panels of the second product,
+    /// `O^T = V^T P^T` (V^T packed once a head), each column of `O^T` divided by its sum at
+    /// the end. No `[m, n]` matrix is ever written out.
     fn attention(
         &self,
         q: &[f32],
@@ -123,25 +124,81 @@ impl Device for CpuDevice {
         out: &mut [f32],
     ) -> Result<(), DeviceError> {
         checks::attention(q, kt, v, dims, out)?;
-        let AttentionDims { d, n, dv, .. } = dims;
-        if dv == 0 || dims.m == 0 {
+        let AttentionDims { m, d, n, dv } = dims;
+        if dv == 0 || m == 0 {
             return Ok(());
         }
-        let kt = PackedB::plain(kt, d, n);
-        let v = PackedB::plain(v, n, dv);
+        if n == 0 {
+            out.fill(f32::NAN);
+            return Ok(());
+        }
+        let g = micro_rows();
+        // K as the rows of the first product: row j is key j (`kt` is [d, n]).
+        let key_groups = n.div_ceil(g);
+        let mut keys = vec![0f32; key_groups * d * g];
+        for gi in 0..key_groups {
+            let cols = g.min(n - gi * g);
+            for kk in 0..d {
+                keys[(gi * d + kk) * g..][..cols].copy_from_slice(&kt[kk * n + gi * g..][..cols]);
+            }
+        }
+        // V^T as the rows of the second product: row i is value channel i.
+        let value_groups = dv.div_ceil(g);
+        let mut values_t = vec![0f32; value_groups * n * g];
+        for gi in 0..value_groups {
+            let cols = g.min(dv - gi * g);
+            for j in 0..n {
+                values_t[(gi * n + j) * g..][..cols].copy_from_slice(&v[j * dv + gi * g..][..cols]);
+            }
+        }
+        let panel = PackedB::PANEL;
+        debug_assert_eq!(panel, fmath::PANEL);
         thread_local! {
-            static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+            static SCRATCH: RefCell<[Vec<f32>; 4]> = const {
+                RefCell::new([Vec::new(), Vec::new(), Vec::new(), Vec::new()])
+            };
         }
         out.par_chunks_mut(QUERY_BLOCK * dv)
             .enumerate()
-            .for_each(|(block, o)| {
+            .for_each(|(block_index, o)| {
                 let rows = o.len() / dv;
-                let q = &q[block * QUERY_BLOCK * d..][..rows * d];
-                SCORES.with_borrow_mut(|scores| {
-                    scores.resize(rows * n, 0.0);
-                    gemm_f32_rows(q, rows, &kt, None, scores);
-                    fmath::softmax_rows(scores, n);
-                    gemm_f32_rows(scores, rows, &v, None, o);
+                let q = &q[block_index * QUERY_BLOCK * d..][..rows * d];
+                let panels = rows.div_ceil(panel);
+                SCRATCH.with_borrow_mut(|[q_panels, scores_t, p_panels, out_t]| {
+                    // Q^T of this block as panels of queries (zero past the last query).
+                    q_panels.clear();
+                    q_panels.resize(panels * d * panel, 0.0);
+                    for (r, query) in q.chunks_exact(d).enumerate() {
+                        let (p, c) = (r / panel, r % panel);
+                        for (kk, x) in query.iter().enumerate() {
+                            q_panels[(p * d + kk) * panel + c] = *x;
+                        }
+                    }
+                    let q_t = PackedB::from_panels(d, rows, std::mem::take(q_panels));
+                    scores_t.resize(n * rows, 0.0);
+                    block_f32(&keys, n, &q_t, None, false, scores_t);
+                    *q_panels = q_t.into_panels();
+                    // Column maxima, then exp into the panels of P^T, with the column sums.
+                    let mut max = [f32::NEG_INFINITY; QUERY_BLOCK];
+                    for row in scores_t.chunks_exact(rows) {
+                        for (m, s) in max.iter_mut().zip(row) {
+                            *m = if *s > *m { *s } else { *m };
+                        }
+                    }
+                    let mut sums = [0f32; QUERY_BLOCK];
+                    p_panels.clear();
+                    p_panels.resize(panels * n * panel, 0.0);
+                    fmath::exp_into_panels(scores_t, rows, &max, p_panels, &mut sums);
+                    let p_t = PackedB::from_panels(n, rows, std::mem::take(p_panels));
+                    out_t.resize(dv * rows, 0.0);
+                    block_f32(&values_t, dv, &p_t, None, false, out_t);
+                    *p_panels = p_t.into_panels();
+                    for (r, o_row) in o.chunks_exact_mut(dv).enumerate() {
+                        let inv = 1.0 / sums[r];
+                        for (i, x) in o_row.iter_mut().enumerate() {
+                            *x = out_t[i * rows + r] * inv;
+                        }
+                    }
                 });
             });
         Ok(())

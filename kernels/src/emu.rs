@@ -74,6 +74,26 @@ impl PackedB {
         }
     }
 
+    /// Panels of [`NR`] columns already laid out (`panels[(p * k + kk) * NR + j]`, zero past
+    /// column `n`), for a float32 product.
+    pub(crate) fn from_panels(k: usize, n: usize, panels: Vec<f32>) -> PackedB {
+        assert_eq!(panels.len(), n.div_ceil(NR) * k * NR, "whole panels of B");
+        PackedB {
+            k,
+            n,
+            k_tile: k.max(1),
+            panels,
+        }
+    }
+
+    /// Columns of one panel.
+    pub const PANEL: usize = NR;
+
+    /// The panels, for reuse of their allocation.
+    pub(crate) fn into_panels(self) -> Vec<f32> {
+        self.panels
+    }
+
     /// The reduction length.
     pub fn k(&self) -> usize {
         self.k
@@ -121,10 +141,11 @@ pub fn gemm(
         });
 }
 
-/// `c = a @ b (+ bias)` in plain float32 for `b` packed by [`PackedB::plain`]: each output
-/// is one float32 sum over the whole reduction (fused multiply-adds where the CPU has them),
-/// then the bias. Rows are spread over rayon's current pool.
-pub fn gemm_f32(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>, c: &mut [f32]) {
+/// `c = a @ b (+ bias)`, then GELU ([`crate::fmath::gelu`]) with `gelu`, in plain float32 for
+/// `b` packed by [`PackedB::plain`]: each output is one float32 sum over the whole reduction
+/// (fused multiply-adds where the CPU has them), then the bias, then the GELU while the tile is
+/// still in registers. Rows are spread over rayon's current pool.
+pub fn gemm_f32(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>, gelu: bool, c: &mut [f32]) {
     let (k, n) = (b.k, b.n);
     assert_eq!(a.len(), m * k, "A holds m * k values");
     assert_eq!(c.len(), m * n, "C holds m * n values");
@@ -135,13 +156,27 @@ pub fn gemm_f32(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>, c: &mut 
         .for_each(|(t, c_block)| {
             let row0 = t * rows_per_task;
             let rows = c_block.len() / n;
-            gemm_f32_rows(&a[row0 * k..(row0 + rows) * k], rows, b, bias, c_block);
+            gemm_f32_rows(
+                &a[row0 * k..(row0 + rows) * k],
+                rows,
+                b,
+                bias,
+                gelu,
+                c_block,
+            );
         });
 }
 
 /// [`gemm_f32`] on the calling thread only, for `rows` rows of A (`[rows, k]`): the work of
 /// one task of a caller that spreads tasks itself.
-pub fn gemm_f32_rows(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c: &mut [f32]) {
+pub fn gemm_f32_rows(
+    a: &[f32],
+    rows: usize,
+    b: &PackedB,
+    bias: Option<&[f32]>,
+    gelu: bool,
+    c: &mut [f32],
+) {
     let (k, n) = (b.k, b.n);
     assert_eq!(a.len(), rows * k, "A holds rows * k values");
     assert_eq!(c.len(), rows * n, "C holds rows * n values");
@@ -150,7 +185,7 @@ pub fn gemm_f32_rows(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, 
     }
     A_BLOCK.with_borrow_mut(|a_block| {
         pack_a_plain(a, rows, k, micro_rows(), a_block);
-        block(a_block, rows, b, bias, c);
+        block_f32(a_block, rows, b, bias, gelu, c);
     });
 }
 
@@ -171,7 +206,7 @@ fn pack_a_plain(a: &[f32], rows: usize, k: usize, group: usize, out: &mut Vec<f3
 }
 
 /// Rows of the micro-kernel [`block`] runs on this CPU, which [`pack_a`] groups A by.
-fn micro_rows() -> usize {
+pub(crate) fn micro_rows() -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -196,7 +231,7 @@ fn pack_a(a: &[f32], rows: usize, k: usize, group: usize, rounding: Rounding, ou
     }
 }
 
-fn block(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c: &mut [f32]) {
+pub(crate) fn block(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -276,6 +311,97 @@ fn block_body<const FMA: bool, const ROWS: usize>(
                         Some(bias) => acc_c[r][j] + bias[p * NR + j],
                         None => acc_c[r][j],
                     };
+                }
+            }
+        }
+    }
+}
+
+/// [`block`] for B packed by [`PackedB::plain`] (one k-tile), then GELU with `gelu`: the
+/// AVX-512 micro-kernel takes two panels at once (12 rows x 32 columns, 24 accumulators),
+/// which halves the broadcasts of A per multiply-add, and applies the GELU to each tile as it
+/// stores it.
+pub(crate) fn block_f32(
+    a: &[f32],
+    rows: usize,
+    b: &PackedB,
+    bias: Option<&[f32]>,
+    gelu: bool,
+    c: &mut [f32],
+) {
+    debug_assert!(b.k_tile >= b.k, "one k-tile");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the running CPU supports AVX-512F, checked just above.
+            return unsafe { block_f32_avx512(a, rows, b, bias, gelu, c) };
+        }
+    }
+    block(a, rows, b, bias, c);
+    if gelu {
+        crate::fmath::gelu_slice(&mut c[..rows * b.n]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn block_f32_avx512(
+    a: &[f32],
+    rows: usize,
+    b: &PackedB,
+    bias: Option<&[f32]>,
+    gelu: bool,
+    c: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    const ROWS: usize = MR_AVX512;
+    let (k, n) = (b.k, b.n);
+    let panels = n.div_ceil(NR);
+    assert!(
+        a.len() >= rows.div_ceil(ROWS) * ROWS * k,
+        "A packed in whole groups"
+    );
+    for p in (0..panels).step_by(2) {
+        let pair = (panels - p).min(2);
+        let b0 = &b.panels[p * k * NR..][..k * NR];
+        // With one panel left, its pair reads the same panel again and drops the result.
+        let b1 = &b.panels[(p + pair - 1) * k * NR..][..k * NR];
+        for r0 in (0..rows).step_by(ROWS) {
+            let a_tile = &a[r0 * k..][..ROWS * k];
+            // SAFETY: the loads stay inside `b0`, `b1` (k * NR values each) and `a_tile`
+            // (ROWS * k values): `kk < k`, `r < ROWS`.
+            let acc = unsafe {
+                let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+                for kk in 0..k {
+                    let x0 = _mm512_loadu_ps(b0.as_ptr().add(kk * NR));
+                    let x1 = _mm512_loadu_ps(b1.as_ptr().add(kk * NR));
+                    let ap = a_tile.as_ptr().add(kk * ROWS);
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        let av = _mm512_set1_ps(*ap.add(r));
+                        row[0] = _mm512_fmadd_ps(av, x0, row[0]);
+                        row[1] = _mm512_fmadd_ps(av, x1, row[1]);
+                    }
+                }
+                acc
+            };
+            for (r, row) in acc.iter().enumerate().take(ROWS.min(rows - r0)) {
+                for (i, v) in row.iter().enumerate().take(pair) {
+                    let mut lanes = [0f32; NR];
+                    // SAFETY: `lanes` holds NR = 16 floats.
+                    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *v) };
+                    let col0 = (p + i) * NR;
+                    let cols = NR.min(n - col0);
+                    if let Some(bias) = bias {
+                        for (j, l) in lanes.iter_mut().enumerate().take(cols) {
+                            *l += bias[col0 + j];
+                        }
+                    }
+                    if gelu {
+                        for l in lanes.iter_mut() {
+                            *l = crate::fmath::gelu(*l);
+                        }
+                    }
+                    c[(r0 + r) * n + col0..][..cols].copy_from_slice(&lanes[..cols]);
                 }
             }
         }
@@ -419,7 +545,19 @@ mod tests {
             let (a, b, bias) = (values(m * k, 21), values(k * n, 22), values(n, 23));
             let packed = PackedB::plain(&b, k, n);
             let mut c = vec![f32::NAN; m * n];
-            gemm_f32(&a, m, &packed, Some(&bias), &mut c);
+            gemm_f32(&a, m, &packed, Some(&bias), false, &mut c);
+            // The GELU epilogue is the GELU of those very values.
+            let mut with_gelu = vec![f32::NAN; m * n];
+            gemm_f32(&a, m, &packed, Some(&bias), true, &mut with_gelu);
+            let mut then_gelu = c.clone();
+            crate::fmath::gelu_slice(&mut then_gelu);
+            assert!(
+                with_gelu
+                    .iter()
+                    .zip(&then_gelu)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "GELU epilogue of [{m}x{k}]x[{k}x{n}]"
+            );
             for i in 0..m {
                 for j in 0..n {
                     let exact: f64 = bias[j] as f64

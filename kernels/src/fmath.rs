@@ -23,16 +23,22 @@ pub fn exp(x: f32) -> f32 {
     ];
     const MIN: f32 = -87.336_55;
     const MAX: f32 = 88.0;
+    // 1.5 * 2^23: adding it rounds to an integer (ties to even) kept in the low mantissa
+    // bits, so that 2^n is built with integer operations only (a float-to-int conversion
+    // would not vectorise).
+    const MAGIC: f32 = 12_582_912.0;
     let underflow = x < MIN;
     let x = x.clamp(MIN, MAX);
-    let n = (x * LOG2E).round_ties_even();
-    let r = x - n * C1 - n * C2;
+    let k = x * LOG2E + MAGIC;
+    let n = k - MAGIC;
+    let r = n.mul_add(-C2, n.mul_add(-C1, x));
     let mut y = P[0];
     for c in &P[1..] {
         y = y.mul_add(r, *c);
     }
     let y = y.mul_add(r * r, r) + 1.0;
-    let e = y * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let two_n = f32::from_bits(k.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23);
+    let e = y * two_n;
     if underflow { 0.0 } else { e }
 }
 
@@ -175,11 +181,90 @@ unsafe fn softmax_rows_fma(x: &mut [f32], cols: usize) {
     softmax_rows_body(x, cols)
 }
 
+/// Columns of a panel for [`exp_into_panels`].
+pub const PANEL: usize = 16;
+
+/// `dst = exp(src - max)` for a row-major `[rows, cols]` `src` with one `max` a column, written
+/// in panels of [`PANEL`] columns (`dst[(p * rows + j) * PANEL + c]` is column `p * PANEL + c`
+/// of row `j`; columns past `cols` are left as they are); `sums[c]` receives each column's sum
+/// (`sums` and `max` hold whole panels).
+pub fn exp_into_panels(src: &[f32], cols: usize, max: &[f32], dst: &mut [f32], sums: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F, checked just above.
+        return unsafe { exp_into_panels_avx512(src, cols, max, dst, sums) };
+    }
+    exp_into_panels_body(src, cols, max, dst, sums)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn exp_into_panels_avx512(
+    src: &[f32],
+    cols: usize,
+    max: &[f32],
+    dst: &mut [f32],
+    sums: &mut [f32],
+) {
+    exp_into_panels_body(src, cols, max, dst, sums)
+}
+
+#[inline(always)]
+fn exp_into_panels_body(src: &[f32], cols: usize, max: &[f32], dst: &mut [f32], sums: &mut [f32]) {
+    let rows = src.len() / cols;
+    let panels = cols.div_ceil(PANEL);
+    sums.fill(0.0);
+    for p in 0..panels {
+        let width = PANEL.min(cols - p * PANEL);
+        let m: [f32; PANEL] =
+            std::array::from_fn(|c| if c < width { max[p * PANEL + c] } else { 0.0 });
+        // Sums over up to 1500 keys: in float64, so that they are exact to float32.
+        let mut sum = [0f64; PANEL];
+        let out = &mut dst[p * rows * PANEL..][..rows * PANEL];
+        for (j, o) in out.chunks_exact_mut(PANEL).enumerate() {
+            let o: &mut [f32; PANEL] = o.try_into().unwrap();
+            if width == PANEL {
+                let x: &[f32; PANEL] = src[j * cols + p * PANEL..][..PANEL].try_into().unwrap();
+                for c in 0..PANEL {
+                    o[c] = exp(x[c] - m[c]);
+                    sum[c] += o[c] as f64;
+                }
+            } else {
+                for c in 0..width {
+                    o[c] = exp(src[j * cols + p * PANEL + c] - m[c]);
+                    sum[c] += o[c] as f64;
+                }
+            }
+        }
+        for (s, &v) in sums[p * PANEL..][..width].iter_mut().zip(&sum[..width]) {
+            *s = v as f32;
+        }
+    }
+}
+
+/// The largest value (`-inf` for none), in lanes that vectorise (NaN is not looked for).
+#[inline(always)]
+fn max_of(x: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l = if v > *l { v } else { *l };
+        }
+    }
+    let mut max = f32::NEG_INFINITY;
+    for &v in lanes.iter().chain(chunks.remainder()) {
+        max = if v > max { v } else { max };
+    }
+    max
+}
+
 #[inline(always)]
 fn softmax_rows_body(x: &mut [f32], cols: usize) {
     const LANES: usize = 16;
     for row in x.chunks_exact_mut(cols) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = max_of(row);
         let mut lanes = [0.0f32; LANES];
         let mut chunks = row.chunks_exact_mut(LANES);
         for chunk in &mut chunks {

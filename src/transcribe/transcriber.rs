@@ -185,6 +185,8 @@ impl std::fmt::Debug for Transcriber {
 struct TextConfig {
     max_target_positions: Option<usize>,
     decoder_attention_heads: Option<usize>,
+    d_model: Option<usize>,
+    max_source_positions: Option<usize>,
 }
 
 impl Transcriber {
@@ -222,18 +224,49 @@ impl Transcriber {
             }
             None => TextConfig::default(),
         };
-        let encoder = Encoder::load_files(files.clone(), options).map_err(anyhow::Error::from)?;
+        let load_decoder = |d_model, n_audio_ctx| {
+            DecoderModel::load(
+                decoder_files.clone(),
+                DecoderHints {
+                    d_model,
+                    n_audio_ctx,
+                    n_heads: config.decoder_attention_heads,
+                },
+                options.threads,
+            )
+            .map_err(anyhow::Error::from)
+        };
+        // With the widths in config.json, the decoder loads on a thread of its own while the
+        // encoder loads (each is mostly one thread's work); else after the encoder, which
+        // tells them.
+        let (encoder, decoder) = match (config.d_model, config.max_source_positions) {
+            (Some(d_model), Some(n_audio_ctx)) => std::thread::scope(|scope| {
+                let decoder = scope.spawn(|| load_decoder(d_model, n_audio_ctx));
+                let encoder = Encoder::load_files(files.clone(), options);
+                let decoder = decoder.join().expect("the decoder's loading thread");
+                (encoder.map_err(anyhow::Error::from), decoder)
+            }),
+            _ => {
+                let encoder =
+                    Encoder::load_files(files.clone(), options).map_err(anyhow::Error::from)?;
+                let dims = *encoder.dims();
+                (Ok(encoder), load_decoder(dims.d_model, dims.n_audio_ctx))
+            }
+        };
+        let (encoder, decoder) = (encoder?, decoder?);
         let dims = *encoder.dims();
-        let decoder = DecoderModel::load(
-            decoder_files,
-            DecoderHints {
-                d_model: dims.d_model,
-                n_audio_ctx: dims.n_audio_ctx,
-                n_heads: config.decoder_attention_heads,
-            },
-            options.threads,
-        )
-        .map_err(anyhow::Error::from)?;
+        if (dims.d_model, dims.n_audio_ctx)
+            != (decoder.shape().d_model, decoder.shape().n_audio_ctx)
+        {
+            return Err(TranscribeError::Other(anyhow::anyhow!(
+                "{}: config.json gives d_model {} and {} positions, the encoder has {} and {}",
+                root.display(),
+                decoder.shape().d_model,
+                decoder.shape().n_audio_ctx,
+                dims.d_model,
+                dims.n_audio_ctx
+            )));
+        }
         let generation = Some(root.join("generation_config.json")).filter(|p| p.is_file());
         let tokenizer = WhisperTokenizer::load(
             &tokenizer_path,

@@ -286,7 +286,8 @@ fn every_pass_is_registered() {
             "npu_softmax",
             "npu_gelu",
             "npu_attention",
-            "cached_attention"
+            "cached_attention",
+            "cpu_linear"
         ]
     );
 }

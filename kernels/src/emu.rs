@@ -74,6 +74,28 @@ impl PackedB {
         }
     }
 
+    /// [`PackedB::plain`] of the transpose of `bt`, a row-major `[n, k]` matrix (a linear
+    /// layer's weight as PyTorch stores it): each panel is 16 rows of `bt` interleaved.
+    pub fn plain_transposed(bt: &[f32], k: usize, n: usize) -> PackedB {
+        assert_eq!(bt.len(), k * n, "B^T holds n * k values");
+        let panels_n = n.div_ceil(NR);
+        let mut panels = vec![0.0; panels_n * k * NR];
+        for (p, panel) in panels.chunks_exact_mut(k * NR).enumerate() {
+            for j in 0..NR.min(n - p * NR) {
+                let row = &bt[(p * NR + j) * k..][..k];
+                for (kk, v) in row.iter().enumerate() {
+                    panel[kk * NR + j] = *v;
+                }
+            }
+        }
+        PackedB {
+            k,
+            n,
+            k_tile: k.max(1),
+            panels,
+        }
+    }
+
     /// Panels of [`NR`] columns already laid out (`panels[(p * k + kk) * NR + j]`, zero past
     /// column `n`), for a float32 product.
     pub(crate) fn from_panels(k: usize, n: usize, panels: Vec<f32>) -> PackedB {
@@ -187,6 +209,181 @@ pub fn gemm_f32_rows(
         pack_a_plain(a, rows, k, micro_rows(), a_block);
         block_f32(a_block, rows, b, bias, gelu, c);
     });
+}
+
+/// `c = a @ b (+ bias)`, then GELU with `gelu`, for a few rows of A (fewer than the
+/// micro-kernel's): a matrix-vector product bound by the reading of B, so the panels of B are
+/// spread over rayon's pool and each is read once for up to four rows. The same sums as
+/// [`gemm_f32`]: one float32 sum per output over the whole reduction.
+pub fn gemv_f32(
+    a: &[f32],
+    rows: usize,
+    b: &PackedB,
+    bias: Option<&[f32]>,
+    gelu: bool,
+    c: &mut [f32],
+) {
+    let (k, n) = (b.k, b.n);
+    assert_eq!(a.len(), rows * k, "A holds rows * k values");
+    assert_eq!(c.len(), rows * n, "C holds rows * n values");
+    let panels = n.div_ceil(NR);
+    // Four panels a step; about 128 KB of B a task, at least two tasks when there is work.
+    let per_task =
+        ((32_768 / (k * NR).max(1)).max(1).div_ceil(4) * 4).min(panels.div_ceil(2).max(4));
+    let out = SharedOut(c.as_mut_ptr(), c.len());
+    use rayon::prelude::*;
+    (0..panels.div_ceil(per_task))
+        .into_par_iter()
+        .for_each(|t| {
+            let (p0, p1) = (t * per_task, ((t + 1) * per_task).min(panels));
+            // SAFETY: the tasks write disjoint column ranges (panels p0 .. p1) of C's rows.
+            let c = unsafe { out.slice() };
+            gemv_panels(a, rows, b, bias, gelu, p0, p1, c);
+        });
+}
+
+/// C shared by tasks that write disjoint columns of it.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32, usize);
+// SAFETY: see `gemv_f32`: the tasks' writes are disjoint.
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The whole of C.
+    ///
+    /// # Safety
+    /// Callers write disjoint parts of it only.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self) -> &mut [f32] {
+        // SAFETY: the pointer and length come from one live `&mut [f32]` (see `gemv_f32`).
+        unsafe { std::slice::from_raw_parts_mut(self.0, self.1) }
+    }
+}
+
+/// Panels `p0 .. p1` of B against every row of A, into C's columns `p0 * NR ..`.
+#[allow(clippy::too_many_arguments)]
+fn gemv_panels(
+    a: &[f32],
+    rows: usize,
+    b: &PackedB,
+    bias: Option<&[f32]>,
+    gelu: bool,
+    p0: usize,
+    p1: usize,
+    c: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the running CPU supports AVX-512F, checked just above.
+        return unsafe { gemv_panels_avx512(a, rows, b, bias, gelu, p0, p1, c) };
+    }
+    gemv_panels_body::<1>(a, rows, b, bias, gelu, p0, p1, c)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemv_panels_avx512(
+    a: &[f32],
+    rows: usize,
+    b: &PackedB,
+    bias: Option<&[f32]>,
+    gelu: bool,
+    p0: usize,
+    p1: usize,
+    c: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    const P: usize = 4;
+    let (k, n) = (b.k, b.n);
+    let whole = p0 + (p1 - p0) / P * P;
+    for p in (p0..whole).step_by(P) {
+        let panels = &b.panels[p * k * NR..][..P * k * NR];
+        for r in 0..rows {
+            let x = &a[r * k..][..k];
+            // SAFETY: panel i of the four is `panels[i * k * NR..][..k * NR]` and `kk < k`,
+            // so every load stays inside `panels`.
+            let acc = unsafe {
+                let mut acc = [_mm512_setzero_ps(); P];
+                let base = panels.as_ptr();
+                for (kk, &av) in x.iter().enumerate() {
+                    let av = _mm512_set1_ps(av);
+                    for (i, s) in acc.iter_mut().enumerate() {
+                        let bv = _mm512_loadu_ps(base.add(i * k * NR + kk * NR));
+                        *s = _mm512_fmadd_ps(av, bv, *s);
+                    }
+                }
+                acc
+            };
+            for (i, v) in acc.iter().enumerate() {
+                let mut lanes = [0f32; NR];
+                // SAFETY: `lanes` holds NR = 16 floats.
+                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *v) };
+                let col0 = (p + i) * NR;
+                let cols = NR.min(n - col0);
+                if let Some(bias) = bias {
+                    for (j, l) in lanes.iter_mut().enumerate().take(cols) {
+                        *l += bias[col0 + j];
+                    }
+                }
+                if gelu {
+                    for l in lanes.iter_mut() {
+                        *l = crate::fmath::gelu(*l);
+                    }
+                }
+                c[r * n + col0..][..cols].copy_from_slice(&lanes[..cols]);
+            }
+        }
+    }
+    gemv_panels_body::<1>(a, rows, b, bias, gelu, whole, p1, c);
+}
+
+/// `P` panels at a time, one row of A at a time (`P` independent sums in flight).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gemv_panels_body<const P: usize>(
+    a: &[f32],
+    rows: usize,
+    b: &PackedB,
+    bias: Option<&[f32]>,
+    gelu: bool,
+    p0: usize,
+    p1: usize,
+    c: &mut [f32],
+) {
+    let (k, n) = (b.k, b.n);
+    for p in (p0..p1).step_by(P) {
+        let panel: [&[f32]; P] = std::array::from_fn(|i| &b.panels[(p + i) * k * NR..][..k * NR]);
+        for r in 0..rows {
+            let x = &a[r * k..][..k];
+            let mut acc = [[0f32; NR]; P];
+            for (kk, &av) in x.iter().enumerate() {
+                for i in 0..P {
+                    let bv: &[f32; NR] = panel[i][kk * NR..(kk + 1) * NR].try_into().unwrap();
+                    for j in 0..NR {
+                        acc[i][j] = av.mul_add(bv[j], acc[i][j]);
+                    }
+                }
+            }
+            for (i, lanes) in acc.iter_mut().enumerate() {
+                let col0 = (p + i) * NR;
+                let cols = NR.min(n - col0);
+                if let Some(bias) = bias {
+                    for (j, l) in lanes.iter_mut().enumerate().take(cols) {
+                        *l += bias[col0 + j];
+                    }
+                }
+                if gelu {
+                    for l in lanes.iter_mut() {
+                        *l = crate::fmath::gelu(*l);
+                    }
+                }
+                c[r * n + col0..][..cols].copy_from_slice(&lanes[..cols]);
+            }
+        }
+    }
 }
 
 /// [`pack_a`] without rounding, a group of rows at a time: `out[(g * k + kk) * group + r]`.
@@ -544,6 +741,8 @@ mod tests {
         for (m, k, n) in [(1, 1, 1), (13, 70, 17), (100, 384, 50), (7, 1536, 33)] {
             let (a, b, bias) = (values(m * k, 21), values(k * n, 22), values(n, 23));
             let packed = PackedB::plain(&b, k, n);
+            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            assert_eq!(PackedB::plain_transposed(&bt, k, n).panels, packed.panels);
             let mut c = vec![f32::NAN; m * n];
             gemm_f32(&a, m, &packed, Some(&bias), false, &mut c);
             // The GELU epilogue is the GELU of those very values.
@@ -574,6 +773,24 @@ mod tests {
                         "({i}, {j}) of [{m}x{k}]x[{k}x{n}]"
                     );
                 }
+            }
+        }
+    }
+
+    /// The product of a few rows reads B panel by panel and gives the bits of the GEMM.
+    #[test]
+    fn few_rows_give_the_gemms_bits() {
+        for (rows, k, n) in [(1, 384, 51_865), (3, 64, 40), (5, 1536, 384), (1, 1, 1)] {
+            let (a, b, bias) = (values(rows * k, 31), values(k * n, 32), values(n, 33));
+            let packed = PackedB::plain(&b, k, n);
+            for gelu in [false, true] {
+                let (mut x, mut y) = (vec![f32::NAN; rows * n], vec![f32::NAN; rows * n]);
+                gemv_f32(&a, rows, &packed, Some(&bias), gelu, &mut x);
+                gemm_f32(&a, rows, &packed, Some(&bias), gelu, &mut y);
+                assert!(
+                    x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()),
+                    "[{rows}x{k}]x[{k}x{n}], gelu {gelu}"
+                );
             }
         }
     }

@@ -7,7 +7,9 @@
 //! - [`CpuLayerNorm`]: LayerNorm over the last axis in one fused, vectorised pass per row;
 //! - [`CpuIm2Col`]: the patches of a 1-D convolution, which turn it into one GEMM;
 //! - [`CachedAttention`]: `softmax(Q K^T + mask) V` in one pass per query row (a decoder's
-//!   attention over its caches).
+//!   attention over its caches);
+//! - [`CpuLinear`]: a linear layer over any number of rows with its weights packed once (a
+//!   decoder's products).
 //!
 //! The ops know nothing of ONNX or of the graph patterns they replace: the root crate's
 //! rewrite passes build them.
@@ -18,6 +20,7 @@ mod device;
 mod gelu;
 mod im2col;
 mod layer_norm;
+mod linear;
 mod matmul;
 mod softmax;
 
@@ -27,6 +30,7 @@ pub use device::DeviceHandle;
 pub use gelu::NpuGelu;
 pub use im2col::CpuIm2Col;
 pub use layer_norm::{CpuLayerNorm, layer_norm_rows};
+pub use linear::{CpuLinear, LinearWeights};
 pub use matmul::{MatMulGeometry, NpuMatMul, WeightsHandle};
 pub use softmax::NpuSoftmax;
 

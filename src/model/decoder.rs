@@ -513,6 +513,9 @@ fn load_graph(
             .map_err(|e| tract("converting float16 to float32", e))?;
     }
     declutter(&mut typed, true).map_err(|e| tract("decluttering", e))?;
+    // A product's constant of its own folds with its layout changes, before the rules read it.
+    unshare_product_constants(&mut typed).map_err(|e| tract("decluttering", e))?;
+    declutter(&mut typed, true).map_err(|e| tract("decluttering", e))?;
     crate::rewrite::rewrite(
         &mut typed,
         &crate::rewrite::RewriteContext::new(None),

@@ -10,12 +10,15 @@
 //! - [`npu_attention`]: `Q K^T`, softmax and `P V` on the device fused into one op that runs
 //!   head by head;
 //! - [`cached_attention`]: in decoders, `Q K^T`, mask, softmax and `P V` fused into one CPU op
-//!   that reads the caches in place.
+//!   that reads the caches in place;
+//! - [`cpu_linear`]: in decoders, every linear layer (with its bias and GELU) as one CPU op
+//!   whose weights are packed once.
 //!
 //! A node that a rule cannot take stays as it is, on the CPU, and the rule records why; the
 //! placement report shows those reasons. A rewrite never makes a model fail.
 
 mod cached_attention;
+mod cpu_linear;
 mod fuse_layer_norm;
 mod npu_attention;
 mod npu_conv;

@@ -210,6 +210,27 @@ impl WhisperTokenizer {
         })
     }
 
+    /// A placeholder before the real tokenizer is read (no vocabulary: `n_vocab` 0).
+    pub(crate) fn dummy() -> WhisperTokenizer {
+        WhisperTokenizer {
+            inner: tokenizers::Tokenizer::new(tokenizers::models::bpe::BPE::default()),
+            special: SpecialTokens {
+                eot: 0,
+                sot: 0,
+                translate: 0,
+                transcribe: 0,
+                sot_lm: 0,
+                sot_prev: 0,
+                no_speech: None,
+                no_timestamps: 0,
+                timestamp_begin: 0,
+            },
+            languages: Vec::new(),
+            multilingual: false,
+            n_vocab: 0,
+        }
+    }
+
     /// The special tokens' ids.
     pub fn special(&self) -> &SpecialTokens {
         &self.special

@@ -88,13 +88,14 @@ pub struct Segment {
 /// Where the time went.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Timings {
-    /// Loading the models, in seconds.
+    /// Loading the encoder and the tokenizer, in seconds (the decoder loads meanwhile on a
+    /// thread of its own; any wait for it counts in `decoder`).
     pub load: f64,
     /// Decoding the audio and computing its spectrogram.
     pub mel: f64,
     /// Each encoder run, in order.
     pub encoder: Vec<f64>,
-    /// The decoder, language detection included.
+    /// The decoder, language detection and any wait for its loading included.
     pub decoder: f64,
     /// From the start of [`Transcriber::transcribe`] to the transcript.
     pub total: f64,
@@ -165,17 +166,22 @@ pub enum TranscribeError {
 pub struct Transcriber {
     dir: PathBuf,
     encoder: Encoder,
-    decoder: DecoderModel,
+    decoder: std::sync::OnceLock<Result<DecoderModel, String>>,
+    /// The decoder's loading thread, joined when the decoder is first needed.
+    loading: std::sync::Mutex<Option<DecoderLoad>>,
     tokenizer: WhisperTokenizer,
     n_text_ctx: usize,
     load_time: Duration,
 }
 
+/// A decoder being loaded on a thread of its own.
+type DecoderLoad = std::thread::JoinHandle<Result<DecoderModel, crate::model::DecoderError>>;
+
 impl std::fmt::Debug for Transcriber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transcriber")
             .field("dir", &self.dir)
-            .field("decoder", &self.decoder)
+            .field("decoder", &self.decoder.get())
             .finish_non_exhaustive()
     }
 }
@@ -187,6 +193,7 @@ struct TextConfig {
     decoder_attention_heads: Option<usize>,
     d_model: Option<usize>,
     max_source_positions: Option<usize>,
+    vocab_size: Option<usize>,
 }
 
 impl Transcriber {
@@ -224,64 +231,82 @@ impl Transcriber {
             }
             None => TextConfig::default(),
         };
-        let load_decoder = |d_model, n_audio_ctx| {
-            DecoderModel::load(
-                decoder_files.clone(),
-                DecoderHints {
-                    d_model,
-                    n_audio_ctx,
-                    n_heads: config.decoder_attention_heads,
-                },
-                options.threads,
-            )
-            .map_err(anyhow::Error::from)
+        let spawn_decoder = |d_model, n_audio_ctx| {
+            let hints = DecoderHints {
+                d_model,
+                n_audio_ctx,
+                n_heads: config.decoder_attention_heads,
+            };
+            let (files, threads) = (decoder_files.clone(), options.threads);
+            std::thread::spawn(move || DecoderModel::load(files, hints, threads))
         };
         // With the widths in config.json, the decoder loads on a thread of its own while the
-        // encoder loads (each is mostly one thread's work); else after the encoder, which
-        // tells them.
-        let (encoder, decoder) = match (config.d_model, config.max_source_positions) {
-            (Some(d_model), Some(n_audio_ctx)) => std::thread::scope(|scope| {
-                let decoder = scope.spawn(|| load_decoder(d_model, n_audio_ctx));
-                let encoder = Encoder::load_files(files.clone(), options);
-                let decoder = decoder.join().expect("the decoder's loading thread");
-                (encoder.map_err(anyhow::Error::from), decoder)
-            }),
+        // encoder loads and runs its first window (loading is mostly one thread's work); else
+        // it starts once the encoder, which tells them, is loaded.
+        let (encoder, loading) = match (config.d_model, config.max_source_positions) {
+            (Some(d_model), Some(n_audio_ctx)) => {
+                let loading = spawn_decoder(d_model, n_audio_ctx);
+                (Encoder::load_files(files.clone(), options), loading)
+            }
             _ => {
                 let encoder =
                     Encoder::load_files(files.clone(), options).map_err(anyhow::Error::from)?;
                 let dims = *encoder.dims();
-                (Ok(encoder), load_decoder(dims.d_model, dims.n_audio_ctx))
+                let loading = spawn_decoder(dims.d_model, dims.n_audio_ctx);
+                (Ok(encoder), loading)
             }
         };
-        let (encoder, decoder) = (encoder?, decoder?);
-        let dims = *encoder.dims();
+        let encoder = encoder.map_err(anyhow::Error::from)?;
+        let mut transcriber = Transcriber {
+            dir: root.clone(),
+            encoder,
+            decoder: std::sync::OnceLock::new(),
+            loading: std::sync::Mutex::new(Some(loading)),
+            tokenizer: WhisperTokenizer::dummy(),
+            n_text_ctx: config.max_target_positions.unwrap_or(448),
+            load_time: Duration::ZERO,
+        };
+        // The tokenizer needs the decoder's vocabulary size: config.json says it, else the
+        // decoder, once loaded.
+        let n_vocab = match config.vocab_size {
+            Some(n) => n,
+            None => transcriber.decoder()?.shape().n_vocab,
+        };
+        let generation = Some(root.join("generation_config.json")).filter(|p| p.is_file());
+        transcriber.tokenizer =
+            WhisperTokenizer::load(&tokenizer_path, generation.as_deref(), n_vocab)
+                .map_err(anyhow::Error::from)?;
+        transcriber.load_time = started.elapsed();
+        Ok(transcriber)
+    }
+
+    /// Waits for the decoder, loaded on its own thread, and checks it against the encoder and
+    /// the tokenizer.
+    fn join_decoder(&self) -> Result<DecoderModel, String> {
+        let loading = self
+            .loading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or("the decoder's loading thread is gone")?;
+        let decoder = loading
+            .join()
+            .map_err(|_| "the decoder's loading thread panicked".to_string())?
+            .map_err(|e| e.to_string())?;
+        let dims = *self.encoder.dims();
         if (dims.d_model, dims.n_audio_ctx)
             != (decoder.shape().d_model, decoder.shape().n_audio_ctx)
         {
-            return Err(TranscribeError::Other(anyhow::anyhow!(
+            return Err(format!(
                 "{}: config.json gives d_model {} and {} positions, the encoder has {} and {}",
-                root.display(),
+                self.dir.display(),
                 decoder.shape().d_model,
                 decoder.shape().n_audio_ctx,
                 dims.d_model,
                 dims.n_audio_ctx
-            )));
+            ));
         }
-        let generation = Some(root.join("generation_config.json")).filter(|p| p.is_file());
-        let tokenizer = WhisperTokenizer::load(
-            &tokenizer_path,
-            generation.as_deref(),
-            decoder.shape().n_vocab,
-        )
-        .map_err(anyhow::Error::from)?;
-        Ok(Transcriber {
-            dir: root,
-            encoder,
-            decoder,
-            tokenizer,
-            n_text_ctx: config.max_target_positions.unwrap_or(448),
-            load_time: started.elapsed(),
-        })
+        Ok(decoder)
     }
 
     /// The encoder.
@@ -289,9 +314,24 @@ impl Transcriber {
         &self.encoder
     }
 
-    /// The decoder.
-    pub fn decoder(&self) -> &DecoderModel {
-        &self.decoder
+    /// The decoder (loaded on a thread of its own: this waits for it the first time).
+    pub fn decoder(&self) -> Result<&DecoderModel, TranscribeError> {
+        let decoder = self.decoder.get_or_init(|| {
+            let decoder = self.join_decoder()?;
+            if self.tokenizer.n_vocab() != 0 && decoder.shape().n_vocab != self.tokenizer.n_vocab()
+            {
+                return Err(format!(
+                    "{}: config.json gives vocab_size {}, the decoder has {} logits",
+                    self.dir.display(),
+                    self.tokenizer.n_vocab(),
+                    decoder.shape().n_vocab
+                ));
+            }
+            Ok(decoder)
+        });
+        decoder
+            .as_ref()
+            .map_err(|e| TranscribeError::Other(anyhow::anyhow!("{e}")))
     }
 
     /// The tokenizer.
@@ -587,7 +627,7 @@ impl Transcriber {
         )
         .map_err(TranscribeError::Options)?;
         let mut session = self
-            .decoder
+            .decoder()?
             .session(&features)
             .map_err(anyhow::Error::from)?;
         Ok(task.run(&mut session, &mut Rng::new(0))?)
@@ -597,7 +637,7 @@ impl Transcriber {
     /// tokens only; their probabilities, best first.
     fn detect_language(&self, features: &[f32]) -> Result<Vec<(String, f64)>, TranscribeError> {
         let mut session = self
-            .decoder
+            .decoder()?
             .session(features)
             .map_err(anyhow::Error::from)?;
         let logits = session
@@ -638,7 +678,7 @@ impl Transcriber {
         progress: &mut dyn Progress,
     ) -> Result<DecodingResult, TranscribeError> {
         let mut session = self
-            .decoder
+            .decoder()?
             .session(features)
             .map_err(anyhow::Error::from)?;
         let mut first = true;

@@ -199,12 +199,16 @@ fn main() {
             let wall = median(results.iter().map(|x| x.0).collect());
             let inside = field("load") + field("total");
             println!(
-                "  amanuensis {backend}: load {:.3}, audio and log-mel {:.3}, encoder {:.3}, \
-                 decoder {:.3}, process start and exit {:.3}; {}",
+                "  amanuensis {backend}: load {:.3} (and {:.3} waiting for the decoder's), audio \
+                 and log-mel {:.3}, encoder {:.3}, decoder {:.3} ({:.0} passes, {:.1} ms each), \
+                 process start and exit {:.3}; {}",
                 field("load"),
+                field("decoder_wait"),
                 field("mel"),
                 field("encoder"),
                 field("decoder"),
+                field("decoder_forwards"),
+                1e3 * field("decoder") / field("decoder_forwards").max(1.0),
                 (wall - inside).max(0.0),
                 results[0].1["text"].as_str().unwrap_or("").trim()
             );

@@ -147,6 +147,23 @@ fn each_format_is_written_where_asked() {
         1,
         "one window"
     );
+    assert!(
+        timings["decoder_wait"].as_f64().unwrap() >= 0.0,
+        "{timings}"
+    );
+    // Greedy at temperature 0 without fallback: one pass for the prompt and one for each
+    // token after it, the end of text included.
+    let segments = json["segments"].as_array().unwrap();
+    assert!(segments.iter().all(|s| s["temperature"] == 0.0), "{json}");
+    let tokens: usize = segments
+        .iter()
+        .map(|s| s["tokens"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(
+        timings["decoder_forwards"].as_u64().unwrap() as usize,
+        tokens + 1,
+        "decoder passes: {timings}"
+    );
     // The segment lines went to standard error, standard output holds the JSON only.
     assert!(stderr(&out).contains("[00:00.000 --> 00:07.740]"));
 }

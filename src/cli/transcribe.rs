@@ -466,7 +466,7 @@ pub fn run(args: TranscribeArgs) -> Result<()> {
             eprintln!(
                 "{name}: {:.2} s of audio, language {}, {} segment(s) in {:.2} s, {:.1}x realtime \
                  (audio and log-mel {:.2} s, encoder {:.2} s in {} window(s) on {backend}, \
-                 decoder {:.2} s on the CPU); model loaded in {:.2} s",
+                 decoder {:.2} s on the CPU in {} passes{}); model loaded in {:.2} s",
                 transcript.duration,
                 transcript.language,
                 transcript.segments.len(),
@@ -476,6 +476,12 @@ pub fn run(args: TranscribeArgs) -> Result<()> {
                 encoder,
                 t.encoder.len(),
                 t.decoder,
+                t.decoder_forwards,
+                if t.decoder_wait >= 0.005 {
+                    format!(", {:.2} s waiting for its loading", t.decoder_wait)
+                } else {
+                    String::new()
+                },
                 t.load
             );
         }

@@ -622,6 +622,7 @@ impl DecoderModel {
             past: None,
             history: vec![Vec::new()],
             rows: 1,
+            forwards: 0,
         })
     }
 }
@@ -745,6 +746,7 @@ pub struct DecoderSession<'m> {
     /// Every row's tokens so far (used by graphs without a cache).
     history: Vec<Vec<u32>>,
     rows: usize,
+    forwards: usize,
 }
 
 impl DecoderSession<'_> {
@@ -894,6 +896,7 @@ impl DecoderSession<'_> {
     /// the logits of each row's last position, `[rows * n_vocab]`.
     pub fn forward(&mut self, tokens: &[Vec<u32>]) -> Result<Vec<f32>, DecoderError> {
         assert_eq!(tokens.len(), self.rows, "one token row per session row");
+        self.forwards += 1;
         let model = self.model;
         match &model.kind {
             Kind::CrossKv { step, .. } => self.run_step(step, tokens),
@@ -940,6 +943,12 @@ impl DecoderSession<'_> {
                 self.last_logits(&out[first.logits.expect("checked at load")])
             }
         }
+    }
+
+    /// The forward passes run so far (a prompt counts one, as does each later token of all
+    /// rows together), resets included.
+    pub fn forwards(&self) -> usize {
+        self.forwards
     }
 
     /// Forgets the decoded tokens, keeping the window's cross-attention keys and values when

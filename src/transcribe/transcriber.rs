@@ -89,14 +89,20 @@ pub struct Segment {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Timings {
     /// Loading the encoder and the tokenizer, in seconds (the decoder loads meanwhile on a
-    /// thread of its own; any wait for it counts in `decoder`).
+    /// thread of its own, see `decoder_wait`).
     pub load: f64,
     /// Decoding the audio and computing its spectrogram.
     pub mel: f64,
     /// Each encoder run, in order.
     pub encoder: Vec<f64>,
-    /// The decoder, language detection and any wait for its loading included.
+    /// Waiting for the decoder's loading, which runs beside the spectrogram and the first
+    /// encoder run (0 once it is loaded).
+    pub decoder_wait: f64,
+    /// The decoder, language detection included.
     pub decoder: f64,
+    /// The decoder's forward passes (the prompt's and one for each later token, of all beams
+    /// or candidates together), for its time per token.
+    pub decoder_forwards: usize,
     /// From the start of [`Transcriber::transcribe`] to the transcript.
     pub total: f64,
     /// Seconds of audio per second of `total`.
@@ -413,6 +419,13 @@ impl Transcriber {
         let duration = spool.seconds();
         let mut window = vec![0.0f32; dims.n_mels * N_FRAMES];
         let mut decoder_time = Duration::ZERO;
+        // Waits for the decoder's loading (once), counted apart from its runs.
+        let wait_decoder = |timings: &mut Timings| -> Result<(), TranscribeError> {
+            let t = Instant::now();
+            self.decoder()?;
+            timings.decoder_wait += t.elapsed().as_secs_f64();
+            Ok(())
+        };
 
         // The language: given, English for English-only models, else detected on the first
         // 30 s.
@@ -428,9 +441,11 @@ impl Transcriber {
                 let t = Instant::now();
                 let features = self.encoder.encode(&window).map_err(anyhow::Error::from)?;
                 timings.encoder.push(t.elapsed().as_secs_f64());
+                wait_decoder(&mut timings)?;
                 let t = Instant::now();
                 let probs = self.detect_language(&features)?;
                 decoder_time += t.elapsed();
+                timings.decoder_forwards += 1;
                 first_window = Some((window.clone(), features));
                 let (code, p) = probs[0].clone();
                 progress.language(&code, p);
@@ -482,9 +497,11 @@ impl Transcriber {
             } else {
                 all_tokens[prompt_reset_since..].to_vec()
             };
+            wait_decoder(&mut timings)?;
             let t = Instant::now();
-            let result = self
+            let (result, forwards) = self
                 .decode_with_fallback(&features, &language, prompt, options, &mut rng, progress)?;
+            timings.decoder_forwards += forwards;
             decoder_time += t.elapsed();
 
             if let Some(threshold) = options.no_speech_threshold {
@@ -667,7 +684,8 @@ impl Transcriber {
     }
 
     /// OpenAI's `decode_with_fallback`: decodes at each temperature in turn until the result is
-    /// neither too repetitive nor too improbable (or improbable but likely silence).
+    /// neither too repetitive nor too improbable (or improbable but likely silence). Also
+    /// returns the decoder's forward passes.
     fn decode_with_fallback(
         &self,
         features: &[f32],
@@ -676,13 +694,13 @@ impl Transcriber {
         options: &TranscribeOptions,
         rng: &mut Rng,
         progress: &mut dyn Progress,
-    ) -> Result<DecodingResult, TranscribeError> {
+    ) -> Result<(DecodingResult, usize), TranscribeError> {
         let mut session = self
             .decoder()?
             .session(features)
             .map_err(anyhow::Error::from)?;
         let mut first = true;
-        with_fallback(options, progress, |decoding| {
+        let result = with_fallback(options, progress, |decoding| {
             let mut decoding = decoding;
             decoding.language = Some(language.to_string());
             decoding.prompt = prompt.clone();
@@ -698,7 +716,8 @@ impl Transcriber {
             )
             .map_err(TranscribeError::Options)?;
             Ok(task.run(&mut session, rng)?)
-        })
+        })?;
+        Ok((result, session.forwards()))
     }
 }
 

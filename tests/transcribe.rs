@@ -243,25 +243,28 @@ fn openai_more(file: &str, case: &str) -> serde_json::Value {
     case
 }
 
+/// `t` on news_en.wav (in English) with `options` against openai-whisper's `case` there.
+fn check_news(t: &Transcriber, mut options: TranscribeOptions, case: &str) {
+    options.decoding.language = Some("en".into());
+    let ours = transcribe(t, &reference("transcribe/news_en.wav"), &options);
+    check_against_openai(
+        &ours,
+        &openai_more("news_en.wav", case),
+        case,
+        NEWS_LOGPROB,
+        NEWS_NO_SPEECH,
+    );
+}
+
 /// Beam search (OpenAI's `BeamSearchDecoder`, with patience) gives openai-whisper's segments.
 #[test]
 fn beam_search_matches_openai_transcribe() {
     let _turn = turn();
-    let news = reference("transcribe/news_en.wav");
     for model in ["tiny.en", "base"] {
         let t = transcriber(model, Backend::Cpu);
         let mut options = TranscribeOptions::default();
-        options.decoding.language = Some("en".into());
         options.decoding.beam_size = Some(5);
-        let ours = transcribe(&t, &news, &options);
-        let case = format!("{model} beam 5");
-        check_against_openai(
-            &ours,
-            &openai_more("news_en.wav", &case),
-            &case,
-            NEWS_LOGPROB,
-            NEWS_NO_SPEECH,
-        );
+        check_news(&t, options, &format!("{model} beam 5"));
     }
     let t = transcriber("base", Backend::Cpu);
     let mut options = TranscribeOptions::default();
@@ -283,47 +286,23 @@ fn beam_search_matches_openai_transcribe() {
 #[test]
 fn prompt_options_match_openai_transcribe() {
     let _turn = turn();
-    let news = reference("transcribe/news_en.wav");
     let tiny = transcriber("tiny.en", Backend::Cpu);
-    let mut options = TranscribeOptions::default();
-    options.decoding.language = Some("en".into());
-    options.initial_prompt = Some("A local radio bulletin, read slowly.".into());
-    let ours = transcribe(&tiny, &news, &options);
-    let case = "tiny.en initial prompt";
-    check_against_openai(
-        &ours,
-        &openai_more("news_en.wav", case),
-        case,
-        NEWS_LOGPROB,
-        NEWS_NO_SPEECH,
-    );
+    let options = TranscribeOptions {
+        initial_prompt: Some("A local radio bulletin, read slowly.".into()),
+        ..Default::default()
+    };
+    check_news(&tiny, options, "tiny.en initial prompt");
 
     let mut options = TranscribeOptions::default();
-    options.decoding.language = Some("en".into());
     options.decoding.without_timestamps = true;
-    let ours = transcribe(&tiny, &news, &options);
-    let case = "tiny.en without timestamps";
-    check_against_openai(
-        &ours,
-        &openai_more("news_en.wav", case),
-        case,
-        NEWS_LOGPROB,
-        NEWS_NO_SPEECH,
-    );
+    check_news(&tiny, options, "tiny.en without timestamps");
 
     let base = transcriber("base", Backend::Cpu);
-    let mut options = TranscribeOptions::default();
-    options.decoding.language = Some("en".into());
-    options.condition_on_previous_text = false;
-    let ours = transcribe(&base, &news, &options);
-    let case = "base no previous text";
-    check_against_openai(
-        &ours,
-        &openai_more("news_en.wav", case),
-        case,
-        NEWS_LOGPROB,
-        NEWS_NO_SPEECH,
-    );
+    let options = TranscribeOptions {
+        condition_on_previous_text: false,
+        ..Default::default()
+    };
+    check_news(&base, options, "base no previous text");
 }
 
 /// French speech: base detects French with openai-whisper's probabilities, transcribes it and

@@ -229,21 +229,7 @@ fn assert_refused(input: &Path, problem: &str) {
     let out_dir = tempfile::tempdir().unwrap();
     let txt = out_dir.path().join("out.txt");
     let out = run(&[input.as_os_str(), "-o".as_ref(), txt.as_os_str()]);
-    let err = stderr(&out);
-    assert!(!out.status.success(), "{} was accepted", input.display());
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line:\n{err}");
-    assert!(err.starts_with("error: "), "{err}");
-    let name = input.file_name().unwrap().to_string_lossy();
-    assert!(
-        err.contains(&*name),
-        "the message does not name {name}: {err}"
-    );
-    assert!(
-        err.contains(problem),
-        "the message does not say {problem:?}: {err}"
-    );
-    let left: Vec<_> = std::fs::read_dir(out_dir.path()).unwrap().collect();
-    assert!(left.is_empty(), "files left behind: {left:?}");
+    assert_refused_cleanly(&out, input, problem, out_dir.path());
 }
 
 #[test]

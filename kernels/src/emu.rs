@@ -321,19 +321,7 @@ unsafe fn gemv_panels_avx512(
                 let mut lanes = [0f32; NR];
                 // SAFETY: `lanes` holds NR = 16 floats.
                 unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *v) };
-                let col0 = (p + i) * NR;
-                let cols = NR.min(n - col0);
-                if let Some(bias) = bias {
-                    for (j, l) in lanes.iter_mut().enumerate().take(cols) {
-                        *l += bias[col0 + j];
-                    }
-                }
-                if gelu {
-                    for l in lanes.iter_mut() {
-                        *l = crate::fmath::gelu(*l);
-                    }
-                }
-                c[r * n + col0..][..cols].copy_from_slice(&lanes[..cols]);
+                store_panel(&mut lanes, bias, gelu, (p + i) * NR, &mut c[r * n..][..n]);
             }
         }
     }
@@ -368,22 +356,34 @@ fn gemv_panels_body<const P: usize>(
                 }
             }
             for (i, lanes) in acc.iter_mut().enumerate() {
-                let col0 = (p + i) * NR;
-                let cols = NR.min(n - col0);
-                if let Some(bias) = bias {
-                    for (j, l) in lanes.iter_mut().enumerate().take(cols) {
-                        *l += bias[col0 + j];
-                    }
-                }
-                if gelu {
-                    for l in lanes.iter_mut() {
-                        *l = crate::fmath::gelu(*l);
-                    }
-                }
-                c[r * n + col0..][..cols].copy_from_slice(&lanes[..cols]);
+                store_panel(lanes, bias, gelu, (p + i) * NR, &mut c[r * n..][..n]);
             }
         }
     }
+}
+
+/// The epilogue of one panel's sums for one row: the bias, GELU, then the columns from `col0`
+/// that exist into `c_row`.
+#[inline(always)]
+fn store_panel(
+    lanes: &mut [f32; NR],
+    bias: Option<&[f32]>,
+    gelu: bool,
+    col0: usize,
+    c_row: &mut [f32],
+) {
+    let cols = NR.min(c_row.len() - col0);
+    if let Some(bias) = bias {
+        for (l, b) in lanes.iter_mut().zip(&bias[col0..col0 + cols]) {
+            *l += b;
+        }
+    }
+    if gelu {
+        for l in lanes.iter_mut() {
+            *l = crate::fmath::gelu(*l);
+        }
+    }
+    c_row[col0..col0 + cols].copy_from_slice(&lanes[..cols]);
 }
 
 /// [`pack_a`] without rounding, a group of rows at a time: `out[(g * k + kk) * group + r]`.

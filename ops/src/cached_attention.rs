@@ -453,6 +453,15 @@ mod tests {
         let t =
             |data: &[f32], shape: &[usize]| Tensor::from_shape(shape, data).unwrap().into_tvalue();
         let ctx = EvalContext::out_of_plan();
+        let assert_close = |got: &TValue, want: &[f32]| {
+            let got = got.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap();
+            let err = got
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(err < 1e-5, "{err}");
+        };
         let out = canonical(false)
             .eval(
                 &ctx,
@@ -460,18 +469,7 @@ mod tests {
             )
             .unwrap();
         let want = reference(&q, &k, &v, h, m, n, d, dv, false);
-        let got = out[0]
-            .try_as_plain_ram()
-            .unwrap()
-            .as_slice::<f32>()
-            .unwrap()
-            .to_vec();
-        let err = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
-        assert!(err < 1e-5, "{err}");
+        assert_close(&out[0], &want);
 
         let mask: Vec<f32> = (0..m * n)
             .map(|x| {
@@ -494,17 +492,6 @@ mod tests {
             )
             .unwrap();
         let want = reference(&q, &k, &v, h, m, n, d, dv, true);
-        let got = out[0]
-            .try_as_plain_ram()
-            .unwrap()
-            .as_slice::<f32>()
-            .unwrap()
-            .to_vec();
-        let err = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
-        assert!(err < 1e-5, "{err}");
+        assert_close(&out[0], &want);
     }
 }

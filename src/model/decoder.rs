@@ -20,13 +20,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::encoder::{f16_to_f32, has_f16};
 use prost::Message;
 use tract_linalg::multithread::Executor;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::optim::Optimizer;
 use tract_onnx::tract_core::runtime::RunOptions;
-use tract_onnx::tract_core::transform::get_transform;
 use tract_onnx::tract_hir::infer::Factoid;
 
 /// Why a decoder cannot be loaded or run. Messages name the file and, when there is one, the
@@ -497,20 +497,11 @@ fn load_graph(
             presents.push((feed, ix));
         }
     }
-    let _ = hints.n_heads;
     let mut typed = model
         .into_typed()
         .map_err(|e| tract("analysing the graph", e))?;
-    if typed.nodes().iter().any(|n| {
-        n.outputs
-            .iter()
-            .any(|o| o.fact.datum_type == f16::datum_type())
-    }) {
-        get_transform("f16_to_f32")
-            .map_err(|e| tract("converting float16 to float32", e))?
-            .expect("tract registers f16_to_f32")
-            .transform(&mut typed)
-            .map_err(|e| tract("converting float16 to float32", e))?;
+    if has_f16(&typed) {
+        f16_to_f32(&mut typed).map_err(|e| tract("converting float16 to float32", e))?;
     }
     declutter(&mut typed, true).map_err(|e| tract("decluttering", e))?;
     // A product's constant of its own folds with its layout changes, before the rules read it.

@@ -303,18 +303,8 @@ impl Encoder {
         let mut typed = model
             .into_typed()
             .map_err(|e| tract("analysing the graph", e))?;
-        if dt == f16::datum_type()
-            || typed.nodes().iter().any(|n| {
-                n.outputs
-                    .iter()
-                    .any(|o| o.fact.datum_type == f16::datum_type())
-            })
-        {
-            get_transform("f16_to_f32")
-                .map_err(|e| tract("converting float16 to float32", e))?
-                .expect("tract registers f16_to_f32")
-                .transform(&mut typed)
-                .map_err(|e| tract("converting float16 to float32", e))?;
+        if dt == f16::datum_type() || has_f16(&typed) {
+            f16_to_f32(&mut typed).map_err(|e| tract("converting float16 to float32", e))?;
         }
         let typed = typed
             .into_decluttered()
@@ -613,4 +603,20 @@ impl Encoder {
         ops.sort_by_key(|t| std::cmp::Reverse(t.time));
         Ok(Profile { ops, layer_norms })
     }
+}
+
+/// Whether any value of `typed` is float16.
+pub(crate) fn has_f16(typed: &TypedModel) -> bool {
+    typed.nodes().iter().any(|n| {
+        n.outputs
+            .iter()
+            .any(|o| o.fact.datum_type == f16::datum_type())
+    })
+}
+
+/// tract's `f16_to_f32` transform: the graph computed in float32.
+pub(crate) fn f16_to_f32(typed: &mut TypedModel) -> TractResult<()> {
+    get_transform("f16_to_f32")?
+        .expect("tract registers f16_to_f32")
+        .transform(typed)
 }

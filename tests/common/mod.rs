@@ -290,3 +290,29 @@ pub fn espeak_speech(path: &Path, voice: &str, sentences: &[&str], gaps: &[f32])
     w.finalize().unwrap();
     samples.len() as f64 / rate as f64
 }
+
+/// A command's refusal of a bad `input`: a non-zero exit, one line on standard error that
+/// names the file and says `problem`, no panic, and nothing left in `out_dir`.
+pub fn assert_refused_cleanly(
+    out: &std::process::Output,
+    input: &Path,
+    problem: &str,
+    out_dir: &Path,
+) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{} was accepted", input.display());
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line:\n{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    let name = input.file_name().unwrap().to_string_lossy();
+    assert!(
+        err.contains(&*name),
+        "the message does not name {name}: {err}"
+    );
+    assert!(
+        err.contains(problem),
+        "the message does not say {problem:?}: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(out_dir).unwrap().collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+}

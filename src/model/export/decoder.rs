@@ -20,7 +20,7 @@
 //! all 448 positions and copy the cache in and out.
 
 use super::builder::{Attr, Dim, GraphBuilder};
-use super::encoder::{gelu, layer_norm, linear, linear_rows};
+use super::encoder::{feed_forward, layer_norm, linear, linear_rows};
 use crate::model::convert::DecoderDims;
 use crate::model::ct2::{Ct2Error, Ct2Model};
 
@@ -314,37 +314,8 @@ pub fn build_decoder(
         )?;
         x = g.node(&scope, "Add", &[&x, &o], &[]);
 
-        let h = layer_norm(
-            &mut g,
-            ct2,
-            &format!("{scope}/final_layer_norm"),
-            &format!("{p}/ffn/layer_norm"),
-            &x,
-            d,
-        )?;
         let ffn = ct2.shape(&format!("{p}/ffn/linear_0/weight"))?[0];
-        let h = linear(
-            &mut g,
-            ct2,
-            &format!("{scope}/fc1"),
-            &format!("{p}/ffn/linear_0"),
-            &h,
-            d,
-            ffn,
-            true,
-        )?;
-        let h = gelu(&mut g, &format!("{scope}/activation_fn"), &h);
-        let h = linear(
-            &mut g,
-            ct2,
-            &format!("{scope}/fc2"),
-            &format!("{p}/ffn/linear_1"),
-            &h,
-            ffn,
-            d,
-            true,
-        )?;
-        x = g.node(&scope, "Add", &[&x, &h], &[]);
+        x = feed_forward(&mut g, ct2, &scope, &p, &x, d, ffn)?;
     }
     // The last position only, normalised, against the (tied) token embedding.
     let last = g.ints(&[-1]);

@@ -97,37 +97,7 @@ pub fn build_encoder(ct2: &Ct2Model, dims: &WhisperDims) -> Result<GraphBuilder,
             &h,
         )?;
         x = g.node(&scope, "Add", &[&x, &a], &[]);
-        let h = layer_norm(
-            &mut g,
-            ct2,
-            &format!("{scope}/final_layer_norm"),
-            &format!("{p}/ffn/layer_norm"),
-            &x,
-            d,
-        )?;
-        let ffn = dims.n_ffn;
-        let h = linear(
-            &mut g,
-            ct2,
-            &format!("{scope}/fc1"),
-            &format!("{p}/ffn/linear_0"),
-            &h,
-            d,
-            ffn,
-            true,
-        )?;
-        let h = gelu(&mut g, &format!("{scope}/activation_fn"), &h);
-        let h = linear(
-            &mut g,
-            ct2,
-            &format!("{scope}/fc2"),
-            &format!("{p}/ffn/linear_1"),
-            &h,
-            ffn,
-            d,
-            true,
-        )?;
-        x = g.node(&scope, "Add", &[&x, &h], &[]);
+        x = feed_forward(&mut g, ct2, &scope, &p, &x, d, dims.n_ffn)?;
     }
     let x = layer_norm(&mut g, ct2, "/layer_norm", "encoder/layer_norm", &x, d)?;
     g.output(
@@ -143,6 +113,49 @@ pub fn build_encoder(ct2: &Ct2Model, dims: &WhisperDims) -> Result<GraphBuilder,
 }
 
 /// GELU as torch.onnx writes `nn.GELU()` below opset 20: `x * (1 + erf(x / sqrt 2)) * 0.5`.
+/// A layer's feed-forward block with its residual: `x + fc2(gelu(fc1(layer_norm(x))))`,
+/// the ONNX nodes under `scope`, the weights of CTranslate2's `{p}/ffn`.
+pub(crate) fn feed_forward(
+    g: &mut GraphBuilder,
+    ct2: &Ct2Model,
+    scope: &str,
+    p: &str,
+    x: &str,
+    d: usize,
+    ffn: usize,
+) -> Result<String, Ct2Error> {
+    let h = layer_norm(
+        g,
+        ct2,
+        &format!("{scope}/final_layer_norm"),
+        &format!("{p}/ffn/layer_norm"),
+        x,
+        d,
+    )?;
+    let h = linear(
+        g,
+        ct2,
+        &format!("{scope}/fc1"),
+        &format!("{p}/ffn/linear_0"),
+        &h,
+        d,
+        ffn,
+        true,
+    )?;
+    let h = gelu(g, &format!("{scope}/activation_fn"), &h);
+    let h = linear(
+        g,
+        ct2,
+        &format!("{scope}/fc2"),
+        &format!("{p}/ffn/linear_1"),
+        &h,
+        ffn,
+        d,
+        true,
+    )?;
+    Ok(g.node(scope, "Add", &[x, &h], &[]))
+}
+
 pub(crate) fn gelu(g: &mut GraphBuilder, scope: &str, x: &str) -> String {
     let sqrt2 = g.scalar(std::f32::consts::SQRT_2);
     let one = g.scalar(1.0);

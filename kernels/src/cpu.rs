@@ -12,10 +12,10 @@ use crate::emu::{PackedB, block_f32, gemm_f32, micro_rows};
 use crate::fmath;
 use crate::gemm::GemmContract;
 
-/// Queries of attention computed together (three panels of the micro-kernel): their scores
-/// against every key (1500 x 48 float32 values, 288 KB) stay in the core's L2 cache between
-/// the two products.
-const QUERY_BLOCK: usize = 64;
+/// Queries of attention computed together (eight groups of the AVX-512 micro-kernel's 12
+/// rows): their scores against 1500 keys and the exponentials of those (1500 x 96 float32
+/// values, 576 KB each) stay in the core's L2 cache between the two products.
+const QUERY_BLOCK: usize = 96;
 
 /// Weights as the CPU keeps them: B packed for the micro-kernel, and the bias.
 #[derive(Debug)]
@@ -109,12 +109,12 @@ impl Device for CpuDevice {
         Ok(())
     }
 
-    /// One head, in blocks of [`QUERY_BLOCK`] queries spread over the pool, computed
-    /// transposed so that every operand is laid out for the micro-kernel by contiguous
-    /// copies: `S^T = K Q^T` (K packed once a head as the micro-kernel's rows), the softmax
-    /// down each column of `S^T` written straight into the panels of the second product,
-    /// `O^T = V^T P^T` (V^T packed once a head), each column of `O^T` divided by its sum at
-    /// the end. No `[m, n]` matrix is ever written out.
+    /// One head, in blocks of [`QUERY_BLOCK`] queries spread over the pool, every operand
+    /// laid out for the micro-kernel by contiguous copies: the scores transposed, `S^T = K
+    /// Q^T` (K packed once a head as the micro-kernel's rows, Q^T of the block as its
+    /// panels), the softmax's exponentials of each column of `S^T` written straight into the
+    /// row groups of the second product, `O = P V` (V packed once a head as its panels), each
+    /// row of O divided by its sum at the end. No `[m, n]` matrix is ever written out.
     fn attention(
         &self,
         q: &[f32],
@@ -142,20 +142,12 @@ impl Device for CpuDevice {
                 keys[(gi * d + kk) * g..][..cols].copy_from_slice(&kt[kk * n + gi * g..][..cols]);
             }
         }
-        // V^T as the rows of the second product: row i is value channel i.
-        let value_groups = dv.div_ceil(g);
-        let mut values_t = vec![0f32; value_groups * n * g];
-        for gi in 0..value_groups {
-            let cols = g.min(dv - gi * g);
-            for j in 0..n {
-                values_t[(gi * n + j) * g..][..cols].copy_from_slice(&v[j * dv + gi * g..][..cols]);
-            }
-        }
+        // V as the panels of the second product.
+        let values = PackedB::plain(v, n, dv);
         let panel = PackedB::PANEL;
-        debug_assert_eq!(panel, fmath::PANEL);
         thread_local! {
-            static SCRATCH: RefCell<[Vec<f32>; 4]> = const {
-                RefCell::new([Vec::new(), Vec::new(), Vec::new(), Vec::new()])
+            static SCRATCH: RefCell<[Vec<f32>; 3]> = const {
+                RefCell::new([Vec::new(), Vec::new(), Vec::new()])
             };
         }
         out.par_chunks_mut(QUERY_BLOCK * dv)
@@ -164,7 +156,7 @@ impl Device for CpuDevice {
                 let rows = o.len() / dv;
                 let q = &q[block_index * QUERY_BLOCK * d..][..rows * d];
                 let panels = rows.div_ceil(panel);
-                SCRATCH.with_borrow_mut(|[q_panels, scores_t, p_panels, out_t]| {
+                SCRATCH.with_borrow_mut(|[q_panels, scores_t, p_groups]| {
                     // Q^T of this block as panels of queries (zero past the last query).
                     q_panels.clear();
                     q_panels.resize(panels * d * panel, 0.0);
@@ -178,26 +170,21 @@ impl Device for CpuDevice {
                     scores_t.resize(n * rows, 0.0);
                     block_f32(&keys, n, &q_t, None, false, scores_t);
                     *q_panels = q_t.into_panels();
-                    // Column maxima, then exp into the panels of P^T, with the column sums.
-                    let mut max = [f32::NEG_INFINITY; QUERY_BLOCK];
-                    for row in scores_t.chunks_exact(rows) {
-                        for (m, s) in max.iter_mut().zip(row) {
-                            *m = if *s > *m { *s } else { *m };
-                        }
+                    // The softmax of each column of S^T, unnormalised, into the row groups of
+                    // P, with the row sums.
+                    let mut max = [0f32; QUERY_BLOCK];
+                    let groups = rows.div_ceil(g);
+                    p_groups.resize(groups * n * g, 0.0);
+                    if rows % g != 0 {
+                        // The last group's rows past the block's queries must be zero.
+                        p_groups[(groups - 1) * n * g..].fill(0.0);
                     }
                     let mut sums = [0f32; QUERY_BLOCK];
-                    p_panels.clear();
-                    p_panels.resize(panels * n * panel, 0.0);
-                    fmath::exp_into_panels(scores_t, rows, &max, p_panels, &mut sums);
-                    let p_t = PackedB::from_panels(n, rows, std::mem::take(p_panels));
-                    out_t.resize(dv * rows, 0.0);
-                    block_f32(&values_t, dv, &p_t, None, false, out_t);
-                    *p_panels = p_t.into_panels();
-                    for (r, o_row) in o.chunks_exact_mut(dv).enumerate() {
-                        let inv = 1.0 / sums[r];
-                        for (i, x) in o_row.iter_mut().enumerate() {
-                            *x = out_t[i * rows + r] * inv;
-                        }
+                    fmath::exp_into_groups(scores_t, rows, &mut max, g, p_groups, &mut sums);
+                    block_f32(p_groups, rows, &values, None, false, o);
+                    for (o_row, sum) in o.chunks_exact_mut(dv).zip(sums) {
+                        let inv = 1.0 / sum;
+                        o_row.iter_mut().for_each(|x| *x *= inv);
                     }
                 });
             });
@@ -219,6 +206,84 @@ impl Device for CpuDevice {
     fn counters(&self) -> &Counters {
         &self.counters
     }
+}
+
+/// This machine's float32 multiply-add throughput, measured: every thread of rayon's current
+/// pool runs independent chains of fused multiply-adds on the widest vectors the CPU has
+/// (AVX-512, else AVX2 + FMA, else scalar) for about `seconds`, with enough chains to hide the
+/// latency of each; returns the sum over threads, in FLOP/s (a multiply-add is two). This is
+/// the ceiling a float32 matrix product can approach on this machine at this thread count, at
+/// the clock the CPU holds under such load: benchmarks state their share of it.
+pub fn measure_fma_peak(seconds: f64) -> f64 {
+    let threads = rayon::current_num_threads();
+    let start = std::time::Instant::now();
+    let flops: u64 = (0..threads)
+        .into_par_iter()
+        .map(|_| {
+            let mut total = 0;
+            let t = std::time::Instant::now();
+            while t.elapsed().as_secs_f64() < seconds {
+                total += fma_chains(1 << 16);
+            }
+            total
+        })
+        .sum();
+    flops as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Runs `steps` steps of independent multiply-add chains; returns the FLOPs done.
+fn fma_chains(steps: usize) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { fma_chains_avx512(steps) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+            return unsafe { fma_chains_avx2(steps) };
+        }
+    }
+    let mut acc = [1.0f32; 16];
+    for _ in 0..steps {
+        for a in acc.iter_mut() {
+            *a = a.mul_add(0.999_999, 1e-7);
+        }
+    }
+    std::hint::black_box(acc);
+    (steps * 16 * 2) as u64
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains_avx512(steps: usize) -> u64 {
+    use std::arch::x86_64::*;
+    // 16 chains: four cycles of latency times two multiply-add units, twice over.
+    let mut acc = [_mm512_set1_ps(1.0); 16];
+    let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+    for _ in 0..steps {
+        for v in acc.iter_mut() {
+            *v = _mm512_fmadd_ps(*v, a, b);
+        }
+    }
+    std::hint::black_box(acc);
+    (steps * 16 * 16 * 2) as u64
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains_avx2(steps: usize) -> u64 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_set1_ps(1.0); 12];
+    let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+    for _ in 0..steps {
+        for v in acc.iter_mut() {
+            *v = _mm256_fmadd_ps(*v, a, b);
+        }
+    }
+    std::hint::black_box(acc);
+    (steps * 12 * 8 * 2) as u64
 }
 
 #[cfg(test)]

@@ -205,6 +205,11 @@ pub fn gemm_f32_rows(
     if rows == 0 || n == 0 {
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the running CPU supports AVX-512F, checked just above.
+        return unsafe { block_f32_avx512::<false>(a, rows, b, bias, gelu, c) };
+    }
     A_BLOCK.with_borrow_mut(|a_block| {
         pack_a_plain(a, rows, k, micro_rows(), a_block);
         block_f32(a_block, rows, b, bias, gelu, c);
@@ -531,7 +536,7 @@ pub(crate) fn block_f32(
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the running CPU supports AVX-512F, checked just above.
-            return unsafe { block_f32_avx512(a, rows, b, bias, gelu, c) };
+            return unsafe { block_f32_avx512::<true>(a, rows, b, bias, gelu, c) };
         }
     }
     block(a, rows, b, bias, c);
@@ -540,9 +545,20 @@ pub(crate) fn block_f32(
     }
 }
 
+/// Reduction steps of one pass of the AVX-512 micro-kernel over a pair of panels of B: those
+/// `KC x 32` float32 values (32 KiB) stay in the core's L1 data cache (48 KiB on current x86
+/// cores) while every group of rows of A streams past them. Longer reductions take several
+/// passes, each output's sum carried from one pass to the next in order, so the passes change
+/// where the sums wait, never their value.
+const KC: usize = 256;
+
+/// With `GROUPED`, `a` is packed in groups of rows ([`pack_a_plain`]); without, it is
+/// row-major `[rows, k]` and the micro-kernel reads each of its rows in place (the last
+/// group's missing rows read the last row again, their sums dropped), which saves a copy of A
+/// for every product.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn block_f32_avx512(
+unsafe fn block_f32_avx512<const GROUPED: bool>(
     a: &[f32],
     rows: usize,
     b: &PackedB,
@@ -554,51 +570,94 @@ unsafe fn block_f32_avx512(
     const ROWS: usize = MR_AVX512;
     let (k, n) = (b.k, b.n);
     let panels = n.div_ceil(NR);
-    assert!(
-        a.len() >= rows.div_ceil(ROWS) * ROWS * k,
-        "A packed in whole groups"
-    );
+    let groups = rows.div_ceil(ROWS);
+    if GROUPED {
+        assert!(a.len() >= groups * ROWS * k, "A packed in whole groups");
+    } else {
+        assert!(a.len() >= rows * k, "A holds rows * k values");
+    }
+    assert!(c.len() >= rows * n, "C holds rows * n values");
+    if let Some(bias) = bias {
+        assert!(bias.len() >= n, "the bias holds n values");
+    }
+    let passes = k.div_ceil(KC).max(1);
+    // Each group's sums between passes (12 rows x 32 columns).
+    let mut partial = vec![[_mm512_setzero_ps(); 2]; if passes > 1 { groups * ROWS } else { 0 }];
     for p in (0..panels).step_by(2) {
         let pair = (panels - p).min(2);
-        let b0 = &b.panels[p * k * NR..][..k * NR];
         // With one panel left, its pair reads the same panel again and drops the result.
+        let b0 = &b.panels[p * k * NR..][..k * NR];
         let b1 = &b.panels[(p + pair - 1) * k * NR..][..k * NR];
-        for r0 in (0..rows).step_by(ROWS) {
-            let a_tile = &a[r0 * k..][..ROWS * k];
-            // SAFETY: the loads stay inside `b0`, `b1` (k * NR values each) and `a_tile`
-            // (ROWS * k values): `kk < k`, `r < ROWS`.
-            let acc = unsafe {
+        for pass in 0..passes {
+            let k0 = pass * KC;
+            let kc = KC.min(k - k0);
+            for g in 0..groups {
+                let r0 = g * ROWS;
                 let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
-                for kk in 0..k {
-                    let x0 = _mm512_loadu_ps(b0.as_ptr().add(kk * NR));
-                    let x1 = _mm512_loadu_ps(b1.as_ptr().add(kk * NR));
-                    let ap = a_tile.as_ptr().add(kk * ROWS);
-                    for (r, row) in acc.iter_mut().enumerate() {
-                        let av = _mm512_set1_ps(*ap.add(r));
-                        row[0] = _mm512_fmadd_ps(av, x0, row[0]);
-                        row[1] = _mm512_fmadd_ps(av, x1, row[1]);
+                if pass > 0 {
+                    acc.copy_from_slice(&partial[g * ROWS..][..ROWS]);
+                }
+                // SAFETY: the loads stay inside `b0`, `b1` (k * NR values each, `k0 + kk < k`)
+                // and `a`: grouped, `(g * k + k0 + kk) * ROWS + r` with `kk < kc`, `r < ROWS`;
+                // row-major, row `min(r0 + r, rows - 1) < rows`, column `k0 + kk < k`.
+                unsafe {
+                    let (b0, b1) = (b0.as_ptr().add(k0 * NR), b1.as_ptr().add(k0 * NR));
+                    if GROUPED {
+                        let a_tile = a.as_ptr().add((g * k + k0) * ROWS);
+                        for kk in 0..kc {
+                            let x0 = _mm512_loadu_ps(b0.add(kk * NR));
+                            let x1 = _mm512_loadu_ps(b1.add(kk * NR));
+                            let ap = a_tile.add(kk * ROWS);
+                            for (r, row) in acc.iter_mut().enumerate() {
+                                let av = _mm512_set1_ps(*ap.add(r));
+                                row[0] = _mm512_fmadd_ps(av, x0, row[0]);
+                                row[1] = _mm512_fmadd_ps(av, x1, row[1]);
+                            }
+                        }
+                    } else {
+                        let rp: [*const f32; ROWS] = std::array::from_fn(|r| {
+                            a.as_ptr().add((r0 + r).min(rows - 1) * k + k0)
+                        });
+                        for kk in 0..kc {
+                            let x0 = _mm512_loadu_ps(b0.add(kk * NR));
+                            let x1 = _mm512_loadu_ps(b1.add(kk * NR));
+                            for (r, row) in acc.iter_mut().enumerate() {
+                                let av = _mm512_set1_ps(*rp[r].add(kk));
+                                row[0] = _mm512_fmadd_ps(av, x0, row[0]);
+                                row[1] = _mm512_fmadd_ps(av, x1, row[1]);
+                            }
+                        }
                     }
                 }
-                acc
-            };
-            for (r, row) in acc.iter().enumerate().take(ROWS.min(rows - r0)) {
-                for (i, v) in row.iter().enumerate().take(pair) {
-                    let mut lanes = [0f32; NR];
-                    // SAFETY: `lanes` holds NR = 16 floats.
-                    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), *v) };
-                    let col0 = (p + i) * NR;
-                    let cols = NR.min(n - col0);
-                    if let Some(bias) = bias {
-                        for (j, l) in lanes.iter_mut().enumerate().take(cols) {
-                            *l += bias[col0 + j];
+                if pass + 1 < passes {
+                    partial[g * ROWS..][..ROWS].copy_from_slice(&acc);
+                    continue;
+                }
+                for (r, row) in acc.iter().enumerate().take(ROWS.min(rows - r0)) {
+                    let c_row = &mut c[(r0 + r) * n..][..n];
+                    for (i, v) in row.iter().enumerate().take(pair) {
+                        let col0 = (p + i) * NR;
+                        let cols = NR.min(n - col0);
+                        let mask: __mmask16 = if cols == NR { !0 } else { (1 << cols) - 1 };
+                        // SAFETY: the masked loads and stores touch columns `col0 .. col0 +
+                        // cols` only, which exist in `bias` and `c_row`.
+                        unsafe {
+                            let mut v = *v;
+                            if let Some(bias) = bias {
+                                let bv = _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(col0));
+                                v = _mm512_add_ps(v, bv);
+                            }
+                            if gelu {
+                                let mut lanes = [0f32; NR];
+                                _mm512_storeu_ps(lanes.as_mut_ptr(), v);
+                                for l in lanes.iter_mut() {
+                                    *l = crate::fmath::gelu(*l);
+                                }
+                                v = _mm512_loadu_ps(lanes.as_ptr());
+                            }
+                            _mm512_mask_storeu_ps(c_row.as_mut_ptr().add(col0), mask, v);
                         }
                     }
-                    if gelu {
-                        for l in lanes.iter_mut() {
-                            *l = crate::fmath::gelu(*l);
-                        }
-                    }
-                    c[(r0 + r) * n + col0..][..cols].copy_from_slice(&lanes[..cols]);
                 }
             }
         }

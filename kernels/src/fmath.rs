@@ -181,64 +181,203 @@ unsafe fn softmax_rows_fma(x: &mut [f32], cols: usize) {
     softmax_rows_body(x, cols)
 }
 
-/// Columns of a panel for [`exp_into_panels`].
-pub const PANEL: usize = 16;
-
-/// `dst = exp(src - max)` for a row-major `[rows, cols]` `src` with one `max` a column, written
-/// in panels of [`PANEL`] columns (`dst[(p * rows + j) * PANEL + c]` is column `p * PANEL + c`
-/// of row `j`; columns past `cols` are left as they are); `sums[c]` receives each column's sum
-/// (`sums` and `max` hold whole panels).
-pub fn exp_into_panels(src: &[f32], cols: usize, max: &[f32], dst: &mut [f32], sums: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports AVX-512F, checked just above.
-        return unsafe { exp_into_panels_avx512(src, cols, max, dst, sums) };
-    }
-    exp_into_panels_body(src, cols, max, dst, sums)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn exp_into_panels_avx512(
+/// The unnormalised softmax down each column of a row-major `[rows, cols]` `src`: `max[c]`
+/// receives the column's largest value, `dst` the values `exp(src - max)` written transposed
+/// in groups of `group` columns, as the GEMM micro-kernel reads its left operand
+/// (`dst[(g * rows + j) * group + r]` is column `g * group + r` of row `j`; the places of
+/// columns past `cols` in the last group are left as they are), `sums[c]` the column's sum of
+/// them (over up to 1500 keys: eight terms at a time in float32, those partial sums in
+/// float64).
+pub fn exp_into_groups(
     src: &[f32],
     cols: usize,
-    max: &[f32],
+    max: &mut [f32],
+    group: usize,
     dst: &mut [f32],
     sums: &mut [f32],
 ) {
-    exp_into_panels_body(src, cols, max, dst, sums)
+    assert!(cols > 0 && group > 0, "columns in groups");
+    let rows = src.len() / cols;
+    assert!(
+        max.len() >= cols && sums.len() >= cols,
+        "a max and a sum a column"
+    );
+    assert!(
+        dst.len() >= cols.div_ceil(group) * group * rows,
+        "whole groups of dst"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F, checked just above.
+        return unsafe { exp_into_groups_avx512(src, cols, max, group, dst, sums) };
+    }
+    exp_into_groups_body(src, cols, max, group, dst, sums)
+}
+
+/// [`exp`] of 16 lanes at once, the same operations in the same order, so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::excessive_precision)]
+pub(crate) fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    const P: [f32; 6] = [
+        1.987_569_15e-4,
+        1.398_199_950_7e-3,
+        8.333_451_907_3e-3,
+        4.166_579_589_4e-2,
+        1.666_666_545_9e-1,
+        5.000_000_120_1e-1,
+    ];
+    const MAGIC: f32 = 12_582_912.0;
+    let min = _mm512_set1_ps(-87.336_55);
+    let underflow = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, min);
+    let x = _mm512_min_ps(_mm512_max_ps(x, min), _mm512_set1_ps(88.0));
+    let magic = _mm512_set1_ps(MAGIC);
+    let k = _mm512_add_ps(
+        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+        magic,
+    );
+    let n = _mm512_sub_ps(k, magic);
+    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693_359_375), x);
+    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.121_944_4e-4), r);
+    let mut y = _mm512_set1_ps(P[0]);
+    for c in &P[1..] {
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(*c));
+    }
+    let y = _mm512_add_ps(
+        _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), r),
+        _mm512_set1_ps(1.0),
+    );
+    let bits = _mm512_sub_epi32(_mm512_castps_si512(k), _mm512_castps_si512(magic));
+    let two_n = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+        bits,
+        _mm512_set1_epi32(127),
+    )));
+    _mm512_maskz_mov_ps(!underflow, _mm512_mul_ps(y, two_n))
+}
+
+/// Sixteen columns at a time (whole vectors, whatever the group): their maxima down the
+/// rows, then for every row their exponentials, stored into the one or two groups the
+/// sixteen columns fall in (masked stores), and summed: eight rows in float32 lanes, then
+/// into float64 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn exp_into_groups_avx512(
+    src: &[f32],
+    cols: usize,
+    max: &mut [f32],
+    group: usize,
+    dst: &mut [f32],
+    sums: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    const LANES: usize = 16;
+    if group < LANES / 2 {
+        // A vector would fall in more than two groups.
+        return exp_into_groups_body(src, cols, max, group, dst, sums);
+    }
+    let rows = src.len() / cols;
+    for c0 in (0..cols).step_by(LANES) {
+        let width = LANES.min(cols - c0);
+        let mask: __mmask16 = ((1u32 << width) - 1) as u16;
+        // The groups these columns fall in: (group, lanes in it).
+        let first = c0 / group;
+        let last = (c0 + width - 1) / group;
+        let split = |g: usize| -> __mmask16 {
+            let lo = (g * group).max(c0) - c0;
+            let hi = ((g + 1) * group).min(c0 + width) - c0;
+            (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
+        };
+        let targets = [(first, split(first)), (last, split(last))];
+        // SAFETY: the masked loads read columns `c0 .. c0 + width` (< cols) of `max` and of
+        // each row of `src`; the masked stores write, for a target group `g`, only the lanes
+        // of columns `c` in that group, at `dst[(g * rows + j) * group + c - g * group]`,
+        // inside `dst` (whole groups); the base pointer of a store may point up to a group
+        // before its first written lane, never outside `dst` (`wrapping_add`, never
+        // dereferenced there).
+        unsafe {
+            let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+            for j in 0..rows {
+                m = _mm512_max_ps(
+                    m,
+                    _mm512_maskz_loadu_ps(mask, src.as_ptr().add(j * cols + c0)),
+                );
+            }
+            _mm512_mask_storeu_ps(max.as_mut_ptr().add(c0), mask, m);
+            let (mut lo, mut hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+            for j0 in (0..rows).step_by(8) {
+                let mut part = _mm512_setzero_ps();
+                for j in j0..(j0 + 8).min(rows) {
+                    let x = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(j * cols + c0));
+                    let e = _mm512_maskz_mov_ps(mask, exp_avx512(_mm512_sub_ps(x, m)));
+                    for (g, lanes) in targets {
+                        let base = dst
+                            .as_mut_ptr()
+                            .wrapping_add((g * rows + j) * group + c0)
+                            .wrapping_sub(g * group);
+                        _mm512_mask_storeu_ps(base, lanes, e);
+                    }
+                    part = _mm512_add_ps(part, e);
+                }
+                lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(part)));
+                hi = _mm512_add_pd(
+                    hi,
+                    _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                        _mm512_castps_pd(part),
+                    ))),
+                );
+            }
+            let mut total = [0f64; LANES];
+            _mm512_storeu_pd(total.as_mut_ptr(), lo);
+            _mm512_storeu_pd(total.as_mut_ptr().add(8), hi);
+            for (s, t) in sums[c0..c0 + width].iter_mut().zip(total) {
+                *s = t as f32;
+            }
+        }
+    }
 }
 
 #[inline(always)]
-fn exp_into_panels_body(src: &[f32], cols: usize, max: &[f32], dst: &mut [f32], sums: &mut [f32]) {
+fn exp_into_groups_body(
+    src: &[f32],
+    cols: usize,
+    max: &mut [f32],
+    group: usize,
+    dst: &mut [f32],
+    sums: &mut [f32],
+) {
+    const LANES: usize = 16;
     let rows = src.len() / cols;
-    let panels = cols.div_ceil(PANEL);
-    sums.fill(0.0);
-    for p in 0..panels {
-        let width = PANEL.min(cols - p * PANEL);
-        let m: [f32; PANEL] =
-            std::array::from_fn(|c| if c < width { max[p * PANEL + c] } else { 0.0 });
-        // Sums over up to 1500 keys: in float64, so that they are exact to float32.
-        let mut sum = [0f64; PANEL];
-        let out = &mut dst[p * rows * PANEL..][..rows * PANEL];
-        for (j, o) in out.chunks_exact_mut(PANEL).enumerate() {
-            let o: &mut [f32; PANEL] = o.try_into().unwrap();
-            if width == PANEL {
-                let x: &[f32; PANEL] = src[j * cols + p * PANEL..][..PANEL].try_into().unwrap();
-                for c in 0..PANEL {
-                    o[c] = exp(x[c] - m[c]);
-                    sum[c] += o[c] as f64;
-                }
-            } else {
-                for c in 0..width {
-                    o[c] = exp(src[j * cols + p * PANEL + c] - m[c]);
-                    sum[c] += o[c] as f64;
-                }
+    let whole = cols / LANES * LANES;
+    max[..cols].fill(f32::NEG_INFINITY);
+    for x in src.chunks_exact(cols) {
+        for (m, v) in max.iter_mut().zip(x) {
+            *m = if *v > *m { *v } else { *m };
+        }
+    }
+    let mut sum = vec![0f64; cols.div_ceil(LANES) * LANES];
+    let mut e = vec![0f32; cols.div_ceil(LANES) * LANES];
+    for (j, x) in src.chunks_exact(cols).enumerate() {
+        for c0 in (0..whole).step_by(LANES) {
+            let x: &[f32; LANES] = x[c0..c0 + LANES].try_into().unwrap();
+            let m: &[f32; LANES] = max[c0..c0 + LANES].try_into().unwrap();
+            let ev: &mut [f32; LANES] = (&mut e[c0..c0 + LANES]).try_into().unwrap();
+            let sv: &mut [f64; LANES] = (&mut sum[c0..c0 + LANES]).try_into().unwrap();
+            for l in 0..LANES {
+                ev[l] = exp(x[l] - m[l]);
+                sv[l] += ev[l] as f64;
             }
         }
-        for (s, &v) in sums[p * PANEL..][..width].iter_mut().zip(&sum[..width]) {
-            *s = v as f32;
+        for c in whole..cols {
+            e[c] = exp(x[c] - max[c]);
+            sum[c] += e[c] as f64;
         }
+        for (g, chunk) in e[..cols].chunks(group).enumerate() {
+            dst[(g * rows + j) * group..][..chunk.len()].copy_from_slice(chunk);
+        }
+    }
+    for (s, v) in sums[..cols].iter_mut().zip(&sum) {
+        *s = *v as f32;
     }
 }
 
@@ -286,6 +425,32 @@ fn softmax_rows_body(x: &mut [f32], cols: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_exp_is_the_scalar_exp_to_the_bit() {
+        use std::arch::x86_64::*;
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            eprintln!("no AVX-512 on this CPU: the vector exp is not used here, nothing to test");
+            return;
+        }
+        let mut x = -100.0f32;
+        while x <= 100.0 {
+            let lanes: [f32; 16] = std::array::from_fn(|i| x + i as f32 * 0.000_71);
+            let mut got = [0f32; 16];
+            // SAFETY: AVX-512F is present (checked above); `lanes` and `got` hold 16 floats.
+            unsafe {
+                _mm512_storeu_ps(
+                    got.as_mut_ptr(),
+                    exp_avx512(_mm512_loadu_ps(lanes.as_ptr())),
+                )
+            };
+            for (g, l) in got.iter().zip(lanes) {
+                assert_eq!(g.to_bits(), exp(l).to_bits(), "exp({l})");
+            }
+            x += 0.011_3;
+        }
+    }
 
     #[test]
     fn exp_is_within_two_ulp_of_std() {

@@ -194,7 +194,8 @@ pub(crate) fn canonical_cow<'a>(view: ArrayViewD<'a, f32>, perm: &[usize]) -> Co
 
 /// Writes the row-major `src` of `shape`, its axes permuted by `perm` (output axis `i` is
 /// input axis `perm[i]`), into `dst`: runs along the last output axis are copied whole when
-/// they are contiguous in `src`, gathered with a stride otherwise.
+/// they are contiguous in `src`, gathered with a stride otherwise. Large copies are split
+/// along the first output axis (of more than one index) over rayon's current pool.
 pub(crate) fn permute_into(src: &[f32], shape: &[usize], perm: &[usize], dst: &mut [f32]) {
     debug_assert_eq!(src.len(), dst.len());
     let mut strides = vec![1usize; shape.len()];
@@ -207,12 +208,28 @@ pub(crate) fn permute_into(src: &[f32], shape: &[usize], perm: &[usize], dst: &m
         .map(|&p| (shape[p], strides[p]))
         .filter(|&(d, _)| d != 1)
         .collect();
+    /// Below this many values, one thread copies: a task costs more than the copy.
+    const PARALLEL: usize = 1 << 16;
+    match axes.split_first() {
+        Some((&(outer, outer_stride), rest)) if !rest.is_empty() && dst.len() >= PARALLEL => {
+            use rayon::prelude::*;
+            dst.par_chunks_mut(dst.len() / outer)
+                .enumerate()
+                .for_each(|(i, chunk)| permute_axes(src, i * outer_stride, rest, chunk));
+        }
+        _ => permute_axes(src, 0, &axes, dst),
+    }
+}
+
+/// `dst[..]` in the row-major order of `axes` (each `(size, stride in src)`), read from `src`
+/// starting at `base`.
+fn permute_axes(src: &[f32], base: usize, axes: &[(usize, usize)], dst: &mut [f32]) {
     let Some((&(inner, inner_stride), outer)) = axes.split_last() else {
-        dst.copy_from_slice(src);
+        dst.copy_from_slice(&src[base..base + dst.len()]);
         return;
     };
     let mut index = vec![0usize; outer.len()];
-    let mut offset = 0usize;
+    let mut offset = base;
     for run in dst.chunks_mut(inner) {
         if inner_stride == 1 {
             run.copy_from_slice(&src[offset..offset + inner]);
@@ -386,30 +403,33 @@ mod tests {
     use super::*;
     use tract_core::ndarray::ArrayD;
 
-    /// The fast permuting copy against ndarray's, for every permutation of a 4-d array with a
-    /// size-1 axis.
+    /// The fast permuting copy against ndarray's, for permutations of 4-d arrays with a
+    /// size-1 axis, small (one thread) and large (split over the pool).
     #[test]
     fn permute_into_is_ndarrays_permutation() {
-        let shape = [3usize, 1, 4, 5];
-        let src: Vec<f32> = (0..60).map(|i| i as f32).collect();
-        let a = ArrayD::from_shape_vec(IxDyn(&shape), src.clone()).unwrap();
-        let perms = [
-            [0, 1, 2, 3],
-            [2, 0, 1, 3],
-            [3, 2, 1, 0],
-            [1, 3, 0, 2],
-            [0, 2, 3, 1],
-        ];
-        for perm in perms {
-            let expected: Vec<f32> = a
-                .clone()
-                .permuted_axes(IxDyn(&perm))
-                .iter()
-                .copied()
-                .collect();
-            let mut out = vec![0f32; 60];
-            permute_into(&src, &shape, &perm, &mut out);
-            assert_eq!(out, expected, "{perm:?}");
+        for shape in [[3usize, 1, 4, 5], [1, 300, 8, 64]] {
+            let len = shape.iter().product::<usize>();
+            let src: Vec<f32> = (0..len).map(|i| i as f32).collect();
+            let a = ArrayD::from_shape_vec(IxDyn(&shape), src.clone()).unwrap();
+            let perms = [
+                [0, 1, 2, 3],
+                [2, 0, 1, 3],
+                [3, 2, 1, 0],
+                [1, 3, 0, 2],
+                [0, 2, 3, 1],
+                [0, 2, 1, 3],
+            ];
+            for perm in perms {
+                let expected: Vec<f32> = a
+                    .clone()
+                    .permuted_axes(IxDyn(&perm))
+                    .iter()
+                    .copied()
+                    .collect();
+                let mut out = vec![0f32; len];
+                permute_into(&src, &shape, &perm, &mut out);
+                assert!(out == expected, "{shape:?} {perm:?}");
+            }
         }
     }
 }

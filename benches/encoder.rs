@@ -1,27 +1,36 @@
 //! Encoder speed against ONNX Runtime: `cargo bench --bench encoder`.
 //!
-//! For tiny.en and base (fetched through the catalog on first use), at 1 and 2 threads, prints
-//! the median time of one 30 s window in the `tract` plan (tract untouched), the `cpu` plan
+//! For tiny.en and base (fetched through the catalog on first use), at 1 and 2 threads, times
+//! one 30 s window in the `tract` plan (tract untouched), the `cpu` plan
 //! (with this project's CPU fusions), the `emu` plan (the NPU plan, kernels emulated) and ONNX
-//! Runtime (Python `onnxruntime`, CPU provider, same .onnx file, same thread count), all
-//! measured in this run, and their ratios; then where each plan's time goes, per op kind. Needs python3 with `onnxruntime`
+//! Runtime (Python `onnxruntime`, CPU provider, same .onnx file, same thread count, a process
+//! kept running beside this one), interleaved: each round runs each of them once. Prints the
+//! median, minimum and maximum, GFLOP/s (the model's FLOPs from tract's
+//! cost model), the share of this machine's float32 peak measured in the same run
+//! ([`amanuensis_kernels::cpu::measure_fma_peak`]) and the ratios; then where each plan's time
+//! goes, per op kind. Needs python3 with `onnxruntime`
 //! and `numpy` (`pip install onnxruntime numpy`); set AMANUENSIS_PYTHON to use another Python.
 //! `AMANUENSIS_BENCH_MODELS=tiny.en` restricts the models.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use amanuensis::audio::N_FRAMES;
 use amanuensis::backend::Backend;
 use amanuensis::model::{Encoder, EncoderOptions, resolve_model};
 
-const RUNS: usize = 5;
+/// Rounds; each runs every plan and ONNX Runtime once, in turn, so that all of them see the
+/// same state of the machine.
+const RUNS: usize = 9;
 
+/// ONNX Runtime as a server: loads the session, runs it once, prints its version; then one
+/// timed run (printed in ms) for every line read, until the input ends.
 const ORT_SCRIPT: &str = r#"
 import sys, time
 import numpy as np
 import onnxruntime as ort
-path, threads, n_mels, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+path, threads, n_mels = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 so = ort.SessionOptions()
 so.intra_op_num_threads = threads
 so.inter_op_num_threads = 1
@@ -30,47 +39,109 @@ sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 name = sess.get_inputs()[0].name
 x = (np.random.default_rng(0).standard_normal((1, n_mels, 3000)) * 0.5).astype(np.float32)
 sess.run(None, {name: x})
-times = []
-for _ in range(runs):
+print(ort.__version__, flush=True)
+for _ in sys.stdin:
     t = time.perf_counter()
     sess.run(None, {name: x})
-    times.append(time.perf_counter() - t)
-times.sort()
-print(f"{times[len(times) // 2] * 1e3:.3f} {ort.__version__}")
+    print(f"{(time.perf_counter() - t) * 1e3:.3f}", flush=True)
 "#;
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
+/// Median, minimum and maximum of a run's times, in ms.
+#[derive(Clone, Copy)]
+struct Ms {
+    median: f64,
+    min: f64,
+    max: f64,
 }
 
-/// Median ms of ONNX Runtime on `path`, and its version.
-fn onnxruntime_ms(path: &std::path::Path, threads: usize, n_mels: usize) -> (f64, String) {
-    let python = std::env::var("AMANUENSIS_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(&python)
-        .args(["-c", ORT_SCRIPT])
-        .arg(path)
-        .args([threads.to_string(), n_mels.to_string(), RUNS.to_string()])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-    if !out.status.success() {
-        eprintln!(
-            "ONNX Runtime baseline failed: {}\ninstall it with `{python} -m pip install \
-             onnxruntime numpy` (or set AMANUENSIS_PYTHON)",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-        std::process::exit(1);
+impl Ms {
+    fn of(mut v: Vec<Duration>) -> Ms {
+        v.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        Ms {
+            median: ms(v[v.len() / 2]),
+            min: ms(v[0]),
+            max: ms(v[v.len() - 1]),
+        }
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut parts = text.split_whitespace();
-    let ms = parts
-        .next()
-        .and_then(|v| v.parse().ok())
-        .expect("the script prints ms");
-    (ms, parts.next().unwrap_or("?").to_string())
+}
+
+impl std::fmt::Display for Ms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:7.1} ({:.0}-{:.0})", self.median, self.min, self.max)
+    }
+}
+
+/// A pause before each timed run: the threads of the run before (ONNX Runtime's spin a while
+/// after a run) are asleep again when the next starts.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+/// ONNX Runtime on one file, ready to run.
+struct OnnxRuntime {
+    child: std::process::Child,
+    input: std::process::ChildStdin,
+    output: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    version: String,
+}
+
+impl OnnxRuntime {
+    fn start(path: &std::path::Path, threads: usize, n_mels: usize) -> OnnxRuntime {
+        let python = std::env::var("AMANUENSIS_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut child = Command::new(&python)
+            .args(["-c", ORT_SCRIPT])
+            .arg(path)
+            .args([threads.to_string(), n_mels.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+        let input = child.stdin.take().expect("piped");
+        let mut output = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let Some(Ok(version)) = output.next() else {
+            eprintln!(
+                "the ONNX Runtime baseline did not start (its error is above); install it with \
+                 `{python} -m pip install onnxruntime numpy` (or set AMANUENSIS_PYTHON)"
+            );
+            std::process::exit(1);
+        };
+        OnnxRuntime {
+            child,
+            input,
+            output,
+            version,
+        }
+    }
+
+    /// One timed run.
+    fn run(&mut self) -> Duration {
+        writeln!(self.input, "run").expect("ONNX Runtime is running");
+        let line = self
+            .output
+            .next()
+            .and_then(Result::ok)
+            .expect("ONNX Runtime answers");
+        Duration::from_secs_f64(line.trim().parse::<f64>().expect("ms") * 1e-3)
+    }
+}
+
+impl Drop for OnnxRuntime {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One line of the table: times, rate, share of the peak, and the ratio to the `cpu` plan.
+fn print_row(label: &str, ms: Ms, flops: f64, peak: f64, cpu: Ms) {
+    let rate = flops / (ms.median * 1e-3);
+    println!(
+        "  {label:<22} {ms} ms {:6.1} GFLOP/s {:4.0}% of peak{}",
+        rate / 1e9,
+        100.0 * rate / peak,
+        format!("   {:.2}x the cpu plan", ms.median / cpu.median)
+    );
 }
 
 fn main() {
@@ -78,63 +149,88 @@ fn main() {
         return;
     }
     let models = std::env::var("AMANUENSIS_BENCH_MODELS").unwrap_or_else(|_| "tiny.en,base".into());
-    println!("amanuensis encoder benchmark: one 30 s window, median of {RUNS} runs");
     println!(
-        "{:<8} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10}",
-        "model",
-        "threads",
-        "tract ms",
-        "cpu ms",
-        "emu ms",
-        "ORT ms",
-        "cpu/ORT",
-        "emu/cpu",
-        "cpu/tract"
+        "amanuensis encoder benchmark: one 30 s window, median (min-max) ms of {RUNS} runs; \
+         GFLOP/s and share of this machine's measured float32 multiply-add peak"
     );
     let mut profiles = Vec::new();
     for name in models.split(',') {
         let dir = resolve_model(name, &mut |line| eprintln!("{line}"))
             .unwrap_or_else(|e| panic!("cannot obtain {name}: {e:#}"));
         for threads in [1, 2] {
-            let mut ms = Vec::new();
-            let mut files = None;
-            let mut n_mels = 80;
-            for backend in [Backend::Tract, Backend::Cpu, Backend::Emu] {
-                let options = EncoderOptions {
-                    threads,
-                    backend,
-                    ..EncoderOptions::default()
-                };
-                let encoder = Encoder::load(&dir, &options).expect("the model loads");
-                n_mels = encoder.dims().n_mels;
-                let mel: Vec<f32> = (0..n_mels * N_FRAMES)
-                    .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
-                    .collect();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a thread pool");
+            let peak = pool.install(|| amanuensis_kernels::cpu::measure_fma_peak(0.5));
+            println!(
+                "\n{name}, {threads} thread(s): peak {:.1} GFLOP/s (measured)",
+                peak / 1e9
+            );
+            let backends = [Backend::Tract, Backend::Cpu, Backend::Emu];
+            let encoders: Vec<Encoder> = backends
+                .iter()
+                .map(|&backend| {
+                    let options = EncoderOptions {
+                        threads,
+                        backend,
+                        ..EncoderOptions::default()
+                    };
+                    Encoder::load(&dir, &options).expect("the model loads")
+                })
+                .collect();
+            let n_mels = encoders[0].dims().n_mels;
+            let flops = encoders[1].placement().total_flops as f64;
+            let mel: Vec<f32> = (0..n_mels * N_FRAMES)
+                .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+                .collect();
+            for encoder in &encoders {
                 encoder.encode(&mel).expect("the encoder runs");
-                let times = (0..RUNS)
-                    .map(|_| {
-                        let t = Instant::now();
-                        encoder.encode(&mel).expect("the encoder runs");
-                        t.elapsed()
-                    })
-                    .collect();
-                ms.push(median(times).as_secs_f64() * 1e3);
-                if threads == 2 {
+            }
+            let mut ort = OnnxRuntime::start(&encoders[0].files().encoder, threads, n_mels);
+            let mut times = vec![Vec::new(); encoders.len() + 1];
+            for _ in 0..RUNS {
+                for (encoder, times) in encoders.iter().zip(&mut times) {
+                    settle();
+                    let t = Instant::now();
+                    encoder.encode(&mel).expect("the encoder runs");
+                    times.push(t.elapsed());
+                }
+                settle();
+                times[encoders.len()].push(ort.run());
+            }
+            // cpu / ONNX Runtime round by round: both saw the same state of the machine.
+            let mut paired: Vec<f64> = times[1]
+                .iter()
+                .zip(&times[3])
+                .map(|(c, o)| c.as_secs_f64() / o.as_secs_f64())
+                .collect();
+            paired.sort_by(f64::total_cmp);
+            let ms: Vec<Ms> = times.into_iter().map(Ms::of).collect();
+            let cpu = ms[1];
+            let labels = backends
+                .iter()
+                .map(|b| b.to_string())
+                .chain([format!("onnxruntime {}", ort.version)]);
+            for (label, ms) in labels.zip(&ms) {
+                print_row(&label, *ms, flops, peak, cpu);
+            }
+            drop(ort);
+            if threads == 2 {
+                for (backend, encoder) in backends.iter().zip(&encoders) {
                     profiles.push((
                         format!("{name}, {backend}"),
                         encoder.profile(&mel).expect("profiled run").ops,
                     ));
                 }
-                files = Some(encoder.files().encoder.clone());
             }
-            let (ort_ms, version) = onnxruntime_ms(&files.unwrap(), threads, n_mels);
-            let (tract_ms, cpu_ms, emu_ms) = (ms[0], ms[1], ms[2]);
+            let ort_ms = ms[3];
             println!(
-                "{name:<8} {threads:>7} {tract_ms:>9.1} {cpu_ms:>9.1} {emu_ms:>9.1} {ort_ms:>9.1} \
-                 {:>9.2}x {:>9.2}x {:>9.2}x   (onnxruntime {version})",
-                cpu_ms / ort_ms,
-                emu_ms / cpu_ms,
-                cpu_ms / tract_ms
+                "  cpu / onnxruntime: {:.2}x (medians), {:.2}x (minima), {:.2}x (median of the \
+                 rounds' ratios)",
+                cpu.median / ort_ms.median,
+                cpu.min / ort_ms.min,
+                paired[paired.len() / 2]
             );
         }
     }

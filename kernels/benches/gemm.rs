@@ -13,6 +13,12 @@ fn main() {
         return;
     }
     let contract = GemmContract::XDNA1;
+    let peak = amanuensis_kernels::cpu::measure_fma_peak(0.5);
+    println!(
+        "float32 multiply-add peak measured on {} threads: {:.1} GFLOP/s",
+        rayon::current_num_threads(),
+        peak / 1e9
+    );
     println!(
         "emulated bf16 GEMM (contract XDNA1, {} threads)",
         rayon::current_num_threads()
@@ -46,11 +52,12 @@ fn main() {
         let cpu = time(&mut || gemm_f32(&a, m, &plain, None, false, &mut c));
         let flop = 2.0 * (m * k * n) as f64;
         println!(
-            "{label:<34} emu {:8.2} ms {:7.1} GFLOP/s   cpu f32 {:8.2} ms {:7.1} GFLOP/s",
+            "{label:<34} emu {:8.2} ms {:7.1} GFLOP/s   cpu f32 {:8.2} ms {:7.1} GFLOP/s ({:.0}% of peak)",
             emu * 1e3,
             flop / emu / 1e9,
             cpu * 1e3,
-            flop / cpu / 1e9
+            flop / cpu / 1e9,
+            100.0 * flop / cpu / peak
         );
     }
     let cpu = CpuDevice::new();
@@ -74,9 +81,10 @@ fn main() {
         }
         let s = t.elapsed().as_secs_f64() / runs as f64;
         println!(
-            "cpu attention, {label:<34} {:8.2} ms {:7.1} GFLOP/s (both products)",
+            "cpu attention, {label:<34} {:8.2} ms {:7.1} GFLOP/s (both products, {:.0}% of peak)",
             s * 1e3,
-            4.0 * (m * d * n) as f64 / s / 1e9
+            4.0 * (m * d * n) as f64 / s / 1e9,
+            100.0 * 4.0 * (m * d * n) as f64 / s / peak
         );
     }
 }

@@ -109,12 +109,6 @@ impl Device for CpuDevice {
         Ok(())
     }
 
-    /// One head, in blocks of [`QUERY_BLOCK`] queries spread over the pool, every operand
-    /// laid out for the micro-kernel by contiguous copies: the scores transposed, `S^T = K
-    /// Q^T` (K packed once a head as the micro-kernel's rows, Q^T of the block as its
-    /// panels), the softmax's exponentials of each column of `S^T` written straight into the
-    /// row groups of the second product, `O = P V` (V packed once a head as its panels), each
-    /// row of O divided by its sum at the end. No `[m, n]` matrix is ever written out.
     fn attention(
         &self,
         q: &[f32],
@@ -124,69 +118,99 @@ impl Device for CpuDevice {
         out: &mut [f32],
     ) -> Result<(), DeviceError> {
         checks::attention(q, kt, v, dims, out)?;
+        self.attention_heads(q, kt, v, dims, 1, out)
+    }
+
+    /// Every head in blocks of [`QUERY_BLOCK`] queries, all spread over the pool at once (the
+    /// pool waits once for the whole layer, not once a head), every operand laid out for the
+    /// micro-kernel by contiguous copies: the scores transposed, `S^T = K Q^T` (K packed once
+    /// a head as the micro-kernel's rows, Q^T of the block as its panels), the softmax's
+    /// exponentials of each column of `S^T` written straight into the row groups of the
+    /// second product, `O = P V` (V packed once a head as its panels), each row of O divided
+    /// by its sum at the end. No `[m, n]` matrix is ever written out.
+    fn attention_heads(
+        &self,
+        q: &[f32],
+        kt: &[f32],
+        v: &[f32],
+        dims: AttentionDims,
+        heads: usize,
+        out: &mut [f32],
+    ) -> Result<(), DeviceError> {
+        checks::attention_heads(q, kt, v, dims, heads, out)?;
         let AttentionDims { m, d, n, dv } = dims;
-        if dv == 0 || m == 0 {
-            return Ok(());
-        }
-        if n == 0 {
-            out.fill(f32::NAN);
+        if dv == 0 || m == 0 || heads == 0 {
             return Ok(());
         }
         let g = micro_rows();
-        // K as the rows of the first product: row j is key j (`kt` is [d, n]).
         let key_groups = n.div_ceil(g);
-        let mut keys = vec![0f32; key_groups * d * g];
-        for gi in 0..key_groups {
-            let cols = g.min(n - gi * g);
-            for kk in 0..d {
-                keys[(gi * d + kk) * g..][..cols].copy_from_slice(&kt[kk * n + gi * g..][..cols]);
-            }
-        }
-        // V as the panels of the second product.
-        let values = PackedB::plain(v, n, dv);
+        // Per head: K as the rows of the first product (row j is key j; `kt` is [d, n]) and V
+        // as the panels of the second.
+        let packed: Vec<(Vec<f32>, PackedB)> = (0..heads)
+            .into_par_iter()
+            .map(|h| {
+                let kt = &kt[h * d * n..][..d * n];
+                let mut keys = vec![0f32; key_groups * d * g];
+                for gi in 0..key_groups {
+                    let cols = g.min(n - gi * g);
+                    for kk in 0..d {
+                        keys[(gi * d + kk) * g..][..cols]
+                            .copy_from_slice(&kt[kk * n + gi * g..][..cols]);
+                    }
+                }
+                (keys, PackedB::plain(&v[h * n * dv..][..n * dv], n, dv))
+            })
+            .collect();
         let panel = PackedB::PANEL;
         thread_local! {
             static SCRATCH: RefCell<[Vec<f32>; 3]> = const {
                 RefCell::new([Vec::new(), Vec::new(), Vec::new()])
             };
         }
-        out.par_chunks_mut(QUERY_BLOCK * dv)
+        out.par_chunks_mut(m * dv)
+            .zip(&packed)
             .enumerate()
-            .for_each(|(block_index, o)| {
-                let rows = o.len() / dv;
-                let q = &q[block_index * QUERY_BLOCK * d..][..rows * d];
-                let panels = rows.div_ceil(panel);
-                SCRATCH.with_borrow_mut(|[q_panels, scores_t, p_groups]| {
-                    // Q^T of this block as panels of queries (zero past the last query).
-                    q_panels.clear();
-                    q_panels.resize(panels * d * panel, 0.0);
-                    for (r, query) in q.chunks_exact(d).enumerate() {
-                        let (p, c) = (r / panel, r % panel);
-                        for (kk, x) in query.iter().enumerate() {
-                            q_panels[(p * d + kk) * panel + c] = *x;
-                        }
-                    }
-                    let q_t = PackedB::from_panels(d, rows, std::mem::take(q_panels));
-                    scores_t.resize(n * rows, 0.0);
-                    block_f32(&keys, n, &q_t, None, false, scores_t);
-                    *q_panels = q_t.into_panels();
-                    // The softmax of each column of S^T, unnormalised, into the row groups of
-                    // P, with the row sums.
-                    let mut max = [0f32; QUERY_BLOCK];
-                    let groups = rows.div_ceil(g);
-                    p_groups.resize(groups * n * g, 0.0);
-                    if rows % g != 0 {
-                        // The last group's rows past the block's queries must be zero.
-                        p_groups[(groups - 1) * n * g..].fill(0.0);
-                    }
-                    let mut sums = [0f32; QUERY_BLOCK];
-                    fmath::exp_into_groups(scores_t, rows, &mut max, g, p_groups, &mut sums);
-                    block_f32(p_groups, rows, &values, None, false, o);
-                    for (o_row, sum) in o.chunks_exact_mut(dv).zip(sums) {
-                        let inv = 1.0 / sum;
-                        o_row.iter_mut().for_each(|x| *x *= inv);
-                    }
-                });
+            .for_each(|(h, (out, (keys, values)))| {
+                let q = &q[h * m * d..][..m * d];
+                out.par_chunks_mut(QUERY_BLOCK * dv)
+                    .enumerate()
+                    .for_each(|(block_index, o)| {
+                        let rows = o.len() / dv;
+                        let q = &q[block_index * QUERY_BLOCK * d..][..rows * d];
+                        let panels = rows.div_ceil(panel);
+                        SCRATCH.with_borrow_mut(|[q_panels, scores_t, p_groups]| {
+                            // Q^T of this block as panels of queries (zero past the last).
+                            q_panels.clear();
+                            q_panels.resize(panels * d * panel, 0.0);
+                            for (r, query) in q.chunks_exact(d).enumerate() {
+                                let (p, c) = (r / panel, r % panel);
+                                for (kk, x) in query.iter().enumerate() {
+                                    q_panels[(p * d + kk) * panel + c] = *x;
+                                }
+                            }
+                            let q_t = PackedB::from_panels(d, rows, std::mem::take(q_panels));
+                            scores_t.resize(n * rows, 0.0);
+                            block_f32(keys, n, &q_t, None, false, scores_t);
+                            *q_panels = q_t.into_panels();
+                            // The softmax of each column of S^T, unnormalised, into the row
+                            // groups of P, with the row sums.
+                            let groups = rows.div_ceil(g);
+                            p_groups.resize(groups * n * g, 0.0);
+                            if rows % g != 0 {
+                                // The last group's rows past the block's queries must be zero.
+                                p_groups[(groups - 1) * n * g..].fill(0.0);
+                            }
+                            let (mut max, mut sums) = ([0f32; QUERY_BLOCK], [0f32; QUERY_BLOCK]);
+                            fmath::exp_into_groups(
+                                scores_t, rows, &mut max, g, p_groups, &mut sums,
+                            );
+                            block_f32(p_groups, rows, values, None, false, o);
+                            for (o_row, sum) in o.chunks_exact_mut(dv).zip(sums) {
+                                let inv = 1.0 / sum;
+                                o_row.iter_mut().for_each(|x| *x *= inv);
+                            }
+                        });
+                    });
             });
         Ok(())
     }
@@ -300,6 +324,44 @@ mod tests {
                 ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
             })
             .collect()
+    }
+
+    /// Several heads in one call give each head's own call, to the bit.
+    #[test]
+    fn heads_together_are_heads_one_by_one() {
+        let cpu = CpuDevice::new();
+        let (heads, m, d, n, dv) = (3, 100, 24, 70, 20);
+        let dims = AttentionDims { m, d, n, dv };
+        let (q, kt, v) = (
+            values(heads * m * d, 4),
+            values(heads * d * n, 5),
+            values(heads * n * dv, 6),
+        );
+        let mut together = vec![f32::NAN; heads * m * dv];
+        cpu.attention_heads(&q, &kt, &v, dims, heads, &mut together)
+            .unwrap();
+        for h in 0..heads {
+            let mut one = vec![f32::NAN; m * dv];
+            cpu.attention(
+                &q[h * m * d..][..m * d],
+                &kt[h * d * n..][..d * n],
+                &v[h * n * dv..][..n * dv],
+                dims,
+                &mut one,
+            )
+            .unwrap();
+            assert!(
+                one.iter()
+                    .zip(&together[h * m * dv..][..m * dv])
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "head {h}"
+            );
+        }
+        assert!(
+            cpu.attention_heads(&q, &kt, &v, dims, heads + 1, &mut together)
+                .is_err(),
+            "operands one head short are refused"
+        );
     }
 
     /// Blocked attention against a float64 reference, on shapes that are not multiples of the

@@ -234,6 +234,33 @@ pub trait Device: Send + Sync + fmt::Debug {
         out: &mut [f32],
     ) -> Result<(), DeviceError>;
 
+    /// [`Device::attention`] for `heads` heads at once, each operand holding its heads one
+    /// after the other (`q` is `[heads, m, d]`, `kt` `[heads, d, n]`, `v` `[heads, n, dv]`,
+    /// `out` `[heads, m, dv]`): one call a head, unless the device does better.
+    fn attention_heads(
+        &self,
+        q: &[f32],
+        kt: &[f32],
+        v: &[f32],
+        dims: AttentionDims,
+        heads: usize,
+        out: &mut [f32],
+    ) -> Result<(), DeviceError> {
+        checks::attention_heads(q, kt, v, dims, heads, out)?;
+        let AttentionDims { m, d, n, dv } = dims;
+        let (qs, ks, vs, os) = (m * d, d * n, n * dv, m * dv);
+        for h in 0..heads {
+            self.attention(
+                &q[h * qs..][..qs],
+                &kt[h * ks..][..ks],
+                &v[h * vs..][..vs],
+                dims,
+                &mut out[h * os..][..os],
+            )?;
+        }
+        Ok(())
+    }
+
     /// Softmax over each row of `x` (`cols` values a row), in place.
     fn softmax(&self, x: &mut [f32], cols: usize) -> Result<(), DeviceError>;
 
@@ -307,6 +334,26 @@ pub mod checks {
         len("K^T", kt.len(), d.d * d.n)?;
         len("V", v.len(), d.n * d.dv)?;
         len("the output", out.len(), d.m * d.dv)
+    }
+
+    /// [`super::Device::attention_heads`]'s operands.
+    pub fn attention_heads(
+        q: &[f32],
+        kt: &[f32],
+        v: &[f32],
+        d: super::AttentionDims,
+        heads: usize,
+        out: &[f32],
+    ) -> Result<(), DeviceError> {
+        if d.n == 0 {
+            return Err(DeviceError::Shape(
+                "attention over no positions (softmax over an empty row)".into(),
+            ));
+        }
+        len("Q", q.len(), heads * d.m * d.d)?;
+        len("K^T", kt.len(), heads * d.d * d.n)?;
+        len("V", v.len(), heads * d.n * d.dv)?;
+        len("the output", out.len(), heads * d.m * d.dv)
     }
 
     /// [`super::Device::softmax`]'s operand.

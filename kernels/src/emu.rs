@@ -152,15 +152,37 @@ pub fn gemm(
         .for_each(|(t, c_block)| {
             let row0 = t * rows_per_task;
             let rows = c_block.len() / n;
-            // This task's rows of A, rounded, padded to whole micro-tiles with zero rows, in a
-            // buffer each thread keeps: allocating it per task would cost a page fault per
-            // 4 KiB at Whisper's sizes.
-            A_BLOCK.with_borrow_mut(|a_block| {
-                let a_rows = &a[row0 * k..(row0 + rows) * k];
-                pack_a(a_rows, rows, k, micro_rows(), rounding, a_block);
-                block(a_block, rows, b, bias, c_block);
-            });
+            gemm_rows(
+                rounding,
+                &a[row0 * k..(row0 + rows) * k],
+                rows,
+                b,
+                bias,
+                c_block,
+            );
         });
+}
+
+/// [`gemm`] on the calling thread only, for `rows` rows of A (`[rows, k]`): the same bits
+/// (each row's sums do not depend on the others).
+pub fn gemm_rows(
+    rounding: Rounding,
+    a: &[f32],
+    rows: usize,
+    b: &PackedB,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+) {
+    let (k, n) = (b.k, b.n);
+    assert_eq!(a.len(), rows * k, "A holds rows * k values");
+    assert_eq!(c.len(), rows * n, "C holds rows * n values");
+    // The rows of A, rounded, padded to whole micro-tiles with zero rows, in a buffer each
+    // thread keeps: allocating it per task would cost a page fault per 4 KiB at Whisper's
+    // sizes.
+    A_BLOCK.with_borrow_mut(|a_block| {
+        pack_a(a, rows, k, micro_rows(), rounding, a_block);
+        block(a_block, rows, b, bias, c);
+    });
 }
 
 /// `c = a @ b (+ bias)`, then GELU ([`crate::fmath::gelu`]) with `gelu`, in plain float32 for

@@ -57,6 +57,17 @@ pub fn softmax_rows(rounding: Rounding, x: &mut [f32], cols: usize) {
         });
 }
 
+/// [`softmax_rows`] on the calling thread only: the same bits.
+pub fn softmax_rows_here(rounding: Rounding, x: &mut [f32], cols: usize) {
+    assert!(cols >= 1, "softmax over an empty axis");
+    assert_eq!(x.len() % cols, 0, "whole rows of {cols}");
+    let isa = Isa::detect();
+    match rounding {
+        Rounding::NearestEven => run::<false>(isa, x, cols),
+        Rounding::Truncate => run::<true>(isa, x, cols),
+    }
+}
+
 fn run<const TRUNC: bool>(isa: Isa, rows: &mut [f32], cols: usize) {
     match isa {
         Isa::Portable => rows_body::<TRUNC, false>(rows, cols),

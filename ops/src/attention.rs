@@ -72,19 +72,9 @@ impl EvalOp for NpuAttention {
         let v = canonical_cow(inputs[2].to_plain_array_view::<f32>()?, &pv.b_perm);
         let dims = self.dims();
         let out = write_output(pv, |c| {
-            let (qs, ks, vs, os) = (qk.m * qk.k, qk.k * qk.n, pv.k * pv.n, pv.m * pv.n);
-            for h in 0..qk.batch {
-                self.device
-                    .attention(
-                        &q[h * qs..(h + 1) * qs],
-                        &k[h * ks..(h + 1) * ks],
-                        &v[h * vs..(h + 1) * vs],
-                        dims,
-                        &mut c[h * os..(h + 1) * os],
-                    )
-                    .map_err(device_error)?;
-            }
-            Ok(())
+            self.device
+                .attention_heads(&q, &k, &v, dims, qk.batch, c)
+                .map_err(device_error)
         })?;
         Ok(tvec!(out.into_tvalue()))
     }

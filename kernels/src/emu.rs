@@ -471,10 +471,87 @@ pub(crate) fn block(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c
     block_body::<false, MR>(a, rows, b, bias, c)
 }
 
+/// [`block_body`]'s sums with AVX-512, two panels at a time (12 rows x 32 columns, 24
+/// accumulators for the k-tile in registers, the sums of the tiles before in a buffer each
+/// group keeps), the reduction in passes of whole k-tiles of about [`KC`] steps so that the
+/// panels' slices stay in L1 while every group of rows streams past them. Each output's sum is
+/// the contract's: per k-tile from zero in order, the tiles added in order, then the bias.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn block_avx512(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c: &mut [f32]) {
-    block_body::<true, MR_AVX512>(a, rows, b, bias, c)
+    use std::arch::x86_64::*;
+    const ROWS: usize = MR_AVX512;
+    let (k, n) = (b.k, b.n);
+    let panels = n.div_ceil(NR);
+    let groups = rows.div_ceil(ROWS);
+    assert!(a.len() >= groups * ROWS * k, "A packed in whole groups");
+    assert!(c.len() >= rows * n, "C holds rows * n values");
+    if let Some(bias) = bias {
+        assert!(bias.len() >= n, "the bias holds n values");
+    }
+    let tile = b.k_tile.max(1);
+    let pass = tile * (KC / tile).max(1);
+    let mut tiles_sum = vec![[_mm512_setzero_ps(); 2]; groups * ROWS];
+    for p in (0..panels).step_by(2) {
+        let pair = (panels - p).min(2);
+        // With one panel left, its pair reads the same panel again and drops the result.
+        let b0 = &b.panels[p * k * NR..][..k * NR];
+        let b1 = &b.panels[(p + pair - 1) * k * NR..][..k * NR];
+        tiles_sum.fill([_mm512_setzero_ps(); 2]);
+        for p0 in (0..k).step_by(pass) {
+            let p1 = (p0 + pass).min(k);
+            for g in 0..groups {
+                let sums = &mut tiles_sum[g * ROWS..][..ROWS];
+                for k0 in (p0..p1).step_by(tile) {
+                    let k1 = (k0 + tile).min(k);
+                    // SAFETY: the loads stay inside `b0`, `b1` (k * NR values each, `kk < k`)
+                    // and `a` (`(g * k + kk) * ROWS + r` with `kk < k`, `r < ROWS`).
+                    unsafe {
+                        let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+                        for kk in k0..k1 {
+                            let x0 = _mm512_loadu_ps(b0.as_ptr().add(kk * NR));
+                            let x1 = _mm512_loadu_ps(b1.as_ptr().add(kk * NR));
+                            let ap = a.as_ptr().add((g * k + kk) * ROWS);
+                            for (r, row) in acc.iter_mut().enumerate() {
+                                let av = _mm512_set1_ps(*ap.add(r));
+                                row[0] = _mm512_fmadd_ps(av, x0, row[0]);
+                                row[1] = _mm512_fmadd_ps(av, x1, row[1]);
+                            }
+                        }
+                        for (s, t) in sums.iter_mut().zip(&acc) {
+                            s[0] = _mm512_add_ps(s[0], t[0]);
+                            s[1] = _mm512_add_ps(s[1], t[1]);
+                        }
+                    }
+                }
+            }
+        }
+        for g in 0..groups {
+            let r0 = g * ROWS;
+            for (r, row) in tiles_sum[g * ROWS..][..ROWS]
+                .iter()
+                .enumerate()
+                .take(ROWS.min(rows - r0))
+            {
+                let c_row = &mut c[(r0 + r) * n..][..n];
+                for (i, v) in row.iter().enumerate().take(pair) {
+                    let col0 = (p + i) * NR;
+                    let cols = NR.min(n - col0);
+                    let mask: __mmask16 = if cols == NR { !0 } else { (1 << cols) - 1 };
+                    // SAFETY: the masked loads and stores touch columns `col0 .. col0 + cols`
+                    // only, which exist in `bias` and `c_row`.
+                    unsafe {
+                        let mut v = *v;
+                        if let Some(bias) = bias {
+                            let bv = _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(col0));
+                            v = _mm512_add_ps(v, bv);
+                        }
+                        _mm512_mask_storeu_ps(c_row.as_mut_ptr().add(col0), mask, v);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -471,6 +471,48 @@ pub(crate) fn block(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c
     block_body::<false, MR>(a, rows, b, bias, c)
 }
 
+/// The epilogue of the AVX-512 micro-kernels for one row: the sums of `pair` panels from
+/// panel `p`, plus the bias, GELU'd with `gelu`, into the columns of `c_row` that exist
+/// (masked loads and stores past the last column).
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_pair(
+    row: &[std::arch::x86_64::__m512; 2],
+    pair: usize,
+    p: usize,
+    bias: Option<&[f32]>,
+    gelu: bool,
+    c_row: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let n = c_row.len();
+    for (i, v) in row.iter().enumerate().take(pair) {
+        let col0 = (p + i) * NR;
+        let cols = NR.min(n - col0);
+        let mask: __mmask16 = if cols == NR { !0 } else { (1 << cols) - 1 };
+        // SAFETY: AVX-512F as the caller promises; the masked loads and stores touch columns
+        // `col0 .. col0 + cols` only, which exist in `bias` (n values) and `c_row`.
+        unsafe {
+            let mut v = *v;
+            if let Some(bias) = bias {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(col0)));
+            }
+            if gelu {
+                let mut lanes = [0f32; NR];
+                _mm512_storeu_ps(lanes.as_mut_ptr(), v);
+                for l in lanes.iter_mut() {
+                    *l = crate::fmath::gelu(*l);
+                }
+                v = _mm512_loadu_ps(lanes.as_ptr());
+            }
+            _mm512_mask_storeu_ps(c_row.as_mut_ptr().add(col0), mask, v);
+        }
+    }
+}
+
 /// [`block_body`]'s sums with AVX-512, two panels at a time (12 rows x 32 columns, 24
 /// accumulators for the k-tile in registers, the sums of the tiles before in a buffer each
 /// group keeps), the reduction in passes of whole k-tiles of about [`KC`] steps so that the
@@ -533,22 +575,8 @@ unsafe fn block_avx512(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>
                 .enumerate()
                 .take(ROWS.min(rows - r0))
             {
-                let c_row = &mut c[(r0 + r) * n..][..n];
-                for (i, v) in row.iter().enumerate().take(pair) {
-                    let col0 = (p + i) * NR;
-                    let cols = NR.min(n - col0);
-                    let mask: __mmask16 = if cols == NR { !0 } else { (1 << cols) - 1 };
-                    // SAFETY: the masked loads and stores touch columns `col0 .. col0 + cols`
-                    // only, which exist in `bias` and `c_row`.
-                    unsafe {
-                        let mut v = *v;
-                        if let Some(bias) = bias {
-                            let bv = _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(col0));
-                            v = _mm512_add_ps(v, bv);
-                        }
-                        _mm512_mask_storeu_ps(c_row.as_mut_ptr().add(col0), mask, v);
-                    }
-                }
+                // SAFETY: AVX-512F is enabled in this function.
+                unsafe { store_pair(row, pair, p, bias, false, &mut c[(r0 + r) * n..][..n]) };
             }
         }
     }
@@ -733,30 +761,8 @@ unsafe fn block_f32_avx512<const GROUPED: bool>(
                     continue;
                 }
                 for (r, row) in acc.iter().enumerate().take(ROWS.min(rows - r0)) {
-                    let c_row = &mut c[(r0 + r) * n..][..n];
-                    for (i, v) in row.iter().enumerate().take(pair) {
-                        let col0 = (p + i) * NR;
-                        let cols = NR.min(n - col0);
-                        let mask: __mmask16 = if cols == NR { !0 } else { (1 << cols) - 1 };
-                        // SAFETY: the masked loads and stores touch columns `col0 .. col0 +
-                        // cols` only, which exist in `bias` and `c_row`.
-                        unsafe {
-                            let mut v = *v;
-                            if let Some(bias) = bias {
-                                let bv = _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(col0));
-                                v = _mm512_add_ps(v, bv);
-                            }
-                            if gelu {
-                                let mut lanes = [0f32; NR];
-                                _mm512_storeu_ps(lanes.as_mut_ptr(), v);
-                                for l in lanes.iter_mut() {
-                                    *l = crate::fmath::gelu(*l);
-                                }
-                                v = _mm512_loadu_ps(lanes.as_ptr());
-                            }
-                            _mm512_mask_storeu_ps(c_row.as_mut_ptr().add(col0), mask, v);
-                        }
-                    }
+                    // SAFETY: AVX-512F is enabled in this function.
+                    unsafe { store_pair(row, pair, p, bias, gelu, &mut c[(r0 + r) * n..][..n]) };
                 }
             }
         }

@@ -12,9 +12,10 @@
 //! and `numpy` (`pip install onnxruntime numpy`); set AMANUENSIS_PYTHON to use another Python.
 //! `AMANUENSIS_BENCH_MODELS=tiny.en` restricts the models.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::PythonBaseline;
 
 use amanuensis::audio::N_FRAMES;
 use amanuensis::backend::Backend;
@@ -78,61 +79,6 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(100));
 }
 
-/// ONNX Runtime on one file, ready to run.
-struct OnnxRuntime {
-    child: std::process::Child,
-    input: std::process::ChildStdin,
-    output: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
-    version: String,
-}
-
-impl OnnxRuntime {
-    fn start(path: &std::path::Path, threads: usize, n_mels: usize) -> OnnxRuntime {
-        let python = std::env::var("AMANUENSIS_PYTHON").unwrap_or_else(|_| "python3".into());
-        let mut child = Command::new(&python)
-            .args(["-c", ORT_SCRIPT])
-            .arg(path)
-            .args([threads.to_string(), n_mels.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-        let input = child.stdin.take().expect("piped");
-        let mut output = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let Some(Ok(version)) = output.next() else {
-            eprintln!(
-                "the ONNX Runtime baseline did not start (its error is above); install it with \
-                 `{python} -m pip install onnxruntime numpy` (or set AMANUENSIS_PYTHON)"
-            );
-            std::process::exit(1);
-        };
-        OnnxRuntime {
-            child,
-            input,
-            output,
-            version,
-        }
-    }
-
-    /// One timed run.
-    fn run(&mut self) -> Duration {
-        writeln!(self.input, "run").expect("ONNX Runtime is running");
-        let line = self
-            .output
-            .next()
-            .and_then(Result::ok)
-            .expect("ONNX Runtime answers");
-        Duration::from_secs_f64(line.trim().parse::<f64>().expect("ms") * 1e-3)
-    }
-}
-
-impl Drop for OnnxRuntime {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// One line of the table: times, rate, share of the peak, and the ratio to the `cpu` plan.
 fn print_row(label: &str, ms: Ms, flops: f64, peak: f64, cpu: Ms) {
     let rate = flops / (ms.median * 1e-3);
@@ -187,7 +133,12 @@ fn main() {
             for encoder in &encoders {
                 encoder.encode(&mel).expect("the encoder runs");
             }
-            let mut ort = OnnxRuntime::start(&encoders[0].files().encoder, threads, n_mels);
+            let args = [
+                encoders[0].files().encoder.display().to_string(),
+                threads.to_string(),
+                n_mels.to_string(),
+            ];
+            let mut ort = PythonBaseline::start(ORT_SCRIPT, &args, "onnxruntime numpy");
             let mut times = vec![Vec::new(); encoders.len() + 1];
             for _ in 0..RUNS {
                 for (encoder, times) in encoders.iter().zip(&mut times) {

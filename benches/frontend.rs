@@ -4,9 +4,10 @@
 //! - log-mel of one 30 s window (80 and 128 bins), median of repeated runs;
 //! - decode + downmix + resample to 16 kHz of about 60 s of 44.1 kHz stereo flac and mp3;
 //!
-//! with realtime factors. Reference figures for the log-mel of one window, measured on this
-//! project's 2-core machines: OpenAI's torch implementation about 8.6 ms on two threads,
-//! faster-whisper's numpy one 16-23 ms, Hugging Face's numpy one 42-79 ms.
+//! with realtime factors; the log-mel against openai-whisper's own `log_mel_spectrogram` (torch
+//! on one thread, a Python process kept running beside this one, runs interleaved), which
+//! needs python3 with `openai-whisper` (`pip install openai-whisper`; set AMANUENSIS_PYTHON
+//! to use another Python).
 //!
 //! The flac input is `../shared/reference/audio/jfk.flac` (11 s, 44.1 kHz stereo 24-bit,
 //! or `$AMANUENSIS_REFERENCE/audio/jfk.flac`), the mp3 one the repository's own
@@ -16,11 +17,36 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::PythonBaseline;
+
 use amanuensis::audio::{AudioStream, Decoder, Input, LogMel, N_SAMPLES, SAMPLE_RATE};
 
-fn median(mut times: Vec<Duration>) -> Duration {
+/// openai-whisper's `log_mel_spectrogram` (torch, one thread) on 30 s of noise of the same
+/// level, as a server: prints its version, then one timed run per line read.
+const TORCH_SCRIPT: &str = r#"
+import sys, time
+import numpy as np
+import torch
+import whisper
+from whisper.audio import log_mel_spectrogram, N_SAMPLES
+torch.set_num_threads(1)
+n_mels = int(sys.argv[1])
+x = torch.from_numpy((np.random.default_rng(0).uniform(-0.1, 0.1, N_SAMPLES)).astype(np.float32))
+for _ in range(5):
+    log_mel_spectrogram(x, n_mels)
+print(f"openai-whisper {whisper.__version__}, torch {torch.__version__}", flush=True)
+for _ in sys.stdin:
+    t = time.perf_counter()
+    log_mel_spectrogram(x, n_mels)
+    print(f"{(time.perf_counter() - t) * 1e3:.4f}", flush=True)
+"#;
+
+/// Median and minimum, in ms.
+fn median_min(mut times: Vec<Duration>) -> (f64, f64) {
     times.sort();
-    times[times.len() / 2]
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    (ms(times[times.len() / 2]), ms(times[0]))
 }
 
 fn bench_log_mel(n_mels: usize) {
@@ -39,19 +65,33 @@ fn bench_log_mel(n_mels: usize) {
     for _ in 0..5 {
         mel.compute_into(&samples, &mut out);
     }
-    let times: Vec<Duration> = (0..60)
-        .map(|_| {
-            let t = Instant::now();
-            mel.compute_into(&samples, &mut out);
-            t.elapsed()
-        })
-        .collect();
-    let ms = median(times).as_secs_f64() * 1e3;
+    let mut torch = PythonBaseline::start(
+        TORCH_SCRIPT,
+        &[n_mels.to_string()],
+        "openai-whisper torch numpy",
+    );
+    // Rounds of one run each, in turn: both see the same state of the machine.
+    let (mut ours, mut theirs, mut paired) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..40 {
+        let t = Instant::now();
+        mel.compute_into(&samples, &mut out);
+        let ours_t = t.elapsed();
+        let theirs_t = torch.run();
+        paired.push(ours_t.as_secs_f64() / theirs_t.as_secs_f64());
+        ours.push(ours_t);
+        theirs.push(theirs_t);
+    }
+    paired.sort_by(f64::total_cmp);
+    let ((ms, min), (torch_ms, torch_min)) = (median_min(ours), median_min(theirs));
     println!(
-        "log-mel, one 30 s window, {n_mels:>3} bins, 1 thread: {ms:6.2} ms  ({:>6.0}x realtime; \
-         OpenAI torch 8.6 ms on 2 threads: {:.1}x)",
+        "log-mel, one 30 s window, {n_mels:>3} bins, 1 thread: {ms:6.2} ms (min {min:.2}; {:>5.0}x \
+         realtime); {}: {torch_ms:.2} ms (min {torch_min:.2}); ours / theirs {:.2}x (medians), \
+         {:.2}x (minima), {:.2}x (median of the rounds' ratios)",
         30e3 / ms,
-        8.6 / ms
+        torch.version,
+        ms / torch_ms,
+        min / torch_min,
+        paired[paired.len() / 2]
     );
 }
 

@@ -148,8 +148,32 @@ impl LogMel {
         v[0]
     }
 
-    /// The mel power of `n_frames` frames of `padded` into `out` (`[n_mels, n_frames]`).
+    /// The mel power of `n_frames` frames of `padded` into `out` (`[n_mels, n_frames]`): the
+    /// windowing and power loops compiled for AVX-512 where the CPU has it (the same
+    /// operations in the same order, no contraction into FMA: the same bits).
     fn frames_with(&self, padded: &[f32], n_frames: usize, out: &mut [f32], s: &mut Scratch) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the running CPU supports AVX-512F, checked just above.
+            return unsafe { self.frames_with_avx512(padded, n_frames, out, s) };
+        }
+        self.frames_with_body(padded, n_frames, out, s)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn frames_with_avx512(
+        &self,
+        padded: &[f32],
+        n_frames: usize,
+        out: &mut [f32],
+        s: &mut Scratch,
+    ) {
+        self.frames_with_body(padded, n_frames, out, s)
+    }
+
+    #[inline(always)]
+    fn frames_with_body(&self, padded: &[f32], n_frames: usize, out: &mut [f32], s: &mut Scratch) {
         s.frame.resize(N_FFT, 0.0);
         s.spectrum.resize(N_FREQS, Complex::default());
         s.fft_scratch
@@ -179,9 +203,9 @@ impl LogMel {
     }
 }
 
-/// The vectorisable loops, compiled twice on x86-64: for the baseline (SSE2) and for AVX2,
-/// chosen at run time. Both builds perform the same operations in the same order (no FMA
-/// contraction), so their results are identical.
+/// The vectorisable loops, compiled three times on x86-64: for the baseline (SSE2), for AVX2
+/// and for AVX-512, chosen at run time. All three perform the same operations in the same order
+/// (no FMA contraction), so their results are identical.
 mod simd {
     use super::{FRAME_BLOCK, MelFilters};
 
@@ -195,6 +219,11 @@ mod simd {
         stride: usize,
     ) {
         #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the running CPU supports AVX-512F, checked just above.
+            return unsafe { project_avx512(filters, power, out, frames, stride) };
+        }
+        #[cfg(target_arch = "x86_64")]
         if avx2() {
             // SAFETY: the running CPU supports AVX2, checked just above.
             return unsafe { project_avx2(filters, power, out, frames, stride) };
@@ -204,6 +233,11 @@ mod simd {
 
     /// `log10(max(x, 1e-10))` in place.
     pub(super) fn log10_clamped(out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the running CPU supports AVX-512F, checked just above.
+            return unsafe { log10_clamped_avx512(out) };
+        }
         #[cfg(target_arch = "x86_64")]
         if avx2() {
             // SAFETY: the running CPU supports AVX2, checked just above.
@@ -215,10 +249,39 @@ mod simd {
     /// `(max(log10(max(x, 1e-10)), max - 8) + 4) / 4` over a whole spectrogram, in place.
     pub(super) fn log_compress(out: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the running CPU supports AVX-512F, checked just above.
+            return unsafe { log_compress_avx512(out) };
+        }
+        #[cfg(target_arch = "x86_64")]
         if avx2() {
             // SAFETY: the running CPU supports AVX2, checked just above.
             return unsafe { log_compress_avx2(out) };
         }
+        log_compress_body(out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn project_avx512(
+        filters: &MelFilters,
+        power: &[f32],
+        out: &mut [f32],
+        frames: usize,
+        stride: usize,
+    ) {
+        project_body(filters, power, out, frames, stride)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn log10_clamped_avx512(out: &mut [f32]) {
+        log10_clamped_body(out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn log_compress_avx512(out: &mut [f32]) {
         log_compress_body(out)
     }
 
@@ -249,6 +312,24 @@ mod simd {
     #[target_feature(enable = "avx2")]
     unsafe fn log_compress_avx2(out: &mut [f32]) {
         log_compress_body(out)
+    }
+
+    /// Asserts that the baseline build of each loop gives the bits of the build this CPU
+    /// picks, on the mel power `power` (`[n_mels, N_FRAMES]`).
+    #[cfg(test)]
+    pub(super) fn check_builds(filters: &MelFilters, power: &[f32]) {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        // A block of power spectra, frequency-major, from the values at hand.
+        let block: Vec<f32> = power[..super::N_FREQS * FRAME_BLOCK].to_vec();
+        let n = filters.n_mels() * FRAME_BLOCK;
+        let (mut picked, mut baseline) = (vec![0f32; n], vec![0f32; n]);
+        project(filters, &block, &mut picked, FRAME_BLOCK, FRAME_BLOCK);
+        project_body(filters, &block, &mut baseline, FRAME_BLOCK, FRAME_BLOCK);
+        assert_eq!(bits(&picked), bits(&baseline), "mel projection");
+        let (mut picked, mut baseline) = (power.to_vec(), power.to_vec());
+        log_compress(&mut picked);
+        log_compress_body(&mut baseline);
+        assert_eq!(bits(&picked), bits(&baseline), "log compression");
     }
 
     #[inline(always)]
@@ -347,6 +428,26 @@ mod simd {
 #[cfg(test)]
 mod tests {
     use super::simd::fast_log10;
+    use super::*;
+
+    /// The windowing and power loops, the mel projection and the log compression give the
+    /// same bits whichever build of them runs (baseline against the one this CPU picks).
+    #[test]
+    fn every_build_of_the_loops_gives_the_same_bits() {
+        let mel = LogMel::new(80);
+        let len = (N_FRAMES - 1) * HOP_LENGTH + N_FFT;
+        let padded: Vec<f32> = (0..len)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let mut picked = vec![0f32; 80 * N_FRAMES];
+        let mut baseline = vec![0f32; 80 * N_FRAMES];
+        let mut s = Scratch::default();
+        mel.frames_with(&padded, N_FRAMES, &mut picked, &mut s);
+        mel.frames_with_body(&padded, N_FRAMES, &mut baseline, &mut s);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&picked), bits(&baseline), "windowing and power");
+        simd::check_builds(&mel.filters, &picked);
+    }
 
     #[test]
     fn fast_log10_is_within_two_ulp_of_libm() {

@@ -211,6 +211,29 @@ pub fn gemm_f32(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>, gelu: bo
         });
 }
 
+/// [`gemm_rows`] for an A whose values are already bfloat16 (a softmax's output on the
+/// device): rounding them again changes nothing, so the micro-kernel reads them in place
+/// where it can, without a rounded, packed copy of A. The same bits.
+pub fn gemm_rows_bf16(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c: &mut [f32]) {
+    let (k, n) = (b.k, b.n);
+    assert_eq!(a.len(), rows * k, "A holds rows * k values");
+    assert_eq!(c.len(), rows * n, "C holds rows * n values");
+    debug_assert!(
+        a.iter()
+            .all(|x| x.is_nan() || bf16::round(*x, Rounding::Truncate) == *x),
+        "A holds bfloat16 values"
+    );
+    if rows == 0 || n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the running CPU supports AVX-512F, checked just above.
+        return unsafe { block_avx512::<false>(a, rows, b, bias, c) };
+    }
+    gemm_rows(Rounding::NearestEven, a, rows, b, bias, c)
+}
+
 /// [`gemm_f32`] on the calling thread only, for `rows` rows of A (`[rows, k]`): the work of
 /// one task of a caller that spreads tasks itself.
 pub fn gemm_f32_rows(
@@ -460,7 +483,7 @@ pub(crate) fn block(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the running CPU supports AVX-512F, checked just above.
-            return unsafe { block_avx512(a, rows, b, bias, c) };
+            return unsafe { block_avx512::<true>(a, rows, b, bias, c) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
@@ -518,15 +541,29 @@ unsafe fn store_pair(
 /// group keeps), the reduction in passes of whole k-tiles of about [`KC`] steps so that the
 /// panels' slices stay in L1 while every group of rows streams past them. Each output's sum is
 /// the contract's: per k-tile from zero in order, the tiles added in order, then the bias.
+///
+/// With `GROUPED`, `a` is packed in groups of rows ([`pack_a`]); without, it is row-major
+/// `[rows, k]`, already bfloat16 values, read in place (the last group's missing rows read
+/// the last row again, their sums dropped).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn block_avx512(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c: &mut [f32]) {
+unsafe fn block_avx512<const GROUPED: bool>(
+    a: &[f32],
+    rows: usize,
+    b: &PackedB,
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+) {
     use std::arch::x86_64::*;
     const ROWS: usize = MR_AVX512;
     let (k, n) = (b.k, b.n);
     let panels = n.div_ceil(NR);
     let groups = rows.div_ceil(ROWS);
-    assert!(a.len() >= groups * ROWS * k, "A packed in whole groups");
+    if GROUPED {
+        assert!(a.len() >= groups * ROWS * k, "A packed in whole groups");
+    } else {
+        assert!(a.len() >= rows * k, "A holds rows * k values");
+    }
     assert!(c.len() >= rows * n, "C holds rows * n values");
     if let Some(bias) = bias {
         assert!(bias.len() >= n, "the bias holds n values");
@@ -547,15 +584,23 @@ unsafe fn block_avx512(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>
                 for k0 in (p0..p1).step_by(tile) {
                     let k1 = (k0 + tile).min(k);
                     // SAFETY: the loads stay inside `b0`, `b1` (k * NR values each, `kk < k`)
-                    // and `a` (`(g * k + kk) * ROWS + r` with `kk < k`, `r < ROWS`).
+                    // and `a`: grouped, `(g * k + kk) * ROWS + r` with `kk < k`, `r < ROWS`;
+                    // row-major, row `min(g * ROWS + r, rows - 1) < rows`, column `kk < k`.
                     unsafe {
                         let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
+                        let rp: [*const f32; ROWS] = std::array::from_fn(|r| {
+                            if GROUPED {
+                                a.as_ptr().add(g * k * ROWS + r)
+                            } else {
+                                a.as_ptr().add((g * ROWS + r).min(rows - 1) * k)
+                            }
+                        });
+                        let step = if GROUPED { ROWS } else { 1 };
                         for kk in k0..k1 {
                             let x0 = _mm512_loadu_ps(b0.as_ptr().add(kk * NR));
                             let x1 = _mm512_loadu_ps(b1.as_ptr().add(kk * NR));
-                            let ap = a.as_ptr().add((g * k + kk) * ROWS);
                             for (r, row) in acc.iter_mut().enumerate() {
-                                let av = _mm512_set1_ps(*ap.add(r));
+                                let av = _mm512_set1_ps(*rp[r].add(kk * step));
                                 row[0] = _mm512_fmadd_ps(av, x0, row[0]);
                                 row[1] = _mm512_fmadd_ps(av, x1, row[1]);
                             }
@@ -868,7 +913,7 @@ mod tests {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: called only on a CPU with AVX-512F (checked here).
                 kernels.push(("avx512", MR_AVX512, |a, r, b, bias, c| unsafe {
-                    block_avx512(a, r, b, bias, c)
+                    block_avx512::<true>(a, r, b, bias, c)
                 }));
             }
         }
@@ -937,6 +982,32 @@ mod tests {
                         "({i}, {j}) of [{m}x{k}]x[{k}x{n}]"
                     );
                 }
+            }
+        }
+    }
+
+    /// An A of bfloat16 values read in place gives the bits of the rounded, packed A.
+    #[test]
+    fn bfloat16_rows_read_in_place_give_the_gemms_bits() {
+        for (m, k, n) in [(1, 1, 1), (13, 70, 17), (25, 300, 33), (96, 1500, 64)] {
+            for rounding in [Rounding::NearestEven, Rounding::Truncate] {
+                let contract = GemmContract::XDNA1.with_rounding(rounding);
+                let a: Vec<f32> = values(m * k, 31)
+                    .iter()
+                    .map(|x| bf16::round(*x, rounding))
+                    .collect();
+                let (b, bias) = (values(k * n, 32), values(n, 33));
+                let packed = PackedB::new(&contract, &b, k, n);
+                let mut expected = vec![f32::NAN; m * n];
+                gemm_rows(rounding, &a, m, &packed, Some(&bias), &mut expected);
+                let mut got = vec![f32::NAN; m * n];
+                gemm_rows_bf16(&a, m, &packed, Some(&bias), &mut got);
+                assert!(
+                    got.iter()
+                        .zip(&expected)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "[{m}x{k}]x[{k}x{n}] {rounding:?}"
+                );
             }
         }
     }

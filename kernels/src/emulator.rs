@@ -176,7 +176,8 @@ impl Device for Emulator {
                                 scores.resize(rows * n, 0.0);
                                 emu::gemm_rows(rounding, q, rows, kt, None, scores);
                                 softmax::softmax_rows_here(rounding, scores, n);
-                                emu::gemm_rows(rounding, scores, rows, v, None, o);
+                                // The softmax's values are bfloat16 already.
+                                emu::gemm_rows_bf16(scores, rows, v, None, o);
                             });
                         });
                 });

@@ -12,6 +12,7 @@
 //! and `numpy` (`pip install onnxruntime numpy`); set AMANUENSIS_PYTHON to use another Python.
 //! `AMANUENSIS_BENCH_MODELS=tiny.en` restricts the models.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -46,6 +47,128 @@ for _ in sys.stdin:
     sess.run(None, {name: x})
     print(f"{(time.perf_counter() - t) * 1e3:.3f}", flush=True)
 "#;
+
+/// Windows of the whole-process comparison's audio.
+const WINDOWS: usize = 8;
+
+/// What a user who picks ONNX Runtime instead runs: openai-whisper's frontend (torch) and the
+/// same encoder file in ONNX Runtime, window by window, features saved as one .npy; the whole
+/// Python process is timed from outside, imports included.
+const ORT_PROCESS: &str = r#"
+import sys, time
+started = time.perf_counter()
+import numpy as np
+import onnxruntime as ort
+import torch
+from whisper.audio import load_audio, log_mel_spectrogram, pad_or_trim, N_SAMPLES
+audio, model, threads, n_mels, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+torch.set_num_threads(threads)
+so = ort.SessionOptions()
+so.intra_op_num_threads = threads
+so.inter_op_num_threads = 1
+so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+name = sess.get_inputs()[0].name
+imported = time.perf_counter() - started
+x = load_audio(audio)
+features = []
+for start in range(0, len(x), N_SAMPLES):
+    mel = log_mel_spectrogram(pad_or_trim(x[start:start + N_SAMPLES]), n_mels)
+    features.append(sess.run(None, {name: mel.numpy()[None]})[0][0])
+np.save(out, np.stack(features))
+print(f"{imported:.4f}")
+"#;
+
+/// `WINDOWS` windows of audio, whole process: `amanuensis encode` with the `cpu` plan against
+/// [`ORT_PROCESS`], in turn, `RUNS` times; prints median (min-max) seconds and the ratio.
+fn whole_process(dir: &std::path::Path, encoder: &std::path::Path, n_mels: usize, threads: usize) {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let audio = tmp.path().join("audio.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut wav = hound::WavWriter::create(&audio, spec).expect("a WAV");
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..WINDOWS * 30 * 16_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let tone = (i as f32 * 0.07).sin() * 0.2;
+        let noise = ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1;
+        wav.write_sample(((tone + noise) * 32_000.0) as i16)
+            .expect("a WAV");
+    }
+    wav.finalize().expect("a WAV");
+    let python = std::env::var("AMANUENSIS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ours = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_amanuensis"));
+        command
+            .args(["encode", "--backend", "cpu", "--threads"])
+            .arg(threads.to_string())
+            .arg("--model")
+            .arg(dir)
+            .arg("-o")
+            .arg(tmp.path().join("ours.npy"))
+            .arg(&audio);
+        command
+    };
+    let theirs = || {
+        let mut command = Command::new(&python);
+        command
+            .args(["-c", ORT_PROCESS])
+            .arg(&audio)
+            .arg(encoder)
+            .args([threads.to_string(), n_mels.to_string()])
+            .arg(tmp.path().join("theirs.npy"));
+        command
+    };
+    let time = |mut command: Command, what: &str| {
+        settle();
+        let t = Instant::now();
+        let out = command.output().expect("the process starts");
+        let elapsed = t.elapsed();
+        assert!(
+            out.status.success(),
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            elapsed,
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    };
+    let (mut a, mut b, mut setup) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..RUNS.min(5) {
+        a.push(time(ours(), "amanuensis encode").0);
+        let (elapsed, stdout) = time(
+            theirs(),
+            "the ONNX Runtime script (needs onnxruntime and openai-whisper)",
+        );
+        b.push(elapsed);
+        let seconds: f64 = stdout.parse().expect("the script prints its setup time");
+        setup.push(Duration::from_secs_f64(seconds));
+    }
+    let setup = Ms::of(setup);
+    let (a, b) = (Ms::of(a), Ms::of(b));
+    println!(
+        "  whole process, {WINDOWS} windows (model load, audio, log-mel, encoder, .npy): \
+         amanuensis encode cpu {:.2} s ({:.2}-{:.2}), openai-whisper frontend + onnxruntime \
+         {:.2} s ({:.2}-{:.2}; of which imports and session {:.2} s): {:.2}x; without the \
+         Python side's imports and session: {:.2}x",
+        a.median / 1e3,
+        a.min / 1e3,
+        a.max / 1e3,
+        b.median / 1e3,
+        b.min / 1e3,
+        b.max / 1e3,
+        setup.median / 1e3,
+        a.median / b.median,
+        a.median / (b.median - setup.median)
+    );
+}
 
 /// Median, minimum and maximum of a run's times, in ms.
 #[derive(Clone, Copy)]
@@ -167,6 +290,7 @@ fn main() {
                 print_row(&label, *ms, flops, peak, cpu);
             }
             drop(ort);
+            whole_process(&dir, &encoders[0].files().encoder, n_mels, threads);
             if threads == 2 {
                 for (backend, encoder) in backends.iter().zip(&encoders) {
                     profiles.push((

@@ -88,6 +88,38 @@ impl AttentionLayout {
     }
 }
 
+/// Runs `f` on every block of up to `block_rows` queries of every head, all the blocks of all
+/// the heads spread over rayon's current pool at once (the pool waits once for the layer, not
+/// once a head): `f(head, queries, outputs)` with the head's own data from `per_head`, the
+/// block's queries (`rows * d` values of `q`, `[heads, m, d]`) and its outputs (`rows * dv`
+/// values of `out`, `[heads, m, dv]`).
+pub(crate) fn for_each_query_block<T: Sync>(
+    q: &[f32],
+    out: &mut [f32],
+    dims: AttentionDims,
+    per_head: &[T],
+    block_rows: usize,
+    f: impl Fn(&T, &[f32], &mut [f32]) + Sync,
+) {
+    use rayon::prelude::*;
+    let AttentionDims { m, d, dv, .. } = dims;
+    if m == 0 || dv == 0 {
+        return;
+    }
+    out.par_chunks_mut(m * dv)
+        .zip(per_head)
+        .enumerate()
+        .for_each(|(h, (out, head))| {
+            let q = &q[h * m * d..][..m * d];
+            out.par_chunks_mut(block_rows * dv)
+                .enumerate()
+                .for_each(|(block, o)| {
+                    let rows = o.len() / dv;
+                    f(head, &q[block * block_rows * d..][..rows * d], o);
+                });
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

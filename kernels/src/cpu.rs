@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use crate::attention::for_each_query_block;
 use crate::device::{AttentionDims, Counters, Device, DeviceError, Epilogue, Weights, checks};
 use crate::emu::{PackedB, block_f32, gemm_f32, micro_rows};
 use crate::fmath;
@@ -167,51 +168,47 @@ impl Device for CpuDevice {
                 RefCell::new([Vec::new(), Vec::new(), Vec::new()])
             };
         }
-        out.par_chunks_mut(m * dv)
-            .zip(&packed)
-            .enumerate()
-            .for_each(|(h, (out, (keys, values)))| {
-                let q = &q[h * m * d..][..m * d];
-                out.par_chunks_mut(QUERY_BLOCK * dv)
-                    .enumerate()
-                    .for_each(|(block_index, o)| {
-                        let rows = o.len() / dv;
-                        let q = &q[block_index * QUERY_BLOCK * d..][..rows * d];
-                        let panels = rows.div_ceil(panel);
-                        SCRATCH.with_borrow_mut(|[q_panels, scores_t, p_groups]| {
-                            // Q^T of this block as panels of queries (zero past the last).
-                            q_panels.clear();
-                            q_panels.resize(panels * d * panel, 0.0);
-                            for (r, query) in q.chunks_exact(d).enumerate() {
-                                let (p, c) = (r / panel, r % panel);
-                                for (kk, x) in query.iter().enumerate() {
-                                    q_panels[(p * d + kk) * panel + c] = *x;
-                                }
-                            }
-                            let q_t = PackedB::from_panels(d, rows, std::mem::take(q_panels));
-                            scores_t.resize(n * rows, 0.0);
-                            block_f32(keys, n, &q_t, None, false, scores_t);
-                            *q_panels = q_t.into_panels();
-                            // The softmax of each column of S^T, unnormalised, into the row
-                            // groups of P, with the row sums.
-                            let groups = rows.div_ceil(g);
-                            p_groups.resize(groups * n * g, 0.0);
-                            if rows % g != 0 {
-                                // The last group's rows past the block's queries must be zero.
-                                p_groups[(groups - 1) * n * g..].fill(0.0);
-                            }
-                            let (mut max, mut sums) = ([0f32; QUERY_BLOCK], [0f32; QUERY_BLOCK]);
-                            fmath::exp_into_groups(
-                                scores_t, rows, &mut max, g, p_groups, &mut sums,
-                            );
-                            block_f32(p_groups, rows, values, None, false, o);
-                            for (o_row, sum) in o.chunks_exact_mut(dv).zip(sums) {
-                                let inv = 1.0 / sum;
-                                o_row.iter_mut().for_each(|x| *x *= inv);
-                            }
-                        });
-                    });
-            });
+        for_each_query_block(
+            q,
+            out,
+            dims,
+            &packed,
+            QUERY_BLOCK,
+            |(keys, values), q, o| {
+                let rows = o.len() / dv;
+                let panels = rows.div_ceil(panel);
+                SCRATCH.with_borrow_mut(|[q_panels, scores_t, p_groups]| {
+                    // Q^T of this block as panels of queries (zero past the last).
+                    q_panels.clear();
+                    q_panels.resize(panels * d * panel, 0.0);
+                    for (r, query) in q.chunks_exact(d).enumerate() {
+                        let (p, c) = (r / panel, r % panel);
+                        for (kk, x) in query.iter().enumerate() {
+                            q_panels[(p * d + kk) * panel + c] = *x;
+                        }
+                    }
+                    let q_t = PackedB::from_panels(d, rows, std::mem::take(q_panels));
+                    scores_t.resize(n * rows, 0.0);
+                    block_f32(keys, n, &q_t, None, false, scores_t);
+                    *q_panels = q_t.into_panels();
+                    // The softmax of each column of S^T, unnormalised, into the row groups of P,
+                    // with the row sums.
+                    let groups = rows.div_ceil(g);
+                    p_groups.resize(groups * n * g, 0.0);
+                    if rows % g != 0 {
+                        // The last group's rows past the block's queries must be zero.
+                        p_groups[(groups - 1) * n * g..].fill(0.0);
+                    }
+                    let (mut max, mut sums) = ([0f32; QUERY_BLOCK], [0f32; QUERY_BLOCK]);
+                    fmath::exp_into_groups(scores_t, rows, &mut max, g, p_groups, &mut sums);
+                    block_f32(p_groups, rows, values, None, false, o);
+                    for (o_row, sum) in o.chunks_exact_mut(dv).zip(sums) {
+                        let inv = 1.0 / sum;
+                        o_row.iter_mut().for_each(|x| *x *= inv);
+                    }
+                });
+            },
+        );
         Ok(())
     }
 

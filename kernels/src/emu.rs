@@ -494,6 +494,31 @@ pub(crate) fn block(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c
     block_body::<false, MR>(a, rows, b, bias, c)
 }
 
+/// The operands of an AVX-512 micro-kernel fill their shapes: A in whole groups of
+/// [`MR_AVX512`] rows (`GROUPED`) or row-major, C, the bias.
+fn check_block<const GROUPED: bool>(
+    a: &[f32],
+    rows: usize,
+    b: &PackedB,
+    bias: Option<&[f32]>,
+    c: &[f32],
+) {
+    let (k, n) = (b.k, b.n);
+    if GROUPED {
+        let groups = rows.div_ceil(MR_AVX512);
+        assert!(
+            a.len() >= groups * MR_AVX512 * k,
+            "A packed in whole groups"
+        );
+    } else {
+        assert!(a.len() >= rows * k, "A holds rows * k values");
+    }
+    assert!(c.len() >= rows * n, "C holds rows * n values");
+    if let Some(bias) = bias {
+        assert!(bias.len() >= n, "the bias holds n values");
+    }
+}
+
 /// The epilogue of the AVX-512 micro-kernels for one row: the sums of `pair` panels from
 /// panel `p`, plus the bias, GELU'd with `gelu`, into the columns of `c_row` that exist
 /// (masked loads and stores past the last column).
@@ -559,15 +584,7 @@ unsafe fn block_avx512<const GROUPED: bool>(
     let (k, n) = (b.k, b.n);
     let panels = n.div_ceil(NR);
     let groups = rows.div_ceil(ROWS);
-    if GROUPED {
-        assert!(a.len() >= groups * ROWS * k, "A packed in whole groups");
-    } else {
-        assert!(a.len() >= rows * k, "A holds rows * k values");
-    }
-    assert!(c.len() >= rows * n, "C holds rows * n values");
-    if let Some(bias) = bias {
-        assert!(bias.len() >= n, "the bias holds n values");
-    }
+    check_block::<GROUPED>(a, rows, b, bias, c);
     let tile = b.k_tile.max(1);
     let pass = tile * (KC / tile).max(1);
     let mut tiles_sum = vec![[_mm512_setzero_ps(); 2]; groups * ROWS];
@@ -743,15 +760,7 @@ unsafe fn block_f32_avx512<const GROUPED: bool>(
     let (k, n) = (b.k, b.n);
     let panels = n.div_ceil(NR);
     let groups = rows.div_ceil(ROWS);
-    if GROUPED {
-        assert!(a.len() >= groups * ROWS * k, "A packed in whole groups");
-    } else {
-        assert!(a.len() >= rows * k, "A holds rows * k values");
-    }
-    assert!(c.len() >= rows * n, "C holds rows * n values");
-    if let Some(bias) = bias {
-        assert!(bias.len() >= n, "the bias holds n values");
-    }
+    check_block::<GROUPED>(a, rows, b, bias, c);
     let passes = k.div_ceil(KC).max(1);
     // Each group's sums between passes (12 rows x 32 columns).
     let mut partial = vec![[_mm512_setzero_ps(); 2]; if passes > 1 { groups * ROWS } else { 0 }];

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
+use crate::attention::for_each_query_block;
 use crate::device::{
     AttentionDims, Counters, Device, DeviceError, Epilogue, Kernel, StreamLayout, Traffic, Weights,
     checks,
@@ -161,26 +162,17 @@ impl Device for Emulator {
                 // One block's scores, reused block after block.
                 static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
             }
-            out.par_chunks_mut(m * dv)
-                .zip(&packed)
-                .enumerate()
-                .for_each(|(h, (out, (kt, v)))| {
-                    let q = &q[h * m * d..][..m * d];
-                    out.par_chunks_mut(QUERY_BLOCK * dv)
-                        .enumerate()
-                        .for_each(|(block, o)| {
-                            let rows = o.len() / dv;
-                            let q = &q[block * QUERY_BLOCK * d..][..rows * d];
-                            SCORES.with_borrow_mut(|scores| {
-                                scores.clear();
-                                scores.resize(rows * n, 0.0);
-                                emu::gemm_rows(rounding, q, rows, kt, None, scores);
-                                softmax::softmax_rows_here(rounding, scores, n);
-                                // The softmax's values are bfloat16 already.
-                                emu::gemm_rows_bf16(scores, rows, v, None, o);
-                            });
-                        });
+            for_each_query_block(q, out, dims, &packed, QUERY_BLOCK, |(kt, v), q, o| {
+                let rows = o.len() / dv;
+                SCORES.with_borrow_mut(|scores| {
+                    scores.clear();
+                    scores.resize(rows * n, 0.0);
+                    emu::gemm_rows(rounding, q, rows, kt, None, scores);
+                    softmax::softmax_rows_here(rounding, scores, n);
+                    // The softmax's values are bfloat16 already.
+                    emu::gemm_rows_bf16(scores, rows, v, None, o);
                 });
+            });
         }
         for _ in 0..heads {
             for (need, traffic) in self.contract.attention(dims).calls(&self.contract) {

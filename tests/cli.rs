@@ -179,6 +179,35 @@ fn bad_inputs_fail_with_one_clear_line_and_no_output() {
     assert_refused(&dir.join("inf.wav"), "infinity) at 0.500 s");
 }
 
+/// `encode` opens the audio before it resolves the model: a missing input fails naming
+/// itself, without fetching anything (the catalog cache is empty and the Python that would
+/// fetch does not exist, so a fetch would fail on that instead).
+#[test]
+fn encode_opens_the_audio_before_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing.wav");
+    let out = amanuensis()
+        .env("AMANUENSIS_HOME", tmp.path().join("cache"))
+        .env("AMANUENSIS_PYTHON", tmp.path().join("no-python"))
+        .args(["encode", "--model", "tiny"])
+        .arg(&missing)
+        .arg("-o")
+        .arg(tmp.path().join("out.npy"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("missing.wav") && err.contains("No such file"),
+        "the error names the audio: {err}"
+    );
+    assert!(
+        !err.to_lowercase().contains("fetch") && !err.contains("no-python"),
+        "nothing was fetched: {err}"
+    );
+    assert!(!tmp.path().join("out.npy").exists());
+}
+
 #[test]
 fn a_bad_output_path_or_option_is_refused() {
     let tmp = tempfile::tempdir().unwrap();

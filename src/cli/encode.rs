@@ -41,14 +41,16 @@ pub struct EncodeArgs {
 
 pub fn run(args: EncodeArgs) -> Result<()> {
     let options = args.plan.options(args.backend)?;
+    // The audio is opened before the model is resolved (and maybe fetched): a missing or
+    // unreadable input fails at once, naming itself.
+    let input = Input::from_arg(&args.audio);
+    let mut stream = AudioStream::open(&input)?;
     let model_dir = args.plan.model_dir()?;
     let encoder = Encoder::load(&model_dir, &options)?;
     if let Some(note) = &encoder.backend().note {
         eprintln!("{note}");
     }
     let dims = *encoder.dims();
-    let input = Input::from_arg(&args.audio);
-    let mut stream = AudioStream::open(&input)?;
     let mel = LogMel::new(dims.n_mels);
     let mut out = NpyRowWriter::create(&args.output, &[dims.n_audio_ctx, dims.d_model])
         .with_context(|| format!("cannot write {}", args.output.display()))?;

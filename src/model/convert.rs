@@ -40,10 +40,46 @@ fn layer_count(ct2: &Ct2Model, stack: &str) -> usize {
 
 /// Attention heads of a stack; every Whisper size has 64-wide heads, and older converters
 /// did not store the count.
-fn head_count(ct2: &Ct2Model, stack: &str, d_model: usize) -> usize {
-    ct2.scalar(&format!("{stack}/num_heads"))
-        .map(|h| h as usize)
-        .unwrap_or(d_model / 64)
+/// The heads of `stack`'s attention: its `num_heads` scalar, else one per 64 channels as in
+/// every Whisper; refused unless they divide `d_model`.
+fn head_count(ct2: &Ct2Model, stack: &str, d_model: usize) -> Result<usize, Ct2Error> {
+    let name = format!("{stack}/num_heads");
+    let (heads, from) = match ct2.scalar(&name) {
+        Ok(h) if h.is_finite() && h >= 1.0 && h.fract() == 0.0 => (h as usize, name),
+        Ok(h) => {
+            return Err(whisper_error(
+                ct2,
+                format!("{name} is {h}, not a head count"),
+            ));
+        }
+        Err(_) => (d_model / 64, format!("{d_model} channels / 64 (no {name})")),
+    };
+    if heads == 0 || !d_model.is_multiple_of(heads) {
+        return Err(whisper_error(
+            ct2,
+            format!("{heads} heads ({from}) do not divide the width of {d_model}"),
+        ));
+    }
+    Ok(heads)
+}
+
+fn whisper_error(ct2: &Ct2Model, detail: String) -> Ct2Error {
+    Ct2Error::Whisper {
+        path: ct2.path().to_path_buf(),
+        detail,
+    }
+}
+
+/// The shape of `name`, which must have `rank` dimensions, none of them zero.
+fn shape_of_rank<'a>(ct2: &'a Ct2Model, name: &str, rank: usize) -> Result<&'a [usize], Ct2Error> {
+    let shape = ct2.shape(name)?;
+    if shape.len() != rank || shape.contains(&0) {
+        return Err(whisper_error(
+            ct2,
+            format!("variable {name} has shape {shape:?}, not {rank} non-zero dimensions"),
+        ));
+    }
+    Ok(shape)
 }
 
 /// Reads the encoder's dimensions off a Whisper checkpoint's variables.
@@ -63,10 +99,16 @@ pub fn ct2_encoder_dims(ct2: &Ct2Model) -> Result<WhisperDims, Ct2Error> {
             expected: vec![0, 0, 3],
         });
     };
-    let n_audio_ctx = ct2.shape("encoder/position_encodings/encodings")?[0];
+    if d_model == 0 || n_mels == 0 {
+        return Err(whisper_error(
+            ct2,
+            format!("variable encoder/conv1/weight has shape {conv1:?}"),
+        ));
+    }
+    let n_audio_ctx = shape_of_rank(ct2, "encoder/position_encodings/encodings", 2)?[0];
     let n_layers = layer_count(ct2, "encoder");
-    let n_ffn = ct2.shape("encoder/layer_0/ffn/linear_0/weight")?[0];
-    let n_heads = head_count(ct2, "encoder", d_model);
+    let n_ffn = shape_of_rank(ct2, "encoder/layer_0/ffn/linear_0/weight", 2)?[0];
+    let n_heads = head_count(ct2, "encoder", d_model)?;
     Ok(WhisperDims {
         n_mels,
         n_audio_ctx,
@@ -79,15 +121,15 @@ pub fn ct2_encoder_dims(ct2: &Ct2Model) -> Result<WhisperDims, Ct2Error> {
 
 /// Reads the decoder's dimensions off a Whisper checkpoint's variables.
 pub fn ct2_decoder_dims(ct2: &Ct2Model) -> Result<DecoderDims, Ct2Error> {
-    let emb = ct2.shape("decoder/embeddings/weight")?;
+    let emb = shape_of_rank(ct2, "decoder/embeddings/weight", 2)?;
     let n_vocab = emb[0];
     let d_model = emb[1];
-    let n_text_ctx = ct2.shape("decoder/position_encodings/encodings")?[0];
+    let n_text_ctx = shape_of_rank(ct2, "decoder/position_encodings/encodings", 2)?[0];
     let n_layers = layer_count(ct2, "decoder");
     // Every Whisper has as many heads in its decoder as in its encoder.
     let n_heads = match ct2.scalar("decoder/num_heads") {
-        Ok(h) => h as usize,
-        Err(_) => head_count(ct2, "encoder", d_model),
+        Ok(_) => head_count(ct2, "decoder", d_model)?,
+        Err(_) => head_count(ct2, "encoder", d_model)?,
     };
     Ok(DecoderDims {
         n_vocab,
@@ -95,7 +137,7 @@ pub fn ct2_decoder_dims(ct2: &Ct2Model) -> Result<DecoderDims, Ct2Error> {
         n_layers,
         n_heads,
         d_model,
-        n_ffn: ct2.shape("decoder/layer_0/ffn/linear_0/weight")?[0],
+        n_ffn: shape_of_rank(ct2, "decoder/layer_0/ffn/linear_0/weight", 2)?[0],
     })
 }
 

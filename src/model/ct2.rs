@@ -55,6 +55,15 @@ pub enum Ct2Error {
         /// The shape the model needs.
         expected: Vec<usize>,
     },
+    /// The variables are there but describe no Whisper model (a zero or inconsistent
+    /// dimension, a head count that does not divide the width).
+    #[error("{path}: not a usable Whisper checkpoint: {detail}")]
+    Whisper {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the variable.
+        detail: String,
+    },
 }
 
 /// Element types of a CTranslate2 variable.
@@ -232,8 +241,11 @@ impl Ct2Model {
             let dtype = Ct2Dtype::from_code(code)
                 .ok_or_else(|| format!("variable {name} has unknown dtype code {code}"))?;
             let len = c.u32()? as usize;
-            let elements: usize = shape.iter().product();
-            if elements * dtype.size() != len {
+            // Checked: a forged shape must not wrap around to the stated length.
+            let expected = shape
+                .iter()
+                .try_fold(dtype.size(), |acc, d| acc.checked_mul(*d));
+            if expected != Some(len) {
                 return Err(format!(
                     "variable {name}: {len} bytes for shape {shape:?} of {dtype:?}"
                 ));
@@ -448,5 +460,81 @@ mod tests {
         }
         let err = Ct2Model::parse(Path::new("m.bin"), b"PK\x03\x04 this is a zip").unwrap_err();
         assert!(err.contains("format version"), "{err}");
+    }
+
+    /// Whisper variables of the wrong rank, a zero width or a head count that does not
+    /// divide the width are refused by name, not indexed or divided by.
+    #[test]
+    fn crafted_whisper_dimensions_are_refused_by_name() {
+        use crate::model::convert::{ct2_decoder_dims, ct2_encoder_dims};
+        let f32s = |n: usize| vec![0u8; n * 4];
+        let encoder = |conv: &[u32], pos: &[u32], heads: Option<f32>| {
+            let mut vars = vec![
+                variable(
+                    "encoder/conv1/weight",
+                    conv,
+                    0,
+                    &f32s(conv.iter().product::<u32>() as usize),
+                ),
+                variable(
+                    "encoder/position_encodings/encodings",
+                    pos,
+                    0,
+                    &f32s(pos.iter().product::<u32>() as usize),
+                ),
+                variable("encoder/layer_0/ffn/linear_0/weight", &[8, 4], 0, &f32s(32)),
+            ];
+            if let Some(h) = heads {
+                vars.push(variable("encoder/num_heads", &[], 0, &h.to_le_bytes()));
+            }
+            Ct2Model::parse(Path::new("m.bin"), &checkpoint(&vars, &[])).unwrap()
+        };
+        let cases = [
+            (
+                encoder(&[4, 2, 3], &[6], None),
+                "encoder/position_encodings/encodings",
+            ),
+            (
+                encoder(&[4, 2, 3], &[6, 4], Some(0.0)),
+                "encoder/num_heads is 0",
+            ),
+            (encoder(&[4, 2, 3], &[6, 4], Some(3.0)), "3 heads"),
+            (encoder(&[4, 2, 3], &[6, 4], None), "no encoder/num_heads"),
+            (
+                encoder(&[0, 2, 3], &[6, 4], Some(1.0)),
+                "encoder/conv1/weight",
+            ),
+        ];
+        for (m, problem) in cases {
+            let err = ct2_encoder_dims(&m).unwrap_err().to_string();
+            assert!(
+                err.contains(problem) && err.contains("m.bin"),
+                "{problem}: {err}"
+            );
+        }
+        let m = encoder(&[4, 2, 3], &[6, 4], Some(2.0));
+        assert_eq!(ct2_encoder_dims(&m).unwrap().n_heads, 2);
+        let decoder = Ct2Model::parse(
+            Path::new("m.bin"),
+            &checkpoint(
+                &[variable("decoder/embeddings/weight", &[5], 0, &f32s(5))],
+                &[],
+            ),
+        )
+        .unwrap();
+        let err = ct2_decoder_dims(&decoder).unwrap_err().to_string();
+        assert!(err.contains("decoder/embeddings/weight"), "{err}");
+    }
+
+    /// A shape whose product overflows cannot wrap around to the stated byte count: 2^32 x
+    /// 2^32 float32 values wrap to 0 bytes in 64-bit arithmetic.
+    #[test]
+    fn a_forged_shape_is_refused_not_wrapped() {
+        let forged = checkpoint(&[variable("huge", &[u32::MAX, u32::MAX, 16], 0, &[])], &[]);
+        let err = Ct2Model::parse(Path::new("m.bin"), &forged).unwrap_err();
+        assert!(err.contains("huge") && err.contains("0 bytes"), "{err}");
+        let forged = checkpoint(&[variable("wraps", &[1 << 31, 1 << 31, 4], 0, &[])], &[]);
+        let err = Ct2Model::parse(Path::new("m.bin"), &forged).unwrap_err();
+        assert!(err.contains("wraps"), "{err}");
     }
 }

@@ -605,6 +605,33 @@ fn int8_checkpoints_are_dequantised() {
     check_conversion(&vars, &weights);
 }
 
+/// A checkpoint whose CTranslate2 `config.json` is not JSON is refused, naming the file,
+/// before anything is written.
+#[test]
+fn a_malformed_checkpoint_config_is_refused_by_name() {
+    let weights = random_weights_with_whisper_key_bias();
+    let mut vars: Vec<Ct2Var> = weights.iter().map(|(n, s, d)| ct2_f32(n, s, d)).collect();
+    vars.push(ct2_i16_scalar("encoder/num_heads", HEADS as i16));
+    let tmp = tempfile::tempdir().unwrap();
+    let ct2 = tmp.path().join("ct2");
+    std::fs::create_dir(&ct2).unwrap();
+    write_ct2(&ct2.join("model.bin"), &vars);
+    std::fs::write(ct2.join("config.json"), b"{\"suppress_ids\": [1, 2").unwrap();
+    let err = format!(
+        "{:#}",
+        convert_ct2(&ct2, &tmp.path().join("out")).unwrap_err()
+    );
+    assert!(
+        err.contains("config.json") && err.contains("not valid JSON"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["ct2"], "the failed conversion left files behind");
+}
+
 #[test]
 fn conversion_refuses_to_overwrite_and_leaves_nothing_on_failure() {
     let tmp = tempfile::tempdir().unwrap();

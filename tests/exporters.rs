@@ -94,3 +94,31 @@ fn float16_export_with_float16_inputs() {
 fn float16_export_with_float32_inputs() {
     check_f16("optimum-fp16-io32.onnx");
 }
+
+/// A model directory whose `config.json` is not JSON is refused, naming the file and the
+/// parser's complaint, not loaded on guessed dimensions.
+#[test]
+fn a_malformed_config_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("optimum-opset17.onnx"),
+        tmp.path().join("encoder_model.onnx"),
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("config.json"), b"{\"d_model\": 64,").unwrap();
+    let Err(err) = Encoder::load(tmp.path(), &EncoderOptions::default()) else {
+        panic!("a malformed config.json is refused");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("config.json") && err.contains("not valid JSON"),
+        "{err}"
+    );
+    // The same directory with a well-formed config loads.
+    std::fs::write(
+        tmp.path().join("config.json"),
+        b"{\"model_type\": \"whisper\", \"d_model\": 64}",
+    )
+    .unwrap();
+    Encoder::load(tmp.path(), &EncoderOptions::default()).unwrap();
+}

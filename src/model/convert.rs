@@ -181,6 +181,22 @@ pub fn convert_ct2(src: &Path, out: &Path) -> Result<Converted> {
         src.parent().unwrap_or(Path::new(".")).to_path_buf()
     };
 
+    // CTranslate2's own config.json (suppression lists, alignment heads, language ids):
+    // optional, but when present it must be read, not guessed around.
+    let ct2_config_path = src_dir.join("config.json");
+    let ct2_config: serde_json::Value = if ct2_config_path.is_file() {
+        let bytes = std::fs::read(&ct2_config_path)
+            .with_context(|| format!("cannot read {}", ct2_config_path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{} is not valid JSON; fix or remove it (without it the conversion uses \
+                 Whisper's defaults)",
+                ct2_config_path.display()
+            )
+        })?
+    } else {
+        json!({})
+    };
     let tmp = tempfile::Builder::new()
         .prefix(".amanuensis-convert-")
         .tempdir_in(&parent)
@@ -220,10 +236,6 @@ pub fn convert_ct2(src: &Path, out: &Path) -> Result<Converted> {
         None
     };
 
-    let ct2_config: serde_json::Value = std::fs::read(src_dir.join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(json!({}));
     let config = hf_config(&dims, &decoder, &ct2_config, special.as_ref());
     std::fs::write(
         tmp.path().join("config.json"),

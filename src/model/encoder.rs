@@ -54,6 +54,16 @@ pub enum EncoderError {
         /// What the graph looks like instead.
         detail: String,
     },
+    /// The model's `config.json` cannot be read as JSON of the expected fields.
+    #[error(
+        "{path}: {detail}; fix or remove the file (without it the dimensions are read off the graph)"
+    )]
+    BadConfig {
+        /// The file.
+        path: PathBuf,
+        /// The reader's or the JSON parser's error.
+        detail: String,
+    },
     /// The mel input does not fit the model.
     #[error(
         "this encoder expects {expected} mel bins ({family} family), the frontend produced {got}"
@@ -200,10 +210,14 @@ impl Encoder {
         let started = Instant::now();
         let path = files.encoder.clone();
         let config: HfConfig = match &files.config {
-            Some(p) => std::fs::read(p)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default(),
+            Some(p) => {
+                let bad = |detail: String| EncoderError::BadConfig {
+                    path: p.clone(),
+                    detail,
+                };
+                let bytes = std::fs::read(p).map_err(|e| bad(format!("cannot read: {e}")))?;
+                serde_json::from_slice(&bytes).map_err(|e| bad(format!("not valid JSON: {e}")))?
+            }
             None => HfConfig::default(),
         };
         if config.model_type.as_deref().is_some_and(|t| t != "whisper") {

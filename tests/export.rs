@@ -605,6 +605,15 @@ fn int8_checkpoints_are_dequantised() {
     check_conversion(&vars, &weights);
 }
 
+/// After a failed conversion, `dir` holds the checkpoint's folder `ct2` and nothing else.
+fn assert_only_the_checkpoint_is_left(dir: &std::path::Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["ct2"], "the failed conversion left files behind");
+}
+
 /// A checkpoint whose CTranslate2 `config.json` is not JSON is refused, naming the file,
 /// before anything is written.
 #[test]
@@ -625,11 +634,7 @@ fn a_malformed_checkpoint_config_is_refused_by_name() {
         err.contains("config.json") && err.contains("not valid JSON"),
         "{err}"
     );
-    let left: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(left, ["ct2"], "the failed conversion left files behind");
+    assert_only_the_checkpoint_is_left(tmp.path());
 }
 
 #[test]
@@ -644,11 +649,7 @@ fn conversion_refuses_to_overwrite_and_leaves_nothing_on_failure() {
         err.contains("model.bin") && err.contains("not a CTranslate2"),
         "{err}"
     );
-    let left: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(left, ["ct2"], "the failed conversion left files behind");
+    assert_only_the_checkpoint_is_left(tmp.path());
 
     std::fs::create_dir(&out).unwrap();
     let err = convert_ct2(&ct2, &out).unwrap_err().to_string();

@@ -144,7 +144,25 @@ pub fn gemm(
     if let Some(bias) = bias {
         assert_eq!(bias.len(), n, "the bias holds n values");
     }
-    // Row blocks large enough to amortise a task, small enough to balance two cores.
+    over_row_tasks(a, m, k, n, c, |a, rows, c| {
+        gemm_rows(rounding, a, rows, b, bias, c)
+    });
+}
+
+/// Spreads the rows of `a` (`[m, k]`) and `c` (`[m, n]`) over rayon's current pool in
+/// blocks large enough to amortise a task, small enough to balance two cores: `f(a_rows,
+/// rows, c_rows)` for each block.
+fn over_row_tasks(
+    a: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    c: &mut [f32],
+    f: impl Fn(&[f32], usize, &mut [f32]) + Sync,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
     let rows_per_task = (ROW_PAD * 8).min(m.div_ceil(ROW_PAD) * ROW_PAD);
     use rayon::prelude::*;
     c.par_chunks_mut(rows_per_task * n)
@@ -152,14 +170,7 @@ pub fn gemm(
         .for_each(|(t, c_block)| {
             let row0 = t * rows_per_task;
             let rows = c_block.len() / n;
-            gemm_rows(
-                rounding,
-                &a[row0 * k..(row0 + rows) * k],
-                rows,
-                b,
-                bias,
-                c_block,
-            );
+            f(&a[row0 * k..(row0 + rows) * k], rows, c_block);
         });
 }
 
@@ -193,22 +204,9 @@ pub fn gemm_f32(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>, gelu: bo
     let (k, n) = (b.k, b.n);
     assert_eq!(a.len(), m * k, "A holds m * k values");
     assert_eq!(c.len(), m * n, "C holds m * n values");
-    let rows_per_task = (ROW_PAD * 8).min(m.div_ceil(ROW_PAD) * ROW_PAD).max(1);
-    use rayon::prelude::*;
-    c.par_chunks_mut(rows_per_task * n)
-        .enumerate()
-        .for_each(|(t, c_block)| {
-            let row0 = t * rows_per_task;
-            let rows = c_block.len() / n;
-            gemm_f32_rows(
-                &a[row0 * k..(row0 + rows) * k],
-                rows,
-                b,
-                bias,
-                gelu,
-                c_block,
-            );
-        });
+    over_row_tasks(a, m, k, n, c, |a, rows, c| {
+        gemm_f32_rows(a, rows, b, bias, gelu, c)
+    });
 }
 
 /// [`gemm_rows`] for an A whose values are already bfloat16 (a softmax's output on the

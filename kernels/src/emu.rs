@@ -139,14 +139,19 @@ pub fn gemm(
     c: &mut [f32],
 ) {
     let (k, n) = (b.k, b.n);
-    assert_eq!(a.len(), m * k, "A holds m * k values");
-    assert_eq!(c.len(), m * n, "C holds m * n values");
-    if let Some(bias) = bias {
-        assert_eq!(bias.len(), n, "the bias holds n values");
-    }
+    assert_operands(a, m, b, bias, c);
     over_row_tasks(a, m, k, n, c, |a, rows, c| {
         gemm_rows(rounding, a, rows, b, bias, c)
     });
+}
+
+/// A product's operands fill their shapes: A `[rows, k]`, C `[rows, n]`, the bias `n`.
+fn assert_operands(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c: &[f32]) {
+    assert_eq!(a.len(), rows * b.k, "A holds rows * k values");
+    assert_eq!(c.len(), rows * b.n, "C holds rows * n values");
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), b.n, "the bias holds n values");
+    }
 }
 
 /// Spreads the rows of `a` (`[m, k]`) and `c` (`[m, n]`) over rayon's current pool in
@@ -184,9 +189,8 @@ pub fn gemm_rows(
     bias: Option<&[f32]>,
     c: &mut [f32],
 ) {
-    let (k, n) = (b.k, b.n);
-    assert_eq!(a.len(), rows * k, "A holds rows * k values");
-    assert_eq!(c.len(), rows * n, "C holds rows * n values");
+    let k = b.k;
+    assert_operands(a, rows, b, bias, c);
     // The rows of A, rounded, padded to whole micro-tiles with zero rows, in a buffer each
     // thread keeps: allocating it per task would cost a page fault per 4 KiB at Whisper's
     // sizes.
@@ -202,8 +206,7 @@ pub fn gemm_rows(
 /// still in registers. Rows are spread over rayon's current pool.
 pub fn gemm_f32(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>, gelu: bool, c: &mut [f32]) {
     let (k, n) = (b.k, b.n);
-    assert_eq!(a.len(), m * k, "A holds m * k values");
-    assert_eq!(c.len(), m * n, "C holds m * n values");
+    assert_operands(a, m, b, bias, c);
     over_row_tasks(a, m, k, n, c, |a, rows, c| {
         gemm_f32_rows(a, rows, b, bias, gelu, c)
     });
@@ -213,9 +216,8 @@ pub fn gemm_f32(a: &[f32], m: usize, b: &PackedB, bias: Option<&[f32]>, gelu: bo
 /// device): rounding them again changes nothing, so the micro-kernel reads them in place
 /// where it can, without a rounded, packed copy of A. The same bits.
 pub fn gemm_rows_bf16(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c: &mut [f32]) {
-    let (k, n) = (b.k, b.n);
-    assert_eq!(a.len(), rows * k, "A holds rows * k values");
-    assert_eq!(c.len(), rows * n, "C holds rows * n values");
+    let n = b.n;
+    assert_operands(a, rows, b, bias, c);
     debug_assert!(
         a.iter()
             .all(|x| x.is_nan() || bf16::round(*x, Rounding::Truncate) == *x),
@@ -243,8 +245,7 @@ pub fn gemm_f32_rows(
     c: &mut [f32],
 ) {
     let (k, n) = (b.k, b.n);
-    assert_eq!(a.len(), rows * k, "A holds rows * k values");
-    assert_eq!(c.len(), rows * n, "C holds rows * n values");
+    assert_operands(a, rows, b, bias, c);
     if rows == 0 || n == 0 {
         return;
     }
@@ -272,8 +273,7 @@ pub fn gemv_f32(
     c: &mut [f32],
 ) {
     let (k, n) = (b.k, b.n);
-    assert_eq!(a.len(), rows * k, "A holds rows * k values");
-    assert_eq!(c.len(), rows * n, "C holds rows * n values");
+    assert_operands(a, rows, b, bias, c);
     let panels = n.div_ceil(NR);
     // Four panels a step; about 128 KB of B a task, at least two tasks when there is work.
     let per_task =

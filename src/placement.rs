@@ -214,7 +214,7 @@ fn device_calls(model: &TypedModel, node: &TypedNode) -> Vec<DeviceCall> {
                 need: KernelNeed::gemm(&layout, bias, gelu),
                 traffic: Traffic::gemm(contract, &layout, weights).times(g.batch as u64),
                 weight_bytes: if weights {
-                    layout.weight_bytes() as u64
+                    layout.upload_bytes(bias) as u64
                 } else {
                     0
                 },

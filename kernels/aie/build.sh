@@ -165,7 +165,7 @@ echo "compiling the kernels for $clang_target"
 
 # mlir-aie's aiecc writes the instruction stream as little-endian 32-bit words; older
 # releases wrote one hexadecimal word a line. Either becomes raw words here, which
-# kernels/src/npu.rs reads from a `.bin` file.
+# kernels/src/npu/mod.rs reads from a `.bin` file.
 normalise_instructions() {
     "$python" - "$1" <<'EOF'
 import re, struct, sys

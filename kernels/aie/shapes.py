@@ -8,7 +8,7 @@ Every number here mirrors the Rust side, which is the source of truth:
   into dispatches of ``m_chunk`` rows so that ``m_chunk * k_pad * 2`` bytes fit the memory
   tiles (at least one 256-row block).
 - ``stream_layout`` is ``StreamLayout::new`` of ``kernels/src/device.rs`` together with the
-  per-dispatch row count that ``Npu::stream`` (``kernels/src/npu.rs``) asks the manifest for:
+  per-dispatch row count that ``Npu::stream`` (``kernels/src/npu/mod.rs``) asks the manifest for:
   half of the staging memory holds one dispatch's input, ``rows_per_dispatch =
   floor(staging / 2 / (cols * 2))``, ``dispatches = ceil(rows / rows_per_dispatch)``, and every
   dispatch has ``per = ceil(rows / dispatches)`` rows, one more when ``per * cols`` is odd
@@ -130,8 +130,10 @@ def gemm_layout_k_pad(m: int, k: int, n: int, k_pad: int) -> GemmLayout:
     m_pad = max(math.ceil(m / row_block), 1) * row_block
     n_pad = max(math.ceil(n / col_block), 1) * col_block
     fit = STAGING_BYTES // (k_pad * 2)
-    m_chunk = min(max((fit // row_block) * row_block, row_block), m_pad)
-    return GemmLayout(m, k, n, m_pad, k_pad, n_pad, m_chunk, math.ceil(m_pad / m_chunk))
+    most = min(max((fit // row_block) * row_block, row_block), m_pad)
+    dispatches = math.ceil(m_pad / most)
+    m_chunk = math.ceil(m_pad // row_block / dispatches) * row_block
+    return GemmLayout(m, k, n, m_pad, k_pad, n_pad, m_chunk, dispatches)
 
 
 @dataclass(frozen=True)

@@ -54,9 +54,16 @@ impl AttentionLayout {
         KernelNeed::softmax(self.dims.m, self.dims.n, self.width)
     }
 
-    /// Bytes of the scores (and of the probabilities) on the device, in bfloat16.
+    /// Bytes of the scores the first product writes on the device, in bfloat16: every row
+    /// of its dispatches.
     pub fn scores_bytes(&self) -> usize {
-        self.qk.m_pad * self.width * 2
+        self.qk.rows_sent() * self.width * 2
+    }
+
+    /// Rows of the scores and probabilities buffers on the device: enough for every dispatch
+    /// of either product (the last one may run past `m_pad`).
+    pub fn rows(&self) -> usize {
+        self.qk.rows_sent().max(self.pv.rows_sent())
     }
 
     /// The three kernels of one call and what each moves, in the order they run: the

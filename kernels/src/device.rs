@@ -595,7 +595,8 @@ impl Counters {
 pub struct StreamLayout {
     /// Values processed.
     pub elements: usize,
-    /// Bytes each way (bfloat16 in, bfloat16 out).
+    /// Bytes each way (bfloat16 in, bfloat16 out): every dispatch sends and reads back
+    /// `rows_per_dispatch` rows, the last one's padding included.
     pub bytes: usize,
     /// Dispatches.
     pub dispatches: usize,
@@ -618,7 +619,7 @@ impl StreamLayout {
         }
         StreamLayout {
             elements: rows * cols,
-            bytes: rows * cols * 2,
+            bytes: dispatches * per * cols * 2,
             dispatches,
             rows_per_dispatch: per,
             cols,

@@ -62,7 +62,7 @@ impl Device for Emulator {
         checks::weights(b, k, n, bias)?;
         let packed = PackedB::new(&self.contract, b, k, n);
         self.counters
-            .record_weights(self.contract.layout(1, k, n).weight_bytes());
+            .record_weights(self.contract.layout(1, k, n).upload_bytes(bias.is_some()));
         Ok(Arc::new(Weights::new(
             k,
             n,
@@ -185,6 +185,9 @@ impl Device for Emulator {
 
     fn softmax(&self, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
         checks::softmax(x, cols)?;
+        if x.is_empty() {
+            return Ok(());
+        }
         softmax::softmax_rows(self.contract.rounding, x, cols);
         self.counters.record(
             Kernel::Softmax,
@@ -194,6 +197,9 @@ impl Device for Emulator {
     }
 
     fn gelu(&self, x: &mut [f32]) -> Result<(), DeviceError> {
+        if x.is_empty() {
+            return Ok(());
+        }
         gelu::gelu(self.contract.rounding, x);
         self.counters.record(
             Kernel::Gelu,

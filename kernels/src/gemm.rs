@@ -92,8 +92,13 @@ impl GemmContract {
         let col_block = self.columns * self.tile.n;
         let m_pad = m.div_ceil(row_block).max(1) * row_block;
         let n_pad = n.div_ceil(col_block).max(1) * col_block;
+        // The most rows whose A fits the memory tiles, whole row blocks, at least one; then
+        // as few dispatches as that allows, their rows shared out evenly (whole row blocks
+        // again), so that the last dispatch does not carry rows of padding for nothing.
         let fit = self.staging_bytes / (k_pad * 2);
-        let m_chunk = ((fit / row_block) * row_block).clamp(row_block, m_pad);
+        let most = ((fit / row_block) * row_block).clamp(row_block, m_pad);
+        let dispatches = m_pad.div_ceil(most);
+        let m_chunk = (m_pad / row_block).div_ceil(dispatches) * row_block;
         GemmLayout {
             m,
             k,
@@ -102,7 +107,7 @@ impl GemmContract {
             k_pad,
             n_pad,
             m_chunk,
-            dispatches: m_pad.div_ceil(m_chunk),
+            dispatches,
         }
     }
 }
@@ -121,8 +126,9 @@ impl GemmContract {
     pub fn dma_operand_bytes(&self, layout: &GemmLayout) -> usize {
         let row_block = self.rows * self.tile.m;
         let col_block = self.columns * self.tile.n;
-        let a = layout.m_pad * layout.k_pad * 2 * (layout.n_pad / col_block);
-        let b = layout.k_pad * layout.n_pad * 2 * (layout.m_pad / row_block);
+        let rows = layout.rows_sent();
+        let a = rows * layout.k_pad * 2 * (layout.n_pad / col_block);
+        let b = layout.k_pad * layout.n_pad * 2 * (rows / row_block);
         a + b
     }
 }
@@ -149,10 +155,17 @@ pub struct GemmLayout {
 }
 
 impl GemmLayout {
-    /// Bytes sent to the device per call: A in bfloat16, plus B when it is an activation
-    /// (attention's two-operand products) rather than a weight uploaded once.
+    /// Rows of A the device computes per call: `m_chunk` a dispatch, the rows past `m_pad`
+    /// of a last dispatch that is not full included (zeros sent, results dropped).
+    pub fn rows_sent(&self) -> usize {
+        self.m_chunk * self.dispatches
+    }
+
+    /// Bytes sent to the device per call: A in bfloat16 ([`GemmLayout::rows_sent`] rows),
+    /// plus B when it is an activation (attention's two-operand products) rather than a
+    /// weight uploaded once.
     pub fn bytes_in(&self, b_is_weight: bool) -> usize {
-        let a = self.m_pad * self.k_pad * 2;
+        let a = self.rows_sent() * self.k_pad * 2;
         if b_is_weight {
             a
         } else {
@@ -160,9 +173,9 @@ impl GemmLayout {
         }
     }
 
-    /// Bytes read back per call: C in float32.
+    /// Bytes read back per call: C in float32, every row of every dispatch.
     pub fn bytes_out(&self) -> usize {
-        self.m_pad * self.n_pad * 4
+        self.rows_sent() * self.n_pad * 4
     }
 
     /// Bytes of B in bfloat16, uploaded once for a weight.
@@ -170,14 +183,25 @@ impl GemmLayout {
         self.k_pad * self.n_pad * 2
     }
 
+    /// Bytes of a bias in float32, uploaded once with its weight.
+    pub fn bias_bytes(&self) -> usize {
+        self.n_pad * 4
+    }
+
+    /// Bytes uploaded once for a weight and, with `bias`, its bias.
+    pub fn upload_bytes(&self, bias: bool) -> usize {
+        self.weight_bytes() + if bias { self.bias_bytes() } else { 0 }
+    }
+
     /// Useful floating-point operations (padding excluded).
     pub fn flops(&self) -> u64 {
         2 * self.m as u64 * self.k as u64 * self.n as u64
     }
 
-    /// Floating-point operations the array performs, padding included.
+    /// Floating-point operations the array performs, padding included (every row of every
+    /// dispatch).
     pub fn padded_flops(&self) -> u64 {
-        2 * self.m_pad as u64 * self.k_pad as u64 * self.n_pad as u64
+        2 * self.rows_sent() as u64 * self.k_pad as u64 * self.n_pad as u64
     }
 }
 
@@ -199,6 +223,19 @@ mod tests {
         // tiny's FFN down-projection: K = 1536, 682 rows fit: 512-row dispatches.
         let l = c.layout(1500, 1536, 384);
         assert_eq!((l.m_chunk, l.dispatches, l.n_pad), (512, 3, 384));
+        // small's projections: K = 768, 1365 rows fit, at most 1280 (5 blocks) a dispatch:
+        // two dispatches, shared as 3 blocks each, not 1280 + 1280 rows for 1536.
+        let l = c.layout(1500, 768, 768);
+        assert_eq!((l.m_chunk, l.dispatches, l.rows_sent()), (768, 2, 1536));
+        // medium's: K = 1024, 1024 rows fit (4 blocks): 2 dispatches of 3 blocks.
+        let l = c.layout(1500, 1024, 1024);
+        assert_eq!((l.m_chunk, l.dispatches), (768, 2));
+        // Seven blocks, at most two a dispatch: four dispatches of two, one block of zeros
+        // sent, and counted.
+        let l = c.layout(1700, 1536, 128);
+        assert_eq!((l.m_pad, l.m_chunk, l.dispatches), (1792, 512, 4));
+        assert_eq!(l.rows_sent(), 2048);
+        assert_eq!(l.bytes_out(), 2048 * 128 * 4);
         // Attention's QK^T per head: [1500, 64] @ [64, 1500].
         let l = c.layout(1500, 64, 1500);
         assert_eq!((l.k_pad, l.n_pad), (64, 1536));

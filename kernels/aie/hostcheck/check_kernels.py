@@ -220,7 +220,7 @@ def padded(values: list[float], rows: int, cols: int, rows_pad: int, cols_pad: i
 
 
 def check_attention(m: int, d: int, n: int, dv: int) -> bool:
-    """One head through the device's chain as kernels/src/npu.rs runs it: Q K^T into the
+    """One head through the device's chain as kernels/src/npu/mod.rs runs it: Q K^T into the
     bfloat16 scores, the strided softmax of softmax.py over them into zeroed probabilities,
     P V with K padded to the scores' width; against Emulator::attention, bit for bit."""
     lay = shapes.attention_layout(m, d, n, dv)

@@ -18,13 +18,15 @@
 //! [`GemmContract::layout`]'s, shared with the emulator. A device error or a timeout fails
 //! the call with the device's message: nothing computed by a failed dispatch is returned.
 
+mod xrt;
+
+pub use xrt::{BoFlags, CommandState, Native, NativeKernel, Xrt};
+
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use xrt_sys::{Bo, BoFlags, CommandState, HwContext, Kernel as XrtKernel, Xclbin};
 
 use crate::attention::AttentionLayout;
 use crate::bf16;
@@ -39,73 +41,82 @@ use crate::manifest::{KernelEntry, KernelKind, Manifest};
 /// How long one dispatch may run before it is declared hung.
 pub const DISPATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The instruction buffer is argument 1 of the NPU flow's kernel.
+const INSTRUCTION_ARG: u32 = 1;
+
 /// The data-buffer arguments of the NPU flow: A, B, C and the bias are arguments 3 to 6.
 const FIRST_DATA_ARG: u32 = 3;
 
-fn xrt(e: xrt_sys::XrtError) -> DeviceError {
-    DeviceError::Run(e.to_string())
-}
-
 /// One kernel of the manifest, opened: its kernel object and instruction buffer.
-struct Loaded {
-    kernel: XrtKernel,
-    instructions: Bo,
+struct Loaded<X: Xrt> {
+    kernel: X::Kernel,
+    instructions: X::Bo,
     words: u32,
 }
 
 /// A hardware context held, with the kernels of its xclbin opened in it.
-struct ContextEntry {
-    context: HwContext,
-    kernels: HashMap<usize, Arc<Loaded>>,
+struct ContextEntry<X: Xrt> {
+    _context: X::Context,
+    kernels: HashMap<usize, Arc<Loaded<X>>>,
 }
 
 /// Data buffers of one kernel shape, allocated once and reused by every dispatch.
-struct Buffers {
-    a: Bo,
-    b: Option<Bo>,
-    c: Bo,
-    bias: Option<Bo>,
+struct Buffers<X: Xrt> {
+    a: X::Bo,
+    b: Option<X::Bo>,
+    c: X::Bo,
+    bias: Option<X::Bo>,
 }
 
 /// Device buffers of one attention shape, allocated once and reused by every head: Q, K^T
 /// and V in, the output out, and the scores and probabilities that never leave the device,
 /// with the sub-buffers that one dispatch's rows of them are.
-struct AttentionBuffers {
-    q: Bo,
-    q_parts: Vec<Bo>,
-    kt: Bo,
-    scores: Bo,
-    scores_parts: Vec<Bo>,
-    probs: Bo,
-    probs_parts: Vec<Bo>,
-    v: Bo,
-    out: Bo,
+struct AttentionBuffers<X: Xrt> {
+    q: X::Bo,
+    q_parts: Vec<X::Bo>,
+    kt: X::Bo,
+    scores: X::Bo,
+    scores_parts: Vec<X::Bo>,
+    probs: X::Bo,
+    probs_parts: Vec<X::Bo>,
+    v: X::Bo,
+    out: X::Bo,
 }
 
 /// The NPU's weights: B (and the bias) in device buffers.
-struct NpuWeights {
-    b: Bo,
-    bias: Option<Bo>,
+struct NpuWeights<X: Xrt> {
+    b: X::Bo,
+    bias: Option<X::Bo>,
     k_pad: usize,
     n_pad: usize,
 }
 
-/// An XDNA NPU driven through XRT (`--backend npu`).
-pub struct Npu {
+/// What one call moved between host and device, counted as the host code syncs it.
+#[derive(Default)]
+struct Moved {
+    dispatches: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// An XDNA NPU driven through XRT (`--backend npu`); `X` is XRT itself ([`Native`]) except
+/// under test.
+pub struct Npu<X: Xrt = Native> {
+    xrt: X,
     contract: GemmContract,
     manifest: Manifest,
-    device: xrt_sys::Device,
-    xclbins: HashMap<PathBuf, Xclbin>,
-    contexts: Mutex<Lru<PathBuf, ContextEntry>>,
-    buffers: Mutex<HashMap<(usize, bool), Buffers>>,
-    attention: Mutex<HashMap<[usize; 3], AttentionBuffers>>,
+    device: X::Device,
+    xclbins: HashMap<PathBuf, X::Xclbin>,
+    contexts: Mutex<Lru<PathBuf, ContextEntry<X>>>,
+    buffers: Mutex<HashMap<(usize, bool), Buffers<X>>>,
+    attention: Mutex<HashMap<[usize; 3], AttentionBuffers<X>>>,
     counters: Counters,
 }
 
-impl std::fmt::Debug for Npu {
+impl<X: Xrt> std::fmt::Debug for Npu<X> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Npu")
-            .field("device", &self.device)
+            .field("device", &self.xrt.device_name(&self.device))
             .field("kernels", &self.manifest.dir)
             .finish_non_exhaustive()
     }
@@ -180,14 +191,26 @@ fn unpadded_f32(bytes: &[u8], cols_pad: usize, out: &mut [f32], cols: usize) {
     }
 }
 
-impl Npu {
-    /// Opens device `index` with the kernels of `manifest`. Fails with XRT's message when no
-    /// NPU can be opened, or when this XRT cannot drive one.
+impl Npu<Native> {
+    /// Opens device `index` through XRT with the kernels of `manifest`. Fails with XRT's
+    /// message when no NPU can be opened, or when this XRT cannot drive one.
     pub fn open(
         index: u32,
         manifest: Manifest,
         contract: GemmContract,
-    ) -> Result<Npu, DeviceError> {
+    ) -> Result<Npu<Native>, DeviceError> {
+        Npu::open_with(Native, index, manifest, contract)
+    }
+}
+
+impl<X: Xrt> Npu<X> {
+    /// Opens device `index` of `xrt` with the kernels of `manifest`.
+    pub fn open_with(
+        xrt: X,
+        index: u32,
+        manifest: Manifest,
+        contract: GemmContract,
+    ) -> Result<Npu<X>, DeviceError> {
         if manifest.rounding.rounding() != contract.rounding {
             return Err(DeviceError::Unavailable(format!(
                 "the kernels in {} round to bf16 by {:?}, the contract by {:?}: rebuild them \
@@ -197,9 +220,7 @@ impl Npu {
                 contract.rounding
             )));
         }
-        xrt_sys::check_hw_context().map_err(|e| DeviceError::Unavailable(e.to_string()))?;
-        let device =
-            xrt_sys::Device::open(index).map_err(|e| DeviceError::Unavailable(e.to_string()))?;
+        let device = xrt.open(index)?;
         // Every xclbin is read and registered now, so that a bad file fails here; their
         // contexts are created when first used, at most the device's budget at once.
         let mut xclbins = HashMap::new();
@@ -208,17 +229,14 @@ impl Npu {
             if xclbins.contains_key(&path) {
                 continue;
             }
-            let xclbin =
-                Xclbin::from_file(&path).map_err(|e| DeviceError::Unavailable(e.to_string()))?;
-            device
-                .register_xclbin(&xclbin)
-                .map_err(|e| DeviceError::Unavailable(e.to_string()))?;
+            let xclbin = xrt.load_xclbin(&device, &path)?;
             xclbins.insert(path, xclbin);
         }
-        let limit = ContextLimit::for_device(&device.name().unwrap_or_default())
+        let limit = ContextLimit::for_device(&xrt.device_name(&device))
             .with_setting(std::env::var(CONTEXTS_VAR).ok().as_deref())
             .map_err(DeviceError::Unavailable)?;
         Ok(Npu {
+            xrt,
             contract,
             manifest,
             device,
@@ -228,6 +246,16 @@ impl Npu {
             attention: Mutex::default(),
             counters: Counters::default(),
         })
+    }
+
+    /// The XRT below this device.
+    pub fn xrt(&self) -> &X {
+        &self.xrt
+    }
+
+    /// How many hardware contexts have been created since the device was opened.
+    pub fn contexts_created(&self) -> u64 {
+        self.contexts.lock().expect("context table").made()
     }
 
     fn find(&self, need: &KernelNeed) -> Result<usize, DeviceError> {
@@ -243,7 +271,7 @@ impl Npu {
     /// Kernel `index` of the manifest, opened in its xclbin's hardware context, which is
     /// created if it is not held (giving up others as [`ContextLimit`] says). Callers hold
     /// the result only for the dispatches at hand: a held kernel keeps its context alive.
-    fn load(&self, index: usize) -> Result<Arc<Loaded>, DeviceError> {
+    fn load(&self, index: usize) -> Result<Arc<Loaded<X>>, DeviceError> {
         let entry: &KernelEntry = &self.manifest.kernels[index];
         let path = self.manifest.dir.join(&entry.xclbin);
         let mut contexts = self.contexts.lock().expect("context table");
@@ -251,14 +279,16 @@ impl Npu {
             drop(contexts.make_room());
             let xclbin = &self.xclbins[&path];
             let context = loop {
-                match HwContext::new(&self.device, xclbin) {
+                match self.xrt.create_context(&self.device, xclbin) {
                     Ok(context) => break context,
                     // The device's budget is shared with other processes: give up one more
                     // of ours and try again, until none is left.
                     Err(_) if !contexts.is_empty() => drop(contexts.evict_oldest()),
                     Err(e) => {
                         return Err(DeviceError::Run(format!(
-                            "{e}; the NPU has no hardware context left for {} (other                              processes may hold them; {CONTEXTS_VAR} sets how many this one                              holds)",
+                            "{e}; the NPU has no hardware context left for {} (other \
+                             processes may hold them; {CONTEXTS_VAR} sets how many this one \
+                             holds)",
                             path.display()
                         )));
                     }
@@ -267,7 +297,7 @@ impl Npu {
             contexts.insert(
                 path.clone(),
                 ContextEntry {
-                    context,
+                    _context: context,
                     kernels: HashMap::new(),
                 },
             );
@@ -276,18 +306,18 @@ impl Npu {
         if let Some(l) = held.kernels.get(&index) {
             return Ok(l.clone());
         }
-        let kernel = XrtKernel::new(&held.context, &entry.kernel_name).map_err(xrt)?;
+        let kernel = self.xrt.open_kernel(&held._context, &entry.kernel_name)?;
         let words = read_instructions(&self.manifest.dir.join(&entry.instructions))?;
-        let mut instructions = Bo::new(
+        let mut instructions = self.xrt.alloc(
             &self.device,
+            &kernel,
+            INSTRUCTION_ARG,
             words.len() * 4,
             BoFlags::CACHEABLE,
-            kernel.group_id(1).map_err(xrt)?,
-        )
-        .map_err(xrt)?;
+        )?;
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        instructions.write(&bytes, 0).map_err(xrt)?;
-        instructions.sync_to_device().map_err(xrt)?;
+        self.xrt.write(&mut instructions, &bytes, 0)?;
+        self.xrt.sync_to_device(&instructions)?;
         let l = Arc::new(Loaded {
             kernel,
             instructions,
@@ -297,23 +327,53 @@ impl Npu {
         Ok(l)
     }
 
-    fn data_bo(&self, kernel: &XrtKernel, arg: u32, bytes: usize) -> Result<Bo, DeviceError> {
-        Bo::new(
+    fn data_bo(&self, kernel: &X::Kernel, arg: u32, bytes: usize) -> Result<X::Bo, DeviceError> {
+        self.xrt.alloc(
             &self.device,
+            kernel,
+            FIRST_DATA_ARG + arg,
             bytes,
             BoFlags::HOST_ONLY,
-            kernel.group_id(FIRST_DATA_ARG + arg).map_err(xrt)?,
         )
-        .map_err(xrt)
+    }
+
+    /// Writes `bytes` into `bo` and syncs them to the device, counting them.
+    fn send(&self, bo: &mut X::Bo, bytes: &[u8], moved: &mut Moved) -> Result<(), DeviceError> {
+        self.xrt.write(bo, bytes, 0)?;
+        self.xrt.sync_to_device(bo)?;
+        moved.bytes_in += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Syncs `bo` from the device and reads all of it into `out`, counting it.
+    fn receive(
+        &self,
+        bo: &mut X::Bo,
+        out: &mut [u8],
+        moved: &mut Moved,
+    ) -> Result<(), DeviceError> {
+        self.xrt.sync_from_device(bo)?;
+        self.xrt.read(bo, out, 0)?;
+        moved.bytes_out += out.len() as u64;
+        Ok(())
     }
 
     /// Runs one dispatch of `loaded` on `data` and waits for it.
-    fn dispatch(&self, loaded: &Loaded, data: &[&Bo]) -> Result<(), DeviceError> {
-        let mut run = loaded
-            .kernel
-            .start_npu(&loaded.instructions, loaded.words, data)
-            .map_err(xrt)?;
-        match run.wait(DISPATCH_TIMEOUT).map_err(xrt)? {
+    fn dispatch(
+        &self,
+        loaded: &Loaded<X>,
+        data: &[&X::Bo],
+        moved: &mut Moved,
+    ) -> Result<(), DeviceError> {
+        let state = self.xrt.run(
+            &loaded.kernel,
+            &loaded.instructions,
+            loaded.words,
+            data,
+            DISPATCH_TIMEOUT,
+        )?;
+        moved.dispatches += 1;
+        match state {
             CommandState::Completed => Ok(()),
             state if !state.is_finished() => Err(DeviceError::Run(format!(
                 "a dispatch did not finish within {} s (state {state:?})",
@@ -325,17 +385,33 @@ impl Npu {
         }
     }
 
+    /// Records one call of `kernel` that moved `moved`, with the work of `flops` and the
+    /// array-side traffic of `model` (which the host does not see).
+    fn record(&self, kernel: Kernel, moved: Moved, model: Traffic) {
+        self.counters.record(
+            kernel,
+            Traffic {
+                calls: 1,
+                dispatches: moved.dispatches,
+                bytes_in: moved.bytes_in,
+                bytes_out: moved.bytes_out,
+                ..model
+            },
+        );
+    }
+
     /// The GEMM of `layout`: A from `a` (bf16, padded), B and bias from the weights or from
     /// the activation `b`, C into `c`.
     fn gemm(
         &self,
         a: &[f32],
         layout: &GemmLayout,
-        weights: Option<&NpuWeights>,
+        weights: Option<&NpuWeights<X>>,
         b: Option<&[f32]>,
         epilogue: Epilogue,
         c: &mut [f32],
-    ) -> Result<(), DeviceError> {
+    ) -> Result<Moved, DeviceError> {
+        let mut moved = Moved::default();
         let has_bias = weights.is_some_and(|w| w.bias.is_some());
         let gelu = epilogue == Epilogue::Gelu;
         let index = self.find(&KernelNeed::gemm(layout, has_bias, gelu))?;
@@ -354,8 +430,8 @@ impl Npu {
                 let bias_bo = if gelu && !has_bias {
                     // A GELU epilogue without a bias adds zeros.
                     let mut bo = self.data_bo(&loaded.kernel, 3, layout.n_pad * 4)?;
-                    bo.write(&vec![0u8; layout.n_pad * 4], 0).map_err(xrt)?;
-                    bo.sync_to_device().map_err(xrt)?;
+                    self.xrt.write(&mut bo, &vec![0u8; layout.n_pad * 4], 0)?;
+                    self.xrt.sync_to_device(&bo)?;
                     Some(bo)
                 } else {
                     None
@@ -377,8 +453,7 @@ impl Npu {
                 (layout.k_pad, layout.n_pad),
                 rounding,
             );
-            bo.write(&bytes, 0).map_err(xrt)?;
-            bo.sync_to_device().map_err(xrt)?;
+            self.send(bo, &bytes, &mut moved)?;
         }
         let (m, k, n) = (layout.m, layout.k, layout.n);
         let mut out = vec![0u8; layout.m_chunk * layout.n_pad * 4];
@@ -387,8 +462,7 @@ impl Npu {
             let rows = layout.m_chunk.min(m.saturating_sub(row0));
             let a_rows = &a[row0 * k..(row0 + rows) * k];
             let bytes = padded_bf16(a_rows, (rows, k), (layout.m_chunk, layout.k_pad), rounding);
-            bufs.a.write(&bytes, 0).map_err(xrt)?;
-            bufs.a.sync_to_device().map_err(xrt)?;
+            self.send(&mut bufs.a, &bytes, &mut moved)?;
             let b_bo = match weights {
                 Some(w) => &w.b,
                 None => bufs.b.as_ref().expect("activation B buffer"),
@@ -396,12 +470,11 @@ impl Npu {
             let bias_bo = weights.and_then(|w| w.bias.as_ref()).or(bufs.bias.as_ref());
             let mut data = vec![&bufs.a, b_bo, &bufs.c];
             data.extend(bias_bo);
-            self.dispatch(&loaded, &data)?;
-            bufs.c.sync_from_device().map_err(xrt)?;
-            bufs.c.read(&mut out, 0).map_err(xrt)?;
+            self.dispatch(&loaded, &data, &mut moved)?;
+            self.receive(&mut bufs.c, &mut out, &mut moved)?;
             unpadded_f32(&out, layout.n_pad, &mut c[row0 * n..(row0 + rows) * n], n);
         }
-        Ok(())
+        Ok(moved)
     }
 
     /// The buffers of attention `layout` run by the kernels `indices` (its three calls).
@@ -417,25 +490,26 @@ impl Npu {
         &self,
         layout: &AttentionLayout,
         indices: [usize; 3],
-    ) -> Result<AttentionBuffers, DeviceError> {
+    ) -> Result<AttentionBuffers<X>, DeviceError> {
         let (qk, pv, width) = (&layout.qk, &layout.pv, layout.width);
         // Enough rows for every dispatch of either product (the last one may run past m_pad).
-        let rows = (qk.m_chunk * qk.dispatches).max(pv.m_chunk * pv.dispatches);
-        let parts = |bo: &Bo, chunk_bytes: usize, count: usize| -> Result<Vec<Bo>, DeviceError> {
+        let rows = layout.rows();
+        let parts = |bo: &X::Bo, chunk_bytes: usize, count: usize| {
             (0..count)
-                .map(|d| bo.sub(d * chunk_bytes, chunk_bytes).map_err(xrt))
-                .collect()
+                .map(|d| self.xrt.sub(bo, d * chunk_bytes, chunk_bytes))
+                .collect::<Result<Vec<_>, _>>()
         };
         let kernel = self.load(indices[0])?;
-        let q = self.data_bo(&kernel.kernel, 0, rows * qk.k_pad * 2)?;
+        let q = self.data_bo(&kernel.kernel, 0, qk.rows_sent() * qk.k_pad * 2)?;
         let kt = self.data_bo(&kernel.kernel, 1, qk.k_pad * width * 2)?;
         let scores = self.data_bo(&kernel.kernel, 2, rows * width * 2)?;
         drop(kernel);
         let kernel = self.load(indices[1])?;
         let mut probs = self.data_bo(&kernel.kernel, 1, rows * width * 2)?;
         drop(kernel);
-        probs.write(&vec![0u8; rows * width * 2], 0).map_err(xrt)?;
-        probs.sync_to_device().map_err(xrt)?;
+        self.xrt
+            .write(&mut probs, &vec![0u8; rows * width * 2], 0)?;
+        self.xrt.sync_to_device(&probs)?;
         let kernel = self.load(indices[2])?;
         let v = self.data_bo(&kernel.kernel, 1, width * pv.n_pad * 2)?;
         let out = self.data_bo(&kernel.kernel, 2, pv.m_chunk * pv.n_pad * 4)?;
@@ -455,6 +529,10 @@ impl Npu {
 
     /// A row-wise or elementwise kernel over `x` in place, `rows_per_dispatch` rows of `cols`.
     fn stream(&self, kind: Kernel, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
+        if x.is_empty() {
+            return Ok(());
+        }
+        let mut moved = Moved::default();
         let rows = x.len() / cols;
         let layout = StreamLayout::new(&self.contract, rows, cols);
         let per = layout.rows_per_dispatch;
@@ -475,20 +553,19 @@ impl Npu {
         for chunk in x.chunks_mut(per * cols) {
             let mut bytes = bf16_bytes(chunk.iter().copied(), self.contract.rounding);
             bytes.resize(per * cols * 2, 0);
-            bufs.a.write(&bytes, 0).map_err(xrt)?;
-            bufs.a.sync_to_device().map_err(xrt)?;
-            self.dispatch(&loaded, &[&bufs.a, &bufs.c])?;
-            bufs.c.sync_from_device().map_err(xrt)?;
-            bufs.c.read(&mut out, 0).map_err(xrt)?;
+            self.send(&mut bufs.a, &bytes, &mut moved)?;
+            self.dispatch(&loaded, &[&bufs.a, &bufs.c], &mut moved)?;
+            self.receive(&mut bufs.c, &mut out, &mut moved)?;
             for (v, h) in chunk.iter_mut().zip(out.chunks_exact(2)) {
                 *v = bf16::from_bits(u16::from_le_bytes([h[0], h[1]]));
             }
         }
+        self.record(kind, moved, Traffic::stream(&layout));
         Ok(())
     }
 }
 
-impl Device for Npu {
+impl<X: Xrt> Device for Npu<X> {
     fn prefix(&self) -> &'static str {
         "Npu"
     }
@@ -527,34 +604,32 @@ impl Device for Npu {
             })?;
         let loaded = self.load(index)?;
         let mut b_bo = self.data_bo(&loaded.kernel, 1, layout.weight_bytes())?;
-        b_bo.write(
-            &padded_bf16(
-                b,
-                (k, n),
-                (layout.k_pad, layout.n_pad),
-                self.contract.rounding,
-            ),
-            0,
-        )
-        .map_err(xrt)?;
-        b_bo.sync_to_device().map_err(xrt)?;
+        let b_bytes = padded_bf16(
+            b,
+            (k, n),
+            (layout.k_pad, layout.n_pad),
+            self.contract.rounding,
+        );
+        self.xrt.write(&mut b_bo, &b_bytes, 0)?;
+        self.xrt.sync_to_device(&b_bo)?;
         let bias_bo = match bias {
             Some(bias) => {
                 let mut bytes: Vec<u8> = bias.iter().flat_map(|v| v.to_le_bytes()).collect();
                 bytes.resize(layout.n_pad * 4, 0);
                 let mut bo = self.data_bo(&loaded.kernel, 3, bytes.len())?;
-                bo.write(&bytes, 0).map_err(xrt)?;
-                bo.sync_to_device().map_err(xrt)?;
+                self.xrt.write(&mut bo, &bytes, 0)?;
+                self.xrt.sync_to_device(&bo)?;
                 Some(bo)
             }
             None => None,
         };
-        self.counters.record_weights(layout.weight_bytes());
+        self.counters
+            .record_weights(layout.weight_bytes() + bias.map_or(0, |_| layout.bias_bytes()));
         Ok(Arc::new(Weights::new(
             k,
             n,
             bias.is_some(),
-            Box::new(NpuWeights {
+            Box::new(NpuWeights::<X> {
                 b: b_bo,
                 bias: bias_bo,
                 k_pad: layout.k_pad,
@@ -571,13 +646,16 @@ impl Device for Npu {
         epilogue: Epilogue,
         c: &mut [f32],
     ) -> Result<(), DeviceError> {
-        let nw = checks::own::<NpuWeights>(w)?;
+        let nw = checks::own::<NpuWeights<X>>(w)?;
         checks::matmul(a, m, w, c)?;
         let layout = self.contract.layout(m, w.k(), w.n());
         debug_assert_eq!((layout.k_pad, layout.n_pad), (nw.k_pad, nw.n_pad));
-        self.gemm(a, &layout, Some(nw), None, epilogue, c)?;
-        self.counters
-            .record(Kernel::MatMul, Traffic::gemm(&self.contract, &layout, true));
+        let moved = self.gemm(a, &layout, Some(nw), None, epilogue, c)?;
+        self.record(
+            Kernel::MatMul,
+            moved,
+            Traffic::gemm(&self.contract, &layout, true),
+        );
         Ok(())
     }
 
@@ -590,9 +668,10 @@ impl Device for Npu {
     ) -> Result<(), DeviceError> {
         checks::matmul_act(a, b, (m, k, n), c)?;
         let layout = self.contract.layout(m, k, n);
-        self.gemm(a, &layout, None, Some(b), Epilogue::None, c)?;
-        self.counters.record(
+        let moved = self.gemm(a, &layout, None, Some(b), Epilogue::None, c)?;
+        self.record(
             Kernel::MatMul,
+            moved,
             Traffic::gemm(&self.contract, &layout, false),
         );
         Ok(())
@@ -622,36 +701,33 @@ impl Device for Npu {
         };
         let (qk, pv, width) = (&layout.qk, &layout.pv, layout.width);
         let AttentionDims { m, d, n, dv } = dims;
-        // In: Q, K^T and V, in bfloat16, padded.
-        let q_rows = bufs.q.size() / (qk.k_pad * 2);
-        bufs.q
-            .write(&padded_bf16(q, (m, d), (q_rows, qk.k_pad), rounding), 0)
-            .map_err(xrt)?;
-        bufs.q.sync_to_device().map_err(xrt)?;
-        bufs.kt
-            .write(&padded_bf16(kt, (d, n), (qk.k_pad, width), rounding), 0)
-            .map_err(xrt)?;
-        bufs.kt.sync_to_device().map_err(xrt)?;
-        bufs.v
-            .write(&padded_bf16(v, (n, dv), (width, pv.n_pad), rounding), 0)
-            .map_err(xrt)?;
-        bufs.v.sync_to_device().map_err(xrt)?;
+        let mut moved = [Moved::default(), Moved::default(), Moved::default()];
+        // In: Q, K^T (the first product's) and V (the second's), in bfloat16, padded.
+        let q_bytes = padded_bf16(q, (m, d), (qk.rows_sent(), qk.k_pad), rounding);
+        self.send(&mut bufs.q, &q_bytes, &mut moved[0])?;
+        let kt_bytes = padded_bf16(kt, (d, n), (qk.k_pad, width), rounding);
+        self.send(&mut bufs.kt, &kt_bytes, &mut moved[0])?;
+        let v_bytes = padded_bf16(v, (n, dv), (width, pv.n_pad), rounding);
+        self.send(&mut bufs.v, &v_bytes, &mut moved[2])?;
         // S = Q K^T into the scores, then P = softmax(S) into the probabilities: no sync,
         // nothing read back.
         // Each kernel is held only while it runs (see `load`).
         let kernel = self.load(indices[0])?;
         for (q_part, s_part) in bufs.q_parts.iter().zip(&bufs.scores_parts) {
-            self.dispatch(&kernel, &[q_part, &bufs.kt, s_part])?;
+            self.dispatch(&kernel, &[q_part, &bufs.kt, s_part], &mut moved[0])?;
         }
         drop(kernel);
-        self.dispatch(&*self.load(indices[1])?, &[&bufs.scores, &bufs.probs])?;
+        self.dispatch(
+            &*self.load(indices[1])?,
+            &[&bufs.scores, &bufs.probs],
+            &mut moved[1],
+        )?;
         // O = P V, read back dispatch by dispatch.
         let kernel = self.load(indices[2])?;
         let mut bytes = vec![0u8; pv.m_chunk * pv.n_pad * 4];
         for (i, p_part) in bufs.probs_parts.iter().enumerate() {
-            self.dispatch(&kernel, &[p_part, &bufs.v, &bufs.out])?;
-            bufs.out.sync_from_device().map_err(xrt)?;
-            bufs.out.read(&mut bytes, 0).map_err(xrt)?;
+            self.dispatch(&kernel, &[p_part, &bufs.v, &bufs.out], &mut moved[2])?;
+            self.receive(&mut bufs.out, &mut bytes, &mut moved[2])?;
             let row0 = i * pv.m_chunk;
             let rows = pv.m_chunk.min(m.saturating_sub(row0));
             unpadded_f32(
@@ -661,29 +737,19 @@ impl Device for Npu {
                 dv,
             );
         }
-        for (need, traffic) in calls {
-            self.counters.record(need.kernel, traffic);
+        for ((need, traffic), moved) in calls.into_iter().zip(moved) {
+            self.record(need.kernel, moved, traffic);
         }
         Ok(())
     }
 
     fn softmax(&self, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
         checks::softmax(x, cols)?;
-        self.stream(Kernel::Softmax, x, cols)?;
-        self.counters.record(
-            Kernel::Softmax,
-            Traffic::stream(&StreamLayout::new(&self.contract, x.len() / cols, cols)),
-        );
-        Ok(())
+        self.stream(Kernel::Softmax, x, cols)
     }
 
     fn gelu(&self, x: &mut [f32]) -> Result<(), DeviceError> {
-        self.stream(Kernel::Gelu, x, 1)?;
-        self.counters.record(
-            Kernel::Gelu,
-            Traffic::stream(&StreamLayout::new(&self.contract, x.len(), 1)),
-        );
-        Ok(())
+        self.stream(Kernel::Gelu, x, 1)
     }
 
     fn counters(&self) -> &Counters {

@@ -3,13 +3,16 @@
 use std::sync::Arc;
 
 use amanuensis_kernels::cpu::CpuDevice;
+use amanuensis_kernels::device::KernelNeed;
 use amanuensis_kernels::emulator::Emulator;
 use amanuensis_kernels::gemm::GemmContract;
 use amanuensis_kernels::manifest::Manifest;
 use amanuensis_kernels::npu::Npu;
-use amanuensis_ops::DeviceHandle;
+use amanuensis_ops::{DeviceHandle, upload_weights};
+use tract_onnx::prelude::TypedModel;
 
-use crate::rewrite::Stage;
+use crate::placement::{Placement, kernel_needs, placement};
+use crate::rewrite::{RewriteContext, Stage, rewrite};
 
 /// A backend as the user names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
@@ -119,6 +122,29 @@ pub fn open_npu(rounding: Rounding) -> Result<DeviceHandle, String> {
     Ok(DeviceHandle::new(Arc::new(npu)))
 }
 
+/// [`resolve`], or with `device` (another implementation of the kernel contract) when given:
+/// `emu`, `npu` and `auto` then run on it (`auto` as `npu`, falling back as it does), `tract`
+/// and `cpu` ignore it.
+pub fn resolve_with(
+    device: Option<&DeviceHandle>,
+    backend: Backend,
+    strict: bool,
+    rounding: Rounding,
+) -> Result<Resolved, BackendError> {
+    match (device, backend) {
+        (Some(device), Backend::Emu | Backend::Npu | Backend::Auto) => Ok(Resolved {
+            backend: if backend == Backend::Auto {
+                Backend::Npu
+            } else {
+                backend
+            },
+            device: Some(device.clone()),
+            note: None,
+        }),
+        _ => resolve(backend, strict, rounding),
+    }
+}
+
 /// Resolves `backend` with the kernels' `rounding`; with `strict`, `auto` must find the NPU.
 pub fn resolve(
     backend: Backend,
@@ -164,4 +190,127 @@ pub fn resolve(
             Ok(Resolved::cpu(Some(format!("backend auto: cpu ({why})"))))
         }
     }
+}
+
+/// A rewritten model ready to optimise, with what was decided on the way.
+pub struct DevicePlan {
+    /// The rewritten model, its weights uploaded.
+    pub model: TypedModel,
+    /// The backend that runs it (the CPU when `auto` fell back).
+    pub resolved: Resolved,
+    /// Which op runs where.
+    pub placement: Placement,
+    /// The device kernels the plan dispatches to.
+    pub needs: Vec<KernelNeed>,
+    /// Under `auto` without `--strict`, when the device runs the plan: the CPU plan's model,
+    /// for re-encoding a window whose device run fails.
+    pub fallback: Option<TypedModel>,
+}
+
+/// Why a plan could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The backend cannot run this plan (and may not fall back).
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// tract failed at `stage`.
+    #[error("{stage}: {error}")]
+    Tract {
+        /// What was being done.
+        stage: &'static str,
+        /// tract's error.
+        error: anyhow::Error,
+    },
+}
+
+/// The model rewritten for `resolved` (nothing sent to any device yet) and the kernels it
+/// needs; the rules' reasons for what stayed on the CPU are in `ctx`.
+fn rewritten(
+    mut model: TypedModel,
+    resolved: &Resolved,
+    ctx: &RewriteContext,
+) -> Result<(TypedModel, Vec<KernelNeed>), PlanError> {
+    rewrite(&mut model, ctx, resolved.stages()).map_err(|error| PlanError::Tract {
+        stage: "rewriting for the backend",
+        error,
+    })?;
+    let needs = kernel_needs(&model);
+    Ok((model, needs))
+}
+
+/// Checks the plan against the device's kernels, then uploads its weights: the only step
+/// that touches the device.
+fn check_and_upload(
+    model: &TypedModel,
+    resolved: &Resolved,
+    needs: &[KernelNeed],
+) -> Result<(), String> {
+    if let Some(device) = &resolved.device {
+        device.check_plan(needs).map_err(|e| e.to_string())?;
+    }
+    upload_weights(model).map_err(|e| format!("{e:#}"))?;
+    Ok(())
+}
+
+/// The CPU plan of `model`, uploaded (the CPU device packs the weights).
+fn cpu_plan(model: TypedModel, note: Option<String>) -> Result<DevicePlan, PlanError> {
+    let resolved = Resolved::cpu(note);
+    let ctx = RewriteContext::new(resolved.device.clone());
+    let (model, needs) = rewritten(model, &resolved, &ctx)?;
+    upload_weights(&model).map_err(|error| PlanError::Tract {
+        stage: "packing the weights",
+        error,
+    })?;
+    let placement = placement(&model, &ctx.left());
+    Ok(DevicePlan {
+        model,
+        resolved,
+        placement,
+        needs,
+        fallback: None,
+    })
+}
+
+/// The plan of `model` (decluttered, concrete) on `resolved`, which `requested` named.
+///
+/// The falling back lives here, once: the device's plan is built without side effects,
+/// checked against the device's kernels, and uploaded only then. Under `auto` a device that
+/// lacks a kernel, or fails to take the weights, gives the CPU plan, with a note naming why;
+/// with `strict` that is an error, as it is for `npu` and `emu` themselves.
+pub fn plan(
+    model: TypedModel,
+    requested: Backend,
+    strict: bool,
+    resolved: Resolved,
+) -> Result<DevicePlan, PlanError> {
+    if resolved.backend == Backend::Cpu {
+        return cpu_plan(model, resolved.note);
+    }
+    let original = (requested == Backend::Auto).then(|| model.clone());
+    let ctx = RewriteContext::new(resolved.device.clone());
+    let (rewritten, needs) = rewritten(model, &resolved, &ctx)?;
+    if let Err(why) = check_and_upload(&rewritten, &resolved, &needs) {
+        return match original {
+            Some(original) if !strict => {
+                cpu_plan(original, Some(format!("backend auto: cpu ({why})")))
+            }
+            Some(_) => Err(BackendError::Strict(format!(
+                "--backend auto found an NPU but cannot run this model on it ({why})"
+            ))
+            .into()),
+            None => Err(BackendError::NoNpu(why).into()),
+        };
+    }
+    let placement = placement(&rewritten, &ctx.left());
+    let fallback = match original.filter(|_| !strict && resolved.device.is_some()) {
+        Some(original) => Some(cpu_plan(original, None)?.model),
+        None => None,
+    };
+    Ok(DevicePlan {
+        model: rewritten,
+        resolved,
+        placement,
+        needs,
+        fallback,
+    })
 }

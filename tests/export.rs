@@ -22,119 +22,16 @@ const TEXT_CTX: usize = 448;
 
 type Weights = Vec<(String, Vec<usize>, Vec<f32>)>;
 
-fn random_whisper(rng: &mut Rng) -> Weights {
-    let mut w: Weights = Vec::new();
-    let mut add = |name: &str, shape: Vec<usize>, scale: f32, rng: &mut Rng| {
-        let n = shape.iter().product();
-        w.push((name.to_string(), shape, rng.vec(n, scale)));
-    };
-    add(
-        "encoder/conv1/weight",
-        vec![D, N_MELS, 3],
-        (1.0 / (3 * N_MELS) as f32).sqrt(),
-        rng,
-    );
-    add("encoder/conv1/bias", vec![D], 0.1, rng);
-    add(
-        "encoder/conv2/weight",
-        vec![D, D, 3],
-        (1.0 / (3 * D) as f32).sqrt(),
-        rng,
-    );
-    add("encoder/conv2/bias", vec![D], 0.1, rng);
-    add(
-        "encoder/position_encodings/encodings",
-        vec![CTX, D],
-        1.0,
-        rng,
-    );
-    for l in 0..LAYERS {
-        let p = format!("encoder/layer_{l}");
-        for ln in ["self_attention/layer_norm", "ffn/layer_norm"] {
-            add(&format!("{p}/{ln}/gamma"), vec![D], 1.0, rng);
-            add(&format!("{p}/{ln}/beta"), vec![D], 0.2, rng);
-        }
-        let s = (1.0 / D as f32).sqrt();
-        add(
-            &format!("{p}/self_attention/linear_0/weight"),
-            vec![3 * D, D],
-            2.0 * s,
-            rng,
-        );
-        add(
-            &format!("{p}/self_attention/linear_0/bias"),
-            vec![3 * D],
-            0.1,
-            rng,
-        );
-        add(
-            &format!("{p}/self_attention/linear_1/weight"),
-            vec![D, D],
-            s,
-            rng,
-        );
-        add(
-            &format!("{p}/self_attention/linear_1/bias"),
-            vec![D],
-            0.1,
-            rng,
-        );
-        add(&format!("{p}/ffn/linear_0/weight"), vec![FFN, D], s, rng);
-        add(&format!("{p}/ffn/linear_0/bias"), vec![FFN], 0.1, rng);
-        add(
-            &format!("{p}/ffn/linear_1/weight"),
-            vec![D, FFN],
-            (1.0 / FFN as f32).sqrt(),
-            rng,
-        );
-        add(&format!("{p}/ffn/linear_1/bias"), vec![D], 0.1, rng);
-    }
-    add("encoder/layer_norm/gamma", vec![D], 1.0, rng);
-    add("encoder/layer_norm/beta", vec![D], 0.2, rng);
-    // The decoder: token and position embeddings, per layer self-attention (fused Q, K, V),
-    // cross-attention (Q, then fused K and V) and the feed-forward block, the final norm.
-    add("decoder/embeddings/weight", vec![VOCAB, D], 0.5, rng);
-    add(
-        "decoder/position_encodings/encodings",
-        vec![TEXT_CTX, D],
-        0.5,
-        rng,
-    );
-    let s = (1.0 / D as f32).sqrt();
-    for l in 0..LAYERS {
-        let p = format!("decoder/layer_{l}");
-        for ln in [
-            "self_attention/layer_norm",
-            "attention/layer_norm",
-            "ffn/layer_norm",
-        ] {
-            add(&format!("{p}/{ln}/gamma"), vec![D], 1.0, rng);
-            add(&format!("{p}/{ln}/beta"), vec![D], 0.2, rng);
-        }
-        for (name, rows) in [
-            ("self_attention/linear_0", 3 * D),
-            ("self_attention/linear_1", D),
-            ("attention/linear_0", D),
-            ("attention/linear_1", 2 * D),
-            ("attention/linear_2", D),
-        ] {
-            add(&format!("{p}/{name}/weight"), vec![rows, D], 2.0 * s, rng);
-            add(&format!("{p}/{name}/bias"), vec![rows], 0.1, rng);
-        }
-        add(&format!("{p}/ffn/linear_0/weight"), vec![FFN, D], s, rng);
-        add(&format!("{p}/ffn/linear_0/bias"), vec![FFN], 0.1, rng);
-        add(
-            &format!("{p}/ffn/linear_1/weight"),
-            vec![D, FFN],
-            (1.0 / FFN as f32).sqrt(),
-            rng,
-        );
-        add(&format!("{p}/ffn/linear_1/bias"), vec![D], 0.1, rng);
-    }
-    add("decoder/layer_norm/gamma", vec![D], 1.0, rng);
-    add("decoder/layer_norm/beta", vec![D], 0.2, rng);
-    w
-}
+/// The random Whisper of these tests.
+const DIMS: RandomWhisper = RandomWhisper {
+    n_mels: N_MELS,
+    d: D,
+    ffn: FFN,
+    layers: LAYERS,
+    ctx: CTX,
+    vocab: VOCAB,
+    text_ctx: TEXT_CTX,
+};
 
 fn get<'a>(w: &'a Weights, name: &str) -> &'a [f32] {
     &w.iter()
@@ -447,7 +344,7 @@ fn reference_encoder(w: &Weights, mel: &[f32]) -> Vec<f32> {
 
 fn random_weights_with_whisper_key_bias() -> Weights {
     let mut rng = Rng(0x5eed);
-    let mut weights = random_whisper(&mut rng);
+    let mut weights = random_whisper(&mut rng, &DIMS);
     // CTranslate2 keeps zeros where the key projection's bias would be.
     let bias = weights
         .iter_mut()

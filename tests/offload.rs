@@ -413,7 +413,7 @@ fn a_device_without_the_models_kernels_is_not_used() {
         (
             Backend::Auto,
             true,
-            "--strict: --backend auto found an NPU but not its kernels",
+            "--strict: --backend auto found an NPU but cannot run this model on it",
         ),
     ] {
         let err = Encoder::load(

@@ -28,6 +28,7 @@ fn emu_context() -> RewriteContext {
 fn offload(model: &mut TypedModel) -> (Vec<String>, Vec<String>) {
     let ctx = emu_context();
     rewrite(model, &ctx, &[Stage::Cpu, Stage::Device]).unwrap();
+    amanuensis_ops::upload_weights(model).unwrap();
     let ops = model
         .nodes()
         .iter()

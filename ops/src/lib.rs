@@ -31,7 +31,7 @@ pub use gelu::NpuGelu;
 pub use im2col::CpuIm2Col;
 pub use layer_norm::{CpuLayerNorm, layer_norm_rows};
 pub use linear::{CpuLinear, LinearWeights};
-pub use matmul::{MatMulGeometry, NpuMatMul, WeightsHandle};
+pub use matmul::{DeviceWeights, MatMulGeometry, NpuMatMul, WeightsHandle, upload_weights};
 pub use softmax::NpuSoftmax;
 
 /// What a node of a rewritten plan is, for placement reports.

@@ -6,15 +6,104 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use amanuensis_kernels::device::{Epilogue, Weights};
+use std::sync::{Mutex, OnceLock};
+
+use amanuensis_kernels::device::{Device, DeviceError, Epilogue, Weights};
 use tract_core::internal::*;
 use tract_core::ndarray::{ArrayViewD, IxDyn};
 
 use crate::{DeviceHandle, device_error};
 
-/// Weights prepared on a device, compared by identity.
+/// B (`[k, n]`, row-major) and its bias, on the host.
+type HostWeights = (Vec<f32>, Option<Vec<f32>>);
+
+/// A weight matrix of the plan (B `[k, n]` and an optional bias): its values until the
+/// plan's one upload step ([`upload_weights`]), the device's prepared weights after. Building
+/// a plan thus touches no device: the plan is checked against the device's kernels first, and
+/// only a plan that passes is uploaded.
+pub struct DeviceWeights {
+    k: usize,
+    n: usize,
+    has_bias: bool,
+    host: Mutex<Option<HostWeights>>,
+    prepared: OnceLock<Arc<Weights>>,
+}
+
+impl DeviceWeights {
+    /// `b` (`[k, n]`, row-major) and `bias` (`n` values), not yet on any device.
+    pub fn new(b: Vec<f32>, k: usize, n: usize, bias: Option<Vec<f32>>) -> DeviceWeights {
+        DeviceWeights {
+            k,
+            n,
+            has_bias: bias.is_some(),
+            host: Mutex::new(Some((b, bias))),
+            prepared: OnceLock::new(),
+        }
+    }
+
+    /// Rows of B.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Columns of B.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Whether a bias comes with B.
+    pub fn has_bias(&self) -> bool {
+        self.has_bias
+    }
+
+    /// Whether [`DeviceWeights::upload`] has run.
+    pub fn is_uploaded(&self) -> bool {
+        self.prepared.get().is_some()
+    }
+
+    /// Prepares the weights on `device` (once; the host copy is dropped then).
+    pub fn upload(&self, device: &dyn Device) -> Result<(), DeviceError> {
+        let mut host = self.host.lock().expect("weights");
+        if self.prepared.get().is_some() {
+            return Ok(());
+        }
+        let (b, bias) = host
+            .as_ref()
+            .expect("weights not uploaded keep their values");
+        let prepared = device.prepare_weights(b, self.k, self.n, bias.as_deref())?;
+        let _ = self.prepared.set(prepared);
+        *host = None;
+        Ok(())
+    }
+
+    /// The prepared weights, or an error saying the plan was not uploaded.
+    pub fn prepared(&self) -> TractResult<&Weights> {
+        self.prepared.get().map(|w| &**w).ok_or_else(|| {
+            anyhow!("the plan's weights were not uploaded to the device (upload_weights)")
+        })
+    }
+}
+
+impl fmt::Debug for DeviceWeights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Weights[{}x{}{}{}]",
+            self.k,
+            self.n,
+            if self.has_bias { "+bias" } else { "" },
+            if self.is_uploaded() {
+                ""
+            } else {
+                ", not uploaded"
+            }
+        )
+    }
+}
+
+/// A plan's weights, compared by identity.
 #[derive(Clone)]
-pub struct WeightsHandle(pub Arc<Weights>);
+pub struct WeightsHandle(pub Arc<DeviceWeights>);
 
 impl fmt::Debug for WeightsHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -34,6 +123,24 @@ impl Hash for WeightsHandle {
     fn hash<H: Hasher>(&self, state: &mut H) {
         (Arc::as_ptr(&self.0) as usize).hash(state)
     }
+}
+
+/// The plan's one upload step: prepares on its device the weights of every `NpuMatMul` of
+/// `model` that has not been, and returns how many were.
+pub fn upload_weights(model: &TypedModel) -> TractResult<usize> {
+    let mut uploaded = 0;
+    for node in model.nodes() {
+        if let Some(op) = node.op_as::<NpuMatMul>()
+            && let Some(w) = &op.weights
+            && !w.0.is_uploaded()
+        {
+            w.0.upload(&*op.device).map_err(|e| {
+                anyhow!(e).context(format!("uploading the weights of {}", node.name))
+            })?;
+            uploaded += 1;
+        }
+    }
+    Ok(uploaded)
 }
 
 /// How the axes of an einsum-like product map onto the GEMM's `[batch, M, K] @ [batch, K, N]`.
@@ -342,7 +449,7 @@ impl NpuMatMul {
             Some(w) => {
                 ensure!(inputs.len() == 1, "{} takes A only", self.name());
                 self.device
-                    .matmul(a, g.batch * g.m, &w.0, self.epilogue, c)
+                    .matmul(a, g.batch * g.m, w.0.prepared()?, self.epilogue, c)
                     .map_err(device_error)?;
             }
             None => {

@@ -14,9 +14,8 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use super::{ModelFiles, WhisperDims, locate};
 use crate::audio::N_FRAMES;
-use crate::backend::{self, Backend, BackendError, Resolved, Rounding};
-use crate::placement::{Placement, kernel_needs, placement};
-use crate::rewrite::{RewriteContext, rewrite};
+use crate::backend::{self, Backend, BackendError, DevicePlan, PlanError, Resolved, Rounding};
+use crate::placement::Placement;
 
 /// Why an encoder cannot be loaded or run. Messages name the file and, when there is one, the
 /// fix.
@@ -360,58 +359,29 @@ impl Encoder {
             });
         }
 
-        let resolved = match (&options.device, options.backend) {
-            (Some(device), Backend::Emu | Backend::Npu | Backend::Auto) => Resolved {
-                backend: if options.backend == Backend::Auto {
-                    Backend::Npu
-                } else {
-                    options.backend
-                },
-                device: Some(device.clone()),
-                note: None,
-            },
-            _ => backend::resolve(options.backend, options.strict, options.rounding)?,
-        };
+        let resolved = backend::resolve_with(
+            options.device.as_ref(),
+            options.backend,
+            options.strict,
+            options.rounding,
+        )?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.threads.max(1))
             .build()
             .map_err(|e| tract("starting threads", e.into()))?;
-        let ctx = RewriteContext::new(resolved.device.clone());
-        // Under `auto`, the model before the device rewrite: for the CPU plan when the device
-        // lacks kernels, and (not `--strict`) for re-encoding a window whose device run fails.
-        let mut original = (options.backend == Backend::Auto).then(|| typed.clone());
-        let mut typed = typed;
-        pool.install(|| rewrite(&mut typed, &ctx, resolved.stages()))
-            .map_err(|e| tract("rewriting for the backend", e))?;
-        let mut resolved = resolved;
-        let mut ctx = ctx;
-        let mut needs = kernel_needs(&typed);
-        // The device must have a kernel for every dispatch of this plan; `auto` takes the CPU
-        // plan instead when it has not.
-        if let Some(device) = &resolved.device
-            && let Err(missing) = device.check_plan(&needs)
-        {
-            match original.take() {
-                Some(original) if !options.strict => {
-                    resolved = Resolved::cpu(Some(format!("backend auto: cpu ({missing})")));
-                    ctx = RewriteContext::new(resolved.device.clone());
-                    typed = original;
-                    rewrite(&mut typed, &ctx, resolved.stages())
-                        .map_err(|e| tract("rewriting for the backend", e))?;
-                    needs.clear();
-                }
-                Some(_) => {
-                    return Err(BackendError::Strict(format!(
-                        "--backend auto found an NPU but not its kernels ({missing})"
-                    ))
-                    .into());
-                }
-                None => return Err(BackendError::NoNpu(missing.to_string()).into()),
-            }
-        }
-        let fallback_model =
-            original.filter(|_| !options.strict && resolved.backend != Backend::Cpu);
-        let placement = placement(&typed, &ctx.left());
+        let plan = pool
+            .install(|| backend::plan(typed, options.backend, options.strict, resolved))
+            .map_err(|e| match e {
+                PlanError::Backend(e) => EncoderError::Backend(e),
+                PlanError::Tract { stage, error } => tract(stage, error),
+            })?;
+        let DevicePlan {
+            model: typed,
+            resolved,
+            placement,
+            needs,
+            fallback: fallback_model,
+        } = plan;
         let optimized = typed.into_optimized().map_err(|e| tract("optimising", e))?;
         let executor = if options.threads > 1 {
             Executor::multithread(options.threads)
@@ -425,14 +395,7 @@ impl Encoder {
         let plan = TypedSimplePlan::new_with_options(optimized, &run_options)
             .map_err(|e| tract("planning", e))?;
         let fallback = match fallback_model {
-            Some(mut model) => {
-                let cpu = Resolved::cpu(None);
-                rewrite(
-                    &mut model,
-                    &RewriteContext::new(cpu.device.clone()),
-                    cpu.stages(),
-                )
-                .map_err(|e| tract("rewriting the CPU fallback", e))?;
+            Some(model) => {
                 let model = model
                     .into_optimized()
                     .map_err(|e| tract("optimising the CPU fallback", e))?;

@@ -4,11 +4,12 @@
 //! the projections (`amk,kn->mn`, `mk,kn->amn`), the output projection that contracts heads
 //! and head width together (`mbk,bkn->amn`), and attention's `Q K^T` (`mbk,nbk->bmn`) and
 //! `P V` (`bmk,kbn->mbn`). The rule classifies axes (batch, M, K, N) rather than matching
-//! strings, so any axis order is taken. A constant operand becomes device weights, prepared
-//! once; a following bias `Add` and GELU move into the GEMM's epilogue.
+//! strings, so any axis order is taken. A constant operand becomes the op's weights, uploaded
+//! to the device in one step once the plan has been checked; a following bias `Add` and GELU
+//! move into the GEMM's epilogue.
 
 use amanuensis_kernels::device::Epilogue;
-use amanuensis_ops::{DeviceHandle, MatMulGeometry, NpuMatMul, WeightsHandle};
+use amanuensis_ops::{DeviceHandle, DeviceWeights, MatMulGeometry, NpuMatMul, WeightsHandle};
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::math::Add;
@@ -184,15 +185,15 @@ pub(super) fn wire_with_weights<'m>(
             &zeros
         }
     };
-    let weights = device
-        .prepare_weights(b, geometry.k, geometry.n, Some(bias))
-        .map_err(|e| anyhow!(e))?;
+    // Described, not uploaded: the plan is checked against the device's kernels first, then
+    // uploaded in one step (`amanuensis_ops::upload_weights`).
+    let weights = DeviceWeights::new(b.to_vec(), geometry.k, geometry.n, Some(bias.to_vec()));
     let wired = patch.wire_node(
         name,
         NpuMatMul {
             device: device.clone(),
             geometry,
-            weights: Some(WeightsHandle(weights)),
+            weights: Some(WeightsHandle(Arc::new(weights))),
             epilogue,
         },
         &[a],

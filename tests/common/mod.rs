@@ -316,3 +316,141 @@ pub fn assert_refused_cleanly(
     let left: Vec<_> = std::fs::read_dir(out_dir).unwrap().collect();
     assert!(left.is_empty(), "files left behind: {left:?}");
 }
+
+/// The sizes of a random Whisper checkpoint ([`random_whisper`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RandomWhisper {
+    pub n_mels: usize,
+    pub d: usize,
+    pub ffn: usize,
+    pub layers: usize,
+    pub ctx: usize,
+    pub vocab: usize,
+    pub text_ctx: usize,
+}
+
+/// A random Whisper in CTranslate2's variable names and layout (encoder and decoder, every
+/// projection with its bias), scaled so that activations stay of order one.
+#[allow(non_snake_case)]
+pub fn random_whisper(rng: &mut Rng, dims: &RandomWhisper) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let RandomWhisper {
+        n_mels: N_MELS,
+        d: D,
+        ffn: FFN,
+        layers: LAYERS,
+        ctx: CTX,
+        vocab: VOCAB,
+        text_ctx: TEXT_CTX,
+    } = *dims;
+    let mut w: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut add = |name: &str, shape: Vec<usize>, scale: f32, rng: &mut Rng| {
+        let n = shape.iter().product();
+        w.push((name.to_string(), shape, rng.vec(n, scale)));
+    };
+    add(
+        "encoder/conv1/weight",
+        vec![D, N_MELS, 3],
+        (1.0 / (3 * N_MELS) as f32).sqrt(),
+        rng,
+    );
+    add("encoder/conv1/bias", vec![D], 0.1, rng);
+    add(
+        "encoder/conv2/weight",
+        vec![D, D, 3],
+        (1.0 / (3 * D) as f32).sqrt(),
+        rng,
+    );
+    add("encoder/conv2/bias", vec![D], 0.1, rng);
+    add(
+        "encoder/position_encodings/encodings",
+        vec![CTX, D],
+        1.0,
+        rng,
+    );
+    for l in 0..LAYERS {
+        let p = format!("encoder/layer_{l}");
+        for ln in ["self_attention/layer_norm", "ffn/layer_norm"] {
+            add(&format!("{p}/{ln}/gamma"), vec![D], 1.0, rng);
+            add(&format!("{p}/{ln}/beta"), vec![D], 0.2, rng);
+        }
+        let s = (1.0 / D as f32).sqrt();
+        add(
+            &format!("{p}/self_attention/linear_0/weight"),
+            vec![3 * D, D],
+            2.0 * s,
+            rng,
+        );
+        add(
+            &format!("{p}/self_attention/linear_0/bias"),
+            vec![3 * D],
+            0.1,
+            rng,
+        );
+        add(
+            &format!("{p}/self_attention/linear_1/weight"),
+            vec![D, D],
+            s,
+            rng,
+        );
+        add(
+            &format!("{p}/self_attention/linear_1/bias"),
+            vec![D],
+            0.1,
+            rng,
+        );
+        add(&format!("{p}/ffn/linear_0/weight"), vec![FFN, D], s, rng);
+        add(&format!("{p}/ffn/linear_0/bias"), vec![FFN], 0.1, rng);
+        add(
+            &format!("{p}/ffn/linear_1/weight"),
+            vec![D, FFN],
+            (1.0 / FFN as f32).sqrt(),
+            rng,
+        );
+        add(&format!("{p}/ffn/linear_1/bias"), vec![D], 0.1, rng);
+    }
+    add("encoder/layer_norm/gamma", vec![D], 1.0, rng);
+    add("encoder/layer_norm/beta", vec![D], 0.2, rng);
+    // The decoder: token and position embeddings, per layer self-attention (fused Q, K, V),
+    // cross-attention (Q, then fused K and V) and the feed-forward block, the final norm.
+    add("decoder/embeddings/weight", vec![VOCAB, D], 0.5, rng);
+    add(
+        "decoder/position_encodings/encodings",
+        vec![TEXT_CTX, D],
+        0.5,
+        rng,
+    );
+    let s = (1.0 / D as f32).sqrt();
+    for l in 0..LAYERS {
+        let p = format!("decoder/layer_{l}");
+        for ln in [
+            "self_attention/layer_norm",
+            "attention/layer_norm",
+            "ffn/layer_norm",
+        ] {
+            add(&format!("{p}/{ln}/gamma"), vec![D], 1.0, rng);
+            add(&format!("{p}/{ln}/beta"), vec![D], 0.2, rng);
+        }
+        for (name, rows) in [
+            ("self_attention/linear_0", 3 * D),
+            ("self_attention/linear_1", D),
+            ("attention/linear_0", D),
+            ("attention/linear_1", 2 * D),
+            ("attention/linear_2", D),
+        ] {
+            add(&format!("{p}/{name}/weight"), vec![rows, D], 2.0 * s, rng);
+            add(&format!("{p}/{name}/bias"), vec![rows], 0.1, rng);
+        }
+        add(&format!("{p}/ffn/linear_0/weight"), vec![FFN, D], s, rng);
+        add(&format!("{p}/ffn/linear_0/bias"), vec![FFN], 0.1, rng);
+        add(
+            &format!("{p}/ffn/linear_1/weight"),
+            vec![D, FFN],
+            (1.0 / FFN as f32).sqrt(),
+            rng,
+        );
+        add(&format!("{p}/ffn/linear_1/bias"), vec![D], 0.1, rng);
+    }
+    add("decoder/layer_norm/gamma", vec![D], 1.0, rng);
+    add("decoder/layer_norm/beta", vec![D], 0.2, rng);
+    w
+}

@@ -447,7 +447,12 @@ fn hung_and_failed_dispatches_are_errors() {
             faults,
             ..FakeConfig::xdna1()
         });
-        let npu = npu_for(fake, Rounding::NearestEven, std::slice::from_ref(&call), &dir);
+        let npu = npu_for(
+            fake,
+            Rounding::NearestEven,
+            std::slice::from_ref(&call),
+            &dir,
+        );
         let err = call.run(&npu, 1).unwrap_err();
         assert!(err.contains(expected), "{err}");
         // Later dispatches are unspoilt: the same call now gives the emulator's bits.

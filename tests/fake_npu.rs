@@ -1,0 +1,235 @@
+//! The `npu` backend's host code on a fake XRT (`kernels/fake-xrt`): whole encoders through
+//! `Npu` give the `emu` backend's bits, the placement report's traffic is the bytes the fake
+//! device measured, a plan is checked before anything reaches the device, and `auto` falls
+//! back when one kernel is missing.
+
+mod common;
+
+use std::sync::Arc;
+
+use amanuensis::backend::Backend;
+use amanuensis::model::convert::convert_ct2;
+use amanuensis::model::{Encoder, EncoderOptions};
+use amanuensis_fake_xrt::{FakeConfig, FakeXrt, Measured, TempKernels, write_kernels};
+use amanuensis_kernels::bf16::Rounding;
+use amanuensis_kernels::device::{Kernel, KernelNeed};
+use amanuensis_kernels::gemm::GemmContract;
+use amanuensis_kernels::npu::Npu;
+use amanuensis_ops::DeviceHandle;
+use common::*;
+
+fn options(backend: Backend) -> EncoderOptions {
+    EncoderOptions {
+        backend,
+        threads: 2,
+        ..EncoderOptions::default()
+    }
+}
+
+/// A fake XDNA1 NPU with kernels for `needs`, and the fake below it.
+fn fake_npu(needs: &[KernelNeed], dir: &TempKernels) -> (DeviceHandle, FakeXrt) {
+    let fake = FakeXrt::new(FakeConfig::xdna1());
+    let manifest = write_kernels(&dir.dir, Rounding::NearestEven, needs);
+    let npu = Npu::open_with(fake.clone(), 0, manifest, GemmContract::XDNA1).unwrap();
+    (DeviceHandle::new(Arc::new(npu)), fake)
+}
+
+fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| v.to_bits()).collect()
+}
+
+/// Loads the encoder in `dir` on `emu` and on `npu` over the fake device (kernels for exactly
+/// what the plan needs), encodes two windows on both, and checks: the features bit for bit;
+/// the weights the fake device received when the plan was built, and the traffic it measured
+/// in the second window (dispatches and bytes each way, per kernel kind), against the
+/// placement report and the device's own counters; the hardware contexts within XDNA1's
+/// budget. Returns the measured traffic of a window.
+fn npu_is_emu_and_traffic_is_measured(dir: &std::path::Path, mels: [&[f32]; 2]) -> Measured {
+    let emu = Encoder::load(dir, &options(Backend::Emu)).unwrap();
+    let kernels = TempKernels::new("encoder");
+    let (device, fake) = fake_npu(emu.kernel_needs(), &kernels);
+    let npu = Encoder::load(
+        dir,
+        &EncoderOptions {
+            device: Some(device.clone()),
+            ..options(Backend::Npu)
+        },
+    )
+    .unwrap();
+    let report = npu.placement().snapshot();
+    assert_eq!(report, emu.placement().snapshot());
+    let loaded = fake.measured();
+    assert_eq!(
+        loaded.synced_in, report.weight_bytes,
+        "bytes of weights and biases sent when the plan was built"
+    );
+    assert_eq!(
+        device.counters().snapshot().weight_bytes,
+        report.weight_bytes
+    );
+    let mut window = Measured::default();
+    for (i, mel) in mels.iter().enumerate() {
+        let before = (fake.measured(), device.counters().snapshot());
+        let ours = npu.encode(mel).unwrap();
+        let expected = emu.encode(mel).unwrap();
+        assert!(
+            bits(&ours) == bits(&expected),
+            "window {i}: npu and emu differ"
+        );
+        if i == 1 {
+            window = fake.measured().since(&before.0);
+            let counted = device.counters().snapshot().since(&before.1);
+            for kernel in Kernel::ALL {
+                let (m, r, c) = (window.get(kernel), report.get(kernel), counted.get(kernel));
+                assert_eq!(
+                    (m.dispatches, m.bytes_in, m.bytes_out),
+                    (r.dispatches, r.bytes_in, r.bytes_out),
+                    "{kernel:?}: measured on the fake device against the placement report"
+                );
+                assert_eq!(c, r, "{kernel:?}: the device's counters");
+            }
+            let total = report.total();
+            assert_eq!(window.synced_in, total.bytes_in);
+            assert_eq!(window.synced_out, total.bytes_out);
+        }
+    }
+    assert!(fake.max_live_contexts() <= 6);
+    eprintln!(
+        "{}: {} kernels, {} contexts created, per window {} dispatches, {:.1} MiB in, {:.1} MiB \
+         out",
+        dir.display(),
+        emu.kernel_needs().len(),
+        fake.contexts_created(),
+        report.total().dispatches,
+        window.synced_in as f64 / (1 << 20) as f64,
+        window.synced_out as f64 / (1 << 20) as f64
+    );
+    window
+}
+
+/// tiny.en (optimum's export) on OpenAI's jfk log-mel, then on the noise log-mel.
+#[test]
+fn npu_on_the_fake_device_is_emu_on_tiny_en() {
+    let (_, jfk) = read_npy(&reference("jfk.mel80_openai.npy"));
+    let (_, noise) = read_npy(&reference("noise_30s.mel80_openai.npy"));
+    npu_is_emu_and_traffic_is_measured(&reference("tiny.en"), [&jfk, &noise]);
+}
+
+/// base (the catalog's, converted from its CTranslate2 checkpoint).
+#[test]
+fn npu_on_the_fake_device_is_emu_on_base() {
+    let (_, jfk) = read_npy(&reference("jfk.mel80_openai.npy"));
+    let (_, noise) = read_npy(&reference("noise_30s.mel80_openai.npy"));
+    npu_is_emu_and_traffic_is_measured(&catalog_model("base"), [&jfk, &noise]);
+}
+
+/// Whisper small's shapes (width 768, 12 heads, FFN 3072: the layouts whose M is cut into
+/// two dispatches), one layer of random weights: the per-layer traffic is that of each of
+/// small's 12 layers.
+#[test]
+fn npu_on_the_fake_device_is_emu_at_smalls_shapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dims = RandomWhisper {
+        n_mels: 80,
+        d: 768,
+        ffn: 3072,
+        layers: 1,
+        ctx: 1500,
+        vocab: 64,
+        text_ctx: 448,
+    };
+    let weights = random_whisper(&mut Rng(0x5a11), &dims);
+    let mut vars: Vec<Ct2Var> = weights.iter().map(|(n, s, d)| ct2_f32(n, s, d)).collect();
+    vars.push(ct2_i16_scalar("encoder/num_heads", 12));
+    let ct2 = tmp.path().join("ct2");
+    std::fs::create_dir(&ct2).unwrap();
+    write_ct2(&ct2.join("model.bin"), &vars);
+    let out = tmp.path().join("onnx");
+    convert_ct2(&ct2, &out).unwrap();
+    let mel = Rng(3).vec(80 * 3000, 1.0);
+    let (_, jfk) = read_npy(&reference("jfk.mel80_openai.npy"));
+    let window = npu_is_emu_and_traffic_is_measured(&out, [&mel, &jfk]);
+    // The projections' A (1500 rows, K = 768) crosses in two dispatches of 768 rows: the
+    // 1536 rows of the padded M, not 2 x 1280.
+    assert!(window.get(Kernel::MatMul).dispatches > 0);
+}
+
+/// A kernel directory that lacks one kernel of the plan: `auto` takes the CPU plan and says
+/// which kernel is missing, and nothing reached the device (no weight, no context); `npu` and
+/// `auto --strict` refuse, naming it.
+#[test]
+fn auto_falls_back_when_one_kernel_is_missing() {
+    let dir = reference("tiny.en");
+    let emu = Encoder::load(&dir, &options(Backend::Emu)).unwrap();
+    let needs = emu.kernel_needs();
+    for missing in [0, needs.len() - 1] {
+        let mut short = needs.to_vec();
+        let gone = short.remove(missing);
+        let kernels = TempKernels::new("short");
+        let (device, fake) = fake_npu(&short, &kernels);
+        let auto = Encoder::load(
+            &dir,
+            &EncoderOptions {
+                device: Some(device.clone()),
+                ..options(Backend::Auto)
+            },
+        )
+        .unwrap();
+        assert_eq!(auto.backend().backend, Backend::Cpu);
+        let note = auto.backend().note.clone().unwrap();
+        assert!(
+            note.starts_with("backend auto: cpu (") && note.contains(&gone.to_string()),
+            "the note names {gone}: {note}"
+        );
+        assert_eq!(fake.measured(), Measured::default(), "nothing was sent");
+        assert_eq!(fake.contexts_created(), 0);
+        for (backend, strict) in [(Backend::Npu, false), (Backend::Auto, true)] {
+            let err = Encoder::load(
+                &dir,
+                &EncoderOptions {
+                    device: Some(device.clone()),
+                    strict,
+                    ..options(backend)
+                },
+            )
+            .err()
+            .unwrap_or_else(|| panic!("{backend} strict={strict} loaded without {gone}"))
+            .to_string();
+            assert!(err.contains(&gone.to_string()), "{err}");
+        }
+        assert_eq!(fake.contexts_created(), 0);
+    }
+}
+
+/// Two windows encoded at once on one encoder (two threads) give each window's own features:
+/// the offloaded ops keep no state between calls that another call could disturb.
+#[test]
+fn concurrent_encodes_on_one_encoder() {
+    let (_, jfk) = read_npy(&reference("jfk.mel80_openai.npy"));
+    let (_, noise) = read_npy(&reference("noise_30s.mel80_openai.npy"));
+    for backend in [Backend::Emu, Backend::Cpu] {
+        let encoder = Encoder::load(&reference("tiny.en"), &options(backend)).unwrap();
+        let alone = [
+            encoder.encode(&jfk).unwrap(),
+            encoder.encode(&noise).unwrap(),
+        ];
+        let together = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|i| {
+                    let (encoder, mel) = (&encoder, if i % 2 == 0 { &jfk } else { &noise });
+                    s.spawn(move || encoder.encode(mel).unwrap())
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        for (i, features) in together.iter().enumerate() {
+            assert!(
+                bits(features) == bits(&alone[i % 2]),
+                "{backend}: concurrent window {i}"
+            );
+        }
+    }
+}

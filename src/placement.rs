@@ -3,12 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use amanuensis_kernels::device::{Kernel, KernelNeed, Snapshot, StreamLayout, Traffic};
-use amanuensis_kernels::gemm::GemmContract;
+use amanuensis_kernels::device::{Kernel, KernelNeed, Snapshot, Traffic};
 use amanuensis_kernels::hw;
-use amanuensis_ops::{
-    MatMulGeometry, NpuAttention, NpuGelu, NpuMatMul, NpuSoftmax, OpKind, classify,
-};
+use amanuensis_ops::{DeviceCall, OpKind, as_device_op, classify};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::Cost;
 
@@ -161,7 +158,7 @@ pub fn placement(model: &TypedModel, left: &BTreeMap<String, String>) -> Placeme
         }
         for call in device_calls(model, node) {
             add_traffic(&mut p.traffic, call.need.kernel, call.traffic);
-            p.weight_bytes += call.weight_bytes;
+            p.weight_bytes += call.upload_bytes;
         }
     }
     // Report order: the offloadable kinds, then the rest by name.
@@ -190,85 +187,12 @@ fn concrete(model: &TypedModel, node: &TypedNode) -> Option<Vec<usize>> {
         .map(|s| s.to_vec())
 }
 
-/// What one node of the plan asks of the device per window: a kernel at one dispatch shape,
-/// the traffic of all its calls of that kernel, and the weights it uploaded once.
-struct DeviceCall {
-    need: KernelNeed,
-    traffic: Traffic,
-    weight_bytes: u64,
-}
-
-/// The device calls of `node`, as its op makes them (`NpuMatMul`, `NpuAttention`,
-/// `NpuSoftmax`, `NpuGelu`); none for a CPU node. The placement's traffic and the plan's
-/// kernel needs both come from here.
+/// The device calls of `node`, as its op answers for them ([`DeviceOp`]); none for a CPU
+/// node. The placement's traffic and the plan's kernel needs both come from here.
 fn device_calls(model: &TypedModel, node: &TypedNode) -> Vec<DeviceCall> {
-    let op = node.op.as_op();
-    // The CPU device moves nothing and needs no kernel.
-    if classify(op).is_some_and(|(_, device)| device.is_none()) {
-        return Vec::new();
-    }
-    let gemm =
-        |contract: &GemmContract, g: &MatMulGeometry, bias: bool, gelu: bool, weights: bool| {
-            let layout = contract.layout(g.m, g.k, g.n);
-            DeviceCall {
-                need: KernelNeed::gemm(&layout, bias, gelu),
-                traffic: Traffic::gemm(contract, &layout, weights).times(g.batch as u64),
-                weight_bytes: if weights {
-                    layout.upload_bytes(bias) as u64
-                } else {
-                    0
-                },
-            }
-        };
-    let stream =
-        |contract: &GemmContract, kernel: Kernel, rows: usize, cols: usize, calls: usize| {
-            let layout = StreamLayout::new(contract, rows, cols);
-            DeviceCall {
-                need: KernelNeed::stream(kernel, &layout),
-                traffic: Traffic::stream(&layout).times(calls as u64),
-                weight_bytes: 0,
-            }
-        };
-    if let Some(mm) = op.downcast_ref::<NpuMatMul>() {
-        let (g, contract) = (&mm.geometry, mm.device.contract());
-        let gelu = mm.epilogue == amanuensis_kernels::device::Epilogue::Gelu;
-        match &mm.weights {
-            Some(w) => vec![gemm(contract, g, w.0.has_bias(), gelu, true)],
-            None => {
-                // Without weights, a GELU runs as its own kernel after the products.
-                let mut calls = vec![gemm(contract, g, false, false, false)];
-                if gelu {
-                    calls.push(stream(contract, Kernel::Gelu, g.batch * g.m * g.n, 1, 1));
-                }
-                calls
-            }
-        }
-    } else if let Some(at) = op.downcast_ref::<NpuAttention>() {
-        let contract = at.device.contract();
-        let heads = at.qk.batch as u64;
-        contract
-            .attention(at.dims())
-            .calls(contract)
-            .into_iter()
-            .map(|(need, traffic)| DeviceCall {
-                need,
-                traffic: traffic.times(heads),
-                weight_bytes: 0,
-            })
-            .collect()
-    } else if let Some(sm) = op.downcast_ref::<NpuSoftmax>()
-        && let Some(shape) = concrete(model, node)
-    {
-        let cols = *shape.last().unwrap_or(&1);
-        let rows = shape.iter().product::<usize>() / cols.max(1);
-        vec![stream(sm.device.contract(), Kernel::Softmax, rows, cols, 1)]
-    } else if let Some(ge) = op.downcast_ref::<NpuGelu>()
-        && let Some(shape) = concrete(model, node)
-    {
-        let len = shape.iter().product();
-        vec![stream(ge.device.contract(), Kernel::Gelu, len, 1, 1)]
-    } else {
-        Vec::new()
+    match (as_device_op(node.op.as_op()), concrete(model, node)) {
+        (Some(op), Some(shape)) => op.device_calls(&shape),
+        _ => Vec::new(),
     }
 }
 

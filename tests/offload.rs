@@ -75,24 +75,6 @@ fn report_close(label: &str, ours: &[f32], expected: &[f32], min_cosine: f64) {
     assert_close(label, ours, expected, f32::INFINITY, min_cosine);
 }
 
-/// The device's counters after one window are what the placement report predicts from the
-/// kernels' layouts: the report's traffic is the traffic.
-#[test]
-fn counted_traffic_is_the_predicted_traffic() {
-    let emu = Encoder::load(&reference("tiny.en"), &options(Backend::Emu)).unwrap();
-    let device = emu.backend().device.clone().unwrap();
-    let before = device.counters().snapshot();
-    let (_, mel) = read_npy(&reference("jfk.mel80_openai.npy"));
-    emu.encode(&mel).unwrap();
-    let counted = device.counters().snapshot().since(&before);
-    let predicted = emu.placement().snapshot();
-    assert_eq!(counted.kernels, predicted.kernels);
-    assert!(counted.total().dispatches > 0);
-    // Weights are uploaded when the plan is built, never per window.
-    assert_eq!(counted.weight_bytes, 0);
-    assert!(device.counters().snapshot().weight_bytes >= predicted.weight_bytes);
-}
-
 /// One small random Whisper encoder as each exporter writes it (tests/data/exporters): the
 /// same placement from every form (LayerNorm spelled out at opset 14 or one node at 17+,
 /// GELU as an ONNX `Gelu` node at opset 20 or as erf arithmetic, the dynamo exporter's
@@ -208,11 +190,24 @@ fn truncation_is_a_switch() {
     assert!(trunc < near && trunc >= 0.998, "{trunc} vs {near}");
 }
 
-/// `npu` says plainly that no device is here and what to use; `auto` falls back in one line,
-/// unless `--strict`.
+/// Where no NPU (or none with kernels) is found, `npu` says so plainly and what to use, and
+/// `auto` falls back in one line unless `--strict`; where one is, both take it.
 #[test]
 fn npu_absent_is_said_not_hidden() {
     let dir = reference("tiny.en");
+    if let Ok(device) = amanuensis::backend::open_npu(Rounding::NearestEven) {
+        // `auto` takes it, or the CPU with a note naming the kernels this model lacks.
+        eprintln!("an NPU with kernels is here: {device:?}");
+        let auto = Encoder::load(&dir, &options(Backend::Auto)).unwrap();
+        let note = auto.backend().note.clone().unwrap_or_default();
+        assert!(
+            auto.backend().backend == Backend::Npu
+                || (auto.backend().backend == Backend::Cpu && note.contains("lack")),
+            "{:?}: {note}",
+            auto.backend().backend
+        );
+        return;
+    }
     let err = Encoder::load(&dir, &options(Backend::Npu))
         .unwrap_err()
         .to_string();

@@ -131,8 +131,9 @@ fn compare_prints_time_error_and_op_tables() {
     assert!(backends[0]["error_vs_reference"].is_null());
 }
 
-/// Without an NPU: `npu` fails in one line naming the alternatives, `auto` says it falls
-/// back, `--strict` refuses, and no output is left behind.
+/// Without NPU kernels (none on the search path, whatever the hardware): `npu` fails in one
+/// line naming the alternatives, `auto` says it falls back, `--strict` refuses, and no output
+/// is left behind.
 #[test]
 fn missing_npu_is_said_in_one_line() {
     let tmp = tempfile::tempdir().unwrap();
@@ -155,8 +156,12 @@ fn missing_npu_is_said_in_one_line() {
         if strict {
             args.push("--strict".into());
         }
+        // No kernel directory anywhere it looks: the npu backend is unavailable on any
+        // machine, a Ryzen AI one included.
         Command::new(env!("CARGO_BIN_EXE_amanuensis"))
             .args(&args)
+            .env_remove("AMANUENSIS_KERNELS")
+            .env("HOME", tmp.path())
             .output()
             .unwrap()
     };
@@ -180,9 +185,8 @@ fn missing_npu_is_said_in_one_line() {
     assert!(out_path.exists());
 }
 
-/// `doctor` on a machine without an NPU (as this project's machines are): the XRT it was
-/// built with (or that none was), no NPU device with XRT's own words, no kernels with where it
-/// looked, and auto -> cpu.
+/// `doctor` without kernels: the XRT it was built with (or that none was), the NPU device XRT
+/// finds (or none, in XRT's own words), no kernels with where it looked, and auto -> cpu.
 #[test]
 fn doctor_says_what_is_here_and_what_auto_picks() {
     // No kernel directory: neither $AMANUENSIS_KERNELS nor one under $HOME.
@@ -201,8 +205,14 @@ fn doctor_says_what_is_here_and_what_auto_picks() {
     } else {
         assert!(stdout.contains("XRT: not built in"), "{stdout}");
     }
+    // The device line says what XRT finds here, as this process finds it.
+    let device = match xrt_sys::Device::open(0) {
+        Ok(_) => "NPU devices: device 0: ".to_string(),
+        Err(e) => format!("NPU devices: none ({e})"),
+    };
+    assert!(stdout.contains(&device), "lacks {device:?}:\n{stdout}");
+    // No kernels are found (none in $HOME, none named): auto takes the CPU on any machine.
     for needle in [
-        "NPU devices: none (",
         "NPU kernels: no NPU kernels found (looked in",
         "backend auto: cpu (",
         "CPU: ",

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use amanuensis_kernels::cpu::CpuDevice;
 use amanuensis_kernels::device::{AttentionDims, Device};
-use amanuensis_kernels::emu::{PackedB, gemm, gemm_f32};
 use amanuensis_kernels::gemm::GemmContract;
+use amanuensis_kernels::packed_gemm::{PackedB, gemm, gemm_f32};
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {

@@ -9,9 +9,9 @@ use rayon::prelude::*;
 
 use crate::attention::for_each_query_block;
 use crate::device::{AttentionDims, Counters, Device, DeviceError, Epilogue, Weights, checks};
-use crate::emu::{PackedB, block_f32, gemm_f32, micro_rows};
 use crate::fmath;
 use crate::gemm::GemmContract;
+use crate::packed_gemm::{PackedB, block_f32, gemm_f32, micro_rows};
 
 /// Queries of attention computed together (eight groups of the AVX-512 micro-kernel's 12
 /// rows): their scores against 1500 keys and the exponentials of those (1500 x 96 float32

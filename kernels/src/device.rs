@@ -1,17 +1,19 @@
-//! The device interface: what a backend that runs the kernel contract offers, and the
-//! counters of its traffic.
+//! The device interface: what a backend that runs the kernel contract offers, the kernels a
+//! plan needs of it, and the operand checks every device makes.
 //!
-//! Two implementations exist: [`crate::emulator::Emulator`] (the contract on the CPU) and the
-//! XRT device. Both count every dispatch and every byte that crosses between host and device
-//! with the same [`Counters`], from the same layouts, so the emulator predicts the device's
-//! traffic exactly.
+//! Three implementations exist: [`crate::emulator::Emulator`] (the contract on the CPU),
+//! [`crate::cpu::CpuDevice`] (plain float32) and the XRT device [`crate::npu::Npu`]. The
+//! emulator counts the traffic the layouts give ([`Counters`]); the XRT device counts what
+//! its host code sends and reads back, which the layouts must equal (tested on a fake XRT).
 
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::gemm::{GemmContract, GemmLayout};
+
+pub use crate::counters::{Counters, Snapshot, Traffic};
+pub use crate::stream::StreamLayout;
 
 /// Why a device cannot do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -406,223 +408,5 @@ impl Kernel {
     /// Its index in [`Kernel::ALL`] and [`Snapshot::kernels`].
     pub fn index(self) -> usize {
         self as usize
-    }
-}
-
-#[derive(Debug, Default)]
-struct KernelCounters {
-    calls: AtomicU64,
-    dispatches: AtomicU64,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-    flops: AtomicU64,
-    padded_flops: AtomicU64,
-    dma_bytes: AtomicU64,
-}
-
-/// Counts of the device's work and traffic since it was made, per kernel kind. Thread-safe.
-#[derive(Debug, Default)]
-pub struct Counters {
-    kernels: [KernelCounters; 3],
-    weight_bytes: AtomicU64,
-}
-
-/// The traffic of one kernel kind over some span of time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub struct Traffic {
-    /// Kernel invocations by the plan.
-    pub calls: u64,
-    /// Dispatches to the device (an invocation is cut into one or more).
-    pub dispatches: u64,
-    /// Bytes sent from host to device, once per call.
-    pub bytes_in: u64,
-    /// Bytes read back from device to host, once per call.
-    pub bytes_out: u64,
-    /// Useful floating-point operations (GEMM only).
-    pub flops: u64,
-    /// Floating-point operations including the padding to tiles (GEMM only).
-    pub padded_flops: u64,
-    /// Bytes the array's DMAs move between memory and the cores, operands re-read per block
-    /// included ([`GemmContract::dma_bytes`]); for Softmax and GELU, what goes in and out.
-    pub dma_bytes: u64,
-}
-
-impl Traffic {
-    /// One GEMM call of `layout` under `contract`; `b_is_weight` says whether B was uploaded
-    /// before (a weight) or is sent now (an activation).
-    pub fn gemm(contract: &GemmContract, layout: &GemmLayout, b_is_weight: bool) -> Traffic {
-        Traffic {
-            calls: 1,
-            dispatches: layout.dispatches as u64,
-            bytes_in: layout.bytes_in(b_is_weight) as u64,
-            bytes_out: layout.bytes_out() as u64,
-            flops: layout.flops(),
-            padded_flops: layout.padded_flops(),
-            dma_bytes: contract.dma_bytes(layout) as u64,
-        }
-    }
-
-    /// One Softmax or GELU call over `stream`.
-    pub fn stream(stream: &StreamLayout) -> Traffic {
-        Traffic {
-            calls: 1,
-            dispatches: stream.dispatches as u64,
-            bytes_in: stream.bytes as u64,
-            bytes_out: stream.bytes as u64,
-            flops: 0,
-            padded_flops: 0,
-            dma_bytes: 2 * stream.bytes as u64,
-        }
-    }
-
-    /// `n` times this traffic.
-    pub fn times(self, n: u64) -> Traffic {
-        Traffic {
-            calls: self.calls * n,
-            dispatches: self.dispatches * n,
-            bytes_in: self.bytes_in * n,
-            bytes_out: self.bytes_out * n,
-            flops: self.flops * n,
-            padded_flops: self.padded_flops * n,
-            dma_bytes: self.dma_bytes * n,
-        }
-    }
-}
-
-impl std::ops::Add for Traffic {
-    type Output = Traffic;
-    fn add(self, t: Traffic) -> Traffic {
-        Traffic {
-            calls: self.calls + t.calls,
-            dispatches: self.dispatches + t.dispatches,
-            bytes_in: self.bytes_in + t.bytes_in,
-            bytes_out: self.bytes_out + t.bytes_out,
-            flops: self.flops + t.flops,
-            padded_flops: self.padded_flops + t.padded_flops,
-            dma_bytes: self.dma_bytes + t.dma_bytes,
-        }
-    }
-}
-
-impl std::ops::Sub for Traffic {
-    type Output = Traffic;
-    fn sub(self, t: Traffic) -> Traffic {
-        Traffic {
-            calls: self.calls - t.calls,
-            dispatches: self.dispatches - t.dispatches,
-            bytes_in: self.bytes_in - t.bytes_in,
-            bytes_out: self.bytes_out - t.bytes_out,
-            flops: self.flops - t.flops,
-            padded_flops: self.padded_flops - t.padded_flops,
-            dma_bytes: self.dma_bytes - t.dma_bytes,
-        }
-    }
-}
-
-/// A copy of all counters at one moment; subtract two to get the traffic in between.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Snapshot {
-    /// Per kernel kind, in the order of [`Kernel::ALL`].
-    pub kernels: [Traffic; 3],
-    /// Bytes of weights uploaded (once per plan).
-    pub weight_bytes: u64,
-}
-
-impl Snapshot {
-    /// The traffic of one kernel kind.
-    pub fn get(&self, kernel: Kernel) -> &Traffic {
-        &self.kernels[kernel.index()]
-    }
-
-    /// The sum over kernel kinds.
-    pub fn total(&self) -> Traffic {
-        self.kernels.iter().fold(Traffic::default(), |a, t| a + *t)
-    }
-
-    /// What happened between `earlier` and this snapshot.
-    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
-        let mut out = *self;
-        for (o, e) in out.kernels.iter_mut().zip(&earlier.kernels) {
-            *o = *o - *e;
-        }
-        out.weight_bytes -= earlier.weight_bytes;
-        out
-    }
-}
-
-impl Counters {
-    /// Records the traffic of one kernel call (see [`Traffic::gemm`], [`Traffic::stream`]).
-    pub fn record(&self, kernel: Kernel, t: Traffic) {
-        let k = &self.kernels[kernel.index()];
-        k.calls.fetch_add(t.calls, Ordering::Relaxed);
-        k.dispatches.fetch_add(t.dispatches, Ordering::Relaxed);
-        k.bytes_in.fetch_add(t.bytes_in, Ordering::Relaxed);
-        k.bytes_out.fetch_add(t.bytes_out, Ordering::Relaxed);
-        k.flops.fetch_add(t.flops, Ordering::Relaxed);
-        k.padded_flops.fetch_add(t.padded_flops, Ordering::Relaxed);
-        k.dma_bytes.fetch_add(t.dma_bytes, Ordering::Relaxed);
-    }
-
-    /// Records the upload of a weight matrix.
-    pub fn record_weights(&self, bytes: usize) {
-        self.weight_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-    }
-
-    /// The counters now.
-    pub fn snapshot(&self) -> Snapshot {
-        let mut s = Snapshot {
-            weight_bytes: self.weight_bytes.load(Ordering::Relaxed),
-            ..Snapshot::default()
-        };
-        for (t, k) in s.kernels.iter_mut().zip(&self.kernels) {
-            *t = Traffic {
-                calls: k.calls.load(Ordering::Relaxed),
-                dispatches: k.dispatches.load(Ordering::Relaxed),
-                bytes_in: k.bytes_in.load(Ordering::Relaxed),
-                bytes_out: k.bytes_out.load(Ordering::Relaxed),
-                flops: k.flops.load(Ordering::Relaxed),
-                padded_flops: k.padded_flops.load(Ordering::Relaxed),
-                dma_bytes: k.dma_bytes.load(Ordering::Relaxed),
-            };
-        }
-        s
-    }
-}
-
-/// How a Softmax or GELU invocation over `elements` bfloat16 values is cut into dispatches:
-/// each dispatch's input fits the memory tiles (whole rows for Softmax).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamLayout {
-    /// Values processed.
-    pub elements: usize,
-    /// Bytes each way (bfloat16 in, bfloat16 out): every dispatch sends and reads back
-    /// `rows_per_dispatch` rows, the last one's padding included.
-    pub bytes: usize,
-    /// Dispatches.
-    pub dispatches: usize,
-    /// Rows of one dispatch (the last one padded): even values, the DMAs moving 32-bit words.
-    pub rows_per_dispatch: usize,
-    /// Values of a row.
-    pub cols: usize,
-}
-
-impl StreamLayout {
-    /// The layout of `rows` rows of `cols` values under `contract`'s staging memory. Half of
-    /// the memory tiles hold the input, half the output.
-    pub fn new(contract: &GemmContract, rows: usize, cols: usize) -> StreamLayout {
-        let row_bytes = cols.max(1) * 2;
-        let fit = (contract.staging_bytes / 2 / row_bytes).max(1);
-        let dispatches = rows.div_ceil(fit).max(1);
-        let mut per = rows.div_ceil(dispatches);
-        if (per * cols) % 2 == 1 {
-            per += 1;
-        }
-        StreamLayout {
-            elements: rows * cols,
-            bytes: dispatches * per * cols * 2,
-            dispatches,
-            rows_per_dispatch: per,
-            cols,
-        }
     }
 }

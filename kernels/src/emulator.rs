@@ -9,8 +9,8 @@ use crate::device::{
     AttentionDims, Counters, Device, DeviceError, Epilogue, Kernel, StreamLayout, Traffic, Weights,
     checks,
 };
-use crate::emu::{self, PackedB};
 use crate::gemm::GemmContract;
+use crate::packed_gemm::{self, PackedB};
 use crate::{gelu, softmax};
 
 use rayon::prelude::*;
@@ -84,7 +84,7 @@ impl Device for Emulator {
     ) -> Result<(), DeviceError> {
         let ew = checks::own::<EmuWeights>(w)?;
         checks::matmul(a, m, w, c)?;
-        emu::gemm(
+        packed_gemm::gemm(
             self.contract.rounding,
             a,
             m,
@@ -110,7 +110,7 @@ impl Device for Emulator {
     ) -> Result<(), DeviceError> {
         checks::matmul_act(a, b, (m, k, n), c)?;
         let packed = PackedB::new(&self.contract, b, k, n);
-        emu::gemm(self.contract.rounding, a, m, &packed, None, c);
+        packed_gemm::gemm(self.contract.rounding, a, m, &packed, None, c);
         let layout = self.contract.layout(m, k, n);
         self.counters.record(
             Kernel::MatMul,
@@ -167,10 +167,10 @@ impl Device for Emulator {
                 SCORES.with_borrow_mut(|scores| {
                     scores.clear();
                     scores.resize(rows * n, 0.0);
-                    emu::gemm_rows(rounding, q, rows, kt, None, scores);
+                    packed_gemm::gemm_rows(rounding, q, rows, kt, None, scores);
                     softmax::softmax_rows_here(rounding, scores, n);
                     // The softmax's values are bfloat16 already.
-                    emu::gemm_rows_bf16(scores, rows, v, None, o);
+                    packed_gemm::gemm_rows_bf16(scores, rows, v, None, o);
                 });
             });
         }

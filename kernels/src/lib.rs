@@ -3,8 +3,8 @@
 //! - [`hw`]: the hardware figures the contract is sized by, each with its source;
 //! - [`bf16`]: bfloat16 rounding, as the AIE converts float32 operands;
 //! - [`gemm`]: the GEMM contract: tiles, padding, dispatch chunking, and its numerics;
-//! - [`emu`]: the GEMM contract computed on the CPU, bit for bit as specified, and the same
-//!   packed micro-kernels in plain float32;
+//! - [`packed_gemm`]: the packed GEMM micro-kernels: the contract computed on the CPU, bit
+//!   for bit as specified, and the same kernels in plain float32;
 //! - [`fmath`]: float32 exponential, error function, GELU and softmax for the CPU's own
 //!   kernels;
 //! - [`vmath`]: the vector arithmetic of the non-GEMM kernels (exponential, reciprocal,
@@ -13,7 +13,9 @@
 //! - [`gelu`]: the GELU contract (tanh form), computed on the CPU bit for bit;
 //! - [`attention`]: one head of attention as three kernels whose intermediates stay on the
 //!   device;
-//! - [`device`]: the interface of a device that runs the contract, and its traffic counters;
+//! - [`device`]: the interface of a device that runs the contract;
+//! - [`counters`]: the counters of a device's work and traffic;
+//! - [`stream`]: how a Softmax or GELU call is cut into dispatches;
 //! - [`emulator`]: the contract on the CPU as a device (`--backend emu`);
 //! - [`cpu`]: the same interface in plain float32 on the CPU (`--backend cpu`);
 //! - [`contexts`]: how many NPU hardware contexts to hold at once, and which to give up;
@@ -28,9 +30,9 @@
 pub mod attention;
 pub mod bf16;
 pub mod contexts;
+pub mod counters;
 pub mod cpu;
 pub mod device;
-pub mod emu;
 pub mod emulator;
 pub mod fmath;
 pub mod gelu;
@@ -38,5 +40,7 @@ pub mod gemm;
 pub mod hw;
 pub mod manifest;
 pub mod npu;
+pub mod packed_gemm;
 pub mod softmax;
+pub mod stream;
 pub mod vmath;

@@ -48,6 +48,26 @@ impl NpuAttention {
     }
 }
 
+impl crate::device::DeviceOp for NpuAttention {
+    /// The three kernels of one head (`Q K^T`, softmax, `P V`), once a head.
+    fn device_calls(&self, _output_shape: &[usize]) -> Vec<crate::device::DeviceCall> {
+        if self.device.is_cpu() {
+            return Vec::new();
+        }
+        let contract = self.device.contract();
+        contract
+            .attention(self.dims())
+            .calls(contract)
+            .into_iter()
+            .map(|(need, traffic)| crate::device::DeviceCall {
+                need,
+                traffic: traffic.times(self.qk.batch as u64),
+                upload_bytes: 0,
+            })
+            .collect()
+    }
+}
+
 impl Op for NpuAttention {
     fn name(&self) -> StaticName {
         format!("{}Attention", self.device.prefix()).into()

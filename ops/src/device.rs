@@ -5,7 +5,8 @@ use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::sync::Arc;
 
-use amanuensis_kernels::device::Device;
+use amanuensis_kernels::device::{Device, KernelNeed, StreamLayout, Traffic};
+use amanuensis_kernels::gemm::GemmContract;
 
 /// The device an op runs on. Two handles are equal when they point at the same device, so
 /// that tract's graph machinery (which compares and hashes ops) keeps ops of different
@@ -45,4 +46,42 @@ impl Hash for DeviceHandle {
     fn hash<H: Hasher>(&self, state: &mut H) {
         (Arc::as_ptr(&self.0) as *const u8 as usize).hash(state)
     }
+}
+
+/// What one op of a plan asks of its device per evaluation: a kernel at one dispatch shape,
+/// the traffic of all its calls of that kernel, and the bytes it uploaded once (weights).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCall {
+    /// The kernel and its dispatch shape.
+    pub need: KernelNeed,
+    /// The traffic of one evaluation's calls of that kernel.
+    pub traffic: Traffic,
+    /// Bytes uploaded once when the plan was built.
+    pub upload_bytes: u64,
+}
+
+impl DeviceCall {
+    /// `calls` calls of a row-wise or elementwise kernel over `rows` rows of `cols` values.
+    pub fn stream(
+        contract: &GemmContract,
+        kernel: amanuensis_kernels::device::Kernel,
+        rows: usize,
+        cols: usize,
+        calls: u64,
+    ) -> DeviceCall {
+        let layout = StreamLayout::new(contract, rows, cols);
+        DeviceCall {
+            need: KernelNeed::stream(kernel, &layout),
+            traffic: Traffic::stream(&layout).times(calls),
+            upload_bytes: 0,
+        }
+    }
+}
+
+/// An op that runs on a device answers for its own device calls, as tract ops answer for
+/// their cost: the placement report's traffic, the plan's kernel check and the prediction all
+/// read this one answer. An op on the CPU device makes none.
+pub trait DeviceOp {
+    /// The device calls of one evaluation with an output of `output_shape`.
+    fn device_calls(&self, output_shape: &[usize]) -> Vec<DeviceCall>;
 }

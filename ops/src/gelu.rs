@@ -12,6 +12,23 @@ pub struct NpuGelu {
     pub device: DeviceHandle,
 }
 
+impl crate::device::DeviceOp for NpuGelu {
+    /// One gelu call over the output's rows (its values).
+    fn device_calls(&self, output_shape: &[usize]) -> Vec<crate::device::DeviceCall> {
+        if self.device.is_cpu() {
+            return Vec::new();
+        }
+        let (rows, cols) = (output_shape.iter().product::<usize>(), 1);
+        vec![crate::device::DeviceCall::stream(
+            self.device.contract(),
+            amanuensis_kernels::device::Kernel::Gelu,
+            rows,
+            cols,
+            1,
+        )]
+    }
+}
+
 impl Op for NpuGelu {
     fn name(&self) -> StaticName {
         format!("{}Gelu", self.device.prefix()).into()

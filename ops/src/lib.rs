@@ -26,7 +26,7 @@ mod softmax;
 
 pub use attention::NpuAttention;
 pub use cached_attention::{AttentionAxes, CachedAttention};
-pub use device::DeviceHandle;
+pub use device::{DeviceCall, DeviceHandle, DeviceOp};
 pub use gelu::NpuGelu;
 pub use im2col::CpuIm2Col;
 pub use layer_norm::{CpuLayerNorm, layer_norm_rows};
@@ -72,6 +72,23 @@ pub fn classify(op: &dyn tract_core::internal::Op) -> Option<(OpKind, Option<&'s
     }
     if op.is::<CpuIm2Col>() {
         return Some((OpKind::Im2Col, None));
+    }
+    None
+}
+
+/// `op` as an op that answers for its device calls, when it is one of this crate's device ops.
+pub fn as_device_op(op: &dyn tract_core::internal::Op) -> Option<&dyn DeviceOp> {
+    if let Some(op) = op.downcast_ref::<NpuMatMul>() {
+        return Some(op);
+    }
+    if let Some(op) = op.downcast_ref::<NpuAttention>() {
+        return Some(op);
+    }
+    if let Some(op) = op.downcast_ref::<NpuSoftmax>() {
+        return Some(op);
+    }
+    if let Some(op) = op.downcast_ref::<NpuGelu>() {
+        return Some(op);
     }
     None
 }

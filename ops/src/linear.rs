@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use amanuensis_kernels::emu::{PackedB, gemm_f32, gemv_f32};
+use amanuensis_kernels::packed_gemm::{PackedB, gemm_f32, gemv_f32};
 use tract_core::internal::*;
 
 /// A linear layer's weights, packed for the CPU's micro-kernels, and its bias.

@@ -8,10 +8,13 @@ use std::sync::Arc;
 
 use std::sync::{Mutex, OnceLock};
 
-use amanuensis_kernels::device::{Device, DeviceError, Epilogue, Weights};
+use amanuensis_kernels::device::{
+    Device, DeviceError, Epilogue, Kernel, KernelNeed, Traffic, Weights,
+};
 use tract_core::internal::*;
 use tract_core::ndarray::{ArrayViewD, IxDyn};
 
+use crate::device::{DeviceCall, DeviceOp};
 use crate::{DeviceHandle, device_error};
 
 /// B (`[k, n]`, row-major) and its bias, on the host.
@@ -473,6 +476,44 @@ impl NpuMatMul {
             }
         }
         Ok(())
+    }
+}
+
+impl DeviceOp for NpuMatMul {
+    /// One GEMM kernel: with weights, its bias and GELU in the epilogue and the weights
+    /// uploaded once; without, one call a batch index, and a GELU after the products as its
+    /// own kernel (as [`NpuMatMul`]'s evaluation runs them).
+    fn device_calls(&self, _output_shape: &[usize]) -> Vec<DeviceCall> {
+        if self.device.is_cpu() {
+            return Vec::new();
+        }
+        let (g, contract) = (&self.geometry, self.device.contract());
+        let layout = contract.layout(g.m, g.k, g.n);
+        let gelu = self.epilogue == Epilogue::Gelu;
+        match &self.weights {
+            Some(w) => vec![DeviceCall {
+                need: KernelNeed::gemm(&layout, w.0.has_bias(), gelu),
+                traffic: Traffic::gemm(contract, &layout, true).times(g.batch as u64),
+                upload_bytes: layout.upload_bytes(w.0.has_bias()) as u64,
+            }],
+            None => {
+                let mut calls = vec![DeviceCall {
+                    need: KernelNeed::gemm(&layout, false, false),
+                    traffic: Traffic::gemm(contract, &layout, false).times(g.batch as u64),
+                    upload_bytes: 0,
+                }];
+                if gelu {
+                    calls.push(DeviceCall::stream(
+                        contract,
+                        Kernel::Gelu,
+                        g.batch * g.m * g.n,
+                        1,
+                        1,
+                    ));
+                }
+                calls
+            }
+        }
     }
 }
 

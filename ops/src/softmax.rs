@@ -12,6 +12,24 @@ pub struct NpuSoftmax {
     pub device: DeviceHandle,
 }
 
+impl crate::device::DeviceOp for NpuSoftmax {
+    /// One softmax call over the output's rows.
+    fn device_calls(&self, output_shape: &[usize]) -> Vec<crate::device::DeviceCall> {
+        if self.device.is_cpu() {
+            return Vec::new();
+        }
+        let cols = *output_shape.last().unwrap_or(&1);
+        let rows = output_shape.iter().product::<usize>() / cols.max(1);
+        vec![crate::device::DeviceCall::stream(
+            self.device.contract(),
+            amanuensis_kernels::device::Kernel::Softmax,
+            rows,
+            cols,
+            1,
+        )]
+    }
+}
+
 impl Op for NpuSoftmax {
     fn name(&self) -> StaticName {
         format!("{}Softmax", self.device.prefix()).into()

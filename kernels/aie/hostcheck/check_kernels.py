@@ -8,7 +8,7 @@ emulator, bit for bit; run by run.sh.
   of -inf only, with +inf, with NaN, tiny and huge values, zeros;
 - the GEMM through the dataflow of gemm.py: the runtime access patterns, the memory tiles'
   transforms, the bias carried down the B stream, each core's loop run by the harness on its
-  streams, the joined C written back through the drain patterns; compared with ``emu::gemm``
+  streams, the joined C written back through the drain patterns; compared with ``packed_gemm::gemm``
   (plus ``gelu::gelu`` for ``bias_gelu``, the rounding to bfloat16 for ``--output bf16``);
 - one head of attention as the NPU runs it, the scores and probabilities kept in device
   layout between the kernels; compared with ``Emulator::attention``.

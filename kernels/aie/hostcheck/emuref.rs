@@ -15,7 +15,7 @@ use amanuensis_kernels::device::{AttentionDims, Device};
 use amanuensis_kernels::emulator::Emulator;
 use amanuensis_kernels::gemm::GemmContract;
 use amanuensis_kernels::manifest::{FileCheck, Manifest};
-use amanuensis_kernels::{emu, gelu, softmax};
+use amanuensis_kernels::{gelu, packed_gemm, softmax};
 
 fn read(path: &str) -> Vec<f32> {
     std::fs::read(path)
@@ -48,9 +48,9 @@ fn main() {
             let dims: Vec<usize> = a[5..8].iter().map(|s| s.parse().unwrap()).collect();
             let (m, k, n) = (dims[0], dims[1], dims[2]);
             let bias = (a[4] != "-").then(|| read(&a[4]));
-            let b = emu::PackedB::new(&GemmContract::XDNA1, &read(&a[3]), k, n);
+            let b = packed_gemm::PackedB::new(&GemmContract::XDNA1, &read(&a[3]), k, n);
             let mut c = vec![0f32; m * n];
-            emu::gemm(rounding, &read(&a[2]), m, &b, bias.as_deref(), &mut c);
+            packed_gemm::gemm(rounding, &read(&a[2]), m, &b, bias.as_deref(), &mut c);
             if a[8] == "bias_gelu" {
                 gelu::gelu(rounding, &mut c);
             }

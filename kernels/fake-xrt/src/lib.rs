@@ -34,10 +34,10 @@ use std::time::Duration;
 
 use amanuensis_kernels::bf16::{self, Rounding};
 use amanuensis_kernels::device::{DeviceError, Kernel, KernelNeed};
-use amanuensis_kernels::emu::{self, PackedB};
 use amanuensis_kernels::gemm::GemmContract;
 use amanuensis_kernels::manifest::{FORMAT, Manifest};
 use amanuensis_kernels::npu::{BoFlags, CommandState, Xrt};
+use amanuensis_kernels::packed_gemm::{self, PackedB};
 use amanuensis_kernels::{gelu, softmax};
 use sha2::{Digest, Sha256};
 
@@ -511,7 +511,7 @@ impl FakeXrt {
                 let packed =
                     PackedB::new(&self.0.config.contract.with_rounding(rounding), &b, k, n);
                 let mut c = vec![0f32; m * n];
-                emu::gemm(rounding, &a, m, &packed, bias.as_deref(), &mut c);
+                packed_gemm::gemm(rounding, &a, m, &packed, bias.as_deref(), &mut c);
                 if desc.epilogue == "bias_gelu" {
                     gelu::gelu(rounding, &mut c);
                 }

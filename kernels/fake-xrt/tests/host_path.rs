@@ -402,6 +402,14 @@ fn contexts_stay_within_the_drivers_budget() {
     });
     result.unwrap();
     assert_eq!(fake.max_live_contexts(), 2);
+    // XDNA2 shared with processes holding 12 of its 16: the least recently used of ours is
+    // given up one at a time, four alive.
+    let (result, fake, made) = run(FakeConfig {
+        held_elsewhere: 12,
+        ..FakeConfig::xdna2()
+    });
+    result.unwrap();
+    assert_eq!((fake.max_live_contexts(), made), (4, 16));
     // Others hold all six: the first call fails, saying why and what to do.
     let (result, fake, _) = run(FakeConfig {
         held_elsewhere: 6,

@@ -65,6 +65,28 @@ impl Rounding {
     }
 }
 
+/// How many bfloat16 products the NPU kernels take for one float32 product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// One: operands rounded to bfloat16 (8 significant bits).
+    #[default]
+    Bf16,
+    /// Three: each operand split into high and low bfloat16 parts (16 significant bits),
+    /// `hi hi + hi lo + lo hi` accumulated in float32; three times the products, twice the
+    /// bytes (emu only: no NPU kernels yet).
+    Bf16x3,
+}
+
+impl Precision {
+    fn kernels(self) -> amanuensis_kernels::gemm::Precision {
+        match self {
+            Precision::Bf16 => amanuensis_kernels::gemm::Precision::Bf16,
+            Precision::Bf16x3 => amanuensis_kernels::gemm::Precision::Bf16x3,
+        }
+    }
+}
+
 /// Why a backend cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -130,6 +152,7 @@ pub fn resolve_with(
     backend: Backend,
     strict: bool,
     rounding: Rounding,
+    precision: Precision,
 ) -> Result<Resolved, BackendError> {
     match (device, backend) {
         (Some(device), Backend::Emu | Backend::Npu | Backend::Auto) => Ok(Resolved {
@@ -141,16 +164,28 @@ pub fn resolve_with(
             device: Some(device.clone()),
             note: None,
         }),
-        _ => resolve(backend, strict, rounding),
+        _ => resolve(backend, strict, rounding, precision),
     }
 }
 
-/// Resolves `backend` with the kernels' `rounding`; with `strict`, `auto` must find the NPU.
+/// Resolves `backend` with the kernels' `rounding` and `precision`; with `strict`, `auto`
+/// must find the NPU.
 pub fn resolve(
     backend: Backend,
     strict: bool,
     rounding: Rounding,
+    precision: Precision,
 ) -> Result<Resolved, BackendError> {
+    if precision != Precision::Bf16 && matches!(backend, Backend::Npu | Backend::Auto) {
+        let why = "the NPU kernels are bf16 only: no kernels for --precision bf16x3 yet";
+        return match backend {
+            Backend::Auto if !strict => {
+                Ok(Resolved::cpu(Some(format!("backend auto: cpu ({why})"))))
+            }
+            Backend::Auto => Err(BackendError::Strict(why.into())),
+            _ => Err(BackendError::NoNpu(why.into())),
+        };
+    }
     let plain = |backend| Resolved {
         backend,
         device: None,
@@ -162,7 +197,7 @@ pub fn resolve(
         Backend::Emu => Ok(Resolved {
             backend,
             device: Some(DeviceHandle::new(Arc::new(Emulator::new(
-                rounding.contract(),
+                rounding.contract().with_precision(precision.kernels()),
             )))),
             note: None,
         }),

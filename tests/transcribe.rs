@@ -45,7 +45,7 @@ fn whole_input_spectrogram_matches_openai_transcribe() {
     assert!(window[..120].iter().all(|&v| v != 0.0));
 }
 
-use amanuensis::backend::Backend;
+use amanuensis::backend::{Backend, Precision};
 use amanuensis::model::EncoderOptions;
 use amanuensis::transcribe::{
     DecodingOptions, Quiet, TranscribeOptions, Transcriber, Transcript, compare_words,
@@ -449,6 +449,51 @@ fn minutes_of_speech_are_transcribed_in_order_and_emu_agrees_with_cpu() {
         "emu and cpu agree on {:.2}% of the words",
         agreement * 100.0
     );
+}
+
+/// `--precision bf16x3` (products as three bfloat16 products, softmax and GELU in float32)
+/// writes the CPU plan's words where bf16 does not always: tiny.en and base on jfk and on
+/// minutes of espeak-ng speech, against the CPU plan, with bf16's agreement printed beside it
+/// (tiny.en's bf16 differs from cpu on the speech: measured 98.6% of the words).
+#[test]
+fn bf16x3_transcribes_as_cpu_does() {
+    let _turn = turn();
+    let tmp = tempfile::tempdir().unwrap();
+    let (speech, _, _) = long_speech(tmp.path());
+    let jfk = reference("audio/jfk.flac");
+    for model in ["tiny.en", "base"] {
+        let load = |backend, precision| {
+            Transcriber::load(
+                &catalog_model(model),
+                &EncoderOptions {
+                    backend,
+                    precision,
+                    ..EncoderOptions::default()
+                },
+            )
+            .unwrap()
+        };
+        let cpu = load(Backend::Cpu, Precision::Bf16);
+        let x3 = load(Backend::Emu, Precision::Bf16x3);
+        let bf16 = load(Backend::Emu, Precision::Bf16);
+        for audio in [&jfk, &speech] {
+            let options = TranscribeOptions::default();
+            let expected = transcribe(&cpu, audio, &options);
+            let ours = transcribe(&x3, audio, &options);
+            let plain = transcribe(&bf16, audio, &options);
+            let words = |t: &Transcript| compare_words(&expected.text, &t.text);
+            let (c3, c1) = (words(&ours), words(&plain));
+            eprintln!(
+                "{model} {}: bf16x3 {:.2}% of cpu's words ({}), bf16 {:.2}% ({})",
+                audio.display(),
+                c3.agreement * 100.0,
+                c3.differences.join(" "),
+                c1.agreement * 100.0,
+                c1.differences.join(" ")
+            );
+            assert_eq!(ours.text, expected.text, "{model} {}", audio.display());
+        }
+    }
 }
 
 /// The emulated NPU plan gives jfk's transcript exactly as the CPU plan does.

@@ -57,7 +57,8 @@ impl AttentionLayout {
     /// Bytes of the scores the first product writes on the device, in bfloat16: every row
     /// of its dispatches.
     pub fn scores_bytes(&self) -> usize {
-        self.qk.rows_sent() * self.width * 2
+        // bfloat16, or float32 under bf16x3 (the softmax then works in float32).
+        self.qk.rows_sent() * self.width * 2 * self.qk.precision.parts()
     }
 
     /// Rows of the scores and probabilities buffers on the device: enough for every dispatch
@@ -80,7 +81,7 @@ impl AttentionLayout {
         let softmax_traffic = Traffic {
             calls: 1,
             dispatches: 1,
-            dma_bytes: (2 * self.dims.m * self.dims.n * 2) as u64,
+            dma_bytes: (2 * self.dims.m * self.dims.n * 2 * self.qk.precision.parts()) as u64,
             ..Traffic::default()
         };
         let pv_traffic = Traffic {

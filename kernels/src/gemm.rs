@@ -38,6 +38,36 @@ pub struct Tile {
     pub n: usize,
 }
 
+/// How many bfloat16 products stand for one float32 product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// One: both operands rounded to bfloat16 (8 significant bits).
+    #[default]
+    Bf16,
+    /// Three: each operand split into a high and a low bfloat16 part, `x = hi + lo` to 16
+    /// significant bits, and `a b` taken as `a_hi b_hi + a_hi b_lo + a_lo b_hi` (the dropped
+    /// `a_lo b_lo` is below `2^-16` of the product). See [`split`].
+    Bf16x3,
+}
+
+impl Precision {
+    /// bfloat16 parts each operand is sent as (1 or 2).
+    pub fn parts(self) -> usize {
+        match self {
+            Precision::Bf16 => 1,
+            Precision::Bf16x3 => 2,
+        }
+    }
+
+    /// bfloat16 products per float32 product (1 or 3).
+    pub fn passes(self) -> usize {
+        match self {
+            Precision::Bf16 => 1,
+            Precision::Bf16x3 => 3,
+        }
+    }
+}
+
 /// The whole-array GEMM contract: tile, array, rounding, memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GemmContract {
@@ -51,6 +81,8 @@ pub struct GemmContract {
     pub rounding: Rounding,
     /// Bytes of memory tiles that hold one dispatch's rows of A.
     pub staging_bytes: usize,
+    /// bfloat16 products per float32 product.
+    pub precision: Precision,
 }
 
 impl GemmContract {
@@ -65,11 +97,17 @@ impl GemmContract {
         columns: hw::XDNA1_COLUMNS,
         rounding: Rounding::NearestEven,
         staging_bytes: hw::XDNA1_COLUMNS * hw::MEM_TILE_BYTES,
+        precision: Precision::Bf16,
     };
 
     /// The same contract with another rounding of the operands.
     pub fn with_rounding(self, rounding: Rounding) -> GemmContract {
         GemmContract { rounding, ..self }
+    }
+
+    /// The same contract with another precision.
+    pub fn with_precision(self, precision: Precision) -> GemmContract {
+        GemmContract { precision, ..self }
     }
 
     /// How a `[m, k] @ [k, n]` product is padded and cut into dispatches.
@@ -95,7 +133,7 @@ impl GemmContract {
         // The most rows whose A fits the memory tiles, whole row blocks, at least one; then
         // as few dispatches as that allows, their rows shared out evenly (whole row blocks
         // again), so that the last dispatch does not carry rows of padding for nothing.
-        let fit = self.staging_bytes / (k_pad * 2);
+        let fit = self.staging_bytes / (k_pad * 2 * self.precision.parts());
         let most = ((fit / row_block) * row_block).clamp(row_block, m_pad);
         let dispatches = m_pad.div_ceil(most);
         let m_chunk = (m_pad / row_block).div_ceil(dispatches) * row_block;
@@ -108,6 +146,7 @@ impl GemmContract {
             n_pad,
             m_chunk,
             dispatches,
+            precision: self.precision,
         }
     }
 }
@@ -127,8 +166,9 @@ impl GemmContract {
         let row_block = self.rows * self.tile.m;
         let col_block = self.columns * self.tile.n;
         let rows = layout.rows_sent();
-        let a = rows * layout.k_pad * 2 * (layout.n_pad / col_block);
-        let b = layout.k_pad * layout.n_pad * 2 * (rows / row_block);
+        let parts = layout.precision.parts();
+        let a = rows * layout.k_pad * 2 * parts * (layout.n_pad / col_block);
+        let b = layout.k_pad * layout.n_pad * 2 * parts * (rows / row_block);
         a + b
     }
 }
@@ -152,6 +192,9 @@ pub struct GemmLayout {
     pub m_chunk: usize,
     /// Dispatches per call.
     pub dispatches: usize,
+    /// The contract's precision: each operand crosses as `parts()` bfloat16 values, and the
+    /// array performs `passes()` products for each.
+    pub precision: Precision,
 }
 
 impl GemmLayout {
@@ -165,11 +208,11 @@ impl GemmLayout {
     /// plus B when it is an activation (attention's two-operand products) rather than a
     /// weight uploaded once.
     pub fn bytes_in(&self, b_is_weight: bool) -> usize {
-        let a = self.rows_sent() * self.k_pad * 2;
+        let a = self.rows_sent() * self.k_pad * 2 * self.precision.parts();
         if b_is_weight {
             a
         } else {
-            a + self.k_pad * self.n_pad * 2
+            a + self.weight_bytes()
         }
     }
 
@@ -180,7 +223,7 @@ impl GemmLayout {
 
     /// Bytes of B in bfloat16, uploaded once for a weight.
     pub fn weight_bytes(&self) -> usize {
-        self.k_pad * self.n_pad * 2
+        self.k_pad * self.n_pad * 2 * self.precision.parts()
     }
 
     /// Bytes of a bias in float32, uploaded once with its weight.
@@ -201,13 +244,119 @@ impl GemmLayout {
     /// Floating-point operations the array performs, padding included (every row of every
     /// dispatch).
     pub fn padded_flops(&self) -> u64 {
-        2 * self.rows_sent() as u64 * self.k_pad as u64 * self.n_pad as u64
+        2 * (self.rows_sent() * self.k_pad * self.n_pad * self.precision.passes()) as u64
+    }
+}
+
+/// The operands of a [`Precision::Bf16x3`] product as one bfloat16 product: its numerics.
+///
+/// With `b(v)` the contract's rounding to bfloat16, each operand value `x` splits into
+/// `hi = b(x)` and `lo = b(x - hi)` (the subtraction is exact in float32). The product
+/// `A [m, k] @ B [k, n]` is then the contract's bfloat16 GEMM over a reduction three times as
+/// long whose k-tile `t` (indices `t * tile.k ..`) is laid out as three k-tiles' worth in a
+/// row: `A_hi[t], A_hi[t], A_lo[t]` against `B_hi[t]; B_lo[t]; B_hi[t]`, accumulated as one
+/// k-tile of `3 tile.k` from `+0`: the kernel runs its `mmul` over the k-tile three times into
+/// one accumulator, `hi hi`, then `hi lo`, then `lo hi`, before adding the tile into C. Every
+/// bfloat16 product is exact in float32, as in the plain contract.
+pub mod split {
+    use super::{GemmContract, Precision, Tile};
+    use crate::bf16;
+
+    /// The contract the expanded operands are multiplied under: k-tiles three times as long,
+    /// bfloat16 precision (the parts are bfloat16 already: rounding them changes nothing).
+    pub fn expanded(contract: &GemmContract) -> GemmContract {
+        GemmContract {
+            tile: Tile {
+                k: contract.tile.k * 3,
+                ..contract.tile
+            },
+            precision: Precision::Bf16,
+            ..*contract
+        }
+    }
+
+    /// `(hi, lo)` of `x` under the contract's rounding.
+    pub fn parts(x: f32, contract: &GemmContract) -> (f32, f32) {
+        let hi = bf16::round(x, contract.rounding);
+        (hi, bf16::round(x - hi, contract.rounding))
+    }
+
+    /// The expanded reduction length of `k`: whole k-tiles, three times.
+    pub fn expanded_k(contract: &GemmContract, k: usize) -> usize {
+        k.div_ceil(contract.tile.k) * contract.tile.k * 3
+    }
+
+    /// A `[m, k]` as `[m, expanded_k]`: per k-tile, its high parts twice, then its low parts
+    /// (zeros past `k`).
+    pub fn expand_a(contract: &GemmContract, a: &[f32], m: usize, k: usize) -> Vec<f32> {
+        let (kt, k3) = (contract.tile.k, expanded_k(contract, k));
+        let mut out = vec![0.0; m * k3];
+        if k == 0 {
+            return out;
+        }
+        for (row, dst) in a.chunks_exact(k).zip(out.chunks_exact_mut(k3)) {
+            for (i, &x) in row.iter().enumerate() {
+                let (hi, lo) = parts(x, contract);
+                let base = (i / kt) * 3 * kt + i % kt;
+                dst[base] = hi;
+                dst[base + kt] = hi;
+                dst[base + 2 * kt] = lo;
+            }
+        }
+        out
+    }
+
+    /// B `[k, n]` as `[expanded_k, n]`: per k-tile, its high parts, its low parts, its high
+    /// parts again (zero rows past `k`).
+    pub fn expand_b(contract: &GemmContract, b: &[f32], k: usize, n: usize) -> Vec<f32> {
+        let (kt, k3) = (contract.tile.k, expanded_k(contract, k));
+        let mut out = vec![0.0; k3 * n];
+        if n == 0 {
+            return out;
+        }
+        for (i, row) in b.chunks_exact(n).enumerate() {
+            let base = (i / kt) * 3 * kt + i % kt;
+            for (j, &x) in row.iter().enumerate() {
+                let (hi, lo) = parts(x, contract);
+                out[base * n + j] = hi;
+                out[(base + kt) * n + j] = lo;
+                out[(base + 2 * kt) * n + j] = hi;
+            }
+        }
+        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The split's parts sum to the value to 16 significant bits, and a product through the
+    /// expanded operands is the sum of the three parts' products in the stated order.
+    #[test]
+    fn bf16x3_splits_and_orders_as_stated() {
+        let c = GemmContract::XDNA1.with_precision(Precision::Bf16x3);
+        for x in [1.0f32 / 3.0, -7.123_456, 1.0e-20, 3.0e30, 0.0] {
+            let (hi, lo) = split::parts(x, &c);
+            assert!(((hi as f64 + lo as f64) - x as f64).abs() <= x.abs() as f64 * 2f64.powi(-16));
+        }
+        // K = 70: two k-tiles (64 + 6), the second padded with zeros.
+        let (m, k) = (2, 70);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let e = split::expand_a(&c, &a, m, k);
+        assert_eq!(e.len(), m * 384);
+        let (hi, lo) = split::parts(a[k + 65], &c);
+        assert_eq!(
+            (e[384 + 192 + 1], e[384 + 192 + 65], e[384 + 192 + 129]),
+            (hi, hi, lo)
+        );
+        assert_eq!(e[384 + 192 + 10], 0.0);
+        let b: Vec<f32> = (0..k).map(|i| (i as f32 * 0.11).cos()).collect();
+        let eb = split::expand_b(&c, &b, k, 1);
+        let (bh, bl) = split::parts(b[3], &c);
+        assert_eq!((eb[3], eb[67], eb[131]), (bh, bl, bh));
+        assert_eq!(split::expanded(&c).tile.k, 192);
+    }
 
     #[test]
     fn whisper_shapes_pad_and_chunk() {

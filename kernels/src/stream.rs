@@ -23,7 +23,9 @@ impl StreamLayout {
     /// The layout of `rows` rows of `cols` values under `contract`'s staging memory. Half of
     /// the memory tiles hold the input, half the output.
     pub fn new(contract: &GemmContract, rows: usize, cols: usize) -> StreamLayout {
-        let row_bytes = cols.max(1) * 2;
+        // bfloat16 values, or float32 under [`crate::gemm::Precision::Bf16x3`] (two bfloat16 parts' worth).
+        let value_bytes = 2 * contract.precision.parts();
+        let row_bytes = cols.max(1) * value_bytes;
         let fit = (contract.staging_bytes / 2 / row_bytes).max(1);
         let dispatches = rows.div_ceil(fit).max(1);
         let mut per = rows.div_ceil(dispatches);
@@ -32,7 +34,7 @@ impl StreamLayout {
         }
         StreamLayout {
             elements: rows * cols,
-            bytes: dispatches * per * cols * 2,
+            bytes: dispatches * per * cols * value_bytes,
             dispatches,
             rows_per_dispatch: per,
             cols,

@@ -1,7 +1,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use amanuensis::backend::{Backend, Rounding, resolve};
+use amanuensis::backend::{Backend, Precision, Rounding, resolve};
 use amanuensis_kernels::manifest::{FileCheck, Manifest};
 
 /// Say what this machine offers the NPU backend: XRT, NPU devices, kernels, and which
@@ -66,7 +66,7 @@ pub fn run(_args: DoctorArgs) -> Result<()> {
         }
     }
     println!("CPU: {}", cpu_features());
-    match resolve(Backend::Auto, false, Rounding::NearestEven) {
+    match resolve(Backend::Auto, false, Rounding::NearestEven, Precision::Bf16) {
         Ok(r) => match r.note {
             Some(note) => println!("{note}"),
             None => println!("backend auto: {}", r.backend),

@@ -67,6 +67,11 @@ struct PlanArgs {
     #[arg(long, value_enum, default_value_t = amanuensis::backend::Rounding::NearestEven)]
     rounding: amanuensis::backend::Rounding,
 
+    /// bfloat16 products per float32 product in the NPU kernels (emu): bf16, or bf16x3 for
+    /// near-float32 products at three times the work.
+    #[arg(long, value_enum, default_value_t = amanuensis::backend::Precision::Bf16)]
+    precision: amanuensis::backend::Precision,
+
     /// Threads of the encoder (default: all cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -82,6 +87,7 @@ impl PlanArgs {
             backend,
             strict: self.strict,
             rounding: self.rounding,
+            precision: self.precision,
             ..Default::default()
         };
         if let Some(threads) = self.threads {

@@ -14,7 +14,9 @@ use tract_onnx::tract_hir::infer::Factoid;
 
 use super::{ModelFiles, WhisperDims, locate};
 use crate::audio::N_FRAMES;
-use crate::backend::{self, Backend, BackendError, DevicePlan, PlanError, Resolved, Rounding};
+use crate::backend::{
+    self, Backend, BackendError, DevicePlan, PlanError, Precision, Resolved, Rounding,
+};
 use crate::placement::Placement;
 
 /// Why an encoder cannot be loaded or run. Messages name the file and, when there is one, the
@@ -101,6 +103,8 @@ pub struct EncoderOptions {
     pub strict: bool,
     /// How the NPU kernels round operands to bfloat16 (`emu` and `npu`).
     pub rounding: Rounding,
+    /// bfloat16 products per float32 product in the NPU kernels (`emu`).
+    pub precision: Precision,
     /// A device to run the offloaded ops on instead of the one `backend` names (which must
     /// then be `emu`, `npu` or `auto`): another implementation of the kernel contract.
     pub device: Option<DeviceHandle>,
@@ -115,6 +119,7 @@ impl Default for EncoderOptions {
             backend: Backend::Cpu,
             strict: false,
             rounding: Rounding::NearestEven,
+            precision: Precision::Bf16,
             device: None,
         }
     }
@@ -364,6 +369,7 @@ impl Encoder {
             options.backend,
             options.strict,
             options.rounding,
+            options.precision,
         )?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.threads.max(1))

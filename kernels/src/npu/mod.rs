@@ -211,6 +211,14 @@ impl<X: Xrt> Npu<X> {
         manifest: Manifest,
         contract: GemmContract,
     ) -> Result<Npu<X>, DeviceError> {
+        if contract.precision != crate::gemm::Precision::Bf16 {
+            return Err(DeviceError::Unavailable(format!(
+                "no NPU kernels for precision {:?} yet (the kernels in {} are bf16); use \
+                 --backend emu to see its numerics",
+                contract.precision,
+                manifest.dir.display()
+            )));
+        }
         if manifest.rounding.rounding() != contract.rounding {
             return Err(DeviceError::Unavailable(format!(
                 "the kernels in {} round to bf16 by {:?}, the contract by {:?}: rebuild them \

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use amanuensis_kernels::contexts::{ContextLimit, created_per_window};
 use amanuensis_kernels::device::{Kernel, KernelNeed, Snapshot, Traffic};
 use amanuensis_kernels::hw;
 use amanuensis_ops::{DeviceCall, OpKind, as_device_op, classify};
@@ -46,6 +47,48 @@ pub struct Placement {
     pub traffic: BTreeMap<String, Traffic>,
     /// Bytes of weights uploaded once per plan.
     pub weight_bytes: u64,
+    /// The kernels one window dispatches to, in the order it does (a head's three attention
+    /// kernels in turn, head after head).
+    #[serde(skip)]
+    pub kernel_order: Vec<KernelNeed>,
+}
+
+/// How the kernels are built into xclbins, each of which needs a hardware context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelBuild {
+    /// One xclbin per dispatch shape (`kernels/aie/build.sh` today).
+    PerShape,
+    /// One xclbin per kernel kind (GEMM epilogue and output, softmax, GELU), the shape given
+    /// by the instruction stream.
+    PerKind,
+}
+
+impl KernelBuild {
+    /// The xclbin (so the context) that runs `need`.
+    fn context_of(self, need: &KernelNeed) -> KernelNeed {
+        match self {
+            KernelBuild::PerShape => need.clone(),
+            KernelBuild::PerKind => KernelNeed {
+                shape: Vec::new(),
+                ..need.clone()
+            },
+        }
+    }
+}
+
+impl Placement {
+    /// Hardware contexts created in the first window and in each window after (the steady
+    /// state), with kernels built as `build`, under a budget of `limit`.
+    pub fn contexts_per_window(&self, build: KernelBuild, limit: ContextLimit) -> (u64, u64) {
+        let order: Vec<KernelNeed> = self
+            .kernel_order
+            .iter()
+            .map(|need| build.context_of(need))
+            .collect();
+        let made = created_per_window(&order, limit, 3);
+        (made[0], made[2])
+    }
 }
 
 impl Placement {
@@ -116,7 +159,11 @@ fn add_traffic(map: &mut BTreeMap<String, Traffic>, kernel: Kernel, t: Traffic) 
 pub fn placement(model: &TypedModel, left: &BTreeMap<String, String>) -> Placement {
     let mut kinds: BTreeMap<String, KindCount> = BTreeMap::new();
     let mut p = Placement::default();
-    for node in model.nodes() {
+    // In the order a window evaluates the nodes, for the order of the kernels.
+    let order = model
+        .eval_order()
+        .unwrap_or_else(|_| (0..model.nodes().len()).collect());
+    for node in order.iter().map(|&id| &model.nodes()[id]) {
         let op = node.op.as_op();
         let flops = 2 * fma_count(model, node);
         p.total_flops += flops;
@@ -156,10 +203,12 @@ pub fn placement(model: &TypedModel, left: &BTreeMap<String, String>) -> Placeme
                 reason: reason.clone(),
             });
         }
-        for call in device_calls(model, node) {
+        let calls = device_calls(model, node);
+        for call in &calls {
             add_traffic(&mut p.traffic, call.need.kernel, call.traffic);
             p.weight_bytes += call.upload_bytes;
         }
+        push_order(&mut p.kernel_order, &calls);
     }
     // Report order: the offloadable kinds, then the rest by name.
     let order = [
@@ -196,6 +245,24 @@ fn device_calls(model: &TypedModel, node: &TypedNode) -> Vec<DeviceCall> {
     }
 }
 
+/// Appends one node's dispatches to `order`: calls made as many times each (a head's three
+/// attention kernels) in turn, call after call; otherwise each call's repeats together.
+fn push_order(order: &mut Vec<KernelNeed>, calls: &[DeviceCall]) {
+    let counts: Vec<u64> = calls.iter().map(|c| c.traffic.calls).collect();
+    if counts.windows(2).all(|w| w[0] == w[1]) {
+        for _ in 0..counts.first().copied().unwrap_or(0) {
+            order.extend(calls.iter().map(|c| c.need.clone()));
+        }
+    } else {
+        for call in calls {
+            order.extend(std::iter::repeat_n(
+                call.need.clone(),
+                call.traffic.calls as usize,
+            ));
+        }
+    }
+}
+
 /// The kernels a device needs to run `model` (the rewritten encoder), one entry per distinct
 /// dispatch: what [`amanuensis_kernels::device::Device::check_plan`] checks before a plan is
 /// used.
@@ -221,20 +288,39 @@ pub struct Prediction {
     pub transfer_ms: f64,
     /// Fixed cost of the dispatches (ms).
     pub dispatch_ms: f64,
-    /// The sum (ms): the three do not overlap in this model, an upper estimate.
+    /// Hardware contexts created per window once running (the budget cannot hold every
+    /// xclbin of the plan), with today's one xclbin per dispatch shape.
+    pub contexts_per_window: u64,
+    /// Their creation (ms).
+    pub context_ms: f64,
+    /// The sum (ms): the parts do not overlap in this model, an upper estimate.
     pub total_ms: f64,
+    /// Contexts per window with one xclbin per kernel kind instead.
+    pub per_kind_contexts_per_window: u64,
+    /// Contexts the plan needs with one xclbin per kernel kind.
+    pub per_kind_contexts: u64,
 }
 
-/// Predicts the device time of one window from `placement`'s traffic.
+/// Predicts the device time of one window from `placement`'s traffic and kernel order, on
+/// an XDNA1 (6 hardware contexts).
 pub fn predict(placement: &Placement) -> Prediction {
     let t = placement.total_traffic();
     let compute_ms = t.padded_flops as f64 / hw::XDNA1_SUSTAINED_BF16_FLOPS * 1e3;
     let transfer_ms = t.dma_bytes as f64 / hw::XDNA1_HOST_BYTES_PER_S * 1e3;
     let dispatch_ms = t.dispatches as f64 * hw::XDNA1_DISPATCH_SECONDS * 1e3;
+    let limit = ContextLimit::for_device("RyzenAI-npu1");
+    let (_, contexts_per_window) = placement.contexts_per_window(KernelBuild::PerShape, limit);
+    let (per_kind_contexts, per_kind_contexts_per_window) =
+        placement.contexts_per_window(KernelBuild::PerKind, limit);
+    let context_ms = contexts_per_window as f64 * hw::XDNA1_CONTEXT_CREATE_SECONDS * 1e3;
     Prediction {
         compute_ms,
         transfer_ms,
         dispatch_ms,
-        total_ms: compute_ms + transfer_ms + dispatch_ms,
+        contexts_per_window,
+        context_ms,
+        total_ms: compute_ms + transfer_ms + dispatch_ms + context_ms,
+        per_kind_contexts_per_window,
+        per_kind_contexts,
     }
 }

@@ -10,8 +10,12 @@ use std::sync::Arc;
 use amanuensis::backend::Backend;
 use amanuensis::model::convert::convert_ct2;
 use amanuensis::model::{Encoder, EncoderOptions};
-use amanuensis_fake_xrt::{FakeConfig, FakeXrt, Measured, TempKernels, write_kernels};
+use amanuensis::placement::KernelBuild;
+use amanuensis_fake_xrt::{
+    FakeConfig, FakeXrt, Measured, TempKernels, Xclbins, write_kernels, write_kernels_as,
+};
 use amanuensis_kernels::bf16::Rounding;
+use amanuensis_kernels::contexts::ContextLimit;
 use amanuensis_kernels::device::{Kernel, KernelNeed};
 use amanuensis_kernels::gemm::GemmContract;
 use amanuensis_kernels::npu::Npu;
@@ -97,6 +101,15 @@ fn npu_is_emu_and_traffic_is_measured(dir: &std::path::Path, mels: [&[f32]; 2]) 
         }
     }
     assert!(fake.max_live_contexts() <= 6);
+    // The placement's simulation of the contexts, against what the fake device counted.
+    let limit = ContextLimit::for_device("RyzenAI-npu1");
+    let (_, simulated) = npu
+        .placement()
+        .contexts_per_window(KernelBuild::PerShape, limit);
+    assert_eq!(
+        simulated, contexts,
+        "contexts created in a window once running"
+    );
     eprintln!(
         "{}: {} kernels; per window {} hardware contexts created (XDNA1's budget of 6), {} \
          dispatches, {:.1} MiB in, {:.1} MiB out",
@@ -155,6 +168,53 @@ fn npu_on_the_fake_device_is_emu_at_smalls_shapes() {
     // The projections' A (1500 rows, K = 768) crosses in two dispatches of 768 rows: the
     // 1536 rows of the padded M, not 2 x 1280.
     assert!(window.get(Kernel::MatMul).dispatches > 0);
+}
+
+/// Kernels built one xclbin per kind, the shapes in the instruction streams: tiny.en and base
+/// need 5 hardware contexts on XDNA1, all created in the first window, none after, as the
+/// placement's simulation says; the features are emu's bits.
+#[test]
+fn one_xclbin_per_kind_creates_no_context_after_the_first_window() {
+    let (_, jfk) = read_npy(&reference("jfk.mel80_openai.npy"));
+    for dir in [reference("tiny.en"), catalog_model("base")] {
+        let emu = Encoder::load(&dir, &options(Backend::Emu)).unwrap();
+        let kernels = TempKernels::new("per-kind");
+        let fake = FakeXrt::new(FakeConfig::xdna1());
+        let manifest = write_kernels_as(
+            &kernels.dir,
+            Rounding::NearestEven,
+            emu.kernel_needs(),
+            Xclbins::PerKind,
+        );
+        let npu = Npu::open_with(fake.clone(), 0, manifest, GemmContract::XDNA1).unwrap();
+        let npu = Encoder::load(
+            &dir,
+            &EncoderOptions {
+                device: Some(DeviceHandle::new(Arc::new(npu))),
+                ..options(Backend::Npu)
+            },
+        )
+        .unwrap();
+        let expected = emu.encode(&jfk).unwrap();
+        let mut created = Vec::new();
+        for _ in 0..2 {
+            let before = fake.contexts_created();
+            assert!(bits(&npu.encode(&jfk).unwrap()) == bits(&expected));
+            created.push(fake.contexts_created() - before);
+        }
+        let limit = ContextLimit::for_device("RyzenAI-npu1");
+        let (all, steady) = npu
+            .placement()
+            .contexts_per_window(KernelBuild::PerKind, limit);
+        eprintln!(
+            "{}: {} contexts in all, created per window {created:?} (simulated {all} then \
+             {steady})",
+            dir.display(),
+            fake.contexts_created()
+        );
+        assert_eq!((fake.contexts_created(), created[1]), (all, steady));
+        assert_eq!((all, steady), (5, 0));
+    }
 }
 
 /// A kernel directory that lacks one kernel of the plan: `auto` takes the CPU plan and says

@@ -132,6 +132,29 @@ impl<K: PartialEq, V> Lru<K, V> {
     }
 }
 
+/// Contexts created in each of `windows` passes over `order` (the kernels a window dispatches
+/// to, in order, each named by the context it runs in), starting with none held, under
+/// `limit`: what [`crate::npu::Npu`] does with the same cache, for a prediction.
+pub fn created_per_window<K: PartialEq + Clone>(
+    order: &[K],
+    limit: ContextLimit,
+    windows: usize,
+) -> Vec<u64> {
+    let mut cache: Lru<K, ()> = Lru::new(limit);
+    let mut out = Vec::with_capacity(windows);
+    for _ in 0..windows {
+        let before = cache.made();
+        for key in order {
+            if cache.get(key).is_none() {
+                drop(cache.make_room());
+                cache.insert(key.clone(), ());
+            }
+        }
+        out.push(cache.made() - before);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,3 +45,9 @@ pub const XDNA1_HOST_BYTES_PER_S: f64 = 16.0e9;
 /// allocated beforehand, seconds, for predictions: about 45 us for an empty kernel
 /// (Xilinx/mlir-aie issue #2381).
 pub const XDNA1_DISPATCH_SECONDS: f64 = 50.0e-6;
+/// Creating a hardware context when the budget is full (giving up another), seconds, for
+/// predictions: "exceeding it costs ~2.5 ms per context create in thrash", measured on a
+/// Ryzen 7 PRO 8845HS (XDNA1) with amdxdna 0.6.0 and XRT 2.21 (drakosha/whisper-xdna,
+/// README, "Gotchas found the hard way"). The same source measured 2.81 ms for a pair of
+/// switches between two contexts already created.
+pub const XDNA1_CONTEXT_CREATE_SECONDS: f64 = 2.5e-3;

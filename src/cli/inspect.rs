@@ -156,15 +156,28 @@ pub fn run(args: InspectArgs) -> Result<()> {
         println!();
         println!(
             "predicted XDNA1 device time per window (a prediction from the counts above, not \
-             a measurement): {:.1} ms = compute {:.1} ms + DMA {:.1} ms + dispatches {:.1} ms",
-            pr.total_ms, pr.compute_ms, pr.transfer_ms, pr.dispatch_ms
+             a measurement): {:.1} ms = compute {:.1} ms + DMA {:.1} ms + dispatches {:.1} ms \
+             + {} hardware contexts created {:.1} ms",
+            pr.total_ms,
+            pr.compute_ms,
+            pr.transfer_ms,
+            pr.dispatch_ms,
+            pr.contexts_per_window,
+            pr.context_ms
         );
         println!(
             "  assuming {:.2} TFLOP/s sustained bf16 GEMM, {:.0} GB/s DMA with memory, {:.0} us \
-             per dispatch, not overlapped (kernels/src/hw.rs gives the sources)",
+             per dispatch, {:.1} ms per context created, not overlapped (kernels/src/hw.rs gives \
+             the sources)",
             hw::XDNA1_SUSTAINED_BF16_FLOPS / 1e12,
             hw::XDNA1_HOST_BYTES_PER_S / 1e9,
-            hw::XDNA1_DISPATCH_SECONDS * 1e6
+            hw::XDNA1_DISPATCH_SECONDS * 1e6,
+            hw::XDNA1_CONTEXT_CREATE_SECONDS * 1e3
+        );
+        println!(
+            "  contexts: one xclbin per dispatch shape (today's build) creates {} per window on \
+             XDNA1's 6; one xclbin per kernel kind would need {} in all and create {} per window",
+            pr.contexts_per_window, pr.per_kind_contexts, pr.per_kind_contexts_per_window
         );
     }
     if args.nodes {

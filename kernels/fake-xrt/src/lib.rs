@@ -108,10 +108,30 @@ fn sha256(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Writes into `dir` a kernel directory for `needs` under `rounding`: one fake xclbin and
-/// one instruction file a kernel, and `manifest.toml` in the real format; returns the
-/// manifest as read back.
+/// How [`write_kernels_as`] lays the kernels out in xclbins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Xclbins {
+    /// One xclbin per kernel (dispatch shape), as `kernels/aie/build.sh` builds them today.
+    PerShape,
+    /// One xclbin per kernel kind (GEMM epilogue and output, softmax, GELU), shared by every
+    /// shape of that kind: the instruction streams carry the shapes.
+    PerKind,
+}
+
+/// [`write_kernels_as`] with one xclbin per kernel.
 pub fn write_kernels(dir: &Path, rounding: Rounding, needs: &[KernelNeed]) -> Manifest {
+    write_kernels_as(dir, rounding, needs, Xclbins::PerShape)
+}
+
+/// Writes into `dir` a kernel directory for `needs` under `rounding`: fake xclbins laid out
+/// as `xclbins` says, one instruction file a kernel, and `manifest.toml` in the real format;
+/// returns the manifest as read back.
+pub fn write_kernels_as(
+    dir: &Path,
+    rounding: Rounding,
+    needs: &[KernelNeed],
+    xclbins: Xclbins,
+) -> Manifest {
     std::fs::create_dir_all(dir).expect("kernel directory");
     let rounding_name = match rounding {
         Rounding::NearestEven => "nearest_even",
@@ -143,7 +163,11 @@ pub fn write_kernels(dir: &Path, rounding: Rounding, needs: &[KernelNeed]) -> Ma
             .iter()
             .flat_map(|w| w.to_le_bytes())
             .collect();
-        let (x_name, i_name) = (format!("k{i}.xclbin"), format!("k{i}.insts.bin"));
+        let x_name = match xclbins {
+            Xclbins::PerShape => format!("k{i}.xclbin"),
+            Xclbins::PerKind => format!("{kind}_{epilogue}_{output}.xclbin"),
+        };
+        let i_name = format!("k{i}.insts.bin");
         std::fs::write(dir.join(&x_name), &xclbin).expect("xclbin");
         std::fs::write(dir.join(&i_name), &insts).expect("instructions");
         let shape = need

@@ -6,6 +6,7 @@ use amanuensis_kernels::cpu::CpuDevice;
 use amanuensis_kernels::device::KernelNeed;
 use amanuensis_kernels::emulator::Emulator;
 use amanuensis_kernels::gemm::GemmContract;
+use amanuensis_kernels::hw::DeviceFamily;
 use amanuensis_kernels::manifest::Manifest;
 use amanuensis_kernels::npu::Npu;
 use amanuensis_ops::{DeviceHandle, upload_weights};
@@ -57,11 +58,52 @@ pub enum Rounding {
 }
 
 impl Rounding {
-    fn contract(self) -> GemmContract {
-        GemmContract::XDNA1.with_rounding(match self {
+    fn kernels(self) -> amanuensis_kernels::bf16::Rounding {
+        match self {
             Rounding::NearestEven => amanuensis_kernels::bf16::Rounding::NearestEven,
             Rounding::Truncate => amanuensis_kernels::bf16::Rounding::Truncate,
-        })
+        }
+    }
+}
+
+/// A family of NPUs, as the user names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// XDNA1: Phoenix, Hawk Point (4 x 4 cores, 6 hardware contexts).
+    Xdna1,
+    /// XDNA2: Strix Point, Strix Halo, Krackan, Gorgon (4 x 8 cores, 16 hardware contexts).
+    Xdna2,
+}
+
+impl Family {
+    /// The kernels crate's family.
+    pub fn device(self) -> DeviceFamily {
+        match self {
+            Family::Xdna1 => DeviceFamily::Xdna1,
+            Family::Xdna2 => DeviceFamily::Xdna2,
+        }
+    }
+}
+
+/// How the NPU kernels compute, and for which device family: what `emu` emulates and `npu`
+/// must match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Kernels {
+    /// How operands round to bfloat16.
+    pub rounding: Rounding,
+    /// bfloat16 products per float32 product.
+    pub precision: Precision,
+    /// The family (`None`: the NPU's own for `npu`, XDNA1 for `emu`).
+    pub family: Option<Family>,
+}
+
+impl Kernels {
+    /// The contract of these kernels on `family`.
+    pub fn contract(&self, family: DeviceFamily) -> GemmContract {
+        GemmContract::for_family(family)
+            .with_rounding(self.rounding.kernels())
+            .with_precision(self.precision.kernels())
     }
 }
 
@@ -136,11 +178,25 @@ pub fn cpu_device() -> DeviceHandle {
     DeviceHandle::new(Arc::new(CpuDevice::new()))
 }
 
-/// Opens the first NPU with the kernels found on the manifest search path, or says why not.
-pub fn open_npu(rounding: Rounding) -> Result<DeviceHandle, String> {
+/// Opens the first NPU with the kernels found on the manifest search path, or says why not:
+/// its family is the device's own (it must be `kernels.family` when that is given).
+pub fn open_npu(kernels: Kernels) -> Result<DeviceHandle, String> {
     xrt_sys::check_hw_context().map_err(|e| e.to_string())?;
+    let name = xrt_sys::Device::open(0)
+        .and_then(|d| d.name())
+        .map_err(|e| e.to_string())?;
+    let family = DeviceFamily::from_device_name(&name);
+    if let Some(asked) = kernels.family
+        && asked.device() != family
+    {
+        return Err(format!(
+            "--device-family {} was given, but NPU 0 ({name}) is {}",
+            asked.device().name(),
+            family.name()
+        ));
+    }
     let manifest = Manifest::find().map_err(|e| e.to_string())?;
-    let npu = Npu::open(0, manifest, rounding.contract()).map_err(|e| e.to_string())?;
+    let npu = Npu::open(0, manifest, kernels.contract(family)).map_err(|e| e.to_string())?;
     Ok(DeviceHandle::new(Arc::new(npu)))
 }
 
@@ -151,8 +207,7 @@ pub fn resolve_with(
     device: Option<&DeviceHandle>,
     backend: Backend,
     strict: bool,
-    rounding: Rounding,
-    precision: Precision,
+    kernels: Kernels,
 ) -> Result<Resolved, BackendError> {
     match (device, backend) {
         (Some(device), Backend::Emu | Backend::Npu | Backend::Auto) => Ok(Resolved {
@@ -164,19 +219,13 @@ pub fn resolve_with(
             device: Some(device.clone()),
             note: None,
         }),
-        _ => resolve(backend, strict, rounding, precision),
+        _ => resolve(backend, strict, kernels),
     }
 }
 
-/// Resolves `backend` with the kernels' `rounding` and `precision`; with `strict`, `auto`
-/// must find the NPU.
-pub fn resolve(
-    backend: Backend,
-    strict: bool,
-    rounding: Rounding,
-    precision: Precision,
-) -> Result<Resolved, BackendError> {
-    if precision != Precision::Bf16 && matches!(backend, Backend::Npu | Backend::Auto) {
+/// Resolves `backend` with `kernels`; with `strict`, `auto` must find the NPU.
+pub fn resolve(backend: Backend, strict: bool, kernels: Kernels) -> Result<Resolved, BackendError> {
+    if kernels.precision != Precision::Bf16 && matches!(backend, Backend::Npu | Backend::Auto) {
         let why = "the NPU kernels are bf16 only: no kernels for --precision bf16x3 yet";
         return match backend {
             Backend::Auto if !strict => {
@@ -197,17 +246,17 @@ pub fn resolve(
         Backend::Emu => Ok(Resolved {
             backend,
             device: Some(DeviceHandle::new(Arc::new(Emulator::new(
-                rounding.contract().with_precision(precision.kernels()),
+                kernels.contract(kernels.family.map_or(DeviceFamily::Xdna1, Family::device)),
             )))),
             note: None,
         }),
         Backend::Npu => Ok(Resolved {
             backend,
-            device: Some(open_npu(rounding).map_err(BackendError::NoNpu)?),
+            device: Some(open_npu(kernels).map_err(BackendError::NoNpu)?),
             note: None,
         }),
         Backend::Auto => {
-            let why = match open_npu(rounding) {
+            let why = match open_npu(kernels) {
                 Ok(device) => {
                     return Ok(Resolved {
                         backend: Backend::Npu,

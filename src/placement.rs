@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use amanuensis_kernels::contexts::{ContextLimit, created_per_window};
 use amanuensis_kernels::device::{Kernel, KernelNeed, Snapshot, Traffic};
-use amanuensis_kernels::hw;
+use amanuensis_kernels::hw::{self, DeviceFamily};
 use amanuensis_ops::{DeviceCall, OpKind, as_device_op, classify};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::Cost;
@@ -278,10 +278,12 @@ pub fn kernel_needs(model: &TypedModel) -> Vec<KernelNeed> {
     needs
 }
 
-/// A predicted XDNA1 device time for one window, from the traffic and named hardware
+/// A predicted NPU device time for one window, from the traffic and named hardware
 /// figures: never a measurement.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Prediction {
+    /// The NPU family predicted for (`XDNA1`, `XDNA2`).
+    pub family: &'static str,
     /// Time in the GEMM kernels at the sustained rate, padding included (ms).
     pub compute_ms: f64,
     /// Time of the array's DMA traffic with memory, operands re-read per block included (ms).
@@ -302,18 +304,19 @@ pub struct Prediction {
 }
 
 /// Predicts the device time of one window from `placement`'s traffic and kernel order, on
-/// an XDNA1 (6 hardware contexts).
-pub fn predict(placement: &Placement) -> Prediction {
+/// an NPU of `family`.
+pub fn predict(placement: &Placement, family: DeviceFamily) -> Prediction {
     let t = placement.total_traffic();
-    let compute_ms = t.padded_flops as f64 / hw::XDNA1_SUSTAINED_BF16_FLOPS * 1e3;
-    let transfer_ms = t.dma_bytes as f64 / hw::XDNA1_HOST_BYTES_PER_S * 1e3;
+    let compute_ms = t.padded_flops as f64 / family.sustained_bf16_flops() * 1e3;
+    let transfer_ms = t.dma_bytes as f64 / family.host_bytes_per_s() * 1e3;
     let dispatch_ms = t.dispatches as f64 * hw::XDNA1_DISPATCH_SECONDS * 1e3;
-    let limit = ContextLimit::for_device("RyzenAI-npu1");
+    let limit = ContextLimit::for_family(family);
     let (_, contexts_per_window) = placement.contexts_per_window(KernelBuild::PerShape, limit);
     let (per_kind_contexts, per_kind_contexts_per_window) =
         placement.contexts_per_window(KernelBuild::PerKind, limit);
     let context_ms = contexts_per_window as f64 * hw::XDNA1_CONTEXT_CREATE_SECONDS * 1e3;
     Prediction {
+        family: family.name(),
         compute_ms,
         transfer_ms,
         dispatch_ms,

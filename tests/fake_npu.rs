@@ -7,17 +7,16 @@ mod common;
 
 use std::sync::Arc;
 
-use amanuensis::backend::Backend;
+use amanuensis::backend::{Backend, Family};
 use amanuensis::model::convert::convert_ct2;
 use amanuensis::model::{Encoder, EncoderOptions};
 use amanuensis::placement::KernelBuild;
-use amanuensis_fake_xrt::{
-    FakeConfig, FakeXrt, Measured, TempKernels, Xclbins, write_kernels, write_kernels_as,
-};
+use amanuensis_fake_xrt::{FakeConfig, FakeXrt, Measured, TempKernels, Xclbins, write_kernels_as};
 use amanuensis_kernels::bf16::Rounding;
 use amanuensis_kernels::contexts::ContextLimit;
 use amanuensis_kernels::device::{Kernel, KernelNeed};
 use amanuensis_kernels::gemm::GemmContract;
+use amanuensis_kernels::hw::DeviceFamily;
 use amanuensis_kernels::npu::Npu;
 use amanuensis_ops::DeviceHandle;
 use common::*;
@@ -32,9 +31,25 @@ fn options(backend: Backend) -> EncoderOptions {
 
 /// A fake XDNA1 NPU with kernels for `needs`, and the fake below it.
 fn fake_npu(needs: &[KernelNeed], dir: &TempKernels) -> (DeviceHandle, FakeXrt) {
-    let fake = FakeXrt::new(FakeConfig::xdna1());
-    let manifest = write_kernels(&dir.dir, Rounding::NearestEven, needs);
-    let npu = Npu::open_with(fake.clone(), 0, manifest, GemmContract::XDNA1).unwrap();
+    fake_npu_of(FakeConfig::xdna1(), needs, dir)
+}
+
+/// A fake NPU as `config` describes it with kernels for `needs`, and the fake below it.
+fn fake_npu_of(
+    config: FakeConfig,
+    needs: &[KernelNeed],
+    dir: &TempKernels,
+) -> (DeviceHandle, FakeXrt) {
+    let family = config.family();
+    let fake = FakeXrt::new(config);
+    let manifest = write_kernels_as(
+        &dir.dir,
+        Rounding::NearestEven,
+        needs,
+        Xclbins::PerShape,
+        family,
+    );
+    let npu = Npu::open_with(fake.clone(), 0, manifest, GemmContract::for_family(family)).unwrap();
     (DeviceHandle::new(Arc::new(npu)), fake)
 }
 
@@ -49,9 +64,27 @@ fn bits(x: &[f32]) -> Vec<u32> {
 /// placement report and the device's own counters; the hardware contexts within XDNA1's
 /// budget. Returns the measured traffic of a window.
 fn npu_is_emu_and_traffic_is_measured(dir: &std::path::Path, mels: [&[f32]; 2]) -> Measured {
-    let emu = Encoder::load(dir, &options(Backend::Emu)).unwrap();
+    npu_is_emu_on(FakeConfig::xdna1(), dir, mels)
+}
+
+/// [`npu_is_emu_and_traffic_is_measured`] on a fake NPU of `config`'s family, `emu` laid out
+/// for the same family.
+fn npu_is_emu_on(config: FakeConfig, dir: &std::path::Path, mels: [&[f32]; 2]) -> Measured {
+    let family = match config.family() {
+        DeviceFamily::Xdna1 => Family::Xdna1,
+        DeviceFamily::Xdna2 => Family::Xdna2,
+    };
+    let budget = config.budget;
+    let emu = Encoder::load(
+        dir,
+        &EncoderOptions {
+            family: Some(family),
+            ..options(Backend::Emu)
+        },
+    )
+    .unwrap();
     let kernels = TempKernels::new("encoder");
-    let (device, fake) = fake_npu(emu.kernel_needs(), &kernels);
+    let (device, fake) = fake_npu_of(config, emu.kernel_needs(), &kernels);
     let npu = Encoder::load(
         dir,
         &EncoderOptions {
@@ -100,9 +133,9 @@ fn npu_is_emu_and_traffic_is_measured(dir: &std::path::Path, mels: [&[f32]; 2]) 
             assert_eq!(window.synced_out, total.bytes_out);
         }
     }
-    assert!(fake.max_live_contexts() <= 6);
+    assert!(fake.max_live_contexts() <= budget);
     // The placement's simulation of the contexts, against what the fake device counted.
-    let limit = ContextLimit::for_device("RyzenAI-npu1");
+    let limit = ContextLimit::for_family(family.device());
     let (_, simulated) = npu
         .placement()
         .contexts_per_window(KernelBuild::PerShape, limit);
@@ -111,8 +144,8 @@ fn npu_is_emu_and_traffic_is_measured(dir: &std::path::Path, mels: [&[f32]; 2]) 
         "contexts created in a window once running"
     );
     eprintln!(
-        "{}: {} kernels; per window {} hardware contexts created (XDNA1's budget of 6), {} \
-         dispatches, {:.1} MiB in, {:.1} MiB out",
+        "{} on {family:?}: {} kernels; per window {} hardware contexts created (a budget of \
+         {budget}), {} dispatches, {:.1} MiB in, {:.1} MiB out",
         dir.display(),
         emu.kernel_needs().len(),
         contexts,
@@ -129,6 +162,32 @@ fn npu_on_the_fake_device_is_emu_on_tiny_en() {
     let (_, jfk) = read_npy(&reference("jfk.mel80_openai.npy"));
     let (_, noise) = read_npy(&reference("noise_30s.mel80_openai.npy"));
     npu_is_emu_and_traffic_is_measured(&reference("tiny.en"), [&jfk, &noise]);
+}
+
+/// tiny.en on a fake XDNA2 (4 x 8 cores, 16 contexts): the bits of `emu` laid out for XDNA2,
+/// which are XDNA1's (the numerics do not depend on the array), with XDNA2's traffic, and no
+/// context created once running (the plan's 8 kernels fit the budget).
+#[test]
+fn npu_on_a_fake_xdna2_is_emu_on_tiny_en() {
+    let (_, jfk) = read_npy(&reference("jfk.mel80_openai.npy"));
+    let (_, noise) = read_npy(&reference("noise_30s.mel80_openai.npy"));
+    let window = npu_is_emu_on(FakeConfig::xdna2(), &reference("tiny.en"), [&jfk, &noise]);
+    let xdna1 = Encoder::load(&reference("tiny.en"), &options(Backend::Emu)).unwrap();
+    let xdna2 = Encoder::load(
+        &reference("tiny.en"),
+        &EncoderOptions {
+            family: Some(Family::Xdna2),
+            ..options(Backend::Emu)
+        },
+    )
+    .unwrap();
+    assert!(bits(&xdna1.encode(&jfk).unwrap()) == bits(&xdna2.encode(&jfk).unwrap()));
+    let (t1, t2) = (
+        xdna1.placement().total_traffic(),
+        xdna2.placement().total_traffic(),
+    );
+    assert!(t1 != t2, "XDNA2's layouts move other bytes");
+    assert_eq!(window.synced_in, t2.bytes_in);
 }
 
 /// base (the catalog's, converted from its CTranslate2 checkpoint).
@@ -185,6 +244,7 @@ fn one_xclbin_per_kind_creates_no_context_after_the_first_window() {
             Rounding::NearestEven,
             emu.kernel_needs(),
             Xclbins::PerKind,
+            DeviceFamily::Xdna1,
         );
         let npu = Npu::open_with(fake.clone(), 0, manifest, GemmContract::XDNA1).unwrap();
         let npu = Encoder::load(

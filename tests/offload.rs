@@ -242,7 +242,7 @@ fn bf16x3_is_close_to_float32() {
 #[test]
 fn npu_absent_is_said_not_hidden() {
     let dir = reference("tiny.en");
-    if let Ok(device) = amanuensis::backend::open_npu(Rounding::NearestEven) {
+    if let Ok(device) = amanuensis::backend::open_npu(Default::default()) {
         // `auto` takes it, or the CPU with a note naming the kernels this model lacks.
         eprintln!("an NPU with kernels is here: {device:?}");
         let auto = Encoder::load(&dir, &options(Backend::Auto)).unwrap();

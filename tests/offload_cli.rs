@@ -84,6 +84,29 @@ fn inspect_reports_placement_traffic_and_a_labelled_prediction() {
             .unwrap()
             > 0.0
     );
+    // The contexts: 12 created a window with per-shape xclbins on XDNA1 (the fake device
+    // counts the same, tests/fake_npu.rs), none on XDNA2, whose 16 hold the plan's 8.
+    let xdna1 = &report["predicted_device_time"];
+    assert_eq!(xdna1["family"], "XDNA1");
+    assert_eq!(xdna1["contexts_per_window"], 12);
+    assert_eq!(xdna1["per_kind_contexts"], 5);
+    let out = amanuensis(&[
+        "inspect",
+        "--model",
+        &model(),
+        "--device-family",
+        "xdna2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("predicted XDNA2 device time") && stdout.contains("on XDNA2's 16"),
+        "{stdout}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["predicted_device_time"]["contexts_per_window"], 0);
 }
 
 /// `compare` runs cpu and emu on the same windows and prints time, realtime factor, the

@@ -24,12 +24,12 @@ mod common;
 
 use std::process::Command;
 
-use amanuensis::backend::{Rounding, open_npu};
+use amanuensis::backend::open_npu;
 use common::*;
 
 #[test]
 fn npu_gives_emus_features_on_tiny_en() {
-    if let Err(why) = open_npu(Rounding::NearestEven) {
+    if let Err(why) = open_npu(Default::default()) {
         panic!(
             "no NPU with kernels here ({why}); this test needs a Ryzen AI NPU, XRT >= 2.17 \
              with the amdxdna driver, and kernels built by kernels/aie/build.sh \

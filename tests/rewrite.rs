@@ -5,7 +5,7 @@
 
 mod common;
 
-use amanuensis::backend::{Backend, Precision, Rounding, resolve};
+use amanuensis::backend::{Backend, Kernels, resolve};
 use amanuensis::rewrite::{RewriteContext, Stage, passes, rewrite};
 use common::Rng;
 use proptest::prelude::*;
@@ -17,7 +17,7 @@ use tract_onnx::tract_core::ops::nn::{GeluApproximate, GeluExact, Softmax, Softm
 
 fn emu_context() -> RewriteContext {
     RewriteContext::new(
-        resolve(Backend::Emu, false, Rounding::NearestEven, Precision::Bf16)
+        resolve(Backend::Emu, false, Kernels::default())
             .unwrap()
             .device,
     )

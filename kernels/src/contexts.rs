@@ -30,10 +30,12 @@ impl ContextLimit {
     /// names give 16 and single-context eviction; anything else XDNA1's conservative 6 with
     /// whole-cache eviction.
     pub fn for_device(name: &str) -> ContextLimit {
-        let xdna2 = ["npu4", "npu5", "npu6", "Strix", "Krackan", "Gorgon"]
-            .iter()
-            .any(|m| name.contains(m));
-        if xdna2 {
+        ContextLimit::for_family(crate::hw::DeviceFamily::from_device_name(name))
+    }
+
+    /// The limit of `family`'s devices.
+    pub fn for_family(family: crate::hw::DeviceFamily) -> ContextLimit {
+        if family == crate::hw::DeviceFamily::Xdna2 {
             ContextLimit {
                 max: 16,
                 drain_when_full: false,

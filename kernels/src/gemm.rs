@@ -100,6 +100,40 @@ impl GemmContract {
         precision: Precision::Bf16,
     };
 
+    /// XDNA2 (Strix, Strix Halo, Krackan, Gorgon) with the whole array: 4 x 8 cores, the same
+    /// per-core tiles (64 x 64 x 32, a multiple of AIE2P's 4x8x8 bf16 `mmul`) and k-tile, so
+    /// the same numerics as [`GemmContract::XDNA1`]; N pads to 256 columns instead of 128, and
+    /// a dispatch stages its A in 8 memory tiles.
+    pub const XDNA2: GemmContract = GemmContract {
+        tile: Tile {
+            m: 64,
+            k: 64,
+            n: 32,
+        },
+        rows: hw::XDNA2_ROWS,
+        columns: hw::XDNA2_COLUMNS,
+        rounding: Rounding::NearestEven,
+        staging_bytes: hw::XDNA2_COLUMNS * hw::MEM_TILE_BYTES,
+        precision: Precision::Bf16,
+    };
+
+    /// The whole-array contract of `family`.
+    pub fn for_family(family: hw::DeviceFamily) -> GemmContract {
+        match family {
+            hw::DeviceFamily::Xdna1 => GemmContract::XDNA1,
+            hw::DeviceFamily::Xdna2 => GemmContract::XDNA2,
+        }
+    }
+
+    /// The family whose array this contract uses.
+    pub fn family(&self) -> hw::DeviceFamily {
+        if self.columns == hw::XDNA2_COLUMNS {
+            hw::DeviceFamily::Xdna2
+        } else {
+            hw::DeviceFamily::Xdna1
+        }
+    }
+
     /// The same contract with another rounding of the operands.
     pub fn with_rounding(self, rounding: Rounding) -> GemmContract {
         GemmContract { rounding, ..self }
@@ -396,6 +430,29 @@ mod tests {
             c.dma_bytes(&l),
             1536 * 64 * 2 * 12 + 64 * 1536 * 2 * 6 + 1536 * 1536 * 4
         );
+    }
+
+    /// XDNA2's whole array: 256-row and 256-column blocks, 4 MiB of staging; the numerics'
+    /// k-tile is XDNA1's.
+    #[test]
+    fn xdna2_pads_to_its_array() {
+        let c = GemmContract::XDNA2;
+        // tiny's projections: N = 384 pads to 512 (XDNA1: 384).
+        let l = c.layout(1500, 384, 384);
+        assert_eq!(
+            (l.m_pad, l.k_pad, l.n_pad, l.dispatches),
+            (1536, 384, 512, 1)
+        );
+        // large's FFN down-projection: 409 rows of K = 5120 fit 4 MiB: one 256-row block a
+        // dispatch, as on XDNA1 with 2 MiB.
+        let l = c.layout(1500, 5120, 1280);
+        assert_eq!((l.m_chunk, l.dispatches), (256, 6));
+        // base's FFN down-projection: K = 2048 fits 1024 rows: two dispatches of 768.
+        let l = c.layout(1500, 2048, 512);
+        assert_eq!((l.m_chunk, l.dispatches), (768, 2));
+        assert_eq!(c.tile.k, GemmContract::XDNA1.tile.k);
+        assert_eq!(c.family(), hw::DeviceFamily::Xdna2);
+        assert_eq!(GemmContract::XDNA1.family(), hw::DeviceFamily::Xdna1);
     }
 
     #[test]

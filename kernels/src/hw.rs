@@ -6,7 +6,9 @@
 //! - mlir-aie, `programming_examples/basic/matrix_multiplication/whole_array` (its README and
 //!   `whole_array.py`): the whole-array GEMM on `npu1_4col` uses 4 columns x 4 rows of compute
 //!   tiles, a bf16 `mmul` micro-kernel of 4x8x4, and default per-core tiles of m=64, k=64,
-//!   n=32 (bf16 in, f32 out).
+//!   n=32 (bf16 in, f32 out); on `npu2` (XDNA2) 8 columns x 4 rows, and a bf16 `mmul` of 4x8x8
+//!   (its `microkernel_mac_dim_map`; the 8x8x8 shape listed there emulates bf16 with block
+//!   floating point, other numerics, not used here).
 
 /// Compute-tile rows used by the whole-array GEMM on XDNA1 (Phoenix, Hawk Point).
 pub const XDNA1_ROWS: usize = 4;
@@ -51,3 +53,96 @@ pub const XDNA1_DISPATCH_SECONDS: f64 = 50.0e-6;
 /// README, "Gotchas found the hard way"). The same source measured 2.81 ms for a pair of
 /// switches between two contexts already created.
 pub const XDNA1_CONTEXT_CREATE_SECONDS: f64 = 2.5e-3;
+
+/// Compute-tile rows of the whole-array GEMM on XDNA2 (Strix, Strix Halo, Krackan, Gorgon:
+/// mlir-aie's `npu2`).
+pub const XDNA2_ROWS: usize = 4;
+/// Compute-tile columns on XDNA2 (`npu2`: 8, each with a memory tile of [`MEM_TILE_BYTES`]).
+pub const XDNA2_COLUMNS: usize = 8;
+/// The bf16 `mmul` shape on AIE2P (rows x inner x columns), mlir-aie's `whole_array.py`.
+pub const AIE2P_MMUL_SHAPE: (usize, usize, usize) = (4, 8, 8);
+/// bfloat16 multiply-accumulates per cycle of one AIE2P core: the 4x8x8 `mmul` a cycle, twice
+/// AIE-ML's 4x8x4 (an assumption from the shapes; no public table states it).
+pub const AIE2P_BF16_MACS_PER_CYCLE: f64 = 256.0;
+/// Clock of the XDNA2 NPU's cores, Hz: AMD rates the Ryzen AI 300 NPU at 50 TOPS int8, which
+/// over 32 cores of 512 int8 multiply-accumulates a cycle (the 8x8x8 int8 `mmul`) is 1.5 GHz
+/// (derived, not published as such).
+pub const XDNA2_CLOCK_HZ: f64 = 1.5e9;
+/// Peak bfloat16 rate of the whole array on XDNA2 under those assumptions, FLOP/s:
+/// 32 x 256 x 2 x 1.5 GHz = 24.6 TFLOP/s.
+pub const XDNA2_PEAK_BF16_FLOPS: f64 =
+    (XDNA2_ROWS * XDNA2_COLUMNS) as f64 * AIE2P_BF16_MACS_PER_CYCLE * 2.0 * XDNA2_CLOCK_HZ;
+/// Sustained bf16 GEMM rate on XDNA2 for predictions: the same quarter of the peak as
+/// [`XDNA1_SUSTAINED_BF16_FLOPS`] (no published XDNA2 bf16 GEMM measurement was found).
+pub const XDNA2_SUSTAINED_BF16_FLOPS: f64 = XDNA2_PEAK_BF16_FLOPS / 4.0;
+/// Host memory <-> NPU rate on XDNA2 for predictions: 8 shim columns to XDNA1's 4 at 1.5 times
+/// the clock, half of it sustained from memory as for XDNA1, capped by nothing known: an
+/// estimate, 48 GB/s.
+pub const XDNA2_HOST_BYTES_PER_S: f64 = 48.0e9;
+
+/// A family of XDNA NPUs: the array, the bf16 `mmul`, the context budget and the figures a
+/// prediction uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DeviceFamily {
+    /// XDNA1: Phoenix, Hawk Point (`npu1_4col`): 4 x 4 cores, 6 hardware contexts.
+    #[default]
+    Xdna1,
+    /// XDNA2: Strix Point, Strix Halo, Krackan, Gorgon (`npu2`): 4 x 8 cores, 16 contexts.
+    Xdna2,
+}
+
+impl DeviceFamily {
+    /// The family of a device XRT names `name` (`RyzenAI-npu1`, `NPU Strix`, `RyzenAI-npu4`,
+    /// ...): XDNA2's names, else XDNA1.
+    pub fn from_device_name(name: &str) -> DeviceFamily {
+        let xdna2 = ["npu4", "npu5", "npu6", "Strix", "Krackan", "Gorgon"]
+            .iter()
+            .any(|m| name.contains(m));
+        if xdna2 {
+            DeviceFamily::Xdna2
+        } else {
+            DeviceFamily::Xdna1
+        }
+    }
+
+    /// The family mlir-aie's `target` (`npu1_4col`, `npu2`) builds for.
+    pub fn from_target(target: &str) -> Option<DeviceFamily> {
+        match target {
+            "npu1" | "npu1_4col" | "npu" => Some(DeviceFamily::Xdna1),
+            "npu2" => Some(DeviceFamily::Xdna2),
+            _ => None,
+        }
+    }
+
+    /// mlir-aie's target for this family.
+    pub fn target(self) -> &'static str {
+        match self {
+            DeviceFamily::Xdna1 => "npu1_4col",
+            DeviceFamily::Xdna2 => "npu2",
+        }
+    }
+
+    /// The family's name (`XDNA1`, `XDNA2`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceFamily::Xdna1 => "XDNA1",
+            DeviceFamily::Xdna2 => "XDNA2",
+        }
+    }
+
+    /// Sustained bf16 GEMM rate for predictions, FLOP/s.
+    pub fn sustained_bf16_flops(self) -> f64 {
+        match self {
+            DeviceFamily::Xdna1 => XDNA1_SUSTAINED_BF16_FLOPS,
+            DeviceFamily::Xdna2 => XDNA2_SUSTAINED_BF16_FLOPS,
+        }
+    }
+
+    /// Host <-> NPU rate for predictions, bytes/s.
+    pub fn host_bytes_per_s(self) -> f64 {
+        match self {
+            DeviceFamily::Xdna1 => XDNA1_HOST_BYTES_PER_S,
+            DeviceFamily::Xdna2 => XDNA2_HOST_BYTES_PER_S,
+        }
+    }
+}

@@ -1,7 +1,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use amanuensis::backend::{Backend, Precision, Rounding, resolve};
+use amanuensis::backend::{Backend, Kernels, resolve};
 use amanuensis_kernels::manifest::{FileCheck, Manifest};
 
 /// Say what this machine offers the NPU backend: XRT, NPU devices, kernels, and which
@@ -30,12 +30,17 @@ pub fn run(_args: DoctorArgs) -> Result<()> {
         }
     }
     match xrt_sys::Device::open(0) {
-        Ok(device) => println!(
-            "NPU devices: device 0: {}",
-            device
+        Ok(device) => {
+            let name = device
                 .name()
-                .unwrap_or_else(|e| format!("(name unknown: {e})"))
-        ),
+                .unwrap_or_else(|e| format!("(name unknown: {e})"));
+            let family = amanuensis_kernels::hw::DeviceFamily::from_device_name(&name);
+            println!(
+                "NPU devices: device 0: {name}: {} (kernels for mlir-aie target {})",
+                family.name(),
+                family.target()
+            );
+        }
         Err(e) => println!("NPU devices: none ({e})"),
     }
     match Manifest::find() {
@@ -66,7 +71,7 @@ pub fn run(_args: DoctorArgs) -> Result<()> {
         }
     }
     println!("CPU: {}", cpu_features());
-    match resolve(Backend::Auto, false, Rounding::NearestEven, Precision::Bf16) {
+    match resolve(Backend::Auto, false, Kernels::default()) {
         Ok(r) => match r.note {
             Some(note) => println!("{note}"),
             None => println!("backend auto: {}", r.backend),

@@ -11,7 +11,7 @@ use amanuensis_kernels::hw;
 use super::{PlanArgs, write_json};
 
 /// Show where each op of an encoder runs, the device traffic of one 30 s window, and a
-/// predicted XDNA1 device time.
+/// predicted device time on an XDNA1 (or, with --device-family xdna2, an XDNA2) NPU.
 ///
 /// For each op kind: nodes on the device and on the CPU; the share of the encoder's FLOPs on
 /// the device; dispatches and bytes per window; and, from those counts and named hardware
@@ -98,7 +98,12 @@ pub fn run(args: InspectArgs) -> Result<()> {
             println!("  {} ({}): {}", l.node, l.op, l.reason);
         }
     }
-    let prediction = offloads.then(|| predict(p));
+    let family = encoder
+        .backend()
+        .device
+        .as_ref()
+        .map_or(hw::DeviceFamily::Xdna1, |d| d.contract().family());
+    let prediction = offloads.then(|| predict(p, family));
     let kernels: Vec<String> = if offloads {
         encoder
             .kernel_needs()
@@ -153,11 +158,13 @@ pub fn run(args: InspectArgs) -> Result<()> {
             println!("  {k}");
         }
         let pr = prediction.unwrap();
+        let limit = amanuensis_kernels::contexts::ContextLimit::for_family(family);
         println!();
         println!(
-            "predicted XDNA1 device time per window (a prediction from the counts above, not \
-             a measurement): {:.1} ms = compute {:.1} ms + DMA {:.1} ms + dispatches {:.1} ms \
-             + {} hardware contexts created {:.1} ms",
+            "predicted {} device time per window (a prediction from the counts above, not a \
+             measurement): {:.1} ms = compute {:.1} ms + DMA {:.1} ms + dispatches {:.1} ms + {} \
+             hardware contexts created {:.1} ms",
+            pr.family,
             pr.total_ms,
             pr.compute_ms,
             pr.transfer_ms,
@@ -169,15 +176,19 @@ pub fn run(args: InspectArgs) -> Result<()> {
             "  assuming {:.2} TFLOP/s sustained bf16 GEMM, {:.0} GB/s DMA with memory, {:.0} us \
              per dispatch, {:.1} ms per context created, not overlapped (kernels/src/hw.rs gives \
              the sources)",
-            hw::XDNA1_SUSTAINED_BF16_FLOPS / 1e12,
-            hw::XDNA1_HOST_BYTES_PER_S / 1e9,
+            family.sustained_bf16_flops() / 1e12,
+            family.host_bytes_per_s() / 1e9,
             hw::XDNA1_DISPATCH_SECONDS * 1e6,
             hw::XDNA1_CONTEXT_CREATE_SECONDS * 1e3
         );
         println!(
             "  contexts: one xclbin per dispatch shape (today's build) creates {} per window on \
-             XDNA1's 6; one xclbin per kernel kind would need {} in all and create {} per window",
-            pr.contexts_per_window, pr.per_kind_contexts, pr.per_kind_contexts_per_window
+             {}'s {}; one xclbin per kernel kind would need {} in all and create {} per window",
+            pr.contexts_per_window,
+            pr.family,
+            limit.max,
+            pr.per_kind_contexts,
+            pr.per_kind_contexts_per_window
         );
     }
     if args.nodes {

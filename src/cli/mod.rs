@@ -72,6 +72,11 @@ struct PlanArgs {
     #[arg(long, value_enum, default_value_t = amanuensis::backend::Precision::Bf16)]
     precision: amanuensis::backend::Precision,
 
+    /// The NPU family to lay the work out for under emu and inspect (default XDNA1); under
+    /// npu it must be the device's.
+    #[arg(long, value_enum)]
+    device_family: Option<amanuensis::backend::Family>,
+
     /// Threads of the encoder (default: all cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -88,6 +93,7 @@ impl PlanArgs {
             strict: self.strict,
             rounding: self.rounding,
             precision: self.precision,
+            family: self.device_family,
             ..Default::default()
         };
         if let Some(threads) = self.threads {

@@ -15,7 +15,8 @@ use tract_onnx::tract_hir::infer::Factoid;
 use super::{ModelFiles, WhisperDims, locate};
 use crate::audio::N_FRAMES;
 use crate::backend::{
-    self, Backend, BackendError, DevicePlan, PlanError, Precision, Resolved, Rounding,
+    self, Backend, BackendError, DevicePlan, Family, Kernels, PlanError, Precision, Resolved,
+    Rounding,
 };
 use crate::placement::Placement;
 
@@ -105,6 +106,9 @@ pub struct EncoderOptions {
     pub rounding: Rounding,
     /// bfloat16 products per float32 product in the NPU kernels (`emu`).
     pub precision: Precision,
+    /// The NPU family (`emu`: which array to lay the work out for; `npu`: must be the
+    /// device's); `None` for XDNA1 under `emu` and the device's own under `npu`.
+    pub family: Option<Family>,
     /// A device to run the offloaded ops on instead of the one `backend` names (which must
     /// then be `emu`, `npu` or `auto`): another implementation of the kernel contract.
     pub device: Option<DeviceHandle>,
@@ -120,6 +124,7 @@ impl Default for EncoderOptions {
             strict: false,
             rounding: Rounding::NearestEven,
             precision: Precision::Bf16,
+            family: None,
             device: None,
         }
     }
@@ -368,8 +373,11 @@ impl Encoder {
             options.device.as_ref(),
             options.backend,
             options.strict,
-            options.rounding,
-            options.precision,
+            Kernels {
+                rounding: options.rounding,
+                precision: options.precision,
+                family: options.family,
+            },
         )?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.threads.max(1))

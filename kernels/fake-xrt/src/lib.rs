@@ -35,6 +35,7 @@ use std::time::Duration;
 use amanuensis_kernels::bf16::{self, Rounding};
 use amanuensis_kernels::device::{DeviceError, Kernel, KernelNeed};
 use amanuensis_kernels::gemm::GemmContract;
+use amanuensis_kernels::hw::DeviceFamily;
 use amanuensis_kernels::manifest::{FORMAT, Manifest};
 use amanuensis_kernels::npu::{BoFlags, CommandState, Xrt};
 use amanuensis_kernels::packed_gemm::{self, PackedB};
@@ -118,9 +119,9 @@ pub enum Xclbins {
     PerKind,
 }
 
-/// [`write_kernels_as`] with one xclbin per kernel.
+/// [`write_kernels_as`] with one xclbin per kernel, for XDNA1.
 pub fn write_kernels(dir: &Path, rounding: Rounding, needs: &[KernelNeed]) -> Manifest {
-    write_kernels_as(dir, rounding, needs, Xclbins::PerShape)
+    write_kernels_as(dir, rounding, needs, Xclbins::PerShape, DeviceFamily::Xdna1)
 }
 
 /// Writes into `dir` a kernel directory for `needs` under `rounding`: fake xclbins laid out
@@ -131,14 +132,17 @@ pub fn write_kernels_as(
     rounding: Rounding,
     needs: &[KernelNeed],
     xclbins: Xclbins,
+    family: DeviceFamily,
 ) -> Manifest {
     std::fs::create_dir_all(dir).expect("kernel directory");
     let rounding_name = match rounding {
         Rounding::NearestEven => "nearest_even",
         Rounding::Truncate => "truncate",
     };
-    let mut toml_text =
-        format!("format = {FORMAT}\ntarget = \"npu1_4col\"\nrounding = \"{rounding_name}\"\n");
+    let mut toml_text = format!(
+        "format = {FORMAT}\ntarget = \"{}\"\nrounding = \"{rounding_name}\"\n",
+        family.target()
+    );
     for (i, need) in needs.iter().enumerate() {
         let kind = match need.kernel {
             Kernel::MatMul => "gemm",
@@ -235,8 +239,14 @@ impl FakeConfig {
         FakeConfig {
             name: "NPU Strix".into(),
             budget: 16,
+            contract: GemmContract::XDNA2,
             ..FakeConfig::xdna1()
         }
+    }
+
+    /// The family the device's name says.
+    pub fn family(&self) -> DeviceFamily {
+        DeviceFamily::from_device_name(&self.name)
     }
 }
 

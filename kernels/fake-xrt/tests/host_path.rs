@@ -3,7 +3,8 @@
 //! deliberately broken host path noticed.
 
 use amanuensis_fake_xrt::{
-    FakeConfig, FakeXrt, Faults, Measured, Sabotage, Sabotaged, TempKernels, write_kernels,
+    FakeConfig, FakeXrt, Faults, Measured, Sabotage, Sabotaged, TempKernels, Xclbins,
+    write_kernels, write_kernels_as,
 };
 use amanuensis_kernels::bf16::Rounding;
 use amanuensis_kernels::device::{
@@ -11,6 +12,7 @@ use amanuensis_kernels::device::{
 };
 use amanuensis_kernels::emulator::Emulator;
 use amanuensis_kernels::gemm::GemmContract;
+use amanuensis_kernels::hw::DeviceFamily;
 use amanuensis_kernels::npu::{Npu, Xrt};
 use proptest::prelude::*;
 
@@ -147,38 +149,50 @@ impl Call {
 }
 
 /// A kernel directory for `calls` and an `Npu` over `xrt` with it.
-fn npu_for<X: Xrt>(xrt: X, rounding: Rounding, calls: &[Call], dir: &TempKernels) -> Npu<X> {
-    let contract = GemmContract::XDNA1.with_rounding(rounding);
+fn npu_for<X: Xrt>(
+    xrt: X,
+    family: DeviceFamily,
+    rounding: Rounding,
+    calls: &[Call],
+    dir: &TempKernels,
+) -> Npu<X> {
+    let contract = GemmContract::for_family(family).with_rounding(rounding);
     let mut needs: Vec<KernelNeed> = calls.iter().flat_map(|c| c.needs(&contract)).collect();
     needs.sort();
     needs.dedup();
-    let manifest = write_kernels(&dir.dir, rounding, &needs);
+    let manifest = write_kernels_as(&dir.dir, rounding, &needs, Xclbins::PerShape, family);
     Npu::open_with(xrt, 0, manifest, contract).expect("the fake device opens")
 }
 
 /// Runs `calls` on the emulator and on `Npu` over the fake device: the outputs bit for bit,
 /// the counters, and the counters against the bytes the fake device measured.
 fn same_as_emulator(rounding: Rounding, calls: &[Call]) {
-    let dir = TempKernels::new("same");
-    let fake = FakeXrt::new(FakeConfig::xdna2());
-    let npu = npu_for(fake.clone(), rounding, calls, &dir);
-    let emu = Emulator::new(GemmContract::XDNA1.with_rounding(rounding));
-    for (i, call) in calls.iter().enumerate() {
-        let expected = call.run(&emu, i as u64 * 100).unwrap();
-        let got = call
-            .run(&npu, i as u64 * 100)
-            .unwrap_or_else(|e| panic!("{call:?} on the fake NPU: {e}"));
-        for (r, (g, x)) in got.iter().zip(&expected).enumerate() {
-            assert!(bits(g) == bits(x), "{call:?} run {r} under {rounding:?}");
+    for config in [FakeConfig::xdna1(), FakeConfig::xdna2()] {
+        let family = config.family();
+        let dir = TempKernels::new("same");
+        let fake = FakeXrt::new(config);
+        let npu = npu_for(fake.clone(), family, rounding, calls, &dir);
+        let emu = Emulator::new(GemmContract::for_family(family).with_rounding(rounding));
+        for (i, call) in calls.iter().enumerate() {
+            let expected = call.run(&emu, i as u64 * 100).unwrap();
+            let got = call
+                .run(&npu, i as u64 * 100)
+                .unwrap_or_else(|e| panic!("{call:?} on the fake {family:?} NPU: {e}"));
+            for (r, (g, x)) in got.iter().zip(&expected).enumerate() {
+                assert!(
+                    bits(g) == bits(x),
+                    "{call:?} run {r} under {rounding:?} on {family:?}"
+                );
+            }
         }
+        let (counted, predicted) = (npu.counters().snapshot(), emu.counters().snapshot());
+        assert_eq!(
+            counted, predicted,
+            "the NPU's counters against the layouts'"
+        );
+        let measured = fake.measured();
+        assert_counted_is_measured(&counted, &measured);
     }
-    let (counted, predicted) = (npu.counters().snapshot(), emu.counters().snapshot());
-    assert_eq!(
-        counted, predicted,
-        "the NPU's counters against the layouts'"
-    );
-    let measured = fake.measured();
-    assert_counted_is_measured(&counted, &measured);
 }
 
 /// Every counter of host traffic equals what the fake device measured on the bytes.
@@ -252,7 +266,13 @@ proptest! {
 fn empty_streams_dispatch_nothing() {
     let dir = TempKernels::new("empty");
     let fake = FakeXrt::new(FakeConfig::xdna1());
-    let npu = npu_for(fake.clone(), Rounding::NearestEven, &[], &dir);
+    let npu = npu_for(
+        fake.clone(),
+        DeviceFamily::Xdna1,
+        Rounding::NearestEven,
+        &[],
+        &dir,
+    );
     npu.gelu(&mut []).unwrap();
     npu.softmax(&mut [], 7).unwrap();
     assert_eq!(fake.measured(), Measured::default());
@@ -313,14 +333,26 @@ fn scenario_on<X: Xrt>(npu: &Npu<X>) -> Result<(), String> {
 fn a_broken_host_path_is_noticed() {
     let run = |xrt: Sabotaged<FakeXrt>| {
         let dir = TempKernels::new("broken");
-        let npu = npu_for(xrt, Rounding::NearestEven, &scenario(), &dir);
+        let npu = npu_for(
+            xrt,
+            DeviceFamily::Xdna1,
+            Rounding::NearestEven,
+            &scenario(),
+            &dir,
+        );
         scenario_on(&npu)
     };
-    let fake = || FakeXrt::new(FakeConfig::xdna2());
+    let fake = || FakeXrt::new(FakeConfig::xdna1());
     // The control: nothing broken, and how many syncs to the device the scenario makes.
     let control = fake();
     let dir = TempKernels::new("control");
-    let npu = npu_for(control.clone(), Rounding::NearestEven, &scenario(), &dir);
+    let npu = npu_for(
+        control.clone(),
+        DeviceFamily::Xdna1,
+        Rounding::NearestEven,
+        &scenario(),
+        &dir,
+    );
     scenario_on(&npu).expect("the unbroken host path");
     drop(npu);
     let mut sabotages = vec![
@@ -334,7 +366,13 @@ fn a_broken_host_path_is_noticed() {
     // biases, the zeros of a GELU's bias and of attention's probabilities, activations.
     let syncs = Sabotaged::new(fake(), Sabotage::SkipSyncToDevice(u64::MAX));
     let dir = TempKernels::new("count");
-    let npu = npu_for(syncs, Rounding::NearestEven, &scenario(), &dir);
+    let npu = npu_for(
+        syncs,
+        DeviceFamily::Xdna1,
+        Rounding::NearestEven,
+        &scenario(),
+        &dir,
+    );
     scenario_on(&npu).unwrap();
     let count = npu_sync_count(&npu);
     assert!(count > 20, "the scenario syncs {count} times");
@@ -357,19 +395,21 @@ fn npu_sync_count(npu: &Npu<Sabotaged<FakeXrt>>) -> u64 {
 /// says what to do.
 #[test]
 fn contexts_stay_within_the_drivers_budget() {
-    // Eight GEMM kernels of eight shapes, called in turn, twice.
+    // Eight GEMM kernels of eight shapes (N pads to 256, 512, ... on both families), called
+    // in turn, twice.
     let calls: Vec<Call> = (0..8)
         .map(|i| Call::MatMulAct {
             m: 10,
             k: 10,
-            n: 130 * (i + 1),
+            n: 256 * (i + 1) - 100,
         })
         .collect();
     let run = |config: FakeConfig| {
         let dir = TempKernels::new("contexts");
+        let family = config.family();
         let fake = FakeXrt::new(config);
-        let npu = npu_for(fake.clone(), Rounding::NearestEven, &calls, &dir);
-        let emu = Emulator::new(GemmContract::XDNA1);
+        let npu = npu_for(fake.clone(), family, Rounding::NearestEven, &calls, &dir);
+        let emu = Emulator::new(GemmContract::for_family(family));
         let mut result = Ok(());
         'rounds: for _ in 0..2 {
             for (i, call) in calls.iter().enumerate() {
@@ -457,6 +497,7 @@ fn hung_and_failed_dispatches_are_errors() {
         });
         let npu = npu_for(
             fake,
+            DeviceFamily::Xdna1,
             Rounding::NearestEven,
             std::slice::from_ref(&call),
             &dir,

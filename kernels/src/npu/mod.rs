@@ -36,6 +36,7 @@ use crate::device::{
     Traffic, Weights, checks,
 };
 use crate::gemm::{GemmContract, GemmLayout};
+use crate::hw::DeviceFamily;
 use crate::manifest::{KernelEntry, KernelKind, Manifest};
 
 /// How long one dispatch may run before it is declared hung.
@@ -228,7 +229,28 @@ impl<X: Xrt> Npu<X> {
                 contract.rounding
             )));
         }
+        let family = contract.family();
+        if DeviceFamily::from_target(&manifest.target) != Some(family) {
+            return Err(DeviceError::Unavailable(format!(
+                "the kernels in {} were built for {:?}, not for {} ({}): rebuild them with \
+                 kernels/aie/build.sh --target {}",
+                manifest.dir.display(),
+                manifest.target,
+                family.name(),
+                family.target(),
+                family.target()
+            )));
+        }
         let device = xrt.open(index)?;
+        let name = xrt.device_name(&device);
+        let found = DeviceFamily::from_device_name(&name);
+        if found != family {
+            return Err(DeviceError::Unavailable(format!(
+                "NPU {index} ({name}) is {}, the plan was made for {}",
+                found.name(),
+                family.name()
+            )));
+        }
         // Every xclbin is read and registered now, so that a bad file fails here; their
         // contexts are created when first used, at most the device's budget at once.
         let mut xclbins = HashMap::new();

@@ -66,12 +66,12 @@ mels_arg=()
 [[ -n "$n_mels" ]] && mels_arg=(--n-mels "$n_mels")
 
 # One line per kernel: kind name epilogue dims...
-kernels="$("$python" - "$here" "$model" "${mels_arg[@]}" <<'EOF'
+kernels="$("$python" - "$here" "$model" "$target" "${mels_arg[@]}" <<'EOF'
 import sys
 sys.path.insert(0, sys.argv[1])
 import shapes
-mels = int(sys.argv[4]) if len(sys.argv) > 4 else None
-for k in shapes.whisper_kernels(sys.argv[2], mels):
+mels = int(sys.argv[5]) if len(sys.argv) > 5 else None
+for k in shapes.whisper_kernels(sys.argv[2], mels, sys.argv[3]):
     print(k.kind, k.name, k.epilogue, k.output, *k.shape)
 EOF
 )"

@@ -3,10 +3,11 @@
 Every number here mirrors the Rust side, which is the source of truth:
 
 - ``gemm_layout`` is ``GemmContract::layout`` of ``kernels/src/gemm.rs`` for
-  ``GemmContract::XDNA1`` (tiles m = 64, k = 64, n = 32; 4 x 4 cores; 4 memory tiles of
-  512 KiB, ``kernels/src/hw.rs``): M padded to 256-row blocks, K to 64, N to 128, and M cut
-  into dispatches of ``m_chunk`` rows so that ``m_chunk * k_pad * 2`` bytes fit the memory
-  tiles (at least one 256-row block).
+  ``GemmContract::XDNA1`` (``dev = "npu"``: tiles m = 64, k = 64, n = 32; 4 x 4 cores; 4
+  memory tiles of 512 KiB, ``kernels/src/hw.rs``) or ``GemmContract::XDNA2`` (``"npu2"``: 4 x 8
+  cores, 8 memory tiles): M padded to 256-row blocks, K to 64, N to 32 times the columns, and
+  M cut into as few dispatches as fit ``m_chunk * k_pad * 2`` bytes in the memory tiles (at
+  least one 256-row block), their rows shared out evenly in whole blocks.
 - ``stream_layout`` is ``StreamLayout::new`` of ``kernels/src/device.rs`` together with the
   per-dispatch row count that ``Npu::stream`` (``kernels/src/npu/mod.rs``) asks the manifest for:
   half of the staging memory holds one dispatch's input, ``rows_per_dispatch =
@@ -34,16 +35,19 @@ import json
 import math
 from dataclasses import asdict, dataclass
 
-# kernels/src/hw.rs
-XDNA1_ROWS = 4
-XDNA1_COLUMNS = 4
+# kernels/src/hw.rs: core rows and columns of the whole array, per mlir-aie target.
+ARRAYS = {"npu": (4, 4), "npu2": (4, 8)}
 MEM_TILE_BYTES = 512 * 1024
 
-# kernels/src/gemm.rs, GemmContract::XDNA1
+# kernels/src/gemm.rs, GemmContract::XDNA1 and XDNA2: the same tiles, one memory tile a column.
 TILE_M = 64
 TILE_K = 64
 TILE_N = 32
-STAGING_BYTES = XDNA1_COLUMNS * MEM_TILE_BYTES
+
+
+def staging_bytes(dev: str) -> int:
+    """Memory-tile bytes that hold one dispatch's rows: one 512 KiB tile a column."""
+    return ARRAYS[dev][1] * MEM_TILE_BYTES
 
 # Whisper's encoder: 1500 positions after the stride-2 convolution, 3000 mel frames before.
 N_FRAMES = 3000
@@ -74,9 +78,9 @@ class GemmLayout:
     dispatches: int
 
 
-def gemm_layout(m: int, k: int, n: int) -> GemmLayout:
-    """``GemmContract::XDNA1.layout(m, k, n)``."""
-    return gemm_layout_k_pad(m, k, n, max(math.ceil(k / TILE_K), 1) * TILE_K)
+def gemm_layout(m: int, k: int, n: int, dev: str = "npu") -> GemmLayout:
+    """``GemmContract::XDNA1.layout(m, k, n)`` (``XDNA2`` for ``npu2``)."""
+    return gemm_layout_k_pad(m, k, n, max(math.ceil(k / TILE_K), 1) * TILE_K, dev)
 
 
 @dataclass(frozen=True)
@@ -90,10 +94,10 @@ class StreamLayout:
     per: int
 
 
-def stream_layout(rows: int, cols: int) -> StreamLayout:
+def stream_layout(rows: int, cols: int, dev: str = "npu") -> StreamLayout:
     """How ``Npu::stream`` cuts ``rows`` rows of ``cols`` values into dispatches."""
     row_bytes = max(cols, 1) * 2
-    rows_per_dispatch = max(STAGING_BYTES // 2 // row_bytes, 1)
+    rows_per_dispatch = max(staging_bytes(dev) // 2 // row_bytes, 1)
     dispatches = max(math.ceil(rows / rows_per_dispatch), 1)
     per = math.ceil(rows / dispatches)
     if per * cols % 2 == 1:
@@ -122,14 +126,15 @@ class Kernel:
         return f"{self.kind}_{dims}"
 
 
-def gemm_layout_k_pad(m: int, k: int, n: int, k_pad: int) -> GemmLayout:
-    """``GemmContract::XDNA1.layout_with_k_pad(m, k, n, k_pad)``."""
+def gemm_layout_k_pad(m: int, k: int, n: int, k_pad: int, dev: str = "npu") -> GemmLayout:
+    """``GemmContract::XDNA1.layout_with_k_pad(m, k, n, k_pad)`` (``XDNA2`` for ``npu2``)."""
     assert k_pad >= max(k, 1) and k_pad % TILE_K == 0
-    row_block = XDNA1_ROWS * TILE_M
-    col_block = XDNA1_COLUMNS * TILE_N
+    rows, columns = ARRAYS[dev]
+    row_block = rows * TILE_M
+    col_block = columns * TILE_N
     m_pad = max(math.ceil(m / row_block), 1) * row_block
     n_pad = max(math.ceil(n / col_block), 1) * col_block
-    fit = STAGING_BYTES // (k_pad * 2)
+    fit = staging_bytes(dev) // (k_pad * 2)
     most = min(max((fit // row_block) * row_block, row_block), m_pad)
     dispatches = math.ceil(m_pad / most)
     m_chunk = math.ceil(m_pad // row_block / dispatches) * row_block
@@ -147,10 +152,10 @@ class AttentionLayout:
     pv: GemmLayout
 
 
-def attention_layout(m: int, d: int, n: int, dv: int) -> AttentionLayout:
-    """``GemmContract::XDNA1.attention(AttentionDims { m, d, n, dv })``."""
-    qk = gemm_layout(m, d, n)
-    return AttentionLayout(m, n, qk, qk.n_pad, gemm_layout_k_pad(m, n, dv, qk.n_pad))
+def attention_layout(m: int, d: int, n: int, dv: int, dev: str = "npu") -> AttentionLayout:
+    """``GemmContract::XDNA1.attention(AttentionDims { m, d, n, dv })`` (``XDNA2``: npu2)."""
+    qk = gemm_layout(m, d, n, dev)
+    return AttentionLayout(m, n, qk, qk.n_pad, gemm_layout_k_pad(m, n, dv, qk.n_pad, dev))
 
 
 def whisper_products(d_model: int, n_mels: int) -> list[tuple[str, int, int, int, str]]:
@@ -170,8 +175,9 @@ def whisper_products(d_model: int, n_mels: int) -> list[tuple[str, int, int, int
     ]
 
 
-def whisper_kernels(model: str, n_mels: int | None = None) -> list[Kernel]:
-    """Every kernel, at every dispatch shape, that the host requests for ``model``."""
+def whisper_kernels(model: str, n_mels: int | None = None, dev: str = "npu") -> list[Kernel]:
+    """Every kernel, at every dispatch shape, that the host requests for ``model`` on an NPU
+    of target ``dev``."""
     d, mels = MODELS[model]
     if n_mels is not None:
         mels = n_mels
@@ -184,10 +190,10 @@ def whisper_kernels(model: str, n_mels: int | None = None) -> list[Kernel]:
         return (layout.m_chunk, layout.k_pad, layout.n_pad)
 
     for name, m, k, n, epilogue in whisper_products(d, mels):
-        add("gemm", gemm(gemm_layout(m, k, n)), epilogue, name)
+        add("gemm", gemm(gemm_layout(m, k, n, dev)), epilogue, name)
     # The host fuses Q K^T, softmax and P V into one device call a head (ops/src/attention.rs,
     # kernels/src/attention.rs): the scores and probabilities stay on the device.
-    head = attention_layout(N_POSITIONS, HEAD_DIM, N_POSITIONS, HEAD_DIM)
+    head = attention_layout(N_POSITIONS, HEAD_DIM, N_POSITIONS, HEAD_DIM, dev)
     add("gemm", gemm(head.qk), "none", "attention Q K^T (scores to bf16)", "bf16")
     add("softmax", (head.m, head.n, head.width), "none", "attention softmax (one head a call)")
     add("gemm", gemm(head.pv), "none", "attention P V")
@@ -196,7 +202,7 @@ def whisper_kernels(model: str, n_mels: int | None = None) -> list[Kernel]:
         ("conv2 GELU", N_POSITIONS * d),
         ("fc1 GELU", N_POSITIONS * 4 * d),
     ]:
-        add("gelu", (stream_layout(elements, 1).per,), "none", name)
+        add("gelu", (stream_layout(elements, 1, dev).per,), "none", name)
     return [
         Kernel(kind, shape, epilogue, output, tuple(users))
         for (kind, shape, epilogue, output), users in found.items()
@@ -207,9 +213,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", choices=sorted(MODELS))
     parser.add_argument("--n-mels", type=int, default=None)
+    parser.add_argument("--target", choices=sorted(ARRAYS), default="npu")
     parser.add_argument("--json", action="store_true", help="one JSON object a line")
     args = parser.parse_args()
-    for kernel in whisper_kernels(args.model, args.n_mels):
+    for kernel in whisper_kernels(args.model, args.n_mels, args.target):
         if args.json:
             print(json.dumps({**asdict(kernel), "name": kernel.name}))
         else:

@@ -42,10 +42,13 @@ import sys
 from dataclasses import asdict, dataclass
 
 ROWS = 4
-COLUMNS = 4
-# The bfloat16 mmul shape per device: mm.cc's 4 x 8 x 4 on AIE2 (XDNA1); on AIE2P (XDNA2)
-# mlir-aie's whole-array design uses 8 x 8 x 8 for bfloat16.
-MMUL_SHAPES = {"npu": (4, 8, 4), "npu2": (8, 8, 8)}
+# Core columns of the whole array per device: 4 on XDNA1 (npu1_4col), 8 on XDNA2 (npu2),
+# GemmContract::XDNA1 and ::XDNA2 of kernels/src/gemm.rs.
+COLUMNS = {"npu": 4, "npu2": 8}
+# The bfloat16 mmul shape per device: mm.cc's 4 x 8 x 4 on AIE2 (XDNA1), 4 x 8 x 8 on AIE2P
+# (XDNA2). mlir-aie's whole-array design lists 8 x 8 x 8 for AIE2P bfloat16 too, but that
+# shape emulates bfloat16 with block floating point (other numerics than the contract's).
+MMUL_SHAPES = {"npu": (4, 8, 4), "npu2": (4, 8, 8)}
 EPILOGUES = ("none", "bias", "bias_gelu")
 OUTPUTS = ("f32", "bf16")
 OBJECT_FILE = "gemm.o"
@@ -94,13 +97,18 @@ class Plan:
         return 2 if self.output == "bf16" else 4
 
     @property
+    def columns(self) -> int:
+        """Core columns of the device's whole array."""
+        return COLUMNS[self.dev]
+
+    @property
     def row_blocks(self) -> int:
         return self.M // (ROWS * self.m)
 
     @property
     def col_tiles(self) -> int:
         """Output tiles of one core per row block (column tiles of its array column)."""
-        return self.N // (COLUMNS * self.n)
+        return self.N // (self.columns * self.n)
 
     @property
     def k_tiles(self) -> int:
@@ -167,7 +175,7 @@ class Plan:
             (self.K, self.N),
             col * self.n,
             (self.col_tiles, self.k_tiles, self.k, self.n),
-            (COLUMNS * self.n, self.k * self.N, self.N, 1),
+            (self.columns * self.n, self.k * self.N, self.N, 1),
         )
 
     def c_access(self, block: int, col: int) -> Access:
@@ -177,7 +185,7 @@ class Plan:
             (self.M, self.N),
             block * ROWS * self.m * self.N + col * self.n,
             (1, self.col_tiles, ROWS * self.m, self.n),
-            (0, COLUMNS * self.n, self.N, 1),
+            (0, self.columns * self.n, self.N, 1),
         )
 
     def bias_access(self, col: int) -> Access:
@@ -187,7 +195,7 @@ class Plan:
             (1, 2 * self.N),
             2 * self.n * col,
             (self.bias_repeats, 1, self.col_tiles, 2 * self.n),
-            (0, 0, 2 * COLUMNS * self.n, 1),
+            (0, 0, 2 * self.columns * self.n, 1),
         )
 
     def core_bytes(self) -> int:
@@ -199,7 +207,7 @@ class Plan:
         if self.output == "bf16":
             # gemm_bf16.o: the float32 accumulator tile; no bias stash.
             return a + b + c + self.m * self.n * 4 + CORE_STACK_BYTES
-        stash = MAX_N_PAD // COLUMNS * 4 + (self.n // self.mmul[2]) * 16 * 4
+        stash = MAX_N_PAD // self.columns * 4 + (self.n // self.mmul[2]) * 16 * 4
         return a + b + c + stash + CORE_STACK_BYTES
 
 
@@ -230,8 +238,9 @@ def plan(
         problems.append(f"M = {M} is not a positive multiple of {ROWS} x m = {ROWS * m}")
     if K <= 0 or K % k:
         problems.append(f"K = {K} is not a positive multiple of k = {k}")
-    if N <= 0 or N % (COLUMNS * n):
-        problems.append(f"N = {N} is not a positive multiple of {COLUMNS} x n = {COLUMNS * n}")
+    columns = p.columns
+    if N <= 0 or N % (columns * n):
+        problems.append(f"N = {N} is not a positive multiple of {columns} x n = {columns * n}")
     if m % (2 * r) or n % (2 * t) or k % s:
         problems.append(
             f"the tile {m}x{k}x{n} is not made of 2 x 2 blocks of the {r}x{s}x{t} mmul"
@@ -316,8 +325,9 @@ def design(p: Plan):
     # B (and the bias ahead of it): shim `col` -> memory tile `col` -> the 4 cores of column
     # `col`. C: the 4 cores of column `col` -> memory tile `col` (joined) -> shim `col`.
     b_l3l2, b_l2l1, c_l2l3 = [], [], []
-    c_l1l2 = [[None] * COLUMNS for _ in range(ROWS)]
-    for col in range(COLUMNS):
+    columns = p.columns
+    c_l1l2 = [[None] * columns for _ in range(ROWS)]
+    for col in range(columns):
         fifo = ObjectFifo(B_l2_ty, name=f"B_L3L2_{col}")
         b_l3l2.append(fifo)
         b_l2l1.append(
@@ -390,7 +400,7 @@ def design(p: Plan):
             placement=Tile(col, 2 + row),
         )
         for row in range(ROWS)
-        for col in range(COLUMNS)
+        for col in range(columns)
     ]
 
     # One task group per row block, two row blocks in flight: before issuing block b, the
@@ -406,7 +416,7 @@ def design(p: Plan):
         bias_group = None
         if p.has_bias:
             bias_group = rt.task_group()
-            for col in range(COLUMNS):
+            for col in range(columns):
                 rt.fill(
                     b_fills[col],
                     buffers[3],
@@ -420,7 +430,7 @@ def design(p: Plan):
             if groups[slot] is not None:
                 rt.finish_task_group(groups[slot])
             group = groups[slot] = rt.task_group()
-            for col in range(COLUMNS):
+            for col in range(columns):
                 rt.drain(
                     c_drains[col],
                     C,
@@ -429,14 +439,15 @@ def design(p: Plan):
                     task_group=group,
                     placement=Tile(col, 0),
                 )
-                # Shim `col` also carries the A of core row `col`.
-                rt.fill(
-                    a_fills[col],
-                    A,
-                    tap=tap(p.a_access(block, col)),
-                    task_group=group,
-                    placement=Tile(col, 0),
-                )
+                # Shims 0 to ROWS - 1 also carry the A of the core row of their number.
+                if col < ROWS:
+                    rt.fill(
+                        a_fills[col],
+                        A,
+                        tap=tap(p.a_access(block, col)),
+                        task_group=group,
+                        placement=Tile(col, 0),
+                    )
                 rt.fill(
                     b_fills[col],
                     B,

@@ -158,20 +158,21 @@ def gemm_dataflow(p: gemm.Plan, a_host: list[int], b_host: list[int], bias_host:
     M, N = p.M, p.N
     paths = {name: work / f"{name}.bin" for name in ("a", "b", "c")}
     a_streams = [[] for _ in range(gemm.ROWS)]
-    b_streams = [[] for _ in range(gemm.COLUMNS)]
+    b_streams = [[] for _ in range(p.columns)]
     if p.has_bias:
-        for col in range(gemm.COLUMNS):
+        for col in range(p.columns):
             b_streams[col] += gather(p.bias_access(col), bias_host)
     for block in range(p.row_blocks):
-        for col in range(gemm.COLUMNS):
-            a_streams[col] += gather(p.a_access(block, col), a_host)
+        for row in range(gemm.ROWS):
+            a_streams[row] += gather(p.a_access(block, row), a_host)
+        for col in range(p.columns):
             b_streams[col] += gather(p.b_access(col), b_host)
     a_l1 = [[v for o in objects(s, p.m * p.k) for v in transform(o, p.a_to_core)] for s in a_streams]
     b_l1 = [[v for o in objects(s, p.k * p.n) for v in transform(o, p.b_to_core)] for s in b_streams]
 
     mode = "bf16" if p.output == "bf16" else p.epilogue
     C = [None] * (M * N)
-    for col in range(gemm.COLUMNS):
+    for col in range(p.columns):
         per_core = []
         for row in range(gemm.ROWS):
             write_words(paths["a"], a_l1[row], "H")
@@ -223,7 +224,7 @@ def check_attention(m: int, d: int, n: int, dv: int) -> bool:
     """One head through the device's chain as kernels/src/npu/mod.rs runs it: Q K^T into the
     bfloat16 scores, the strided softmax of softmax.py over them into zeroed probabilities,
     P V with K padded to the scores' width; against Emulator::attention, bit for bit."""
-    lay = shapes.attention_layout(m, d, n, dv)
+    lay = shapes.attention_layout(m, d, n, dv, dev)
     qk, pv, width = lay.qk, lay.pv, lay.width
     Q = [random.uniform(-3, 3) for _ in range(m * d)]
     KT = [random.uniform(-3, 3) for _ in range(d * n)]
@@ -269,11 +270,13 @@ def check_attention(m: int, d: int, n: int, dv: int) -> bool:
 
 
 ok = check_gelu() & check_softmax()
-ok &= check_gemm(256, 64, 128, "none")
-ok &= check_gemm(512, 192, 384, "bias")
-ok &= check_gemm(256, 128, 384, "bias_gelu")
-ok &= check_gemm(256, 64, 4608, "bias")  # 36 column tiles: the bias spans 9 B objects
-ok &= check_gemm(512, 128, 256, "none", "bf16")
+# N in whole column blocks of the device's array (128 columns on npu, 256 on npu2).
+block = 32 * gemm.COLUMNS[dev]
+ok &= check_gemm(256, 64, block, "none")
+ok &= check_gemm(512, 192, 3 * block, "bias")
+ok &= check_gemm(256, 128, 3 * block, "bias_gelu")
+ok &= check_gemm(256, 64, 4608, "bias")  # 36 or 18 column tiles: the bias spans B objects
+ok &= check_gemm(512, 128, 2 * block, "none", "bf16")
 # Scores 2176 wide: P V runs in two 256-row dispatches (the second past the 512 padded rows'
 # need: 300 rows), the softmax reads rows of 2100 in three pieces, values padded 40 -> 128.
 ok &= check_attention(300, 64, 2100, 40)

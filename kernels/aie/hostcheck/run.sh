@@ -46,7 +46,7 @@ status=0
 for dev in npu npu2; do
     case "$dev" in
         npu) mmul=(4 8 4) ;;
-        npu2) mmul=(8 8 8) ;;
+        npu2) mmul=(4 8 8) ;;
     esac
     echo "== kernels over the API model, mmul ${mmul[0]}x${mmul[1]}x${mmul[2]}"
     flags=(-std=c++20 -O2 -ffp-contract=off -Wall -Wextra

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! amanuensis: Whisper encoders on AMD Ryzen AI NPUs through tract.
 //!
 //! This crate holds the audio frontend (decode, mix, resample, Whisper's log-mel

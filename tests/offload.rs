@@ -190,6 +190,81 @@ fn truncation_is_a_switch() {
     assert!(trunc < near && trunc >= 0.998, "{trunc} vs {near}");
 }
 
+/// The public offload rewrite on a model that is not Whisper (tests/data/offload: a small
+/// BERT-like encoder with random weights, made by make.py there with PyTorch's output): at
+/// least 99% of its FLOPs on the device, and its output within bf16's reach of tract's plan
+/// and of PyTorch on `emu` (measured max abs 4.7e-3, cosine 1 - 6e-7; bars with a margin of
+/// about 50%), within float32 reassociation on `cpu` (measured 9.5e-7; bar 2e-6).
+#[test]
+fn offload_takes_a_model_that_is_not_whisper() {
+    use amanuensis::backend::{Kernels, resolve};
+    use amanuensis::rewrite::offload;
+    use tract_onnx::prelude::*;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/offload");
+    let (shape, input) = read_npy(&dir.join("bert_like.input.npy"));
+    let (_, torch) = read_npy(&dir.join("bert_like.expected.npy"));
+    let model = tract_onnx::onnx()
+        .model_for_path(dir.join("bert_like.onnx"))
+        .unwrap()
+        .with_input_fact(0, f32::fact(&shape).into())
+        .unwrap()
+        .into_typed()
+        .unwrap()
+        .into_decluttered()
+        .unwrap();
+    let run = |model: TypedModel| -> Vec<f32> {
+        let plan = model.into_optimized().unwrap().into_runnable().unwrap();
+        let x = Tensor::from_shape(&shape, &input).unwrap();
+        let out = plan.run(tvec!(x.into_tvalue())).unwrap();
+        out[0]
+            .to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect()
+    };
+    let tract = run(model.clone());
+    assert_close("tract vs PyTorch", &tract, &torch, 2e-6, 0.999_999_9);
+    for (backend, max_abs, min_cosine) in [
+        (Backend::Emu, 7e-3, 0.999_999),
+        (Backend::Cpu, 2e-6, 0.999_999_9),
+    ] {
+        let device = resolve(backend, false, Kernels::default())
+            .unwrap()
+            .device
+            .unwrap();
+        let (offloaded, placement) = offload(model.clone(), device).unwrap();
+        eprintln!(
+            "{backend}: {:.2}% of {:.3} GFLOP on the device; left on the CPU: {:?}",
+            100.0 * placement.device_share(),
+            placement.total_flops as f64 / 1e9,
+            placement.left_on_cpu
+        );
+        if backend == Backend::Emu {
+            assert!(
+                placement.device_share() >= 0.99,
+                "{}",
+                placement.device_share()
+            );
+        }
+        let ours = run(offloaded);
+        assert_close(
+            &format!("{backend} vs tract"),
+            &ours,
+            &tract,
+            max_abs,
+            min_cosine,
+        );
+        assert_close(
+            &format!("{backend} vs PyTorch"),
+            &ours,
+            &torch,
+            max_abs,
+            min_cosine,
+        );
+    }
+}
+
 /// `--precision bf16x3`: products as three bfloat16 products, softmax and GELU in float32.
 /// tiny.en against PyTorch: max abs 1.4e-4 (bf16: 0.127), cosine 1 - 1e-9 (bf16: 0.99998);
 /// base against the CPU plan: max abs 4.1e-3 (bf16: 4.3, one outlier channel). Bars: those

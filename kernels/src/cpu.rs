@@ -122,7 +122,7 @@ impl Device for CpuDevice {
         self.attention_heads(q, kt, v, dims, 1, out)
     }
 
-    /// Every head in blocks of [`QUERY_BLOCK`] queries, all spread over the pool at once (the
+    /// Every head in blocks of `QUERY_BLOCK` queries, all spread over the pool at once (the
     /// pool waits once for the whole layer, not once a head), every operand laid out for the
     /// micro-kernel by contiguous copies: the scores transposed, `S^T = K Q^T` (K packed once
     /// a head as the micro-kernel's rows, Q^T of the block as its panels), the softmax's

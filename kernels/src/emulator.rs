@@ -170,7 +170,7 @@ impl Device for Emulator {
         self.attention_heads(q, kt, v, dims, 1, out)
     }
 
-    /// Every head's chain of three kernels, in blocks of [`QUERY_BLOCK`] queries spread over
+    /// Every head's chain of three kernels, in blocks of `QUERY_BLOCK` queries spread over
     /// the pool all at once: each row's scores, softmax and output depend on that row alone,
     /// so a block of rows gives the bits of the whole, and its scores (96 x 1500 float32
     /// values, 576 KB) stay in the core's cache instead of a 9 MB matrix a head going through

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The kernel contract that the NPU and its emulator both implement.
 //!
 //! - [`hw`]: the hardware figures the contract is sized by, each with its source;

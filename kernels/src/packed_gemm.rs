@@ -22,7 +22,7 @@ thread_local! {
     static A_BLOCK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// B rounded to bfloat16 once and packed in panels of [`NR`] columns, `k`-major within a
+/// B rounded to bfloat16 once and packed in panels of `NR` columns, `k`-major within a
 /// panel, zero-padded to whole panels: the layout the micro-kernel streams.
 #[derive(Debug, Clone)]
 pub struct PackedB {
@@ -96,7 +96,7 @@ impl PackedB {
         }
     }
 
-    /// Panels of [`NR`] columns already laid out (`panels[(p * k + kk) * NR + j]`, zero past
+    /// Panels of `NR` columns already laid out (`panels[(p * k + kk) * NR + j]`, zero past
     /// column `n`), for a float32 product.
     pub(crate) fn from_panels(k: usize, n: usize, panels: Vec<f32>) -> PackedB {
         assert_eq!(panels.len(), n.div_ceil(NR) * k * NR, "whole panels of B");

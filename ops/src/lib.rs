@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The tract ops of amanuensis.
 //!
 //! - [`NpuMatMul`], [`NpuSoftmax`], [`NpuGelu`]: written once, each holding the

@@ -1,17 +1,17 @@
 //! Graph rewrites over the decluttered typed model, run once at load time.
 //!
 //! Each rule lives in its own file and registers itself with [`inventory`] as a [`Pass`]:
-//! - [`fuse_layer_norm`]: every LayerNorm form -> `CpuLayerNorm` (CPU, all backends but
+//! - `fuse_layer_norm`: every LayerNorm form -> `CpuLayerNorm` (CPU, all backends but
 //!   `tract`);
-//! - [`npu_matmul`]: every `EinSum` matrix product -> `NpuMatMul`, a following bias `Add`
+//! - `npu_matmul`: every `EinSum` matrix product -> `NpuMatMul`, a following bias `Add`
 //!   and GELU fused into its epilogue;
-//! - [`npu_conv`]: the encoder's front 1-D convolutions -> `CpuIm2Col` + `NpuMatMul`;
-//! - [`npu_softmax`], [`npu_gelu`]: the remaining Softmax and GELU nodes;
-//! - [`npu_attention`]: `Q K^T`, softmax and `P V` on the device fused into one op that runs
+//! - `npu_conv`: the encoder's front 1-D convolutions -> `CpuIm2Col` + `NpuMatMul`;
+//! - `npu_softmax`, `npu_gelu`: the remaining Softmax and GELU nodes;
+//! - `npu_attention`: `Q K^T`, softmax and `P V` on the device fused into one op that runs
 //!   head by head;
-//! - [`cached_attention`]: in decoders, `Q K^T`, mask, softmax and `P V` fused into one CPU op
+//! - `cached_attention`: in decoders, `Q K^T`, mask, softmax and `P V` fused into one CPU op
 //!   that reads the caches in place;
-//! - [`cpu_linear`]: in decoders, every linear layer (with its bias and GELU) as one CPU op
+//! - `cpu_linear`: in decoders, every linear layer (with its bias and GELU) as one CPU op
 //!   whose weights are packed once.
 //!
 //! A node that a rule cannot take stays as it is, on the CPU, and the rule records why; the
@@ -123,6 +123,45 @@ pub fn rewrite(model: &mut TypedModel, ctx: &RewriteContext, stages: &[Stage]) -
 }
 
 /// The value of a constant input of a node, as float32, if it is one.
+/// Why [`offload`] could not give a plan.
+#[derive(Debug, thiserror::Error)]
+pub enum OffloadError {
+    /// tract failed while rewriting (the model is not a decluttered typed model tract can
+    /// analyse).
+    #[error("rewriting the model: {0}")]
+    Rewrite(String),
+    /// The device lacks a kernel the plan needs, or refused the weights.
+    #[error("the device cannot run this plan: {0}")]
+    Device(String),
+}
+
+/// The NPU rewrite applied to any tract model: every matrix product (with its bias and GELU),
+/// softmax and GELU that `device` can run is moved onto it, attention chains are fused, and
+/// LayerNorms become one CPU op each; a node a rule cannot take (another type, a symbolic
+/// shape, weights per batch index, a softmax over another axis) stays on the CPU, and the
+/// placement says why. The plan is checked against the device's kernels before its weights
+/// are uploaded; nothing reaches the device when the check fails.
+///
+/// `model` is a typed, decluttered model with concrete shapes (set the input facts and call
+/// `into_typed` and `into_decluttered`; rules leave symbolic shapes on the CPU). The result is
+/// ready for `into_optimized` and a plan; the placement reports FLOPs and device traffic per
+/// evaluation.
+pub fn offload(
+    mut model: TypedModel,
+    device: DeviceHandle,
+) -> Result<(TypedModel, crate::placement::Placement), OffloadError> {
+    let ctx = RewriteContext::new(Some(device.clone()));
+    rewrite(&mut model, &ctx, &[Stage::Cpu, Stage::Device])
+        .map_err(|e| OffloadError::Rewrite(format!("{e:#}")))?;
+    let needs = crate::placement::kernel_needs(&model);
+    device
+        .check_plan(&needs)
+        .map_err(|e| OffloadError::Device(e.to_string()))?;
+    amanuensis_ops::upload_weights(&model).map_err(|e| OffloadError::Device(format!("{e:#}")))?;
+    let placement = crate::placement::placement(&model, &ctx.left());
+    Ok((model, placement))
+}
+
 pub(crate) fn const_f32(model: &TypedModel, outlet: OutletId) -> Option<Arc<Tensor>> {
     let fact = model.outlet_fact(outlet).ok()?;
     let k = fact.konst.clone()?;

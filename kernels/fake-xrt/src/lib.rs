@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! A fake XRT under the real NPU host code ([`amanuensis_kernels::npu::Npu`]), for tests.
 //!
 //! [`FakeXrt`] implements [`Xrt`] with buffers in memory and kernels that run the kernel

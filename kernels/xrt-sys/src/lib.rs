@@ -1,7 +1,7 @@
 //! Bindings to AMD/Xilinx XRT for running kernels on Ryzen AI NPUs.
 //!
 //! Three levels:
-//! - [`ffi`] (with the `xrt` feature): the raw C ABI of the C++ shim in
+//! - `ffi` (with the `xrt` feature): the raw C ABI of the C++ shim in
 //!   `shim/xrt_shim.h`.
 //! - checked calls (private): each shim call turned into a `Result` carrying
 //!   XRT's own message.

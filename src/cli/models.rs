@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use amanuensis::model::catalog::{cache_dir, catalog, known_names, lookup};
 use amanuensis::model::convert::convert_ct2;
 use amanuensis::model::fetch;
+use amanuensis::model::hf::convert_hf;
 
 /// List, fetch and convert Whisper models.
 #[derive(Debug, Args)]
@@ -24,15 +25,26 @@ enum ModelsCommand {
         /// A catalog name (see `amanuensis models list`).
         name: String,
     },
-    /// Convert a CTranslate2 (faster-whisper) checkpoint to an ONNX model directory.
+    /// Convert a CTranslate2 (faster-whisper) or Hugging Face (safetensors) checkpoint to an
+    /// ONNX model directory.
     ///
     /// The output directory gets encoder_model.onnx, the decoder (cross_kv_model.onnx and
     /// decoder_with_past_model.onnx), config.json, generation_config.json,
     /// preprocessor_config.json and the tokenizer: the optimum layout, usable with --model.
     Convert {
-        /// Directory of the CTranslate2 checkpoint (model.bin, config.json, tokenizer.json).
+        /// Directory of a CTranslate2 checkpoint (model.bin, config.json, tokenizer.json).
+        #[arg(
+            long,
+            value_name = "DIR",
+            conflicts_with = "from_hf",
+            required_unless_present = "from_hf"
+        )]
+        from_ct2: Option<PathBuf>,
+        /// Directory of a Hugging Face Whisper checkpoint (config.json, model.safetensors or
+        /// its shards with model.safetensors.index.json, float32/float16/bfloat16, the
+        /// tokenizer files), e.g. a fine-tuned model saved by transformers.
         #[arg(long, value_name = "DIR")]
-        from_ct2: PathBuf,
+        from_hf: Option<PathBuf>,
         /// The directory to create.
         #[arg(short, long, value_name = "OUTDIR")]
         output: PathBuf,
@@ -76,8 +88,16 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             println!("{}", dir.display());
             Ok(())
         }
-        ModelsCommand::Convert { from_ct2, output } => {
-            let converted = convert_ct2(&from_ct2, &output)?;
+        ModelsCommand::Convert {
+            from_ct2,
+            from_hf,
+            output,
+        } => {
+            let converted = match (from_ct2, from_hf) {
+                (Some(ct2), _) => convert_ct2(&ct2, &output)?,
+                (None, Some(hf)) => convert_hf(&hf, &output)?,
+                (None, None) => unreachable!("clap requires one of them"),
+            };
             let d = converted.dims;
             eprintln!(
                 "{}: whisper {} ({} mels, d_model {}, {} layers, {} heads), encoder and decoder",

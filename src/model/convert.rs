@@ -166,21 +166,12 @@ pub fn convert_ct2(src: &Path, out: &Path) -> Result<Converted> {
             out.display()
         );
     }
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
     let ct2 = Ct2Model::open(src)?;
-    let dims = ct2_encoder_dims(&ct2)?;
-    let decoder = ct2_decoder_dims(&ct2)?;
     let src_dir = if src.is_dir() {
         src.to_path_buf()
     } else {
         src.parent().unwrap_or(Path::new(".")).to_path_buf()
     };
-
     // CTranslate2's own config.json (suppression lists, alignment heads, language ids):
     // optional, but when present it must be read, not guessed around.
     let ct2_config_path = src_dir.join("config.json");
@@ -197,6 +188,35 @@ pub fn convert_ct2(src: &Path, out: &Path) -> Result<Converted> {
     } else {
         json!({})
     };
+    let source = format!("CTranslate2 {} revision {}", ct2.spec, ct2.revision);
+    convert_model(&ct2, &src_dir, &ct2_config, out, source)
+}
+
+/// Converts `ct2` (variables named as CTranslate2's Whisper specification names them), with
+/// the generation settings of `ct2_config` (CTranslate2's `config.json` fields) and the
+/// tokenizer files of `src_dir`, into the optimum-layout directory `out`; `source` is written
+/// into the graphs' metadata.
+pub(crate) fn convert_model(
+    ct2: &Ct2Model,
+    src_dir: &Path,
+    ct2_config: &serde_json::Value,
+    out: &Path,
+    source: String,
+) -> Result<Converted> {
+    if out.exists() {
+        bail!(
+            "{} already exists: remove it or choose another output directory",
+            out.display()
+        );
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let dims = ct2_encoder_dims(ct2)?;
+    let decoder = ct2_decoder_dims(ct2)?;
     let tmp = tempfile::Builder::new()
         .prefix(".amanuensis-convert-")
         .tempdir_in(&parent)
@@ -206,22 +226,16 @@ pub fn convert_ct2(src: &Path, out: &Path) -> Result<Converted> {
                 parent.display()
             )
         })?;
-    let metadata = [
-        (
-            "source",
-            format!("CTranslate2 {} revision {}", ct2.spec, ct2.revision),
-        ),
-        ("dims", serde_json::to_string(&dims)?),
-    ];
+    let metadata = [("source", source), ("dims", serde_json::to_string(&dims)?)];
     let graphs = [
-        ("encoder_model.onnx", build_encoder(&ct2, &dims)?),
+        ("encoder_model.onnx", build_encoder(ct2, &dims)?),
         (
             "cross_kv_model.onnx",
-            build_cross_kv(&ct2, &decoder, dims.n_audio_ctx)?,
+            build_cross_kv(ct2, &decoder, dims.n_audio_ctx)?,
         ),
         (
             "decoder_with_past_model.onnx",
-            build_decoder(&ct2, &decoder, dims.n_audio_ctx)?,
+            build_decoder(ct2, &decoder, dims.n_audio_ctx)?,
         ),
     ];
     for (name, graph) in graphs {
@@ -236,7 +250,7 @@ pub fn convert_ct2(src: &Path, out: &Path) -> Result<Converted> {
         None
     };
 
-    let config = hf_config(&dims, &decoder, &ct2_config, special.as_ref());
+    let config = hf_config(&dims, &decoder, ct2_config, special.as_ref());
     std::fs::write(
         tmp.path().join("config.json"),
         serde_json::to_vec_pretty(&config)?,
@@ -244,7 +258,7 @@ pub fn convert_ct2(src: &Path, out: &Path) -> Result<Converted> {
     if let Some(special) = &special {
         std::fs::write(
             tmp.path().join("generation_config.json"),
-            serde_json::to_vec_pretty(&generation_config(&decoder, special, &ct2_config))?,
+            serde_json::to_vec_pretty(&generation_config(&decoder, special, ct2_config))?,
         )?;
     }
     let preprocessor = json!({

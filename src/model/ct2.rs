@@ -202,6 +202,22 @@ impl<'a> Cursor<'a> {
 }
 
 impl Ct2Model {
+    /// A model of `variables` named as CTranslate2's Whisper specification names them, made
+    /// from another format (`spec` says which); `path` is where they came from, for messages.
+    pub fn from_variables(
+        path: &Path,
+        spec: String,
+        variables: HashMap<String, Ct2Variable>,
+    ) -> Ct2Model {
+        Ct2Model {
+            path: path.to_path_buf(),
+            spec,
+            revision: 0,
+            variables,
+            aliases: HashMap::new(),
+        }
+    }
+
     /// Reads `model.bin` (or the `model.bin` inside a directory).
     pub fn open(path: &Path) -> Result<Ct2Model, Ct2Error> {
         let path = if path.is_dir() {

@@ -8,6 +8,7 @@ mod decoder;
 mod encoder;
 pub mod export;
 mod fetch;
+pub mod hf;
 mod layout;
 
 pub use decoder::{

@@ -214,8 +214,20 @@ impl GraphBuilder {
         producer: &str,
         metadata: &[(&str, String)],
     ) -> std::io::Result<()> {
+        self.write_inline_up_to(path, producer, metadata, MAX_INLINE_BYTES)
+    }
+
+    /// [`GraphBuilder::write`] with weights beyond `max_inline` bytes in all written as
+    /// external data.
+    fn write_inline_up_to(
+        self,
+        path: &Path,
+        producer: &str,
+        metadata: &[(&str, String)],
+        max_inline: usize,
+    ) -> std::io::Result<()> {
         let total: usize = self.initializers.iter().map(|(_, _, d)| d.len() * 4).sum();
-        let external = total > MAX_INLINE_BYTES;
+        let external = total > max_inline;
         let data_name = format!(
             "{}_data",
             path.file_name()
@@ -289,5 +301,64 @@ fn entry(key: &str, value: String) -> StringStringEntryProto {
     StringStringEntryProto {
         key: key.to_string(),
         value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::prelude::*;
+
+    /// `x [2, 300] @ w [300, 40] + b`, written inline and with its weights as external data
+    /// (forced by a limit of 0 bytes, as a model past 2 GiB would be): tract loads both and
+    /// they give the same bits; the external file holds the large weight at a 64-byte offset,
+    /// the small bias stays inline.
+    #[test]
+    fn external_data_loads_as_inline_weights_do() {
+        let tmp = tempfile::tempdir().unwrap();
+        let build = || {
+            let mut g = GraphBuilder::default();
+            let x = g.input("x", &[Dim::Fixed(2), Dim::Fixed(300)]);
+            let w = g.weight(
+                "w",
+                &[300, 40],
+                (0..12000).map(|i| (i as f32 * 0.37).sin()).collect(),
+            );
+            let b = g.weight("b", &[40], (0..40).map(|i| i as f32 * 0.01).collect());
+            let y = g.node("/test", "MatMul", &[&x, &w], &[]);
+            let y = g.node("/test", "Add", &[&y, &b], &[]);
+            g.output(&y, "y", &[Dim::Fixed(2), Dim::Fixed(40)]);
+            g
+        };
+        let inline = tmp.path().join("inline.onnx");
+        build().write(&inline, "test", &[]).unwrap();
+        let external = tmp.path().join("external.onnx");
+        build()
+            .write_inline_up_to(&external, "test", &[], 0)
+            .unwrap();
+        let data = tmp.path().join("external.onnx_data");
+        assert_eq!(std::fs::metadata(&data).unwrap().len(), 12000 * 4);
+        assert!(!tmp.path().join("inline.onnx_data").exists());
+        let run = |path: &Path| -> Vec<u32> {
+            let plan = tract_onnx::onnx()
+                .model_for_path(path)
+                .unwrap()
+                .into_optimized()
+                .unwrap()
+                .into_runnable()
+                .unwrap();
+            let x = Tensor::from_shape(
+                &[2, 300],
+                &(0..600).map(|i| i as f32 / 600.0).collect::<Vec<_>>(),
+            )
+            .unwrap();
+            let y = plan.run(tvec!(x.into_tvalue())).unwrap();
+            y[0].to_plain_array_view::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        assert_eq!(run(&inline), run(&external));
     }
 }

@@ -298,12 +298,12 @@ pub enum PlanError {
     #[error(transparent)]
     Backend(#[from] BackendError),
     /// tract failed at `stage`.
-    #[error("{stage}: {error}")]
+    #[error("{stage}: {detail}")]
     Tract {
         /// What was being done.
         stage: &'static str,
-        /// tract's error.
-        error: anyhow::Error,
+        /// tract's error, with its causes.
+        detail: String,
     },
 }
 
@@ -314,9 +314,9 @@ fn rewritten(
     resolved: &Resolved,
     ctx: &RewriteContext,
 ) -> Result<(TypedModel, Vec<KernelNeed>), PlanError> {
-    rewrite(&mut model, ctx, resolved.stages()).map_err(|error| PlanError::Tract {
+    rewrite(&mut model, ctx, resolved.stages()).map_err(|e| PlanError::Tract {
         stage: "rewriting for the backend",
-        error,
+        detail: format!("{e:#}"),
     })?;
     let needs = kernel_needs(&model);
     Ok((model, needs))
@@ -341,9 +341,9 @@ fn cpu_plan(model: TypedModel, note: Option<String>) -> Result<DevicePlan, PlanE
     let resolved = Resolved::cpu(note);
     let ctx = RewriteContext::new(resolved.device.clone());
     let (model, needs) = rewritten(model, &resolved, &ctx)?;
-    upload_weights(&model).map_err(|error| PlanError::Tract {
+    upload_weights(&model).map_err(|e| PlanError::Tract {
         stage: "packing the weights",
-        error,
+        detail: format!("{e:#}"),
     })?;
     let placement = placement(&model, &ctx.left());
     Ok(DevicePlan {

@@ -105,7 +105,10 @@ impl PlanArgs {
 
     /// The model's directory, fetched when it is a catalog name not yet cached.
     fn model_dir(&self) -> anyhow::Result<std::path::PathBuf> {
-        amanuensis::model::resolve_model(&self.model, &mut |line| eprintln!("{line}"))
+        Ok(amanuensis::model::resolve_model(
+            &self.model,
+            &mut |line| eprintln!("{line}"),
+        )?)
     }
 }
 

@@ -3,13 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
 use serde_json::json;
 
 use super::WhisperDims;
 use super::ct2::{Ct2Error, Ct2Model};
 use super::export::{build_cross_kv, build_decoder, build_encoder};
-use crate::transcribe::{SpecialTokens, WhisperTokenizer};
+use crate::transcribe::{SpecialTokens, TokenizerError, WhisperTokenizer};
 
 /// Decoder dimensions, needed for `config.json` (and by the decoder export).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +140,53 @@ pub fn ct2_decoder_dims(ct2: &Ct2Model) -> Result<DecoderDims, Ct2Error> {
     })
 }
 
+/// Why a conversion failed. Nothing is left at the output directory when it does.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// The output directory exists: a conversion never writes into or over one.
+    #[error("{0} already exists: remove it or choose another output directory")]
+    OutputExists(PathBuf),
+    /// The checkpoint's weights are missing, malformed, or describe no Whisper model.
+    #[error(transparent)]
+    Checkpoint(#[from] Ct2Error),
+    /// A file of the checkpoint (configuration, weights) cannot be read or is not what it
+    /// should be.
+    #[error("{path}: {detail}")]
+    Input {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        detail: String,
+    },
+    /// The tokenizer of the checkpoint cannot be read.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// Writing the converted model failed (the disk, permissions).
+    #[error("cannot write {path}: {detail}")]
+    Output {
+        /// What was being written.
+        path: PathBuf,
+        /// The system's message.
+        detail: String,
+    },
+}
+
+impl ConvertError {
+    pub(crate) fn input(path: &Path, detail: impl Into<String>) -> ConvertError {
+        ConvertError::Input {
+            path: path.to_path_buf(),
+            detail: detail.into(),
+        }
+    }
+
+    fn output(path: &Path, err: impl std::fmt::Display) -> ConvertError {
+        ConvertError::Output {
+            path: path.to_path_buf(),
+            detail: err.to_string(),
+        }
+    }
+}
+
 /// What a conversion produced.
 #[derive(Debug, Clone)]
 pub struct Converted {
@@ -159,12 +205,9 @@ pub struct Converted {
 ///
 /// The work happens in a temporary directory beside `out`, renamed to `out` only once every
 /// file is written: an interrupted conversion leaves nothing that looks complete.
-pub fn convert_ct2(src: &Path, out: &Path) -> Result<Converted> {
+pub fn convert_ct2(src: &Path, out: &Path) -> Result<Converted, ConvertError> {
     if out.exists() {
-        bail!(
-            "{} already exists: remove it or choose another output directory",
-            out.display()
-        );
+        return Err(ConvertError::OutputExists(out.to_path_buf()));
     }
     let ct2 = Ct2Model::open(src)?;
     let src_dir = if src.is_dir() {
@@ -177,12 +220,14 @@ pub fn convert_ct2(src: &Path, out: &Path) -> Result<Converted> {
     let ct2_config_path = src_dir.join("config.json");
     let ct2_config: serde_json::Value = if ct2_config_path.is_file() {
         let bytes = std::fs::read(&ct2_config_path)
-            .with_context(|| format!("cannot read {}", ct2_config_path.display()))?;
-        serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "{} is not valid JSON; fix or remove it (without it the conversion uses \
-                 Whisper's defaults)",
-                ct2_config_path.display()
+            .map_err(|e| ConvertError::input(&ct2_config_path, format!("cannot read: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ConvertError::input(
+                &ct2_config_path,
+                format!(
+                    "not valid JSON ({e}); fix or remove it (without it the conversion uses \
+                     Whisper's defaults)"
+                ),
             )
         })?
     } else {
@@ -202,31 +247,31 @@ pub(crate) fn convert_model(
     ct2_config: &serde_json::Value,
     out: &Path,
     source: String,
-) -> Result<Converted> {
+) -> Result<Converted, ConvertError> {
     if out.exists() {
-        bail!(
-            "{} already exists: remove it or choose another output directory",
-            out.display()
-        );
+        return Err(ConvertError::OutputExists(out.to_path_buf()));
     }
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
+    std::fs::create_dir_all(&parent).map_err(|e| ConvertError::output(&parent, e))?;
     let dims = ct2_encoder_dims(ct2)?;
     let decoder = ct2_decoder_dims(ct2)?;
     let tmp = tempfile::Builder::new()
         .prefix(".amanuensis-convert-")
         .tempdir_in(&parent)
-        .with_context(|| {
-            format!(
-                "cannot create a temporary directory in {}",
-                parent.display()
-            )
-        })?;
-    let metadata = [("source", source), ("dims", serde_json::to_string(&dims)?)];
+        .map_err(|e| ConvertError::output(&parent, e))?;
+    let json = |value: &serde_json::Value| {
+        serde_json::to_vec_pretty(value).expect("a JSON value serialises")
+    };
+    let metadata = [
+        ("source", source),
+        (
+            "dims",
+            serde_json::to_string(&dims).expect("dimensions serialise"),
+        ),
+    ];
     let graphs = [
         ("encoder_model.onnx", build_encoder(ct2, &dims)?),
         (
@@ -239,9 +284,10 @@ pub(crate) fn convert_model(
         ),
     ];
     for (name, graph) in graphs {
+        let path = tmp.path().join(name);
         graph
-            .write(&tmp.path().join(name), "amanuensis", &metadata)
-            .with_context(|| format!("cannot write {name}"))?;
+            .write(&path, "amanuensis", &metadata)
+            .map_err(|e| ConvertError::output(&path, e))?;
     }
     let tokenizer_path = src_dir.join("tokenizer.json");
     let special = if tokenizer_path.is_file() {
@@ -251,14 +297,15 @@ pub(crate) fn convert_model(
     };
 
     let config = hf_config(&dims, &decoder, ct2_config, special.as_ref());
-    std::fs::write(
-        tmp.path().join("config.json"),
-        serde_json::to_vec_pretty(&config)?,
-    )?;
+    let write = |name: &str, bytes: Vec<u8>| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, bytes).map_err(|e| ConvertError::output(&path, e))
+    };
+    write("config.json", json(&config))?;
     if let Some(special) = &special {
-        std::fs::write(
-            tmp.path().join("generation_config.json"),
-            serde_json::to_vec_pretty(&generation_config(&decoder, special, ct2_config))?,
+        write(
+            "generation_config.json",
+            json(&generation_config(&decoder, special, ct2_config)),
         )?;
     }
     let preprocessor = json!({
@@ -275,21 +322,18 @@ pub(crate) fn convert_model(
         "return_attention_mask": false,
         "sampling_rate": crate::audio::SAMPLE_RATE,
     });
-    std::fs::write(
-        tmp.path().join("preprocessor_config.json"),
-        serde_json::to_vec_pretty(&preprocessor)?,
-    )?;
+    write("preprocessor_config.json", json(&preprocessor))?;
     for name in ["tokenizer.json", "vocabulary.txt", "vocabulary.json"] {
         let from = src_dir.join(name);
         if from.is_file() {
-            std::fs::copy(&from, tmp.path().join(name))
-                .with_context(|| format!("cannot copy {}", from.display()))?;
+            let to = tmp.path().join(name);
+            std::fs::copy(&from, &to).map_err(|e| ConvertError::output(&to, e))?;
         }
     }
     let tmp = tmp.keep();
-    std::fs::rename(&tmp, out).with_context(|| {
+    std::fs::rename(&tmp, out).map_err(|e| {
         let _ = std::fs::remove_dir_all(&tmp);
-        format!("cannot move the converted model to {}", out.display())
+        ConvertError::output(out, e)
     })?;
     Ok(Converted {
         dir: out.to_path_buf(),

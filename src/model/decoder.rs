@@ -991,15 +991,15 @@ impl DecoderSession<'_> {
 }
 
 impl crate::transcribe::Session for DecoderSession<'_> {
-    fn forward(&mut self, tokens: &[Vec<u32>]) -> anyhow::Result<Vec<f32>> {
-        Ok(DecoderSession::forward(self, tokens)?)
+    fn forward(&mut self, tokens: &[Vec<u32>]) -> Result<Vec<f32>, DecoderError> {
+        DecoderSession::forward(self, tokens)
     }
 
-    fn expand(&mut self, n: usize) -> anyhow::Result<()> {
-        Ok(self.reorder(&vec![0; n])?)
+    fn expand(&mut self, n: usize) -> Result<(), DecoderError> {
+        self.reorder(&vec![0; n])
     }
 
-    fn reorder(&mut self, source: &[usize]) -> anyhow::Result<()> {
-        Ok(DecoderSession::reorder(self, source)?)
+    fn reorder(&mut self, source: &[usize]) -> Result<(), DecoderError> {
+        DecoderSession::reorder(self, source)
     }
 }

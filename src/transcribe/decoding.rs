@@ -14,20 +14,22 @@
 //! - the result: tokens, text, average log probability, the probability of `<|nospeech|>` at
 //!   `<|startoftranscript|>`, and the text's gzip compression ratio.
 
+use super::TranscribeError;
 use super::tokenizer::{N_TIMESTAMPS, Task, WhisperTokenizer};
+use crate::model::DecoderError;
 
 /// A decoder's state for one window: the encoder's features, the self-attention cache of
 /// each row.
 pub trait Session {
     /// Runs `tokens` (one row per sequence, every row the same length) after what each row
     /// already holds; returns the logits of each row's last position, `[rows * n_vocab]`.
-    fn forward(&mut self, tokens: &[Vec<u32>]) -> anyhow::Result<Vec<f32>>;
+    fn forward(&mut self, tokens: &[Vec<u32>]) -> Result<Vec<f32>, DecoderError>;
 
     /// Makes `n` rows out of row 0 (beam search and best-of-N start from one prompt).
-    fn expand(&mut self, n: usize) -> anyhow::Result<()>;
+    fn expand(&mut self, n: usize) -> Result<(), DecoderError>;
 
     /// Keeps, as row `i`, the row `source[i]` (beam search's survivors).
-    fn reorder(&mut self, source: &[usize]) -> anyhow::Result<()>;
+    fn reorder(&mut self, source: &[usize]) -> Result<(), DecoderError>;
 }
 
 /// Which tokens to suppress at every step.
@@ -451,7 +453,11 @@ impl<'a> DecodingTask<'a> {
 
     /// Decodes one window on `session` (fresh: it holds no tokens yet); `rng` draws the tokens
     /// at temperatures above 0.
-    pub fn run(&self, session: &mut dyn Session, rng: &mut Rng) -> anyhow::Result<DecodingResult> {
+    pub fn run(
+        &self,
+        session: &mut dyn Session,
+        rng: &mut Rng,
+    ) -> Result<DecodingResult, TranscribeError> {
         let special = *self.tokenizer.special();
         let n_vocab = self.tokenizer.n_vocab();
         let eot = special.eot;
@@ -461,11 +467,12 @@ impl<'a> DecodingTask<'a> {
         // position attends only to earlier ones).
         let head = self.initial_tokens[..=self.sot_index].to_vec();
         let at_sot = session.forward(&[head])?;
-        anyhow::ensure!(
-            at_sot.len() == n_vocab,
-            "the decoder gives {} logits, the tokenizer has {n_vocab} tokens",
-            at_sot.len()
-        );
+        if at_sot.len() != n_vocab {
+            return Err(TranscribeError::Model(format!(
+                "the decoder gives {} logits, the tokenizer has {n_vocab} tokens",
+                at_sot.len()
+            )));
+        }
         let no_speech_prob = match special.no_speech {
             Some(t) => (at_sot[t as usize] as f64 - logsumexp(&at_sot)).exp(),
             None => f64::NAN,

@@ -162,9 +162,30 @@ pub enum TranscribeError {
     /// The options do not fit this model or each other.
     #[error("{0}")]
     Options(String),
-    /// Anything else, with its context.
+    /// The audio cannot be read.
     #[error(transparent)]
-    Other(#[from] anyhow::Error),
+    Audio(#[from] crate::audio::AudioError),
+    /// The encoder cannot be loaded or failed on a window.
+    #[error(transparent)]
+    Encoder(#[from] crate::model::EncoderError),
+    /// The decoder cannot be loaded or failed.
+    #[error(transparent)]
+    Decoder(#[from] crate::model::DecoderError),
+    /// The tokenizer cannot be loaded.
+    #[error(transparent)]
+    Tokenizer(#[from] super::TokenizerError),
+    /// A configuration file of the model cannot be read.
+    #[error("{path}: {detail}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        detail: String,
+    },
+    /// The model's parts do not fit together (the decoder's vocabulary and the tokenizer's,
+    /// the encoder's width and the decoder's), or its decoder failed to load (the message).
+    #[error("{0}")]
+    Model(String),
 }
 
 /// A Whisper model ready to transcribe: encoder (on the chosen backend), decoder (CPU) and
@@ -207,7 +228,7 @@ impl Transcriber {
     /// with `options`, the decoder on as many threads, the tokenizer.
     pub fn load(dir: &Path, options: &EncoderOptions) -> Result<Transcriber, TranscribeError> {
         let started = Instant::now();
-        let files: ModelFiles = locate(dir).map_err(anyhow::Error::from)?;
+        let files: ModelFiles = locate(dir)?;
         let root = files
             .encoder
             .parent()
@@ -226,13 +247,16 @@ impl Transcriber {
             fix: "copy the tokenizer.json of the same checkpoint there (Hugging Face repositories \
                   and faster-whisper models carry one)",
         })?;
-        let decoder_files = DecoderFiles::locate(&root).map_err(anyhow::Error::from)?;
+        let decoder_files = DecoderFiles::locate(&root)?;
         let config: TextConfig = match &files.config {
             Some(path) => {
-                let bytes = std::fs::read(path)
-                    .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
-                serde_json::from_slice(&bytes).map_err(|e| {
-                    anyhow::anyhow!("{}: not valid JSON ({e}); fix or remove it", path.display())
+                let bytes = std::fs::read(path).map_err(|e| TranscribeError::Config {
+                    path: path.clone(),
+                    detail: format!("cannot read: {e}"),
+                })?;
+                serde_json::from_slice(&bytes).map_err(|e| TranscribeError::Config {
+                    path: path.clone(),
+                    detail: format!("not valid JSON ({e}); fix or remove it"),
                 })?
             }
             None => TextConfig::default(),
@@ -255,14 +279,13 @@ impl Transcriber {
                 (Encoder::load_files(files.clone(), options), loading)
             }
             _ => {
-                let encoder =
-                    Encoder::load_files(files.clone(), options).map_err(anyhow::Error::from)?;
+                let encoder = Encoder::load_files(files.clone(), options)?;
                 let dims = *encoder.dims();
                 let loading = spawn_decoder(dims.d_model, dims.n_audio_ctx);
                 (Ok(encoder), loading)
             }
         };
-        let encoder = encoder.map_err(anyhow::Error::from)?;
+        let encoder = encoder?;
         let mut transcriber = Transcriber {
             dir: root.clone(),
             encoder,
@@ -280,8 +303,7 @@ impl Transcriber {
         };
         let generation = Some(root.join("generation_config.json")).filter(|p| p.is_file());
         transcriber.tokenizer =
-            WhisperTokenizer::load(&tokenizer_path, generation.as_deref(), n_vocab)
-                .map_err(anyhow::Error::from)?;
+            WhisperTokenizer::load(&tokenizer_path, generation.as_deref(), n_vocab)?;
         transcriber.load_time = started.elapsed();
         Ok(transcriber)
     }
@@ -337,7 +359,7 @@ impl Transcriber {
         });
         decoder
             .as_ref()
-            .map_err(|e| TranscribeError::Other(anyhow::anyhow!("{e}")))
+            .map_err(|e| TranscribeError::Model(e.to_string()))
     }
 
     /// The tokenizer.
@@ -406,10 +428,9 @@ impl Transcriber {
         self.check_options(options)?;
         let started = Instant::now();
         let dims = *self.encoder.dims();
-        let mut stream = AudioStream::open(input).map_err(anyhow::Error::from)?;
+        let mut stream = AudioStream::open(input)?;
         let mel = LogMel::new(dims.n_mels);
-        let mut spool = MelSpool::build(&mut stream, &mel, &mut |s| progress.audio_read(s))
-            .map_err(anyhow::Error::from)?;
+        let mut spool = MelSpool::build(&mut stream, &mel, &mut |s| progress.audio_read(s))?;
         let mut timings = Timings {
             load: self.load_time.as_secs_f64(),
             mel: started.elapsed().as_secs_f64(),
@@ -435,11 +456,9 @@ impl Transcriber {
             Some(l) => language_code(l).expect("checked").to_string(),
             None if !self.tokenizer.is_multilingual() => "en".to_string(),
             None => {
-                spool
-                    .detection_window(&mut window)
-                    .map_err(anyhow::Error::from)?;
+                spool.detection_window(&mut window)?;
                 let t = Instant::now();
-                let features = self.encoder.encode(&window).map_err(anyhow::Error::from)?;
+                let features = self.encoder.encode(&window)?;
                 timings.encoder.push(t.elapsed().as_secs_f64());
                 wait_decoder(&mut timings)?;
                 let t = Instant::now();
@@ -476,13 +495,11 @@ impl Transcriber {
             let time_offset = (seek * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
             let segment_size = N_FRAMES.min(content_frames - seek);
             let segment_duration = (segment_size * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
-            spool
-                .window(seek, segment_size, &mut window)
-                .map_err(anyhow::Error::from)?;
+            spool.window(seek, segment_size, &mut window)?;
             let t = Instant::now();
             let features = match first_window.take() {
                 Some((mel, features)) if mel == window => features,
-                _ => self.encoder.encode(&window).map_err(anyhow::Error::from)?,
+                _ => self.encoder.encode(&window)?,
             };
             timings.encoder.push(t.elapsed().as_secs_f64());
             for note in self.encoder.take_notes() {
@@ -628,7 +645,7 @@ impl Transcriber {
             ..TranscribeOptions::default()
         };
         self.check_options(&check)?;
-        let features = self.encoder.encode(mel).map_err(anyhow::Error::from)?;
+        let features = self.encoder.encode(mel)?;
         let language = match options.language.as_deref() {
             Some(l) => language_code(l).expect("checked").to_string(),
             None if !self.tokenizer.is_multilingual() => "en".to_string(),
@@ -643,23 +660,15 @@ impl Transcriber {
             self.encoder.dims().n_audio_ctx,
         )
         .map_err(TranscribeError::Options)?;
-        let mut session = self
-            .decoder()?
-            .session(&features)
-            .map_err(anyhow::Error::from)?;
-        Ok(task.run(&mut session, &mut Rng::new(0))?)
+        let mut session = self.decoder()?.session(&features)?;
+        task.run(&mut session, &mut Rng::new(0))
     }
 
     /// OpenAI's `detect_language`: the logits after `<|startoftranscript|>` over the language
     /// tokens only; their probabilities, best first.
     fn detect_language(&self, features: &[f32]) -> Result<Vec<(String, f64)>, TranscribeError> {
-        let mut session = self
-            .decoder()?
-            .session(features)
-            .map_err(anyhow::Error::from)?;
-        let logits = session
-            .forward(&[vec![self.tokenizer.special().sot]])
-            .map_err(anyhow::Error::from)?;
+        let mut session = self.decoder()?.session(features)?;
+        let logits = session.forward(&[vec![self.tokenizer.special().sot]])?;
         let languages = self.tokenizer.languages();
         let max = languages
             .iter()
@@ -695,10 +704,7 @@ impl Transcriber {
         rng: &mut Rng,
         progress: &mut dyn Progress,
     ) -> Result<(DecodingResult, usize), TranscribeError> {
-        let mut session = self
-            .decoder()?
-            .session(features)
-            .map_err(anyhow::Error::from)?;
+        let mut session = self.decoder()?.session(features)?;
         let mut first = true;
         let result = with_fallback(options, progress, |decoding| {
             let mut decoding = decoding;
@@ -715,7 +721,7 @@ impl Transcriber {
                 self.encoder.dims().n_audio_ctx,
             )
             .map_err(TranscribeError::Options)?;
-            Ok(task.run(&mut session, rng)?)
+            task.run(&mut session, rng)
         })?;
         Ok((result, session.forwards()))
     }

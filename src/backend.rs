@@ -316,7 +316,7 @@ fn rewritten(
 ) -> Result<(TypedModel, Vec<KernelNeed>), PlanError> {
     rewrite(&mut model, ctx, resolved.stages()).map_err(|e| PlanError::Tract {
         stage: "rewriting for the backend",
-        detail: format!("{e:#}"),
+        detail: e.to_string(),
     })?;
     let needs = kernel_needs(&model);
     Ok((model, needs))

@@ -1,5 +1,5 @@
 //! `models convert --from-hf`: Hugging Face Whisper checkpoints (safetensors, one file or
-//! shards, float32 or float16) converted without Python, against PyTorch's outputs on the same
+//! shards, float32, float16 or bfloat16) converted without Python, against PyTorch's outputs on the same
 //! weights (tests/data/hf, made by make.py there with transformers).
 
 mod common;
@@ -84,6 +84,11 @@ fn a_single_file_float32_checkpoint_matches_pytorch() {
 #[test]
 fn a_sharded_float16_checkpoint_matches_pytorch() {
     matches_pytorch("sharded");
+}
+
+#[test]
+fn a_bfloat16_checkpoint_matches_pytorch() {
+    matches_pytorch("bf16");
 }
 
 /// The command line: `models convert --from-hf`; a directory without weights is refused in

@@ -512,7 +512,7 @@ fn load_graph(
         &crate::rewrite::RewriteContext::new(None),
         &[crate::rewrite::Stage::Cpu, crate::rewrite::Stage::Decoder],
     )
-    .map_err(|e| tract("fusing for the CPU", e))?;
+    .map_err(|e| tract("fusing for the CPU", anyhow::anyhow!(e)))?;
     declutter(&mut typed, false).map_err(|e| tract("decluttering", e))?;
     unshare_product_constants(&mut typed).map_err(|e| tract("decluttering", e))?;
 

@@ -107,7 +107,11 @@ pub fn passes() -> Vec<&'static Pass> {
 }
 
 /// Runs the passes of `stages` over `model`, one rewriter per pass, to a fixed point each.
-pub fn rewrite(model: &mut TypedModel, ctx: &RewriteContext, stages: &[Stage]) -> TractResult<()> {
+pub fn rewrite(
+    model: &mut TypedModel,
+    ctx: &RewriteContext,
+    stages: &[Stage],
+) -> Result<(), OffloadError> {
     for pass in passes() {
         if !stages.contains(&pass.stage) {
             continue;
@@ -117,7 +121,7 @@ pub fn rewrite(model: &mut TypedModel, ctx: &RewriteContext, stages: &[Stage]) -
         }
         (pass.add)(Rewriter::default())
             .rewrite(ctx, model)
-            .with_context(|| format!("rewrite pass {}", pass.name))?;
+            .map_err(|e| OffloadError::Rewrite(format!("rewrite pass {}: {e:#}", pass.name)))?;
     }
     Ok(())
 }
@@ -151,8 +155,7 @@ pub fn offload(
     device: DeviceHandle,
 ) -> Result<(TypedModel, crate::placement::Placement), OffloadError> {
     let ctx = RewriteContext::new(Some(device.clone()));
-    rewrite(&mut model, &ctx, &[Stage::Cpu, Stage::Device])
-        .map_err(|e| OffloadError::Rewrite(format!("{e:#}")))?;
+    rewrite(&mut model, &ctx, &[Stage::Cpu, Stage::Device])?;
     let needs = crate::placement::kernel_needs(&model);
     device
         .check_plan(&needs)

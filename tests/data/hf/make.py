@@ -6,9 +6,10 @@ Writes, next to this script:
   model.safetensors;
 - sharded/: the same architecture with other weights, saved in float16 and cut into shards
   of at most 300 kB (model-0000N-of-0000M.safetensors and model.safetensors.index.json);
+- bf16/: another set of weights saved in bfloat16, one file;
 - */expected_encoder.npy: the encoder's output (its first 200 positions) on OpenAI's jfk
   log-mel (../shared/reference/jfk.mel80_openai.npy), computed in float32 from the weights
-  as saved (float16 ones widened);
+  as saved (float16 and bfloat16 ones widened);
 - */expected_logits.npy: the decoder's logits for the tokens in TOKENS after that encoder
   output, positions 2 to 5 (what a decoder fed the first 3 tokens, then one at a time, gives).
 
@@ -76,3 +77,4 @@ def make(name: str, seed: int, dtype: torch.dtype, shard: str | None) -> None:
 if __name__ == "__main__":
     make("tiny", 1, torch.float32, None)
     make("sharded", 2, torch.float16, "300KB")
+    make("bf16", 3, torch.bfloat16, None)

@@ -24,8 +24,10 @@ fn filter_banks_match_openai_assets() {
         let ours = MelFilters::new(n_mels).to_dense();
         let diff = max_abs_diff(&ours, &expected);
         eprintln!("mel_{n_mels}: max abs difference {diff:e}");
+        // float32 rounding of float64 arithmetic on values up to 0.03 (an ulp there is
+        // 1.9e-9): measured 1.9e-9 (80 bins) and 3.7e-9 (128); the bound is 4 ulps.
         assert!(
-            diff <= 1e-6,
+            diff <= 7.5e-9,
             "mel_{n_mels} filters differ from OpenAI's by {diff:e}"
         );
     }

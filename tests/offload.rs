@@ -47,8 +47,10 @@ fn emulated_tiny_en_matches_cpu_and_pytorch() {
     let (_, torch) = read_npy(&reference("tiny.en/jfk.enc_torch_openai.npy"));
     let ours_cpu = cpu.encode(&mel).unwrap();
     let ours_emu = emu.encode(&mel).unwrap();
-    report_close("emu vs cpu", &ours_emu, &ours_cpu, 0.9999);
-    report_close("emu vs PyTorch", &ours_emu, &torch, 0.9999);
+    // Measured: max abs 0.127 and cosine 1 - 2.3e-5 against both (bf16 operands through four
+    // layers); bars 0.19 and 1 - 4e-5.
+    assert_close("emu vs cpu", &ours_emu, &ours_cpu, 0.19, 0.999_96);
+    assert_close("emu vs PyTorch", &ours_emu, &torch, 0.19, 0.999_96);
 
     let p = emu.placement();
     assert_eq!(
@@ -67,33 +69,47 @@ fn emulated_tiny_en_matches_cpu_and_pytorch() {
         100.0 * p.device_share(),
         p.total_flops as f64 / 1e9
     );
-    assert!(p.device_share() >= 0.99, "{}", p.device_share());
+    // Measured 99.875% (the LayerNorms, residual additions and the stem's im2col stay on
+    // the CPU); the README says 99.9%.
+    assert!(p.device_share() >= 0.998, "{}", p.device_share());
 }
 
-/// Prints max abs and cosine and asserts the cosine.
-fn report_close(label: &str, ours: &[f32], expected: &[f32], min_cosine: f64) {
-    assert_close(label, ours, expected, f32::INFINITY, min_cosine);
-}
+/// The device's share of the FLOPs of the exporters' small encoders (their LayerNorms and
+/// residual additions weigh more next to products of width 64): measured 99.71% to 99.73%.
+const MIN_EXPORTER_SHARE: f64 = 0.997;
 
 /// One small random Whisper encoder as each exporter writes it (tests/data/exporters): the
 /// same placement from every form (LayerNorm spelled out at opset 14 or one node at 17+,
 /// GELU as an ONNX `Gelu` node at opset 20 or as erf arithmetic, the dynamo exporter's
 /// graph), float16 exports included, and outputs close to PyTorch's.
 ///
-/// Bound: the weights are random (uniform, unit scale), so the residual stream is not
-/// normalised as in a trained model; measured cosines are above 0.9999, the bar is 0.999.
+/// Bounds: bf16 operands against PyTorch's float32, through two layers of random weights
+/// (uniform, unit scale: the residual stream is not normalised as in a trained model).
+/// Measured: OpenAI's exports max abs 1.55e-2, cosine 1 - 4.4e-6; optimum's 1.03e-3 and
+/// 1 - 2.7e-8 (float16: 1.21e-3 and 1 - 4.2e-8). Bars: about 1.5 times the error, 2 to 3
+/// times the distance of the cosine from 1. The device's share of the FLOPs is printed and
+/// bounded by its measured value less a margin.
 #[test]
 fn every_exporters_graph_gets_the_same_placement() {
     let (_, mel) = read_npy(&reference("jfk.mel80_openai.npy"));
-    for (file, expected) in [
-        ("openai-torchscript-opset17.onnx", "openai.expected.npy"),
-        ("openai-torchscript-opset20.onnx", "openai.expected.npy"),
-        ("openai-dynamo.onnx", "openai.expected.npy"),
-        ("optimum-opset14.onnx", "optimum.expected.npy"),
-        ("optimum-opset17.onnx", "optimum.expected.npy"),
-        ("optimum-opset18.onnx", "optimum.expected.npy"),
-        ("optimum-fp16.onnx", "optimum.expected.npy"),
-        ("optimum-fp16-io32.onnx", "optimum.expected.npy"),
+    let (openai, optimum) = ((0.024, 0.999_99), (1.9e-3, 0.999_999_9));
+    for (file, expected, (max_abs, min_cosine)) in [
+        (
+            "openai-torchscript-opset17.onnx",
+            "openai.expected.npy",
+            openai,
+        ),
+        (
+            "openai-torchscript-opset20.onnx",
+            "openai.expected.npy",
+            openai,
+        ),
+        ("openai-dynamo.onnx", "openai.expected.npy", openai),
+        ("optimum-opset14.onnx", "optimum.expected.npy", optimum),
+        ("optimum-opset17.onnx", "optimum.expected.npy", optimum),
+        ("optimum-opset18.onnx", "optimum.expected.npy", optimum),
+        ("optimum-fp16.onnx", "optimum.expected.npy", optimum),
+        ("optimum-fp16-io32.onnx", "optimum.expected.npy", optimum),
     ] {
         let emu = Encoder::load(&fixture(file), &options(Backend::Emu))
             .unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -106,10 +122,24 @@ fn every_exporters_graph_gets_the_same_placement() {
             p.left_on_cpu
         );
         assert!(p.left_on_cpu.is_empty(), "{file}: {:#?}", p.left_on_cpu);
-        assert!(p.device_share() >= 0.99, "{file}: {}", p.device_share());
+        eprintln!(
+            "{file}: {:.3}% of the FLOPs on the device",
+            100.0 * p.device_share()
+        );
+        assert!(
+            p.device_share() >= MIN_EXPORTER_SHARE,
+            "{file}: {}",
+            p.device_share()
+        );
         let ours = emu.encode(&mel).unwrap();
         let (_, torch) = read_npy(&fixture(expected));
-        report_close(&format!("{file} emu vs PyTorch"), &ours, &torch, 0.999);
+        assert_close(
+            &format!("{file} emu vs PyTorch"),
+            &ours,
+            &torch,
+            max_abs,
+            min_cosine,
+        );
     }
 }
 

@@ -306,9 +306,10 @@ mod tests {
         }
         eprintln!("tanh form vs exact GELU: max abs {tanh_vs_erf:.3e}");
         assert!(tanh_vs_erf < 4.74e-4);
-        for (rounding, out_bound) in [
-            (Rounding::NearestEven, 8.2e-3),
-            (Rounding::Truncate, 3.13e-2),
+        // Bounds: the documented (measured) figures, rounded up in their last digit.
+        for (rounding, out_bound, abs_bound, rel_bound) in [
+            (Rounding::NearestEven, 8.2e-3, 1.1e-4, 2.2e-4),
+            (Rounding::Truncate, 3.13e-2, 2.0e-4, 7.3e-4),
         ] {
             let (mut pre_abs, mut pre_rel, mut out_abs, mut ulps) = (0f64, 0f64, 0f64, 0i64);
             for x in every_bf16().into_iter().filter(|x| x.abs() <= 10.0) {
@@ -338,7 +339,7 @@ mod tests {
                  output vs exact GELU {out_abs:.3e}; {ulps} ulp from the rounded tanh form"
             );
             assert!(
-                pre_abs <= 2.5e-4 && pre_rel <= 2f64.powi(-10),
+                pre_abs <= abs_bound && pre_rel <= rel_bound,
                 "{pre_abs} {pre_rel}"
             );
             assert!(out_abs <= out_bound, "{out_abs}");

@@ -70,7 +70,21 @@ pub fn resolve_model(spec: &str, log: &mut dyn FnMut(&str)) -> Result<PathBuf, F
 }
 
 /// Returns the directory of `entry`, fetching it first if it is not cached.
+///
+/// One process fetches a model at a time: the others wait on a lock file in the cache
+/// (`models/.<name>.lock`, released by the system when its holder dies, `kill -9`
+/// included), then find the model complete. A fetch works in a temporary directory and
+/// moves the finished model into place in one rename, so an interrupted fetch leaves nothing
+/// that is taken for a model; the next one removes its leftovers and starts again.
 pub fn fetch(entry: &CatalogEntry, log: &mut dyn FnMut(&str)) -> Result<PathBuf, FetchError> {
+    if let Some(dir) = entry.cached() {
+        return Ok(dir);
+    }
+    let _lock = lock(entry, log).map_err(|e| FetchError::Unobtainable {
+        name: entry.name.clone(),
+        reasons: format!("{e:#}"),
+    })?;
+    // Another process may have finished it while this one waited.
     if let Some(dir) = entry.cached() {
         return Ok(dir);
     }
@@ -100,6 +114,46 @@ pub fn fetch(entry: &CatalogEntry, log: &mut dyn FnMut(&str)) -> Result<PathBuf,
         name: entry.name.clone(),
         reasons: failures.join("; "),
     })
+}
+
+/// Holds the cache's lock for `entry` (waiting, and saying so, while another process holds
+/// it), then removes what interrupted fetches of `entry` left behind.
+fn lock(entry: &CatalogEntry, log: &mut dyn FnMut(&str)) -> Result<std::fs::File> {
+    let models = cache_dir().join("models");
+    std::fs::create_dir_all(&models)
+        .with_context(|| format!("cannot create the cache directory {}", models.display()))?;
+    let path = models.join(format!(".{}.lock", entry.name));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            log(&format!(
+                "{}: another process is fetching it; waiting for it ({})",
+                entry.name,
+                path.display()
+            ));
+            file.lock()
+                .with_context(|| format!("cannot lock {}", path.display()))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(anyhow!("cannot lock {}: {e}", path.display()));
+        }
+    }
+    // Holding the lock, any temporary directory of this model is an interrupted fetch's.
+    let prefix = format!(".fetch-{}-", entry.name);
+    if let Ok(dir) = std::fs::read_dir(&models) {
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(file)
 }
 
 /// Whether a TCP connection to the hub can be opened within the timeout (name resolution

@@ -1,0 +1,102 @@
+//! An hour of audio through `encode`, streamed: peak memory does not grow with the length.
+//! The bound: the model's plan plus a fixed number of windows (the decoder's read-ahead, one
+//! window's samples, log-mel and features), whatever the duration; measured as the peak
+//! resident set (VmHWM) of the process on 10 minutes and on 60 minutes of generated audio.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// A 16 kHz mono 16-bit WAV of `seconds` of a tone sweeping under noise, written in blocks.
+fn write_wav(path: &Path, seconds: usize) {
+    let n = seconds * 16_000;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let data_bytes = (n * 2) as u32;
+    f.write_all(b"RIFF").unwrap();
+    f.write_all(&(36 + data_bytes).to_le_bytes()).unwrap();
+    f.write_all(b"WAVEfmt ").unwrap();
+    f.write_all(&16u32.to_le_bytes()).unwrap();
+    f.write_all(&1u16.to_le_bytes()).unwrap();
+    f.write_all(&1u16.to_le_bytes()).unwrap();
+    f.write_all(&16_000u32.to_le_bytes()).unwrap();
+    f.write_all(&32_000u32.to_le_bytes()).unwrap();
+    f.write_all(&2u16.to_le_bytes()).unwrap();
+    f.write_all(&16u16.to_le_bytes()).unwrap();
+    f.write_all(b"data").unwrap();
+    f.write_all(&data_bytes.to_le_bytes()).unwrap();
+    let mut state = 0x2545_f491u32;
+    for i in 0..n {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let t = i as f32 / 16_000.0;
+        let tone = (2.0 * std::f32::consts::PI * (300.0 + (t % 7.0) * 100.0) * t).sin();
+        let noise = state as f32 / u32::MAX as f32 - 0.5;
+        let v = (0.3 * tone + 0.1 * noise) * 32767.0;
+        f.write_all(&(v as i16).to_le_bytes()).unwrap();
+    }
+    f.flush().unwrap();
+}
+
+/// Runs `encode` on `audio` and returns the process's peak resident set in MiB, read from
+/// /proc while it runs (VmHWM only grows; the last reading is taken within 20 ms of its end).
+fn peak_mib(audio: &Path, out: &Path) -> f64 {
+    let model = common::reference("tiny.en");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_amanuensis"))
+        .args(["encode", audio.to_str().unwrap(), "--model"])
+        .arg(&model)
+        .arg("-o")
+        .arg(out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            let kib: u64 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "encode failed on {}", audio.display());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    peak_kib as f64 / 1024.0
+}
+
+#[test]
+fn an_hour_of_audio_is_encoded_in_bounded_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (short, long) = (tmp.path().join("10min.wav"), tmp.path().join("60min.wav"));
+    write_wav(&short, 600);
+    write_wav(&long, 3600);
+    let out = tmp.path().join("out.npy");
+    let short_mib = peak_mib(&short, &out);
+    let long_mib = peak_mib(&long, &out);
+    let rows = std::fs::metadata(&out).unwrap().len() / (1500 * 384 * 4);
+    eprintln!(
+        "peak resident set: {short_mib:.0} MiB for 10 minutes, {long_mib:.0} MiB for 60 \
+         minutes ({rows} windows of features written, {} MiB)",
+        std::fs::metadata(&out).unwrap().len() >> 20
+    );
+    assert_eq!(rows, 120);
+    // Six times the audio, six times the features written: the same memory, within the
+    // allocator's noise.
+    assert!(
+        long_mib <= short_mib + 32.0,
+        "{long_mib:.0} MiB for an hour against {short_mib:.0} MiB for 10 minutes"
+    );
+    // tiny.en measured 178 and 180 MiB; the bound is a third more.
+    assert!(long_mib <= 240.0, "{long_mib:.0} MiB");
+}

@@ -313,6 +313,37 @@ fn onnx_encoders() {
     );
 }
 
+/// ONNX decoders (optimum's merged export of the exporter fixture, loaded as its two
+/// branches).
+#[test]
+fn onnx_decoders() {
+    use amanuensis::model::{DecoderFiles, DecoderHints, DecoderModel};
+    let tmp = tempfile::tempdir().unwrap();
+    let seed = std::fs::read(data(
+        "tests/data/exporters/decoders/optimum-merged-opset18/decoder_model_merged.onnx",
+    ))
+    .unwrap();
+    let path = tmp.path().join("decoder_model_merged.onnx");
+    fuzz(
+        "ONNX decoder",
+        &seed,
+        &path,
+        cases(200),
+        Duration::from_secs(30),
+        true,
+        |path| {
+            let hints = DecoderHints {
+                d_model: 64,
+                n_audio_ctx: 1500,
+                n_heads: None,
+            };
+            DecoderModel::load(DecoderFiles::Merged(path.to_path_buf()), hints, 1)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    );
+}
+
 /// tokenizer.json (tiny.en's, from the reference directory).
 #[test]
 fn tokenizers() {

@@ -270,7 +270,7 @@ impl Device for Emulator {
 mod tests {
     use super::*;
     use crate::bf16::Rounding;
-    use crate::device::{AttentionDims, Snapshot};
+    use crate::device::AttentionDims;
 
     fn values(len: usize, seed: u32, scale: f32) -> Vec<f32> {
         let mut state = seed.wrapping_mul(2654435761).max(1);
@@ -284,8 +284,8 @@ mod tests {
             .collect()
     }
 
-    /// The fused call gives the bits of the three separate calls and counts the traffic of
-    /// its layout: Q, K^T and V in, the output out, the scores nowhere.
+    /// The fused call gives the bits of the three separate calls, and moves Q, K^T and V in,
+    /// the output out, the scores nowhere.
     /// Several heads in one call give each head's own call, to the bit, and count as many
     /// kernel calls.
     #[test]
@@ -368,13 +368,10 @@ mod tests {
                 let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&fused), bits(&chain), "{dims:?} {rounding:?}");
 
-                let mut expected = Snapshot::default();
+                // The traffic itself is checked against the bytes a fake device measures
+                // (kernels/fake-xrt): here, only that one fused call is two products and a
+                // softmax that moves nothing between host and device.
                 let layout = emu.contract().attention(dims);
-                for (need, t) in layout.calls(emu.contract()) {
-                    let k = &mut expected.kernels[need.kernel.index()];
-                    *k = *k + t;
-                }
-                assert_eq!(traffic, expected);
                 let mm = traffic.get(Kernel::MatMul);
                 assert_eq!((mm.calls, traffic.get(Kernel::Softmax).calls), (2, 1));
                 assert_eq!(

@@ -153,6 +153,37 @@ impl Renamer {
         Ok(())
     }
 
+    /// A layer's self-attention block: its LayerNorm, Q, K and V fused (K without a bias),
+    /// the output projection.
+    fn self_attention(&mut self, from: &str, to: &str) -> Result<()> {
+        self.norm(
+            &format!("{from}.self_attn_layer_norm"),
+            &format!("{to}/self_attention/layer_norm"),
+        )?;
+        self.fused(
+            &[
+                (&format!("{from}.self_attn.q_proj"), true),
+                (&format!("{from}.self_attn.k_proj"), false),
+                (&format!("{from}.self_attn.v_proj"), true),
+            ],
+            &format!("{to}/self_attention/linear_0"),
+        )?;
+        self.linear(
+            &format!("{from}.self_attn.out_proj"),
+            &format!("{to}/self_attention/linear_1"),
+        )
+    }
+
+    /// A layer's feed-forward block: its LayerNorm and two linear layers.
+    fn ffn(&mut self, from: &str, to: &str) -> Result<()> {
+        self.norm(
+            &format!("{from}.final_layer_norm"),
+            &format!("{to}/ffn/layer_norm"),
+        )?;
+        self.linear(&format!("{from}.fc1"), &format!("{to}/ffn/linear_0"))?;
+        self.linear(&format!("{from}.fc2"), &format!("{to}/ffn/linear_1"))
+    }
+
     /// The projections `parts` (each `[d, d_in]`, a missing bias read as zeros) stacked into
     /// one `[parts * d, d_in]` linear layer `to`.
     fn fused(&mut self, parts: &[(&str, bool)], to: &str) -> Result<()> {
@@ -280,28 +311,8 @@ pub fn convert_hf(src: &Path, out: &Path) -> Result<Converted> {
     r.put("encoder/position_encodings/encodings".into(), positions);
     for i in 0..encoder_layers {
         let (from, to) = (format!("encoder.layers.{i}"), format!("encoder/layer_{i}"));
-        r.norm(
-            &format!("{from}.self_attn_layer_norm"),
-            &format!("{to}/self_attention/layer_norm"),
-        )?;
-        r.fused(
-            &[
-                (&format!("{from}.self_attn.q_proj"), true),
-                (&format!("{from}.self_attn.k_proj"), false),
-                (&format!("{from}.self_attn.v_proj"), true),
-            ],
-            &format!("{to}/self_attention/linear_0"),
-        )?;
-        r.linear(
-            &format!("{from}.self_attn.out_proj"),
-            &format!("{to}/self_attention/linear_1"),
-        )?;
-        r.norm(
-            &format!("{from}.final_layer_norm"),
-            &format!("{to}/ffn/layer_norm"),
-        )?;
-        r.linear(&format!("{from}.fc1"), &format!("{to}/ffn/linear_0"))?;
-        r.linear(&format!("{from}.fc2"), &format!("{to}/ffn/linear_1"))?;
+        r.self_attention(&from, &to)?;
+        r.ffn(&from, &to)?;
     }
     r.norm("encoder.layer_norm", "encoder/layer_norm")?;
     r.put("encoder/num_heads".into(), scalar_i16(encoder_heads));
@@ -312,22 +323,7 @@ pub fn convert_hf(src: &Path, out: &Path) -> Result<Converted> {
     r.put("decoder/position_encodings/encodings".into(), positions);
     for i in 0..decoder_layers {
         let (from, to) = (format!("decoder.layers.{i}"), format!("decoder/layer_{i}"));
-        r.norm(
-            &format!("{from}.self_attn_layer_norm"),
-            &format!("{to}/self_attention/layer_norm"),
-        )?;
-        r.fused(
-            &[
-                (&format!("{from}.self_attn.q_proj"), true),
-                (&format!("{from}.self_attn.k_proj"), false),
-                (&format!("{from}.self_attn.v_proj"), true),
-            ],
-            &format!("{to}/self_attention/linear_0"),
-        )?;
-        r.linear(
-            &format!("{from}.self_attn.out_proj"),
-            &format!("{to}/self_attention/linear_1"),
-        )?;
+        r.self_attention(&from, &to)?;
         r.norm(
             &format!("{from}.encoder_attn_layer_norm"),
             &format!("{to}/attention/layer_norm"),
@@ -347,12 +343,7 @@ pub fn convert_hf(src: &Path, out: &Path) -> Result<Converted> {
             &format!("{from}.encoder_attn.out_proj"),
             &format!("{to}/attention/linear_2"),
         )?;
-        r.norm(
-            &format!("{from}.final_layer_norm"),
-            &format!("{to}/ffn/layer_norm"),
-        )?;
-        r.linear(&format!("{from}.fc1"), &format!("{to}/ffn/linear_0"))?;
-        r.linear(&format!("{from}.fc2"), &format!("{to}/ffn/linear_1"))?;
+        r.ffn(&from, &to)?;
     }
     r.norm("decoder.layer_norm", "decoder/layer_norm")?;
     r.put("decoder/num_heads".into(), scalar_i16(decoder_heads));

@@ -9,11 +9,11 @@ use amanuensis_kernels::gemm::GemmContract;
 use amanuensis_kernels::hw::DeviceFamily;
 use amanuensis_kernels::manifest::Manifest;
 use amanuensis_kernels::npu::Npu;
-use amanuensis_ops::{DeviceHandle, upload_weights};
+use amanuensis_ops::DeviceHandle;
 use tract_onnx::prelude::TypedModel;
 
 use crate::placement::{Placement, kernel_needs, placement};
-use crate::rewrite::{RewriteContext, Stage, rewrite};
+use crate::rewrite::{OffloadError, Stage, offload};
 
 /// A backend as the user names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
@@ -307,50 +307,33 @@ pub enum PlanError {
     },
 }
 
-/// The model rewritten for `resolved` (nothing sent to any device yet) and the kernels it
-/// needs; the rules' reasons for what stayed on the CPU are in `ctx`.
-fn rewritten(
-    mut model: TypedModel,
-    resolved: &Resolved,
-    ctx: &RewriteContext,
-) -> Result<(TypedModel, Vec<KernelNeed>), PlanError> {
-    rewrite(&mut model, ctx, resolved.stages()).map_err(|e| PlanError::Tract {
+/// [`offload`]'s rewrite failing is tract's error at the rewriting stage.
+fn rewrite_failed(detail: String) -> PlanError {
+    PlanError::Tract {
         stage: "rewriting for the backend",
-        detail: e.to_string(),
-    })?;
-    let needs = kernel_needs(&model);
-    Ok((model, needs))
-}
-
-/// Checks the plan against the device's kernels, then uploads its weights: the only step
-/// that touches the device.
-fn check_and_upload(
-    model: &TypedModel,
-    resolved: &Resolved,
-    needs: &[KernelNeed],
-) -> Result<(), String> {
-    if let Some(device) = &resolved.device {
-        device.check_plan(needs).map_err(|e| e.to_string())?;
+        detail,
     }
-    upload_weights(model).map_err(|e| format!("{e:#}"))?;
-    Ok(())
 }
 
 /// The CPU plan of `model`, uploaded (the CPU device packs the weights).
 fn cpu_plan(model: TypedModel, note: Option<String>) -> Result<DevicePlan, PlanError> {
     let resolved = Resolved::cpu(note);
-    let ctx = RewriteContext::new(resolved.device.clone());
-    let (model, needs) = rewritten(model, &resolved, &ctx)?;
-    upload_weights(&model).map_err(|e| PlanError::Tract {
-        stage: "packing the weights",
-        detail: format!("{e:#}"),
+    let device = resolved
+        .device
+        .clone()
+        .expect("the cpu backend has a device");
+    let (model, placement) = offload(model, device).map_err(|e| match e {
+        OffloadError::Rewrite(detail) => rewrite_failed(detail),
+        OffloadError::Device(detail) => PlanError::Tract {
+            stage: "packing the weights",
+            detail,
+        },
     })?;
-    let placement = placement(&model, &ctx.left());
     Ok(DevicePlan {
+        needs: kernel_needs(&model),
         model,
         resolved,
         placement,
-        needs,
         fallback: None,
     })
 }
@@ -370,31 +353,42 @@ pub fn plan(
     if resolved.backend == Backend::Cpu {
         return cpu_plan(model, resolved.note);
     }
+    let Some(device) = resolved.device.clone() else {
+        // tract's own plan: nothing rewritten, nothing on a device.
+        return Ok(DevicePlan {
+            placement: placement(&model, &Default::default()),
+            model,
+            resolved,
+            needs: Vec::new(),
+            fallback: None,
+        });
+    };
     let original = (requested == Backend::Auto).then(|| model.clone());
-    let ctx = RewriteContext::new(resolved.device.clone());
-    let (rewritten, needs) = rewritten(model, &resolved, &ctx)?;
-    if let Err(why) = check_and_upload(&rewritten, &resolved, &needs) {
-        return match original {
-            Some(original) if !strict => {
-                cpu_plan(original, Some(format!("backend auto: cpu ({why})")))
-            }
-            Some(_) => Err(BackendError::Strict(format!(
-                "--backend auto found an NPU but cannot run this model on it ({why})"
-            ))
-            .into()),
-            None => Err(BackendError::NoNpu(why).into()),
-        };
-    }
-    let placement = placement(&rewritten, &ctx.left());
-    let fallback = match original.filter(|_| !strict && resolved.device.is_some()) {
+    let (rewritten, placement) = match offload(model, device) {
+        Ok(plan) => plan,
+        Err(OffloadError::Rewrite(detail)) => return Err(rewrite_failed(detail)),
+        Err(OffloadError::Device(why)) => {
+            return match original {
+                Some(original) if !strict => {
+                    cpu_plan(original, Some(format!("backend auto: cpu ({why})")))
+                }
+                Some(_) => Err(BackendError::Strict(format!(
+                    "--backend auto found an NPU but cannot run this model on it ({why})"
+                ))
+                .into()),
+                None => Err(BackendError::NoNpu(why).into()),
+            };
+        }
+    };
+    let fallback = match original.filter(|_| !strict) {
         Some(original) => Some(cpu_plan(original, None)?.model),
         None => None,
     };
     Ok(DevicePlan {
+        needs: kernel_needs(&rewritten),
         model: rewritten,
         resolved,
         placement,
-        needs,
         fallback,
     })
 }

@@ -524,7 +524,6 @@ impl FakeXrt {
             )));
         }
         let rounding = desc.rounding();
-        let inputs = &data[..data.len()];
         let (output, produced) = match kernel {
             Kernel::MatMul => {
                 let [m, k, n] = shape[..] else {
@@ -589,7 +588,7 @@ impl FakeXrt {
         // The inputs' pending bytes were read by this dispatch (each buffer once).
         let mut read_in = 0;
         let mut seen = Vec::new();
-        for (i, bo) in inputs.iter().enumerate() {
+        for (i, bo) in data.iter().enumerate() {
             if i == output {
                 continue;
             }

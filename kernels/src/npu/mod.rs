@@ -57,7 +57,7 @@ struct Loaded<X: Xrt> {
 
 /// A hardware context held, with the kernels of its xclbin opened in it.
 struct ContextEntry<X: Xrt> {
-    _context: X::Context,
+    context: X::Context,
     kernels: HashMap<usize, Arc<Loaded<X>>>,
 }
 
@@ -327,7 +327,7 @@ impl<X: Xrt> Npu<X> {
             contexts.insert(
                 path.clone(),
                 ContextEntry {
-                    _context: context,
+                    context,
                     kernels: HashMap::new(),
                 },
             );
@@ -336,7 +336,7 @@ impl<X: Xrt> Npu<X> {
         if let Some(l) = held.kernels.get(&index) {
             return Ok(l.clone());
         }
-        let kernel = self.xrt.open_kernel(&held._context, &entry.kernel_name)?;
+        let kernel = self.xrt.open_kernel(&held.context, &entry.kernel_name)?;
         let words = read_instructions(&self.manifest.dir.join(&entry.instructions))?;
         let mut instructions = self.xrt.alloc(
             &self.device,

@@ -18,6 +18,7 @@
 
 use crate::device::{AttentionDims, KernelNeed, Traffic};
 use crate::gemm::{GemmContract, GemmLayout};
+use crate::strided::{Heads, HeadsMut};
 
 /// How one head of attention is padded and cut into dispatches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,33 +100,46 @@ impl AttentionLayout {
 /// Runs `f` on every block of up to `block_rows` queries of every head, all the blocks of all
 /// the heads spread over rayon's current pool at once (the pool waits once for the layer, not
 /// once a head): `f(head, queries, outputs)` with the head's own data from `per_head`, the
-/// block's queries (`rows * d` values of `q`, `[heads, m, d]`) and its outputs (`rows * dv`
-/// values of `out`, `[heads, m, dv]`).
+/// block's queries (`rows * d` values, row-major: borrowed from `q` when they are laid out so,
+/// else gathered) and a row-major `rows * dv` buffer that `f` fills, then written as those
+/// rows of `out`.
 pub(crate) fn for_each_query_block<T: Sync>(
-    q: &[f32],
-    out: &mut [f32],
-    dims: AttentionDims,
+    q: &Heads<'_>,
+    out: &HeadsMut<'_>,
     per_head: &[T],
     block_rows: usize,
     f: impl Fn(&T, &[f32], &mut [f32]) + Sync,
 ) {
     use rayon::prelude::*;
-    let AttentionDims { m, d, dv, .. } = dims;
-    if m == 0 || dv == 0 {
+    use std::cell::RefCell;
+    let [heads, m, _] = q.shape();
+    let dv = out.shape()[2];
+    if m == 0 || dv == 0 || heads == 0 {
         return;
     }
-    out.par_chunks_mut(m * dv)
-        .zip(per_head)
-        .enumerate()
-        .for_each(|(h, (out, head))| {
-            let q = &q[h * m * d..][..m * d];
-            out.par_chunks_mut(block_rows * dv)
-                .enumerate()
-                .for_each(|(block, o)| {
-                    let rows = o.len() / dv;
-                    f(head, &q[block * block_rows * d..][..rows * d], o);
-                });
+    assert!(
+        per_head.len() >= heads && out.shape()[..2] == [heads, m],
+        "a block's head and rows"
+    );
+    thread_local! {
+        static BLOCK: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    }
+    let blocks = m.div_ceil(block_rows);
+    (0..heads * blocks).into_par_iter().for_each(|t| {
+        let (h, b) = (t / blocks, t % blocks);
+        let r0 = b * block_rows;
+        let rows = block_rows.min(m - r0);
+        BLOCK.with_borrow_mut(|(q_buf, o)| {
+            let q_rows = q.rows(h, r0, rows, q_buf);
+            o.clear();
+            o.resize(rows * dv, 0.0);
+            f(&per_head[h], q_rows, o);
+            for (r, row) in o.chunks_exact(dv).enumerate() {
+                // SAFETY: each task writes the rows of its own (head, block), no other.
+                unsafe { out.write_row(h, r0 + r, row, 1.0) };
+            }
         });
+    });
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::attention::for_each_query_block;
-use crate::device::{AttentionDims, Counters, Device, DeviceError, Epilogue, Weights, checks};
+use crate::device::{
+    AttentionDims, Counters, Device, DeviceError, Epilogue, Heads, HeadsMut, Weights, checks,
+};
 use crate::fmath;
 use crate::gemm::GemmContract;
 use crate::packed_gemm::{PackedB, block_f32, gemm_f32, micro_rows};
@@ -122,13 +124,6 @@ impl Device for CpuDevice {
         self.attention_heads(q, kt, v, dims, 1, out)
     }
 
-    /// Every head in blocks of `QUERY_BLOCK` queries, all spread over the pool at once (the
-    /// pool waits once for the whole layer, not once a head), every operand laid out for the
-    /// micro-kernel by contiguous copies: the scores transposed, `S^T = K Q^T` (K packed once
-    /// a head as the micro-kernel's rows, Q^T of the block as its panels), the softmax's
-    /// exponentials of each column of `S^T` written straight into the row groups of the
-    /// second product, `O = P V` (V packed once a head as its panels), each row of O divided
-    /// by its sum at the end. No `[m, n]` matrix is ever written out.
     fn attention_heads(
         &self,
         q: &[f32],
@@ -140,26 +135,64 @@ impl Device for CpuDevice {
     ) -> Result<(), DeviceError> {
         checks::attention_heads(q, kt, v, dims, heads, out)?;
         let AttentionDims { m, d, n, dv } = dims;
+        self.attention_strided(
+            Heads::contiguous(q, [heads, m, d])?,
+            Heads::contiguous(kt, [heads, d, n])?,
+            Heads::contiguous(v, [heads, n, dv])?,
+            &mut HeadsMut::contiguous(out, [heads, m, dv])?,
+        )
+    }
+
+    /// Every head in blocks of `QUERY_BLOCK` queries, all spread over the pool at once (the
+    /// pool waits once for the whole layer, not once a head), each operand read where it is
+    /// and laid out for the micro-kernel by small copies: the scores transposed, `S^T = K
+    /// Q^T` (K packed once a head as the micro-kernel's rows, Q^T of the block as its
+    /// panels), the softmax's exponentials of each column of `S^T` written straight into the
+    /// row groups of the second product, `O = P V` (V packed once a head as its panels), each
+    /// row of O divided by its sum as it is written out. No `[m, n]` matrix is ever written
+    /// out, and no operand is copied whole.
+    fn attention_strided(
+        &self,
+        q: Heads<'_>,
+        kt: Heads<'_>,
+        v: Heads<'_>,
+        out: &mut HeadsMut<'_>,
+    ) -> Result<(), DeviceError> {
+        let (heads, dims) = checks::attention_strided(&q, &kt, &v, out)?;
+        let AttentionDims { m, d, n, dv } = dims;
         if dv == 0 || m == 0 || heads == 0 {
             return Ok(());
         }
         let g = micro_rows();
         let key_groups = n.div_ceil(g);
-        // Per head: K as the rows of the first product (row j is key j; `kt` is [d, n]) and V
-        // as the panels of the second.
+        // Per head: K as the rows of the first product (row j is key j) and V as the panels
+        // of the second.
         let packed: Vec<(Vec<f32>, PackedB)> = (0..heads)
             .into_par_iter()
             .map(|h| {
-                let kt = &kt[h * d * n..][..d * n];
                 let mut keys = vec![0f32; key_groups * d * g];
-                for gi in 0..key_groups {
-                    let cols = g.min(n - gi * g);
-                    for kk in 0..d {
-                        keys[(gi * d + kk) * g..][..cols]
-                            .copy_from_slice(&kt[kk * n + gi * g..][..cols]);
+                if kt.strides()[2] == 1 {
+                    // Runs of keys: contiguous copies.
+                    for gi in 0..key_groups {
+                        let cols = g.min(n - gi * g);
+                        for kk in 0..d {
+                            let run = &kt.row(h, kk).expect("adjacent keys")[gi * g..][..cols];
+                            keys[(gi * d + kk) * g..][..cols].copy_from_slice(run);
+                        }
+                    }
+                } else {
+                    // Key by key (a key's values adjacent, as projections write them).
+                    for j in 0..n {
+                        let (gi, c) = (j / g, j % g);
+                        for kk in 0..d {
+                            keys[(gi * d + kk) * g + c] = kt.get(h, kk, j);
+                        }
                     }
                 }
-                (keys, PackedB::plain(&v[h * n * dv..][..n * dv], n, dv))
+                (
+                    keys,
+                    PackedB::plain_with(n, dv, |kk, row| v.read_row(h, kk, row)),
+                )
             })
             .collect();
         let panel = PackedB::PANEL;
@@ -168,47 +201,40 @@ impl Device for CpuDevice {
                 RefCell::new([Vec::new(), Vec::new(), Vec::new()])
             };
         }
-        for_each_query_block(
-            q,
-            out,
-            dims,
-            &packed,
-            QUERY_BLOCK,
-            |(keys, values), q, o| {
-                let rows = o.len() / dv;
-                let panels = rows.div_ceil(panel);
-                SCRATCH.with_borrow_mut(|[q_panels, scores_t, p_groups]| {
-                    // Q^T of this block as panels of queries (zero past the last).
-                    q_panels.clear();
-                    q_panels.resize(panels * d * panel, 0.0);
-                    for (r, query) in q.chunks_exact(d).enumerate() {
-                        let (p, c) = (r / panel, r % panel);
-                        for (kk, x) in query.iter().enumerate() {
-                            q_panels[(p * d + kk) * panel + c] = *x;
-                        }
+        for_each_query_block(&q, out, &packed, QUERY_BLOCK, |(keys, values), q, o| {
+            let rows = o.len() / dv;
+            let panels = rows.div_ceil(panel);
+            SCRATCH.with_borrow_mut(|[q_panels, scores_t, p_groups]| {
+                // Q^T of this block as panels of queries (zero past the last).
+                q_panels.clear();
+                q_panels.resize(panels * d * panel, 0.0);
+                for (r, query) in q.chunks_exact(d).enumerate() {
+                    let (p, c) = (r / panel, r % panel);
+                    for (kk, x) in query.iter().enumerate() {
+                        q_panels[(p * d + kk) * panel + c] = *x;
                     }
-                    let q_t = PackedB::from_panels(d, rows, std::mem::take(q_panels));
-                    scores_t.resize(n * rows, 0.0);
-                    block_f32(keys, n, &q_t, None, false, scores_t);
-                    *q_panels = q_t.into_panels();
-                    // The softmax of each column of S^T, unnormalised, into the row groups of P,
-                    // with the row sums.
-                    let groups = rows.div_ceil(g);
-                    p_groups.resize(groups * n * g, 0.0);
-                    if rows % g != 0 {
-                        // The last group's rows past the block's queries must be zero.
-                        p_groups[(groups - 1) * n * g..].fill(0.0);
-                    }
-                    let (mut max, mut sums) = ([0f32; QUERY_BLOCK], [0f32; QUERY_BLOCK]);
-                    fmath::exp_into_groups(scores_t, rows, &mut max, g, p_groups, &mut sums);
-                    block_f32(p_groups, rows, values, None, false, o);
-                    for (o_row, sum) in o.chunks_exact_mut(dv).zip(sums) {
-                        let inv = 1.0 / sum;
-                        o_row.iter_mut().for_each(|x| *x *= inv);
-                    }
-                });
-            },
-        );
+                }
+                let q_t = PackedB::from_panels(d, rows, std::mem::take(q_panels));
+                scores_t.resize(n * rows, 0.0);
+                block_f32(keys, n, &q_t, None, false, scores_t);
+                *q_panels = q_t.into_panels();
+                // The softmax of each column of S^T, unnormalised, into the row groups of P,
+                // with the row sums.
+                let groups = rows.div_ceil(g);
+                p_groups.resize(groups * n * g, 0.0);
+                if rows % g != 0 {
+                    // The last group's rows past the block's queries must be zero.
+                    p_groups[(groups - 1) * n * g..].fill(0.0);
+                }
+                let (mut max, mut sums) = ([0f32; QUERY_BLOCK], [0f32; QUERY_BLOCK]);
+                fmath::exp_into_groups(scores_t, rows, &mut max, g, p_groups, &mut sums);
+                block_f32(p_groups, rows, values, None, false, o);
+                for (o_row, sum) in o.chunks_exact_mut(dv).zip(sums) {
+                    let inv = 1.0 / sum;
+                    o_row.iter_mut().for_each(|x| *x *= inv);
+                }
+            });
+        });
         Ok(())
     }
 

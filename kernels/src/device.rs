@@ -14,6 +14,7 @@ use crate::gemm::{GemmContract, GemmLayout};
 
 pub use crate::counters::{Counters, Snapshot, Traffic};
 pub use crate::stream::StreamLayout;
+pub use crate::strided::{Heads, HeadsMut};
 
 /// Why a device cannot do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -263,6 +264,32 @@ pub trait Device: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// [`Device::attention_heads`] on operands at any strides, as the graph holds them:
+    /// `q` is `[heads, m, d]`, `kt` `[heads, d, n]`, `v` `[heads, n, dv]` and `out`
+    /// `[heads, m, dv]` (a Whisper layer's `[positions, heads * 64]` activations read per
+    /// head, say). This default copies them into row-major arrays and the result back; a
+    /// device that reads strided operands itself saves those copies.
+    fn attention_strided(
+        &self,
+        q: Heads<'_>,
+        kt: Heads<'_>,
+        v: Heads<'_>,
+        out: &mut HeadsMut<'_>,
+    ) -> Result<(), DeviceError> {
+        let (heads, dims) = checks::attention_strided(&q, &kt, &v, out)?;
+        let mut o = vec![0f32; heads * dims.m * dims.dv];
+        self.attention_heads(
+            &q.to_row_major(),
+            &kt.to_row_major(),
+            &v.to_row_major(),
+            dims,
+            heads,
+            &mut o,
+        )?;
+        out.write_all(&o);
+        Ok(())
+    }
+
     /// Softmax over each row of `x` (`cols` values a row), in place.
     fn softmax(&self, x: &mut [f32], cols: usize) -> Result<(), DeviceError>;
 
@@ -283,7 +310,7 @@ pub trait Device: Send + Sync + fmt::Debug {
 /// The operand checks every device makes before a call: lengths that do not fill the stated
 /// shapes are refused with [`DeviceError::Shape`], naming the operand.
 pub mod checks {
-    use super::{DeviceError, Weights};
+    use super::{DeviceError, Heads, HeadsMut, Weights};
 
     fn len(what: &str, got: usize, expected: usize) -> Result<(), DeviceError> {
         if got == expected {
@@ -356,6 +383,38 @@ pub mod checks {
         len("K^T", kt.len(), heads * d.d * d.n)?;
         len("V", v.len(), heads * d.n * d.dv)?;
         len("the output", out.len(), heads * d.m * d.dv)
+    }
+
+    /// [`super::Device::attention_strided`]'s operands: their heads and sizes, or the
+    /// error naming the first that disagrees.
+    pub fn attention_strided(
+        q: &Heads<'_>,
+        kt: &Heads<'_>,
+        v: &Heads<'_>,
+        out: &HeadsMut<'_>,
+    ) -> Result<(usize, super::AttentionDims), DeviceError> {
+        let [heads, m, d] = q.shape();
+        let n = kt.shape()[2];
+        let dv = v.shape()[2];
+        let dims = super::AttentionDims { m, d, n, dv };
+        if n == 0 {
+            return Err(DeviceError::Shape(
+                "attention over no positions (softmax over an empty row)".into(),
+            ));
+        }
+        for (what, got, want) in [
+            ("K^T", kt.shape(), [heads, d, n]),
+            ("V", v.shape(), [heads, n, dv]),
+            ("the output", out.shape(), [heads, m, dv]),
+        ] {
+            if got != want {
+                return Err(DeviceError::Shape(format!(
+                    "attention with Q of shape {:?}: {what} has shape {got:?}, not {want:?}",
+                    q.shape()
+                )));
+            }
+        }
+        Ok((heads, dims))
     }
 
     /// [`super::Device::softmax`]'s operand.

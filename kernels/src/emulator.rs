@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::attention::for_each_query_block;
 use crate::device::{
-    AttentionDims, Counters, Device, DeviceError, Epilogue, Kernel, StreamLayout, Traffic, Weights,
-    checks,
+    AttentionDims, Counters, Device, DeviceError, Epilogue, Heads, HeadsMut, Kernel, StreamLayout,
+    Traffic, Weights, checks,
 };
 use crate::gemm::{GemmContract, Precision, split};
 use crate::packed_gemm::{self, PackedB};
@@ -186,14 +186,34 @@ impl Device for Emulator {
     ) -> Result<(), DeviceError> {
         checks::attention_heads(q, kt, v, dims, heads, out)?;
         let AttentionDims { m, d, n, dv } = dims;
+        self.attention_strided(
+            Heads::contiguous(q, [heads, m, d])?,
+            Heads::contiguous(kt, [heads, d, n])?,
+            Heads::contiguous(v, [heads, n, dv])?,
+            &mut HeadsMut::contiguous(out, [heads, m, dv])?,
+        )
+    }
+
+    /// Every head in blocks of queries spread over the pool, operands read where they are:
+    /// K^T and V gathered a head at a time for packing, the queries a block at a time.
+    fn attention_strided(
+        &self,
+        q: Heads<'_>,
+        kt: Heads<'_>,
+        v: Heads<'_>,
+        out: &mut HeadsMut<'_>,
+    ) -> Result<(), DeviceError> {
+        let (heads, dims) = checks::attention_strided(&q, &kt, &v, out)?;
+        let AttentionDims { m, d, n, dv } = dims;
         let rounding = self.contract.rounding;
         if m > 0 && dv > 0 && heads > 0 {
             let packed: Vec<(PackedB, PackedB)> = (0..heads)
                 .into_par_iter()
                 .map(|h| {
+                    let (mut kt_buf, mut v_buf) = (Vec::new(), Vec::new());
                     (
-                        self.pack_b(&kt[h * d * n..][..d * n], d, n),
-                        self.pack_b(&v[h * n * dv..][..n * dv], n, dv),
+                        self.pack_b(kt.rows(h, 0, d, &mut kt_buf), d, n),
+                        self.pack_b(v.rows(h, 0, n, &mut v_buf), n, dv),
                     )
                 })
                 .collect();
@@ -202,7 +222,7 @@ impl Device for Emulator {
                 // One block's scores, reused block after block.
                 static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
             }
-            for_each_query_block(q, out, dims, &packed, QUERY_BLOCK, |(kt, v), q, o| {
+            for_each_query_block(&q, out, &packed, QUERY_BLOCK, |(kt, v), q, o| {
                 let rows = o.len() / dv;
                 SCORES.with_borrow_mut(|scores| {
                     scores.clear();

@@ -44,4 +44,5 @@ pub mod npu;
 pub mod packed_gemm;
 pub mod softmax;
 pub mod stream;
+pub mod strided;
 pub mod vmath;

@@ -1,6 +1,8 @@
 //! `NpuAttention`: attention's `softmax(Q K^T) V`, head by head, on the device.
 
-use amanuensis_kernels::device::AttentionDims;
+use std::borrow::Cow;
+
+use amanuensis_kernels::device::{AttentionDims, Heads, HeadsMut};
 use tract_core::internal::*;
 
 use crate::matmul::{canonical_cow, write_output};
@@ -83,19 +85,108 @@ impl Op for NpuAttention {
     op_as_typed_op!();
 }
 
+/// Groups the axes of an array of `shape` at `strides` (in values), taken in the order
+/// `perm`, into three axes of sizes `groups` (`[batch, rows, cols]` of a product's canonical
+/// layout): the strides of those three, or `None` when the axes of one group are not
+/// evenly spaced in memory (then the operand must be copied).
+fn three_axes(
+    shape: &[usize],
+    strides: &[usize],
+    perm: &[usize],
+    groups: [usize; 3],
+) -> Option<[usize; 3]> {
+    let mut axes = perm
+        .iter()
+        .map(|&p| (shape[p], strides[p]))
+        .filter(|&(s, _)| s != 1);
+    let mut out = [0usize; 3];
+    for (g, &size) in groups.iter().enumerate() {
+        // The group's axes, outermost first, merged while each steps over the next whole.
+        let mut product = 1usize;
+        let mut stride = 0usize;
+        while product < size {
+            let (s, st) = axes.next()?;
+            if product > 1 && stride != st * s {
+                return None;
+            }
+            product *= s;
+            stride = st;
+        }
+        if product != size {
+            return None;
+        }
+        out[g] = stride;
+    }
+    axes.next().is_none().then_some(out)
+}
+
+/// Row-major strides of `shape`.
+fn row_major(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1usize; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    strides
+}
+
+/// An input of the product as the device's `[batch, rows, cols]` view: in place when its
+/// axes allow, else a canonical copy (kept in `copy`).
+fn heads_view<'a>(
+    value: &'a TValue,
+    perm: &[usize],
+    groups: [usize; 3],
+    copy: &'a mut Option<Cow<'a, [f32]>>,
+) -> TractResult<Heads<'a>> {
+    let view = value.to_plain_array_view::<f32>()?;
+    if let Some(data) = view.to_slice()
+        && let Some(strides) = three_axes(view.shape(), &row_major(view.shape()), perm, groups)
+    {
+        return Heads::new(data, groups, strides).map_err(device_error);
+    }
+    let values = copy.insert(canonical_cow(view, perm));
+    Heads::contiguous(values, groups).map_err(device_error)
+}
+
 impl EvalOp for NpuAttention {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (qk, pv) = (&self.qk, &self.pv);
         ensure!(inputs.len() == 3, "{} takes Q, K and V", self.name());
-        let q = canonical_cow(inputs[0].to_plain_array_view::<f32>()?, &qk.a_perm);
-        let k = canonical_cow(inputs[1].to_plain_array_view::<f32>()?, &qk.b_perm);
-        let v = canonical_cow(inputs[2].to_plain_array_view::<f32>()?, &pv.b_perm);
-        let dims = self.dims();
-        let out = write_output(pv, |c| {
-            self.device
-                .attention_heads(&q, &k, &v, dims, qk.batch, c)
-                .map_err(device_error)
-        })?;
+        let AttentionDims { m, d, n, dv } = self.dims();
+        let heads = qk.batch;
+        let (mut q_copy, mut k_copy, mut v_copy) = (None, None, None);
+        let q = heads_view(&inputs[0], &qk.a_perm, [heads, m, d], &mut q_copy)?;
+        let kt = heads_view(&inputs[1], &qk.b_perm, [heads, d, n], &mut k_copy)?;
+        let v = heads_view(&inputs[2], &pv.b_perm, [heads, n, dv], &mut v_copy)?;
+        // The output's canonical axes where the output tensor holds them.
+        let out_strides = row_major(&pv.out_shape);
+        let mut canon_strides = vec![0usize; pv.out_shape.len()];
+        for (j, &c) in pv.out_perm.iter().enumerate() {
+            canon_strides[c] = out_strides[j];
+        }
+        let identity: Vec<usize> = (0..canon_strides.len()).collect();
+        let groups = [heads, m, dv];
+        let out = match three_axes(&pv.canon_shape, &canon_strides, &identity, groups) {
+            Some(strides) => {
+                // SAFETY: every value is written by the attention below (an output view's
+                // positions are distinct and cover the tensor).
+                let mut out = unsafe { Tensor::uninitialized::<f32>(&pv.out_shape)? };
+                {
+                    let mut ram = out.try_as_plain_ram_mut()?;
+                    let data = ram.as_slice_mut::<f32>()?;
+                    let mut o = HeadsMut::new(data, groups, strides).map_err(device_error)?;
+                    self.device
+                        .attention_strided(q, kt, v, &mut o)
+                        .map_err(device_error)?;
+                }
+                out
+            }
+            None => write_output(pv, |c| {
+                let mut o = HeadsMut::contiguous(c, groups).map_err(device_error)?;
+                self.device
+                    .attention_strided(q, kt, v, &mut o)
+                    .map_err(device_error)
+            })?,
+        };
         Ok(tvec!(out.into_tvalue()))
     }
 

@@ -74,6 +74,26 @@ impl PackedB {
         }
     }
 
+    /// [`PackedB::plain`] of a `[k, n]` matrix read a row at a time: `row(kk, out)` writes
+    /// row `kk`'s `n` values into `out`.
+    pub fn plain_with(k: usize, n: usize, row: impl Fn(usize, &mut [f32])) -> PackedB {
+        let panels_n = n.div_ceil(NR);
+        let mut panels = vec![0.0; panels_n * k * NR];
+        let mut values = vec![0.0; n];
+        for kk in 0..k {
+            row(kk, &mut values);
+            for (p, run) in values.chunks(NR).enumerate() {
+                panels[(p * k + kk) * NR..][..run.len()].copy_from_slice(run);
+            }
+        }
+        PackedB {
+            k,
+            n,
+            k_tile: k.max(1),
+            panels,
+        }
+    }
+
     /// [`PackedB::plain`] of the transpose of `bt`, a row-major `[n, k]` matrix (a linear
     /// layer's weight as PyTorch stores it): each panel is 16 rows of `bt` interleaved.
     pub fn plain_transposed(bt: &[f32], k: usize, n: usize) -> PackedB {
@@ -775,6 +795,16 @@ unsafe fn block_f32_avx512<const GROUPED: bool>(
                 let mut acc = [[_mm512_setzero_ps(); 2]; ROWS];
                 if pass > 0 {
                     acc.copy_from_slice(&partial[g * ROWS..][..ROWS]);
+                }
+                if pass + 1 == passes {
+                    // The tile's rows of C, asked for now: their lines arrive while the tile
+                    // is computed rather than stalling its stores (C is written once, in
+                    // memory no cache holds yet when it is large).
+                    for r in r0..rows.min(r0 + ROWS) {
+                        let row = c.as_ptr().wrapping_add(r * n + p * NR);
+                        _mm_prefetch::<_MM_HINT_T0>(row.cast());
+                        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(NR * (pair - 1)).cast());
+                    }
                 }
                 // SAFETY: the loads stay inside `b0`, `b1` (k * NR values each, `k0 + kk < k`)
                 // and `a`: grouped, `(g * k + k0 + kk) * ROWS + r` with `kk < kc`, `r < ROWS`;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the NPU kernels a Whisper encoder needs into OUTDIR: one xclbin and one instruction
-# file per dispatch shape, and the manifest.toml that kernels/src/manifest.rs reads.
+# Builds the NPU kernels a Whisper encoder needs into OUTDIR: one xclbin per kernel kind (the
+# GEMM per epilogue and output type, the softmax), one instruction stream per dispatch shape,
+# and the manifest.toml that kernels/src/manifest.rs reads.
 #
 #   kernels/aie/build.sh MODEL OUTDIR [--target npu|npu2] [--n-mels N] [--plan]
 #
@@ -47,16 +48,17 @@ case "$target" in
         mmul=(4 8 4)
         ;;
     npu2)
-        # XDNA2 (Strix, Krackan): AIE2P, 8 x 8 x 8 as in mlir-aie's whole-array design; the
-        # designs still use 4 columns, so that the shapes are GemmContract::XDNA1's.
+        # XDNA2 (Strix, Krackan): AIE2P, the bfloat16 mmul 4 x 8 x 8 (gemm.py's MMUL_SHAPES;
+        # mlir-aie's 8 x 8 x 8 is block floating point, other numerics), all 8 columns
+        # (GemmContract::XDNA2).
         manifest_target=npu2
         clang_target=aie2p-none-unknown-elf
-        mmul=(8 8 8)
+        mmul=(4 8 8)
         ;;
     *) usage ;;
 esac
 
-# The per-core GEMM tile of GemmContract::XDNA1 (kernels/src/gemm.rs).
+# The per-core GEMM tile of GemmContract::XDNA1 and ::XDNA2 (kernels/src/gemm.rs).
 tile=(64 64 32)
 
 python=${PYTHON:-python3}
@@ -183,7 +185,26 @@ elif len(data) == 0 or len(data) % 4:
 EOF
 }
 
-# ---- one xclbin and instruction stream per dispatch shape ------------------------------
+# The MLIR of a design without its runtime sequence: what the xclbin is made of (cores,
+# object FIFOs, kernels, routing). Two shapes whose arrays agree share one xclbin; only their
+# instruction streams (the runtime sequences) differ.
+array_part() {
+    "$python" - "$1" <<'EOF'
+import sys
+depth, skipping = 0, False
+for line in open(sys.argv[1]):
+    if not skipping and "aiex.runtime_sequence" in line:
+        skipping, depth = True, 0
+    if skipping:
+        depth += line.count("{") - line.count("}")
+        if depth <= 0 and "}" in line:
+            skipping = False
+        continue
+    sys.stdout.write(line)
+EOF
+}
+
+# ---- one xclbin per kind, one instruction stream per dispatch shape --------------------
 manifest="$work/manifest.toml"
 {
     echo "# Written by kernels/aie/build.sh $model for $target; read by kernels/src/manifest.rs."
@@ -192,8 +213,8 @@ manifest="$work/manifest.toml"
     echo "rounding = \"nearest_even\""
 } >"$manifest"
 
+declare -A array_of # xclbin name -> sha256 of its array part
 while read -r kind name epilogue output dims; do
-    echo "building $name"
     dir="$work/$name"
     mkdir -p "$dir"
     case "$kind" in
@@ -204,20 +225,55 @@ while read -r kind name epilogue output dims; do
     # shellcheck disable=SC2086
     design_argv "$kind" "$epilogue" "$output" $dims
     "${argv[@]}" >"$dir/aie.mlir"
-    (
-        cd "$dir"
-        "$aiecc" --alloc-scheme=basic-sequential --aie-generate-xclbin --no-compile-host \
-            --no-xchesscc --no-xbridge --peano "$PEANO_INSTALL_DIR" \
-            --xclbin-name="$name.xclbin" \
-            --aie-generate-npu-insts --npu-insts-name="$name.insts.bin" \
-            aie.mlir >aiecc.log 2>&1
-    ) || {
-        echo "build.sh: aiecc failed for $name; see $dir/aiecc.log" >&2
-        exit 1
-    }
+    array="$(array_part "$dir/aie.mlir" | sha256sum | cut -d' ' -f1)"
+    # The GEMM's cores read their loop counts from runtime parameters: one xclbin per
+    # epilogue and output type serves every shape. The softmax and GELU designs compile their
+    # counts in; one xclbin serves the shapes whose arrays agree (a Whisper encoder has one
+    # softmax shape), and a shape whose array differs gets an xclbin of its own.
+    case "$kind" in
+        gemm) xclbin="gemm_${epilogue}_${output}" ;;
+        *) xclbin="$kind" ;;
+    esac
+    if [[ -n "${array_of[$xclbin]:-}" && "${array_of[$xclbin]}" != "$array" ]]; then
+        if [[ "$kind" == gemm ]]; then
+            echo "build.sh: $name: its array differs from the other shapes of $xclbin; the" \
+                "GEMM design must not depend on the shape (gemm.py's runtime parameters)" >&2
+            exit 1
+        fi
+        echo "$name: the $kind design compiles its counts in: an xclbin of its own"
+        xclbin="$name"
+    fi
+    if [[ -z "${array_of[$xclbin]:-}" ]]; then
+        echo "building $xclbin.xclbin and $name.insts.bin"
+        array_of[$xclbin]="$array"
+        (
+            cd "$dir"
+            "$aiecc" --alloc-scheme=basic-sequential --aie-generate-xclbin --no-compile-host \
+                --no-xchesscc --no-xbridge --peano "$PEANO_INSTALL_DIR" \
+                --xclbin-name="$xclbin.xclbin" \
+                --aie-generate-npu-insts --npu-insts-name="$name.insts.bin" \
+                aie.mlir >aiecc.log 2>&1
+        ) || {
+            echo "build.sh: aiecc failed for $name; see $dir/aiecc.log" >&2
+            exit 1
+        }
+        mv "$dir/$xclbin.xclbin" "$outdir/"
+    else
+        echo "building $name.insts.bin (runs in $xclbin.xclbin)"
+        (
+            cd "$dir"
+            "$aiecc" --alloc-scheme=basic-sequential --aie-only-generate-npu --no-compile-host \
+                --no-xchesscc --no-xbridge --peano "$PEANO_INSTALL_DIR" \
+                --aie-generate-npu-insts --npu-insts-name="$name.insts.bin" \
+                aie.mlir >aiecc.log 2>&1
+        ) || {
+            echo "build.sh: aiecc failed for $name's instructions; see $dir/aiecc.log" >&2
+            exit 1
+        }
+    fi
     normalise_instructions "$dir/$name.insts.bin"
-    mv "$dir/$name.xclbin" "$dir/$name.insts.bin" "$outdir/"
-    xclbin_sum="$(sha256sum "$outdir/$name.xclbin" | cut -d' ' -f1)"
+    mv "$dir/$name.insts.bin" "$outdir/"
+    xclbin_sum="$(sha256sum "$outdir/$xclbin.xclbin" | cut -d' ' -f1)"
     insts_sum="$(sha256sum "$outdir/$name.insts.bin" | cut -d' ' -f1)"
     read -r -a shape <<<"$dims"
     {
@@ -225,7 +281,7 @@ while read -r kind name epilogue output dims; do
         echo "[[kernel]]"
         echo "kind = \"$kind\""
         [[ "$kind" == gemm ]] && echo "epilogue = \"$epilogue\"" && echo "output = \"$output\""
-        echo "xclbin = \"$name.xclbin\""
+        echo "xclbin = \"$xclbin.xclbin\""
         echo "kernel_name = \"MLIR_AIE\""
         echo "instructions = \"$name.insts.bin\""
         echo "shape = [$(IFS=,; echo "${shape[*]}" | sed 's/,/, /g')]"
@@ -235,7 +291,7 @@ while read -r kind name epilogue output dims; do
 done <<<"$kernels"
 
 mv "$manifest" "$outdir/manifest.toml"
-echo "wrote $outdir/manifest.toml ($(grep -c '^\[\[kernel\]\]' "$outdir/manifest.toml") kernels)"
+echo "wrote $outdir/manifest.toml ($(grep -c '^\[\[kernel\]\]' "$outdir/manifest.toml") kernels in ${#array_of[@]} xclbins)"
 catalog_name="$model"
 if [[ "$model" == large ]]; then
     [[ "${n_mels:-128}" == 128 ]] && catalog_name=large-v3 || catalog_name=large-v2

@@ -71,6 +71,7 @@ static_assert((DIM_K * DIM_N) % 2 == 0 && DIM_N % 2 == 0 && MMUL_T % 2 == 0,
 alignas(32) float bias_stash[GEMM_MAX_N_PAD / GEMM_COLUMNS];
 int32_t bias_tiles;  // column tiles of this dispatch (N_pad / (GEMM_COLUMNS * DIM_N))
 int32_t bias_cursor; // the next output tile's column tile
+int32_t bias_part;   // the next part of the bias to take from the B stream
 // The current tile's bias laid out as the 16-lane vectors of each block column of C (kept
 // out of the stack, which mlir-aie sizes at 1 KiB by default).
 alignas(32) float bias_lanes[COL_BLOCKS * LANES];
@@ -174,7 +175,16 @@ void gemm_ktile_bf16_f32(const bfloat16 *__restrict a, const bfloat16 *__restric
       ktile_quad(a, b, c, z, j);
 }
 
-// Takes part `part` of this column's bias from an object of the B stream.
+// Starts a dispatch's bias: `tiles` is its number of column tiles (a runtime parameter of
+// the dispatch, as the design's loop counts are). The parts that follow (gemm_bias_load) are
+// counted from 0.
+void gemm_bias_begin(int32_t tiles) {
+  bias_tiles = tiles;
+  bias_cursor = 0;
+  bias_part = 0;
+}
+
+// Takes the next part of this column's bias from an object of the B stream.
 //
 // The host passes the bias as float32 [N_pad] in its own buffer, but a core has only two
 // input channels (A and B), and every shim channel of the array already carries A or B; so
@@ -183,11 +193,12 @@ void gemm_ktile_bf16_f32(const bfloat16 *__restrict a, const bfloat16 *__restric
 // repeated until it fills a whole number of objects. The memory tile's B transform has
 // blocked each object like B; the two halves of a float stay adjacent (they sit in the same
 // row, in columns 2i and 2i + 1 of one MMUL_T-wide block), so each float is one aligned
-// 32-bit word of the object. `tiles` is the number of column tiles of the dispatch.
-void gemm_bias_load(const bfloat16 *__restrict object, int32_t part, int32_t tiles) {
+// 32-bit word of the object. The core counts the parts itself, so that the design passes no
+// loop index to the kernel (the loop's count is a runtime parameter).
+void gemm_bias_load(const bfloat16 *__restrict object) {
   constexpr int32_t floats_per_object = DIM_K * DIM_N / 2;
-  const int32_t slice = tiles * DIM_N;
-  const int32_t first = part * floats_per_object;
+  const int32_t slice = bias_tiles * DIM_N;
+  const int32_t first = bias_part * floats_per_object;
   const int32_t last = first + floats_per_object < slice ? first + floats_per_object : slice;
   const uint32_t *__restrict words = reinterpret_cast<const uint32_t *>(object);
   uint32_t *__restrict stash = reinterpret_cast<uint32_t *>(bias_stash);
@@ -199,10 +210,7 @@ void gemm_bias_load(const bfloat16 *__restrict object, int32_t part, int32_t til
                             (row % MMUL_S) * MMUL_T + col % MMUL_T;
     stash[f] = words[blocked / 2];
   }
-  if (part == 0) {
-    bias_tiles = tiles;
-    bias_cursor = 0;
-  }
+  bias_part = bias_part + 1;
 }
 
 // Epilogue `bias`: C += bias.

@@ -1,7 +1,13 @@
-# The whole-array GEMM of the kernel contract as an IRON design (mlir-aie), one dispatch.
+# The whole-array GEMM of the kernel contract as an IRON design (mlir-aie): one xclbin per
+# epilogue and output type, one instruction stream per dispatch shape.
 #
 # Usage: python3 gemm.py --dev npu -M 1536 -K 512 -N 512 --epilogue bias > aie.mlir
 #        python3 gemm.py --dev npu -M 1536 -K 64 -N 1536 --output bf16 > aie.mlir
+#
+# The array's part of the MLIR (cores, object FIFOs, kernels) is the same for every shape of
+# a kind: the cores read their loop counts from runtime parameters that the runtime sequence
+# (the instruction stream) writes. build.sh builds the xclbin once per kind and only the
+# instruction stream for the other shapes, after checking that their array parts agree.
 #
 # After mlir-aie's programming_examples/basic/matrix_multiplication/whole_array
 # (whole_array_iron.py): 4 x 4 compute cores, one memory tile and one shim tile per column,
@@ -22,6 +28,10 @@ buffers, in the order of the runtime sequence (XRT kernel arguments 3, 4, 5, 6),
 ``gemm_bf16.o`` (gemm.cc with ``GEMM_OUTPUT_BF16``): a core keeps its float32 tile in its
 own memory across the k-tiles and stores it rounded to bfloat16 into the C object; there is
 no epilogue.
+
+The shape reaches the cores as four runtime parameters (``Plan.rtp``: output tiles, k-tiles,
+bias parts, column tiles), written into each core's parameter buffer by the runtime sequence
+before it releases the core's barrier; nothing else in the cores depends on the shape.
 
 Core ``(row r, column c)`` computes, for each row block ``b`` (256 rows) and each column tile
 ``j`` of its column, the 64 x 32 tile of C at rows ``b * 256 + r * 64``, columns
@@ -50,6 +60,8 @@ COLUMNS = {"npu": 4, "npu2": 8}
 # shape emulates bfloat16 with block floating point (other numerics than the contract's).
 MMUL_SHAPES = {"npu": (4, 8, 4), "npu2": (4, 8, 8)}
 EPILOGUES = ("none", "bias", "bias_gelu")
+# Runtime parameters of a core: output tiles, k-tiles per tile, bias parts, column tiles.
+RTP_WORDS = 4
 OUTPUTS = ("f32", "bf16")
 OBJECT_FILE = "gemm.o"
 OBJECT_FILE_BF16 = "gemm_bf16.o"
@@ -198,6 +210,20 @@ class Plan:
             (0, 0, 2 * self.columns * self.n, 1),
         )
 
+    def rtp(self) -> list[int]:
+        """The runtime parameters of one dispatch, as every core reads them: its output tiles,
+        the k-tiles of each, the B objects the bias occupies and the column tiles (0 and 0
+        without a bias). They are all the shape a core sees; everything else of the dispatch
+        is in the runtime sequence's access patterns (the instruction stream)."""
+        if self.has_bias:
+            return [self.tiles_per_core, self.k_tiles, self.bias_parts, self.col_tiles]
+        return [self.tiles_per_core, self.k_tiles, 0, 0]
+
+    def kind(self) -> str:
+        """The xclbin this dispatch runs in: one per epilogue and output type (and device),
+        whatever the shape."""
+        return f"gemm_{self.epilogue}_{self.output}"
+
     def core_bytes(self) -> int:
         """Data memory of one core: double-buffered A, B and C tiles, gemm.cc's bias stash
         and bias lanes, the stack."""
@@ -258,14 +284,6 @@ def plan(
     return p
 
 
-def loop(count: int):
-    """The loop of ``count`` iterations a core runs; a single iteration is emitted as
-    straight-line code (mlir-aie issue #1547, as in whole_array_iron.py)."""
-    from aie.iron.controlflow import range_
-
-    return range_(count) if count > 1 else range(1)
-
-
 def design(p: Plan):
     """The IRON program of plan ``p``, resolved to an MLIR module."""
     # mlir-aie is imported here, so that the rest of this file works without it.
@@ -273,7 +291,16 @@ def design(p: Plan):
     from ml_dtypes import bfloat16
 
     from aie.helpers.taplib import TensorAccessPattern
-    from aie.iron import Kernel, ObjectFifo, Program, Runtime, Worker
+    from aie.iron import (
+        Buffer,
+        Kernel,
+        ObjectFifo,
+        Program,
+        Runtime,
+        Worker,
+        WorkerRuntimeBarrier,
+    )
+    from aie.iron.controlflow import range_
     from aie.iron.device import NPU1Col4, NPU2, Tile
     from aie.iron.placers import SequentialPlacer
 
@@ -304,7 +331,8 @@ def design(p: Plan):
         extra = []
     if p.has_bias:
         extra = [
-            Kernel("gemm_bias_load", OBJECT_FILE, [B_l1_ty, np.int32, np.int32]),
+            Kernel("gemm_bias_begin", OBJECT_FILE, [np.int32]),
+            Kernel("gemm_bias_load", OBJECT_FILE, [B_l1_ty]),
             Kernel(f"gemm_epilogue_{p.epilogue}", OBJECT_FILE, [C_l1_ty]),
         ]
 
@@ -350,14 +378,32 @@ def design(p: Plan):
         for row in range(ROWS):
             c_l1l2[row][col] = parts[row]
 
-    bias_parts, col_tiles = p.bias_parts, p.col_tiles
-    tiles_per_core, k_tiles = p.tiles_per_core, p.k_tiles
+    # The shape reaches the cores as runtime parameters (RTP), written by the runtime
+    # sequence of each dispatch before it releases the cores' barriers: one xclbin serves
+    # every shape of its kind, each shape is its own instruction stream (mlir-aie's
+    # programming_examples/basic/matrix_multiplication/rtp does the same). Each worker loops
+    # forever (IRON's Worker), one iteration a dispatch.
+    rtps = [
+        [
+            Buffer(
+                np.ndarray[(RTP_WORDS,), np.dtype[np.int32]],
+                name=f"rtp_{row}_{col}",
+                initial_value=np.zeros(RTP_WORDS, dtype=np.int32),
+                use_write_rtp=True,
+            )
+            for col in range(columns)
+        ]
+        for row in range(ROWS)
+    ]
+    barriers = [[WorkerRuntimeBarrier() for _ in range(columns)] for _ in range(ROWS)]
 
-    def core_fn_bf16(a_in, b_in, c_out, zero, ktile, store):
+    def core_fn_bf16(a_in, b_in, c_out, rtp, barrier, zero, ktile, store):
         # The tile is accumulated in the core's own float32 tile, then stored rounded.
-        for _ in loop(tiles_per_core):
+        barrier.wait_for_value(1)
+        tiles, k_tiles = rtp[0], rtp[1]
+        for _ in range_(tiles):
             zero()
-            for _ in loop(k_tiles):
+            for _ in range_(k_tiles):
                 a = a_in.acquire(1)
                 b = b_in.acquire(1)
                 ktile(a, b)
@@ -367,16 +413,21 @@ def design(p: Plan):
             store(c)
             c_out.release(1)
 
-    def core_fn(a_in, b_in, c_out, zero, ktile, bias_load=None, finish=None):
+    def core_fn(a_in, b_in, c_out, rtp, barrier, zero, ktile, bias_begin=None, bias_load=None,
+                finish=None):
+        barrier.wait_for_value(1)
+        tiles, k_tiles = rtp[0], rtp[1]
         if bias_load is not None:
-            for part in range(bias_parts):
+            bias_parts, col_tiles = rtp[2], rtp[3]
+            bias_begin(col_tiles)
+            for _ in range_(bias_parts):
                 head = b_in.acquire(1)
-                bias_load(head, part, col_tiles)
+                bias_load(head)
                 b_in.release(1)
-        for _ in loop(tiles_per_core):
+        for _ in range_(tiles):
             c = c_out.acquire(1)
             zero(c)
-            for _ in loop(k_tiles):
+            for _ in range_(k_tiles):
                 a = a_in.acquire(1)
                 b = b_in.acquire(1)
                 ktile(a, b, c)
@@ -393,6 +444,8 @@ def design(p: Plan):
                 a_l2l1[row].cons(),
                 b_l2l1[col].cons(),
                 c_l1l2[row][col].prod(),
+                rtps[row][col],
+                barriers[row][col],
                 zero,
                 ktile,
                 *extra,
@@ -413,6 +466,17 @@ def design(p: Plan):
     with rt.sequence(*types) as buffers:
         A, B, C = buffers[:3]
         rt.start(*workers)
+        values = p.rtp()
+
+        def set_rtps(*buffers):
+            for buffer in buffers:
+                for i, value in enumerate(values):
+                    buffer[i] = value
+
+        rt.inline_ops(set_rtps, [rtp for row in rtps for rtp in row])
+        for row in barriers:
+            for barrier in row:
+                rt.set_barrier(barrier, 1)
         bias_group = None
         if p.has_bias:
             bias_group = rt.task_group()
@@ -507,6 +571,8 @@ def main() -> None:
                     "k_tiles": p.k_tiles,
                     "bias_parts": p.bias_parts if p.has_bias else 0,
                     "core_bytes": p.core_bytes(),
+                    "kind": p.kind(),
+                    "rtp": p.rtp(),
                 }
             )
         )

@@ -177,8 +177,9 @@ def gemm_dataflow(p: gemm.Plan, a_host: list[int], b_host: list[int], bias_host:
         for row in range(gemm.ROWS):
             write_words(paths["a"], a_l1[row], "H")
             write_words(paths["b"], b_l1[col], "H")
-            run(harness, "core", paths["a"], paths["b"], paths["c"], p.tiles_per_core,
-                p.k_tiles, p.bias_parts if p.has_bias else 0, p.col_tiles, mode)
+            # The core's loop counts are the runtime parameters the dispatch's sequence
+            # writes (gemm.py's Plan.rtp), passed as the core reads them.
+            run(harness, "core", paths["a"], paths["b"], paths["c"], *p.rtp(), mode)
             per_core.append(objects(read_words(paths["c"]), p.m * p.n))
         joined = [sum((per_core[row][t] for row in range(gemm.ROWS)), [])
                   for t in range(p.tiles_per_core)]
@@ -194,7 +195,7 @@ def gemm_dataflow(p: gemm.Plan, a_host: list[int], b_host: list[int], bias_host:
     return C
 
 
-def check_gemm(M: int, K: int, N: int, epilogue: str, output: str = "f32") -> bool:
+def check_gemm(M: int, K: int, N: int, epilogue: str, output: str = "f32", label: str = "") -> bool:
     p = gemm.plan(dev, M, K, N, epilogue=epilogue, output=output)
     A = [bf16(random.uniform(-2, 2)) for _ in range(M * K)]
     B = [bf16(random.uniform(-2, 2)) for _ in range(K * N)]
@@ -207,7 +208,7 @@ def check_gemm(M: int, K: int, N: int, epilogue: str, output: str = "f32") -> bo
         M, K, N, mode, paths["r"])
     bias_host = [half for v in bias for half in (f32_bits(v) & 0xFFFF, f32_bits(v) >> 16)]
     C = gemm_dataflow(p, [f32_bits(v) >> 16 for v in A], [f32_bits(v) >> 16 for v in B], bias_host)
-    name = f"gemm {M}x{K}x{N} {mode} ({dev}, mmul {'x'.join(map(str, p.mmul))})"
+    name = f"gemm {M}x{K}x{N} {mode} ({dev}, mmul {'x'.join(map(str, p.mmul))}, runtime parameters {p.rtp()}){label}"
     return same(name, list(range(M * N)), C, read_words(paths["r"]))
 
 
@@ -280,5 +281,23 @@ ok &= check_gemm(512, 128, 2 * block, "none", "bf16")
 # Scores 2176 wide: P V runs in two 256-row dispatches (the second past the 512 padded rows'
 # need: 300 rows), the softmax reads rows of 2100 in three pieces, values padded 40 -> 128.
 ok &= check_attention(300, 64, 2100, 40)
+# Every GEMM dispatch of every Whisper size on this device, through the one design of its
+# kind with the shape's runtime parameters: each (K, N, epilogue, output) once, with M cut to
+# one row block of 256 rows (its k-tiles, column tiles and bias parts are the dispatch's own;
+# the row blocks of a dispatch repeat one pattern, checked above with several), and one head
+# of attention at Whisper's own size (1500 positions, 64 values a head, every size).
+seen = set()
+for model in ("tiny", "base", "small", "medium", "large"):
+    for kernel in shapes.whisper_kernels(model, None, dev):
+        if kernel.kind != "gemm":
+            continue
+        M, K, N = kernel.shape
+        key = (K, N, kernel.epilogue, kernel.output)
+        if key in seen:
+            continue
+        seen.add(key)
+        ok &= check_gemm(gemm.ROWS * 64, K, N, kernel.epilogue, kernel.output,
+                         f": {model}'s {kernel.name}, one row block of its {M}")
+ok &= check_attention(1500, 64, 1500, 64)
 print("all kernels agree with the emulator" if ok else "DIFFERENCES FOUND")
 sys.exit(0 if ok else 1)

@@ -24,7 +24,8 @@ void gelu_bf16(const bfloat16 *in, bfloat16 *out, int32_t count);
 void softmax_row_bf16(const bfloat16 *in, bfloat16 *out, int32_t cols);
 void gemm_zero_f32(float *c);
 void gemm_ktile_bf16_f32(const bfloat16 *a, const bfloat16 *b, float *c);
-void gemm_bias_load(const bfloat16 *object, int32_t part, int32_t tiles);
+void gemm_bias_begin(int32_t tiles);
+void gemm_bias_load(const bfloat16 *object);
 void gemm_epilogue_bias(float *c);
 void gemm_epilogue_bias_gelu(float *c);
 void gemm_acc_zero();
@@ -120,9 +121,11 @@ int main(int argc, char **argv) {
       at += n;
     };
     std::vector<float> c;
+    if (bias_parts > 0)
+      gemm_bias_begin(col_tiles);
     for (int part = 0; part < bias_parts; ++part) {
       take(b, b_at, b_obj, b_size);
-      gemm_bias_load(b_obj, part, col_tiles);
+      gemm_bias_load(b_obj);
     }
     for (int t = 0; t < tiles; ++t) {
       if (bf16_out) {

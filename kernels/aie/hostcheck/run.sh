@@ -9,7 +9,9 @@
 #    through iron_model (a recording stand-in for IRON) by build.sh with a stand-in aiecc and
 #    clang++ (fake_toolchain), which checks object counts, buffer bounds and DMA channels;
 # 3. build.sh's manifest.toml, read and checked by the project's own parser
-#    (kernels/src/manifest.rs).
+#    (kernels/src/manifest.rs), with one xclbin per GEMM kind: every shape of a kind has the
+#    same array configuration (the shape is in the runtime parameters and the instruction
+#    stream).
 #
 # It proves nothing about the real AIE API, aiecc, the generated xclbins or the hardware.
 # Needs python3, a C++20 compiler (CXX, default g++) and cargo. Writes only to a temporary
@@ -82,6 +84,18 @@ for target in npu npu2; do
                 status=1
             fi
             "$emuref" manifest "$out/manifest.toml"
+            # One xclbin per GEMM kind (epilogue and output type), shared by its shapes.
+            gemm_kinds="$(grep -A2 '^kind = "gemm"' "$out/manifest.toml" | grep -E '^(epilogue|output)' |
+                paste - - | sort -u | wc -l)"
+            gemm_xclbins="$(grep -A4 '^kind = "gemm"' "$out/manifest.toml" | grep '^xclbin' | sort -u | wc -l)"
+            if [[ "$gemm_kinds" -ne "$gemm_xclbins" || "$gemm_xclbins" -gt 4 ]]; then
+                echo "$model ($target): $gemm_xclbins GEMM xclbins for $gemm_kinds GEMM kinds"
+                status=1
+            else
+                echo "$model ($target): $(grep -c '^\[\[kernel\]\]' "$out/manifest.toml") kernels," \
+                    "$gemm_xclbins GEMM xclbins for its $gemm_kinds GEMM kinds," \
+                    "$(grep '^xclbin' "$out/manifest.toml" | sort -u | wc -l) xclbins in all"
+            fi
         else
             echo "$model ($target): build.sh failed:"
             cat "$work/build.log"

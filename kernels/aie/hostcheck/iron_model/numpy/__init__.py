@@ -22,3 +22,8 @@ class float32:
 
 class int32:
     pass
+
+
+def zeros(n, dtype=None):
+    """A buffer's initial value: a list of n zeros."""
+    return [0] * n

@@ -1,5 +1,8 @@
-"""Kernel, ObjectFifo, Worker, Runtime and Program, recorded and checked (see aie/__init__.py)."""
+"""Kernel, ObjectFifo, Worker, Runtime and Program, recorded and checked (see aie/__init__.py),
+with runtime parameters: Buffer(use_write_rtp=True), WorkerRuntimeBarrier, Runtime.inline_ops
+and Runtime.set_barrier."""
 
+import hashlib
 import math
 from collections import defaultdict
 from contextlib import contextmanager
@@ -7,6 +10,65 @@ from contextlib import contextmanager
 SHIM_ROW, MEM_ROW = 0, 1
 CHANNELS = {SHIM_ROW: 2, MEM_ROW: 6}  # DMA channels each way; compute tiles have 2
 _tracing = []  # the worker whose core function runs
+_clock = [0]  # orders the runtime sequence's writes of parameters and barriers
+_runtime_writing = []  # set while the runtime sequence's inline operations run
+
+
+def _tick() -> int:
+    _clock[0] += 1
+    return _clock[0]
+
+
+class Rtp(int):
+    """A value a core read from a runtime parameter: known only at run time."""
+
+
+class Buffer:
+    """A buffer in a core's memory; with use_write_rtp, runtime parameters the runtime
+    sequence writes (Runtime.inline_ops) and the core reads after its barrier."""
+
+    every = []
+
+    def __init__(self, ty, name=None, initial_value=None, use_write_rtp=False):
+        self.name, self.elements, self.rtp = name, _elements(ty), use_write_rtp
+        self.values = [None] * self.elements
+        self.written_at = [None] * self.elements
+        if initial_value is not None:
+            assert len(initial_value) == self.elements, f"{name}: initial value of another size"
+        self.worker = None
+        Buffer.every.append(self)
+
+    def __setitem__(self, i, value):
+        assert self.rtp, f"{self.name}: written by the runtime but not a runtime parameter"
+        assert _runtime_writing, f"{self.name}: a runtime parameter written outside inline_ops"
+        assert 0 <= i < self.elements, f"{self.name}[{i}]: outside the buffer"
+        assert isinstance(value, int), f"{self.name}[{i}] = {value!r}"
+        self.values[i] = int(value)
+        self.written_at[i] = _tick()
+
+    def __getitem__(self, i):
+        worker = _tracing[-1]
+        assert self.worker is worker, f"{self.name}: read by a worker it is not given to"
+        assert 0 <= i < self.elements, f"{self.name}[{i}]: outside the buffer"
+        assert worker.released_at is not None, f"{self.name}[{i}]: read before the barrier"
+        assert self.written_at[i] is not None, f"{self.name}[{i}]: read but never written"
+        assert self.written_at[i] < worker.released_at, (
+            f"{self.name}[{i}]: written after the barrier that lets the core read it")
+        return Rtp(self.values[i])
+
+    def signature(self) -> str:
+        return f"buffer {self.name} {self.elements} rtp={self.rtp}"
+
+
+class WorkerRuntimeBarrier:
+    def __init__(self):
+        self.value, self.set_at, self.worker = None, None, None
+
+    def wait_for_value(self, value):
+        worker = _tracing[-1]
+        assert self.worker is worker, "a barrier waited on by a worker it is not given to"
+        assert self.value == value, f"a barrier waited for {value} is set to {self.value}"
+        worker.released_at = self.set_at
 
 
 def _elements(ty) -> int:
@@ -106,7 +168,11 @@ class Worker:
             assert not isinstance(arg, ObjectFifo), "a worker takes handles, not ObjectFifos"
             if isinstance(arg, _Handle):
                 arg.endpoint = self
+            if isinstance(arg, (Buffer, WorkerRuntimeBarrier)):
+                assert arg.worker is None, "a buffer or barrier given to two workers"
+                arg.worker = self
         self.held, self.taken = defaultdict(int), defaultdict(int)
+        self.released_at = None
         Worker.every.append(self)
 
     def run_one_dispatch(self):
@@ -114,6 +180,24 @@ class Worker:
         self.core_fn(*self.fn_args)
         _tracing.pop()
         assert not any(self.held.values()), "objects still held at the end of a dispatch"
+
+    def signature(self) -> str:
+        """What the array's configuration holds of this worker: its tile, its kernels and
+        what it is given (never a count of the dispatch)."""
+        args = []
+        for arg in self.fn_args:
+            if isinstance(arg, Kernel):
+                args.append(f"kernel {arg.name} {arg.bin_name} {len(arg.arg_types)}")
+            elif isinstance(arg, _Handle):
+                args.append(f"{'prod' if arg.is_prod else 'cons'} {arg.fifo.name}")
+            elif isinstance(arg, Buffer):
+                args.append(arg.signature())
+            elif isinstance(arg, WorkerRuntimeBarrier):
+                args.append("barrier")
+            else:
+                args.append(repr(arg))
+        tile = self.placement.key() if self.placement is not None else None
+        return f"worker {tile}: " + "; ".join(args)
 
 
 class _Buffer:
@@ -133,6 +217,17 @@ class Runtime:
 
     def start(self, *workers):
         self.workers += workers
+
+    def inline_ops(self, fn, buffers):
+        _runtime_writing.append(True)
+        try:
+            fn(*buffers)
+        finally:
+            _runtime_writing.pop()
+
+    def set_barrier(self, barrier, value):
+        assert barrier.worker in self.workers, "a barrier of a worker not started"
+        barrier.value, barrier.set_at = value, _tick()
 
     def task_group(self):
         group = object()
@@ -205,6 +300,22 @@ class Program:
         for counts in (into, out_of):
             for tile, n in counts.items():
                 assert n <= CHANNELS.get(tile[1], 2), f"tile {tile}: {n} DMA channels one way"
-        return (f"// IRON model: {len(self.rt.workers)} workers, {len(ObjectFifo.every)} object FIFOs, "
-                f"{len(self.rt.tasks)} runtime DMA tasks; object counts, buffer bounds and DMA "
-                f"channels consistent")
+        # What the xclbin would hold (the array's configuration) apart from what the
+        # instruction stream holds (the runtime sequence), so that build.sh can tell whether
+        # two shapes can share an xclbin, as it does with real MLIR.
+        fifos = []
+        for fifo in ObjectFifo.every:
+            link = [f.name for f in fifo.link] if fifo.link else []
+            fifos.append(f"fifo {fifo.name} {_elements(fifo.obj_type)} depth={fifo.depth} "
+                         f"dims={fifo.dims} link={link}")
+        array = sorted(fifos) + sorted(w.signature() for w in self.rt.workers)
+        rtp = [(b.name, b.values) for b in Buffer.every if b.rtp]
+        return "\n".join(
+            [f"// IRON model: {len(self.rt.workers)} workers, {len(ObjectFifo.every)} object "
+             f"FIFOs; object counts, buffer bounds, DMA channels and runtime parameters "
+             f"consistent",
+             f"// array {hashlib.sha256(repr(array).encode()).hexdigest()}"]
+            + [f"//   {line}" for line in array]
+            + ["aiex.runtime_sequence @model {",
+               f"  // {len(self.rt.tasks)} DMA tasks, runtime parameters {rtp}",
+               "}"])

@@ -6,6 +6,7 @@
 
 pub mod audio;
 pub mod backend;
+pub mod calibration;
 pub mod model;
 pub mod npy;
 pub mod placement;

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use amanuensis_kernels::contexts::{ContextLimit, created_per_window};
-use amanuensis_kernels::device::{Kernel, KernelNeed, Snapshot, Traffic};
+use amanuensis_kernels::device::{AttentionDims, Kernel, KernelNeed, Snapshot, Traffic};
+use amanuensis_kernels::gemm::GemmContract;
 use amanuensis_kernels::hw::{self, DeviceFamily};
 use amanuensis_ops::{DeviceCall, OpKind, as_device_op, classify};
 use tract_onnx::prelude::*;
@@ -57,10 +58,10 @@ pub struct Placement {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KernelBuild {
-    /// One xclbin per dispatch shape (`kernels/aie/build.sh` today).
+    /// One xclbin per dispatch shape (an earlier `kernels/aie/build.sh`, and whisper-xdna).
     PerShape,
     /// One xclbin per kernel kind (GEMM epilogue and output, softmax, GELU), the shape given
-    /// by the instruction stream.
+    /// by the instruction stream (`kernels/aie/build.sh`).
     PerKind,
 }
 
@@ -278,6 +279,62 @@ pub fn kernel_needs(model: &TypedModel) -> Vec<KernelNeed> {
     needs
 }
 
+/// The sizes of a Whisper encoder, as the catalog gives them (`models/catalog.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct EncoderDims {
+    /// Mel bins of its input.
+    pub n_mels: usize,
+    /// Width of its activations.
+    pub d_model: usize,
+    /// Transformer layers.
+    pub layers: usize,
+    /// Attention heads (64 values each).
+    pub heads: usize,
+}
+
+/// The placement of a Whisper encoder of `dims` on a device of `contract`, from the sizes
+/// alone, without a model file: the device calls of one window in the order the rewritten
+/// plan makes them (the stem's two convolutions with GELU in their epilogue, then per layer
+/// the Q, K and V projections, attention head by head, the output projection and the two FFN
+/// products), their traffic, the weights uploaded and the device's FLOPs (`total_flops` counts
+/// the device's only). `tests/offload.rs` holds it to the placement of the real plans of
+/// tiny.en and base.
+pub fn whisper_placement(dims: EncoderDims, contract: &GemmContract) -> Placement {
+    const FRAMES: usize = 3000;
+    const POSITIONS: usize = 1500;
+    const HEAD: usize = 64;
+    let d = dims.d_model;
+    let gemm = |(m, k, n), gelu| DeviceCall::gemm_with_weights(contract, (m, k, n), 1, true, gelu);
+    let mut p = Placement::default();
+    let add = |p: &mut Placement, calls: Vec<DeviceCall>| {
+        for call in &calls {
+            add_traffic(&mut p.traffic, call.need.kernel, call.traffic);
+            p.weight_bytes += call.upload_bytes;
+            p.device_flops += call.traffic.flops;
+        }
+        push_order(&mut p.kernel_order, &calls);
+    };
+    add(&mut p, vec![gemm((FRAMES, 3 * dims.n_mels, d), true)]);
+    add(&mut p, vec![gemm((POSITIONS, 3 * d, d), true)]);
+    let head = AttentionDims {
+        m: POSITIONS,
+        d: HEAD,
+        n: POSITIONS,
+        dv: HEAD,
+    };
+    for _ in 0..dims.layers {
+        for _ in 0..3 {
+            add(&mut p, vec![gemm((POSITIONS, d, d), false)]);
+        }
+        add(&mut p, DeviceCall::attention(contract, head, dims.heads));
+        add(&mut p, vec![gemm((POSITIONS, d, d), false)]);
+        add(&mut p, vec![gemm((POSITIONS, d, 4 * d), true)]);
+        add(&mut p, vec![gemm((POSITIONS, 4 * d, d), false)]);
+    }
+    p.total_flops = p.device_flops;
+    p
+}
+
 /// A predicted NPU device time for one window, from the traffic and named hardware
 /// figures: never a measurement.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -290,17 +347,19 @@ pub struct Prediction {
     pub transfer_ms: f64,
     /// Fixed cost of the dispatches (ms).
     pub dispatch_ms: f64,
-    /// Hardware contexts created per window once running (the budget cannot hold every
-    /// xclbin of the plan), with today's one xclbin per dispatch shape.
+    /// Hardware contexts created per window once running, with `kernels/aie/build.sh`'s one
+    /// xclbin per kernel kind: none once the first window has created them all, unless the
+    /// budget cannot hold the plan's kinds.
     pub contexts_per_window: u64,
     /// Their creation (ms).
     pub context_ms: f64,
     /// The sum (ms): the parts do not overlap in this model, an upper estimate.
     pub total_ms: f64,
-    /// Contexts per window with one xclbin per kernel kind instead.
-    pub per_kind_contexts_per_window: u64,
-    /// Contexts the plan needs with one xclbin per kernel kind.
-    pub per_kind_contexts: u64,
+    /// Contexts the plan needs (one per kernel kind), all created in the first window.
+    pub contexts: u64,
+    /// Contexts per window with one xclbin per dispatch shape instead (an earlier build's
+    /// layout, and whisper-xdna's): the budget's cache then churns.
+    pub per_shape_contexts_per_window: u64,
 }
 
 /// Predicts the device time of one window from `placement`'s traffic and kernel order, on
@@ -311,9 +370,10 @@ pub fn predict(placement: &Placement, family: DeviceFamily) -> Prediction {
     let transfer_ms = t.dma_bytes as f64 / family.host_bytes_per_s() * 1e3;
     let dispatch_ms = t.dispatches as f64 * hw::XDNA1_DISPATCH_SECONDS * 1e3;
     let limit = ContextLimit::for_family(family);
-    let (_, contexts_per_window) = placement.contexts_per_window(KernelBuild::PerShape, limit);
-    let (per_kind_contexts, per_kind_contexts_per_window) =
+    let (contexts, contexts_per_window) =
         placement.contexts_per_window(KernelBuild::PerKind, limit);
+    let (_, per_shape_contexts_per_window) =
+        placement.contexts_per_window(KernelBuild::PerShape, limit);
     let context_ms = contexts_per_window as f64 * hw::XDNA1_CONTEXT_CREATE_SECONDS * 1e3;
     Prediction {
         family: family.name(),
@@ -323,7 +383,7 @@ pub fn predict(placement: &Placement, family: DeviceFamily) -> Prediction {
         contexts_per_window,
         context_ms,
         total_ms: compute_ms + transfer_ms + dispatch_ms + context_ms,
-        per_kind_contexts_per_window,
-        per_kind_contexts,
+        contexts,
+        per_shape_contexts_per_window,
     }
 }

@@ -84,12 +84,14 @@ fn inspect_reports_placement_traffic_and_a_labelled_prediction() {
             .unwrap()
             > 0.0
     );
-    // The contexts: 12 created a window with per-shape xclbins on XDNA1 (the fake device
-    // counts the same, tests/fake_npu.rs), none on XDNA2, whose 16 hold the plan's 8.
+    // The contexts: one xclbin per kind needs 5 and creates none once running; per-shape
+    // xclbins would create 12 a window on XDNA1 (the fake device counts the same,
+    // tests/fake_npu.rs), none on XDNA2, whose 16 hold the plan's 8.
     let xdna1 = &report["predicted_device_time"];
     assert_eq!(xdna1["family"], "XDNA1");
-    assert_eq!(xdna1["contexts_per_window"], 12);
-    assert_eq!(xdna1["per_kind_contexts"], 5);
+    assert_eq!(xdna1["contexts"], 5);
+    assert_eq!(xdna1["contexts_per_window"], 0);
+    assert_eq!(xdna1["per_shape_contexts_per_window"], 12);
     let out = amanuensis(&[
         "inspect",
         "--model",
@@ -107,6 +109,10 @@ fn inspect_reports_placement_traffic_and_a_labelled_prediction() {
     );
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(report["predicted_device_time"]["contexts_per_window"], 0);
+    assert_eq!(
+        report["predicted_device_time"]["per_shape_contexts_per_window"],
+        0
+    );
 }
 
 /// `compare` runs cpu and emu on the same windows and prints time, realtime factor, the

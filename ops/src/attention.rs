@@ -56,17 +56,7 @@ impl crate::device::DeviceOp for NpuAttention {
         if self.device.is_cpu() {
             return Vec::new();
         }
-        let contract = self.device.contract();
-        contract
-            .attention(self.dims())
-            .calls(contract)
-            .into_iter()
-            .map(|(need, traffic)| crate::device::DeviceCall {
-                need,
-                traffic: traffic.times(self.qk.batch as u64),
-                upload_bytes: 0,
-            })
-            .collect()
+        crate::device::DeviceCall::attention(self.device.contract(), self.dims(), self.qk.batch)
     }
 }
 

@@ -76,6 +76,41 @@ impl DeviceCall {
             upload_bytes: 0,
         }
     }
+    /// A product with its weights on the device (`B`, and the bias with `bias`): `[m, k] @
+    /// [k, n]` once for each of `batch` batch indices, GELU in the epilogue with `gelu`.
+    pub fn gemm_with_weights(
+        contract: &GemmContract,
+        (m, k, n): (usize, usize, usize),
+        batch: usize,
+        bias: bool,
+        gelu: bool,
+    ) -> DeviceCall {
+        let layout = contract.layout(m, k, n);
+        DeviceCall {
+            need: KernelNeed::gemm(&layout, bias, gelu),
+            traffic: Traffic::gemm(contract, &layout, true).times(batch as u64),
+            upload_bytes: layout.upload_bytes(bias) as u64,
+        }
+    }
+
+    /// The three kernels of `heads` heads of attention of `dims` (`Q K^T`, softmax, `P V`),
+    /// each once a head.
+    pub fn attention(
+        contract: &GemmContract,
+        dims: amanuensis_kernels::device::AttentionDims,
+        heads: usize,
+    ) -> Vec<DeviceCall> {
+        contract
+            .attention(dims)
+            .calls(contract)
+            .into_iter()
+            .map(|(need, traffic)| DeviceCall {
+                need,
+                traffic: traffic.times(heads as u64),
+                upload_bytes: 0,
+            })
+            .collect()
+    }
 }
 
 /// An op that runs on a device answers for its own device calls, as tract ops answer for

@@ -491,11 +491,13 @@ impl DeviceOp for NpuMatMul {
         let layout = contract.layout(g.m, g.k, g.n);
         let gelu = self.epilogue == Epilogue::Gelu;
         match &self.weights {
-            Some(w) => vec![DeviceCall {
-                need: KernelNeed::gemm(&layout, w.0.has_bias(), gelu),
-                traffic: Traffic::gemm(contract, &layout, true).times(g.batch as u64),
-                upload_bytes: layout.upload_bytes(w.0.has_bias()) as u64,
-            }],
+            Some(w) => vec![DeviceCall::gemm_with_weights(
+                contract,
+                (g.m, g.k, g.n),
+                g.batch,
+                w.0.has_bias(),
+                gelu,
+            )],
             None => {
                 let mut calls = vec![DeviceCall {
                     need: KernelNeed::gemm(&layout, false, false),

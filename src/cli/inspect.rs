@@ -35,6 +35,12 @@ pub struct InspectArgs {
     /// Write the report as JSON to this file as well.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+
+    /// Instead of a model's report: the prediction beside whisper-xdna's published window
+    /// times (tiny, small, large-v3 on an XDNA1), under its design and under this project's,
+    /// with the prediction's error on those points. Needs no model file (the catalog's sizes).
+    #[arg(long)]
+    published: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -58,6 +64,9 @@ struct PredictionBasis {
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
+    if args.published {
+        return published(args.json.as_deref());
+    }
     let options = args.plan.options(args.backend)?;
     let model_dir = args.plan.model_dir()?;
     let encoder = Encoder::load(&model_dir, &options)?;
@@ -150,8 +159,8 @@ pub fn run(args: InspectArgs) -> Result<()> {
         );
         println!();
         println!(
-            "kernels this plan needs ({}, one xclbin each; kernels/aie/build.sh builds them; an \
-             NPU holds 6 (XDNA1) or 16 (XDNA2) at once):",
+            "kernels this plan needs ({} dispatch shapes, one instruction stream each in the xclbin \
+             of its kind; kernels/aie/build.sh builds them):",
             kernels.len()
         );
         for k in &kernels {
@@ -182,13 +191,14 @@ pub fn run(args: InspectArgs) -> Result<()> {
             hw::XDNA1_CONTEXT_CREATE_SECONDS * 1e3
         );
         println!(
-            "  contexts: one xclbin per dispatch shape (today's build) creates {} per window on \
-             {}'s {}; one xclbin per kernel kind would need {} in all and create {} per window",
-            pr.contexts_per_window,
+            "  contexts: one xclbin per kernel kind (kernels/aie/build.sh) needs {} of {}'s {} \
+             and creates {} per window once running; one xclbin per dispatch shape would create \
+             {} per window",
+            pr.contexts,
             pr.family,
             limit.max,
-            pr.per_kind_contexts,
-            pr.per_kind_contexts_per_window
+            pr.contexts_per_window,
+            pr.per_shape_contexts_per_window
         );
     }
     if args.nodes {
@@ -214,6 +224,73 @@ pub fn run(args: InspectArgs) -> Result<()> {
             kernels,
         };
         write_json(path, &report)?;
+    }
+    Ok(())
+}
+
+/// `inspect --published`: [`amanuensis::calibration::calibration`] as a table.
+fn published(json: Option<&std::path::Path>) -> Result<()> {
+    use amanuensis::calibration as c;
+    let table = c::calibration();
+    println!(
+        "whisper-xdna's published window times (github.com/drakosha/whisper-xdna README, Ryzen 7 \
+         PRO 8845HS, XDNA1, raw XRT) beside this project's prediction of them under its design, \
+         and this project's prediction for its own kernels (one xclbin per kind); predictions, \
+         not measurements:"
+    );
+    println!(
+        "{:<9} {:>10} {:>10} {:>7} | {:>6} {:>6} {:>6} {:>5} {:>6} {:>6} {:>5} {:>7} | {:>9} {:>9}",
+        "model",
+        "published",
+        "predicted",
+        "error",
+        "GEMM",
+        "attn",
+        "rowops",
+        "runs",
+        "run ms",
+        "switch",
+        "ctx",
+        "ctx ms",
+        "ours XDNA1",
+        "ours XDNA2"
+    );
+    for row in &table {
+        let t = &row.theirs;
+        println!(
+            "{:<9} {:>8.0}ms {:>8.0}ms {:>+6.0}% | {:>6.0} {:>6.0} {:>6.0} {:>5} {:>6.0} {:>6.0} {:>5} {:>7.0} | {:>8.0}ms {:>8.0}ms",
+            row.model,
+            row.published_ms,
+            t.total_ms,
+            100.0 * row.error,
+            t.gemm_ms,
+            t.attention_ms,
+            t.row_ops_ms,
+            t.runs,
+            t.run_ms,
+            t.switch_ms,
+            t.contexts,
+            t.context_ms,
+            row.ours_xdna1_ms,
+            row.ours_xdna2_ms
+        );
+    }
+    println!(
+        "  their design's constants, all from whisper-xdna's own figures (src/calibration.rs \
+         names each source): GEMM {:.2} TFLOP/s, attention products {:.3} TFLOP/s, GELU {:.2} \
+         ns and softmax {:.2} ns a value, {:.3} ms a run, {:.2} ms a switch of xclbin, {:.1} ms a \
+         context; columns GEMM to ctx ms are the prediction's parts (ms); the prediction counts \
+         the NPU only, the published times include the CPU's share of the encoder",
+        c::XDNA_GEMM_FLOPS / 1e12,
+        c::XDNA_ATTENTION_FLOPS / 1e12,
+        c::XDNA_GELU_SECONDS_PER_VALUE * 1e9,
+        c::XDNA_SOFTMAX_SECONDS_PER_VALUE * 1e9,
+        c::XDNA_RUN_SECONDS * 1e3,
+        c::XDNA_SWITCH_SECONDS * 1e3,
+        c::XDNA_CONTEXT_SECONDS * 1e3
+    );
+    if let Some(path) = json {
+        write_json(path, &table)?;
     }
     Ok(())
 }

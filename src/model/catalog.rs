@@ -46,6 +46,18 @@ pub struct CatalogEntry {
     pub pypi: Option<PypiSource>,
 }
 
+impl CatalogEntry {
+    /// The encoder's sizes.
+    pub fn dims(&self) -> crate::placement::EncoderDims {
+        crate::placement::EncoderDims {
+            n_mels: self.n_mels,
+            d_model: self.d_model,
+            layers: self.layers,
+            heads: self.heads,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct CatalogFile {
     model: Vec<CatalogEntry>,

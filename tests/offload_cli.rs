@@ -46,7 +46,7 @@ fn inspect_reports_placement_traffic_and_a_labelled_prediction() {
         "left on the CPU by the rewrite: none",
         "dispatches",
         "not a measurement",
-        "kernels this plan needs (8,",
+        "kernels this plan needs (8 dispatch shapes",
         "Softmax [1500, 1500, 1536]",
         "MatMul [1536, 64, 1536] to bf16",
     ] {
@@ -104,7 +104,7 @@ fn inspect_reports_placement_traffic_and_a_labelled_prediction() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        stdout.contains("predicted XDNA2 device time") && stdout.contains("on XDNA2's 16"),
+        stdout.contains("predicted XDNA2 device time") && stdout.contains("of XDNA2's 16"),
         "{stdout}"
     );
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -247,5 +247,39 @@ fn doctor_says_what_is_here_and_what_auto_picks() {
         "CPU: ",
     ] {
         assert!(stdout.contains(needle), "lacks {needle:?}:\n{stdout}");
+    }
+}
+
+/// `inspect --published` needs no model: whisper-xdna's three published windows, the
+/// prediction of each under its design with the error, and this project's predictions, the
+/// same figures in JSON.
+#[test]
+fn inspect_published_prints_the_calibration_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("published.json");
+    let out = amanuensis(&["inspect", "--published", "--json", json.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for needle in [
+        "whisper-xdna",
+        "tiny",
+        "small",
+        "large-v3",
+        "484ms",
+        "1507ms",
+        "3990ms",
+        "not measurements",
+    ] {
+        assert!(stdout.contains(needle), "lacks {needle:?}:\n{stdout}");
+    }
+    let table: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = table.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        let predicted = row["theirs"]["total_ms"].as_f64().unwrap();
+        let published = row["published_ms"].as_f64().unwrap();
+        let error = row["error"].as_f64().unwrap();
+        assert!((error - (predicted - published) / published).abs() < 1e-12);
+        assert!(row["ours_xdna1_ms"].as_f64().unwrap() > row["ours_xdna2_ms"].as_f64().unwrap());
     }
 }

@@ -134,13 +134,7 @@ impl Device for CpuDevice {
         out: &mut [f32],
     ) -> Result<(), DeviceError> {
         checks::attention_heads(q, kt, v, dims, heads, out)?;
-        let AttentionDims { m, d, n, dv } = dims;
-        self.attention_strided(
-            Heads::contiguous(q, [heads, m, d])?,
-            Heads::contiguous(kt, [heads, d, n])?,
-            Heads::contiguous(v, [heads, n, dv])?,
-            &mut HeadsMut::contiguous(out, [heads, m, dv])?,
-        )
+        crate::strided::heads_as_strided(self, q, kt, v, dims, heads, out)
     }
 
     /// Every head in blocks of `QUERY_BLOCK` queries, all spread over the pool at once (the

@@ -272,6 +272,27 @@ impl<'a> HeadsMut<'a> {
     }
 }
 
+/// [`crate::device::Device::attention_heads`]'s row-major operands (`[heads, m, d]` and so on)
+/// as views, through the device's [`crate::device::Device::attention_strided`]: for a device
+/// whose strided attention is its own.
+pub fn heads_as_strided<D: crate::device::Device + ?Sized>(
+    device: &D,
+    q: &[f32],
+    kt: &[f32],
+    v: &[f32],
+    dims: crate::device::AttentionDims,
+    heads: usize,
+    out: &mut [f32],
+) -> Result<(), DeviceError> {
+    let crate::device::AttentionDims { m, d, n, dv } = dims;
+    device.attention_strided(
+        Heads::contiguous(q, [heads, m, d])?,
+        Heads::contiguous(kt, [heads, d, n])?,
+        Heads::contiguous(v, [heads, n, dv])?,
+        &mut HeadsMut::contiguous(out, [heads, m, dv])?,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

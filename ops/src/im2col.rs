@@ -50,29 +50,39 @@ impl EvalOp for CpuIm2Col {
         ensure!(input.shape() == [1, self.channels, self.length]);
         let x = input.try_as_plain_ram()?.as_slice::<f32>()?;
         let width = self.channels * self.kernel;
-        let mut out = vec![0f32; self.out_len * width];
-        // Rows of the output a task: the conv2 stem of base is 1500 rows of 1536 values.
-        const ROWS: usize = 64;
-        use rayon::prelude::*;
-        out.par_chunks_mut(width * ROWS)
-            .enumerate()
-            .for_each(|(block, rows)| {
-                for (i, row) in rows.chunks_mut(width).enumerate() {
-                    let t = block * ROWS + i;
-                    let start = (t * self.stride) as isize - self.pad_before as isize;
+        // SAFETY: every value is written below (the patches' values, zeros outside the input).
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&[self.out_len, width])? };
+        {
+            let mut view = out.try_as_plain_ram_mut()?;
+            let out = view.as_slice_mut::<f32>()?;
+            // Rows of the output a task: the conv2 stem of base is 1500 rows of 1536 values.
+            const ROWS: usize = 64;
+            use rayon::prelude::*;
+            out.par_chunks_mut(width * ROWS)
+                .enumerate()
+                .for_each(|(block, rows)| {
+                    let t0 = block * ROWS;
+                    // Channel by channel, so that each channel's input is read along its
+                    // length (the rows of a block stay in the cache while they fill).
                     for c in 0..self.channels {
                         let src = &x[c * self.length..(c + 1) * self.length];
-                        for j in 0..self.kernel {
-                            let i = start + j as isize;
-                            if i >= 0 && (i as usize) < self.length {
-                                row[c * self.kernel + j] = src[i as usize];
+                        for (i, row) in rows.chunks_mut(width).enumerate() {
+                            let start =
+                                ((t0 + i) * self.stride) as isize - self.pad_before as isize;
+                            let patch = &mut row[c * self.kernel..(c + 1) * self.kernel];
+                            for (j, value) in patch.iter_mut().enumerate() {
+                                let at = start + j as isize;
+                                *value = if at >= 0 && (at as usize) < self.length {
+                                    src[at as usize]
+                                } else {
+                                    0.0
+                                };
                             }
                         }
                     }
-                }
-            });
-        let out = tract_core::ndarray::Array2::from_shape_vec((self.out_len, width), out)?;
-        Ok(tvec!(out.into_tensor().into_tvalue()))
+                });
+        }
+        Ok(tvec!(out.into_tvalue()))
     }
 
     op_out_of_plan!();
@@ -88,4 +98,72 @@ impl TypedOp for CpuIm2Col {
     }
 
     as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The patches times an OIW kernel reshaped to `[O, channels * kernel]` give the direct
+    /// 1-D convolution (sums over channels and taps of kernel x input, zero padding), for
+    /// Whisper's two stems' strides and a width that leaves a partial last block of rows.
+    #[test]
+    fn patches_times_the_kernel_are_the_direct_convolution() {
+        let (channels, length, kernel, outputs) = (5, 131, 3, 4);
+        let x: Vec<f32> = (0..channels * length)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
+        let w: Vec<f32> = (0..outputs * channels * kernel)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
+            .collect();
+        for stride in [1, 2] {
+            let out_len = (length + 2 - kernel) / stride + 1;
+            let op = CpuIm2Col {
+                channels,
+                length,
+                kernel,
+                stride,
+                pad_before: 1,
+                out_len,
+            };
+            let input =
+                tract_core::ndarray::Array3::from_shape_vec((1, channels, length), x.clone())
+                    .unwrap()
+                    .into_tensor()
+                    .into_tvalue();
+            let patches = op
+                .eval(&EvalContext::out_of_plan(), tvec!(input))
+                .unwrap()
+                .remove(0);
+            let patches = patches
+                .try_as_plain_ram()
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap()
+                .to_vec();
+            let width = channels * kernel;
+            assert_eq!(patches.len(), out_len * width);
+            for t in 0..out_len {
+                for o in 0..outputs {
+                    let via_patches: f64 = (0..width)
+                        .map(|i| patches[t * width + i] as f64 * w[o * width + i] as f64)
+                        .sum();
+                    let mut direct = 0f64;
+                    for c in 0..channels {
+                        for j in 0..kernel {
+                            let at = (t * stride + j) as isize - 1;
+                            if (0..length as isize).contains(&at) {
+                                direct += w[(o * channels + c) * kernel + j] as f64
+                                    * x[c * length + at as usize] as f64;
+                            }
+                        }
+                    }
+                    assert!(
+                        (via_patches - direct).abs() < 1e-9,
+                        "stride {stride}, t {t}, o {o}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -136,7 +136,7 @@ pub(crate) fn for_each_query_block<T: Sync>(
             f(&per_head[h], q_rows, o);
             for (r, row) in o.chunks_exact(dv).enumerate() {
                 // SAFETY: each task writes the rows of its own (head, block), no other.
-                unsafe { out.write_row(h, r0 + r, row, 1.0) };
+                unsafe { out.write_row(h, r0 + r, row) };
             }
         });
     });

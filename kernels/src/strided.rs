@@ -236,13 +236,13 @@ impl<'a> HeadsMut<'a> {
         self.shape
     }
 
-    /// Writes `values` (`cols` of them), each times `scale`, as row `r` of head `h`.
+    /// Writes `values` (`cols` of them) as row `r` of head `h`.
     ///
     /// # Safety
     /// No other thread writes row `r` of head `h` at the same time (distinct rows are
     /// distinct values: checked in [`HeadsMut::new`]).
     #[inline(always)]
-    pub(crate) unsafe fn write_row(&self, h: usize, r: usize, values: &[f32], scale: f32) {
+    pub(crate) unsafe fn write_row(&self, h: usize, r: usize, values: &[f32]) {
         let [heads, rows, cols] = self.shape;
         assert!(
             h < heads && r < rows && values.len() == cols,
@@ -254,7 +254,7 @@ impl<'a> HeadsMut<'a> {
         debug_assert!(cols == 0 || base + (cols - 1) * self.strides[2] < self.len);
         for (c, x) in values.iter().enumerate() {
             // SAFETY: in bounds (above); the caller keeps other threads off this row.
-            unsafe { *self.ptr.add(base + c * self.strides[2]) = x * scale };
+            unsafe { *self.ptr.add(base + c * self.strides[2]) = *x };
         }
     }
 
@@ -267,7 +267,7 @@ impl<'a> HeadsMut<'a> {
         }
         for (i, row) in values.chunks_exact(cols).enumerate() {
             // SAFETY: `&mut self`: no other writer.
-            unsafe { self.write_row(i / rows, i % rows, row, 1.0) };
+            unsafe { self.write_row(i / rows, i % rows, row) };
         }
     }
 }

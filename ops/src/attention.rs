@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use amanuensis_kernels::device::{AttentionDims, Heads, HeadsMut};
 use tract_core::internal::*;
 
-use crate::matmul::{canonical_cow, write_output};
+use crate::matmul::{canonical_cow, row_major_strides, write_output};
 use crate::{DeviceHandle, MatMulGeometry, device_error};
 
 /// `softmax(Q K^T) V` per head: the two products and the softmax of [`crate::NpuMatMul`] and
@@ -110,15 +110,6 @@ fn three_axes(
     axes.next().is_none().then_some(out)
 }
 
-/// Row-major strides of `shape`.
-fn row_major(shape: &[usize]) -> Vec<usize> {
-    let mut strides = vec![1usize; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        strides[i] = strides[i + 1] * shape[i + 1];
-    }
-    strides
-}
-
 /// An input of the product as the device's `[batch, rows, cols]` view: in place when its
 /// axes allow, else a canonical copy (kept in `copy`).
 fn heads_view<'a>(
@@ -129,7 +120,8 @@ fn heads_view<'a>(
 ) -> TractResult<Heads<'a>> {
     let view = value.to_plain_array_view::<f32>()?;
     if let Some(data) = view.to_slice()
-        && let Some(strides) = three_axes(view.shape(), &row_major(view.shape()), perm, groups)
+        && let Some(strides) =
+            three_axes(view.shape(), &row_major_strides(view.shape()), perm, groups)
     {
         return Heads::new(data, groups, strides).map_err(device_error);
     }
@@ -148,7 +140,7 @@ impl EvalOp for NpuAttention {
         let kt = heads_view(&inputs[1], &qk.b_perm, [heads, d, n], &mut k_copy)?;
         let v = heads_view(&inputs[2], &pv.b_perm, [heads, n, dv], &mut v_copy)?;
         // The output's canonical axes where the output tensor holds them.
-        let out_strides = row_major(&pv.out_shape);
+        let out_strides = row_major_strides(&pv.out_shape);
         let mut canon_strides = vec![0usize; pv.out_shape.len()];
         for (j, &c) in pv.out_perm.iter().enumerate() {
             canon_strides[c] = out_strides[j];

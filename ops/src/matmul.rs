@@ -302,16 +302,22 @@ pub(crate) fn canonical_cow<'a>(view: ArrayViewD<'a, f32>, perm: &[usize]) -> Co
     }
 }
 
+/// Strides, in values, of a row-major array of `shape`.
+pub(crate) fn row_major_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1usize; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    strides
+}
+
 /// Writes the row-major `src` of `shape`, its axes permuted by `perm` (output axis `i` is
 /// input axis `perm[i]`), into `dst`: runs along the last output axis are copied whole when
 /// they are contiguous in `src`, gathered with a stride otherwise. Large copies are split
 /// along the first output axis (of more than one index) over rayon's current pool.
 pub(crate) fn permute_into(src: &[f32], shape: &[usize], perm: &[usize], dst: &mut [f32]) {
     debug_assert_eq!(src.len(), dst.len());
-    let mut strides = vec![1usize; shape.len()];
-    for i in (0..shape.len().saturating_sub(1)).rev() {
-        strides[i] = strides[i + 1] * shape[i + 1];
-    }
+    let strides = row_major_strides(shape);
     // Axes of size 1 move nothing.
     let axes: Vec<(usize, usize)> = perm
         .iter()

@@ -115,8 +115,9 @@ pub enum Precision {
     #[default]
     Bf16,
     /// Three: each operand split into high and low bfloat16 parts (16 significant bits),
-    /// `hi hi + hi lo + lo hi` accumulated in float32; three times the products, twice the
-    /// bytes (emu only: no NPU kernels yet).
+    /// `hi hi + hi lo + lo hi` accumulated in float32 by the bf16 GEMM kernels over operands
+    /// the host expands (three times the products and the operand bytes); softmax and GELU
+    /// in float32 on the CPU.
     Bf16x3,
 }
 
@@ -225,16 +226,6 @@ pub fn resolve_with(
 
 /// Resolves `backend` with `kernels`; with `strict`, `auto` must find the NPU.
 pub fn resolve(backend: Backend, strict: bool, kernels: Kernels) -> Result<Resolved, BackendError> {
-    if kernels.precision != Precision::Bf16 && matches!(backend, Backend::Npu | Backend::Auto) {
-        let why = "the NPU kernels are bf16 only: no kernels for --precision bf16x3 yet";
-        return match backend {
-            Backend::Auto if !strict => {
-                Ok(Resolved::cpu(Some(format!("backend auto: cpu ({why})"))))
-            }
-            Backend::Auto => Err(BackendError::Strict(why.into())),
-            _ => Err(BackendError::NoNpu(why.into())),
-        };
-    }
     let plain = |backend| Resolved {
         backend,
         device: None,

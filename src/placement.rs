@@ -180,13 +180,19 @@ pub fn placement(model: &TypedModel, left: &BTreeMap<String, String>) -> Placeme
         if on_device {
             p.device_flops += flops;
         }
+        let calls = device_calls(model, node);
+        // A softmax or GELU op of the device that makes no device call runs on the host (the
+        // float32 ones of bf16x3: GemmContract::softmax_gelu_on_device).
+        let softmax_on_device = calls.iter().any(|c| c.need.kernel == Kernel::Softmax);
         // A fused attention counts as the two products and the softmax it runs.
-        let counted: &[(&str, usize)] = if kind == "Attention" {
-            &[("MatMul", 2), ("Softmax", 1)]
+        let counted: &[(&str, usize, bool)] = if kind == "Attention" {
+            &[("MatMul", 2, on_device), ("Softmax", 1, softmax_on_device)]
+        } else if kind == "Softmax" || kind == "Gelu" {
+            &[(kind.as_str(), 1, on_device && !calls.is_empty())]
         } else {
-            &[(kind.as_str(), 1)]
+            &[(kind.as_str(), 1, on_device)]
         };
-        for &(kind, count) in counted {
+        for &(kind, count, on_device) in counted {
             let entry = kinds.entry(kind.to_string()).or_insert_with(|| KindCount {
                 kind: kind.to_string(),
                 ..KindCount::default()
@@ -204,7 +210,6 @@ pub fn placement(model: &TypedModel, left: &BTreeMap<String, String>) -> Placeme
                 reason: reason.clone(),
             });
         }
-        let calls = device_calls(model, node);
         for call in &calls {
             add_traffic(&mut p.traffic, call.need.kernel, call.traffic);
             p.weight_bytes += call.upload_bytes;

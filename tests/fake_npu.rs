@@ -356,3 +356,92 @@ fn concurrent_encodes_on_one_encoder() {
         }
     }
 }
+
+/// `--precision bf16x3` on the fake device (tiny.en, jfk): the plain GEMM kernels over the
+/// host's expanded operands, softmax and GELU in float32 on the host, give `emu`'s bits under
+/// bf16x3 in two windows; the traffic measured in the second is the placement report's and
+/// the device's counters', with no softmax or GELU dispatch; one xclbin per kind creates no
+/// context after the first window.
+#[test]
+fn npu_on_the_fake_device_is_emu_under_bf16x3() {
+    use amanuensis::backend::Precision;
+    let (_, jfk) = read_npy(&reference("jfk.mel80_openai.npy"));
+    let dir = reference("tiny.en");
+    let opts = |backend| EncoderOptions {
+        precision: Precision::Bf16x3,
+        ..options(backend)
+    };
+    let emu = Encoder::load(&dir, &opts(Backend::Emu)).unwrap();
+    let kernels = TempKernels::new("bf16x3");
+    let fake = FakeXrt::new(FakeConfig::xdna1());
+    let manifest = write_kernels_as(
+        &kernels.dir,
+        Rounding::NearestEven,
+        emu.kernel_needs(),
+        Xclbins::PerKind,
+        DeviceFamily::Xdna1,
+    );
+    let contract = GemmContract::XDNA1.with_precision(amanuensis_kernels::gemm::Precision::Bf16x3);
+    let device = DeviceHandle::new(Arc::new(
+        Npu::open_with(fake.clone(), 0, manifest, contract).unwrap(),
+    ));
+    let npu = Encoder::load(
+        &dir,
+        &EncoderOptions {
+            device: Some(device.clone()),
+            ..opts(Backend::Npu)
+        },
+    )
+    .unwrap();
+    let report = npu.placement().snapshot();
+    assert_eq!(report, emu.placement().snapshot());
+    assert!(
+        emu.kernel_needs()
+            .iter()
+            .all(|n| n.kernel == Kernel::MatMul && !n.gelu && !n.bf16_out),
+        "{:?}",
+        emu.kernel_needs()
+    );
+    let mut contexts = Vec::new();
+    for window in 0..2 {
+        let before = (fake.measured(), device.counters().snapshot());
+        let contexts_before = fake.contexts_created();
+        let ours = npu.encode(&jfk).unwrap();
+        let expected = emu.encode(&jfk).unwrap();
+        assert!(
+            bits(&ours) == bits(&expected),
+            "window {window}: npu and emu differ"
+        );
+        contexts.push(fake.contexts_created() - contexts_before);
+        let measured = fake.measured().since(&before.0);
+        let counted = device.counters().snapshot().since(&before.1);
+        if window == 0 {
+            // The first window also writes each kernel's instruction stream.
+            continue;
+        }
+        for kernel in Kernel::ALL {
+            let (m, r, c) = (
+                measured.get(kernel),
+                report.get(kernel),
+                counted.get(kernel),
+            );
+            assert_eq!(
+                (m.dispatches, m.bytes_in, m.bytes_out),
+                (r.dispatches, r.bytes_in, r.bytes_out),
+                "{kernel:?}: measured on the fake device against the placement report"
+            );
+            assert_eq!(c, r, "{kernel:?}: the device's counters");
+        }
+        assert_eq!(report.get(Kernel::Softmax).dispatches, 0);
+        assert_eq!(report.get(Kernel::Gelu).dispatches, 0);
+    }
+    assert_eq!(contexts[1], 0, "contexts created in the second window");
+    eprintln!(
+        "tiny.en bf16x3 on the fake XDNA1: {} kernels, {} dispatches a window, {} contexts \
+         created in the first window, {} in the second",
+        emu.kernel_needs().len(),
+        report.total().dispatches,
+        contexts[0],
+        contexts[1]
+    );
+}

@@ -296,9 +296,11 @@ fn offload_takes_a_model_that_is_not_whisper() {
 }
 
 /// `--precision bf16x3`: products as three bfloat16 products, softmax and GELU in float32.
-/// tiny.en against PyTorch: max abs 1.4e-4 (bf16: 0.127), cosine 1 - 1e-9 (bf16: 0.99998);
-/// base against the CPU plan: max abs 4.1e-3 (bf16: 4.3, one outlier channel). Bars: those
-/// measured values (printed) with a margin of about 50%.
+/// tiny.en against PyTorch: max abs 1.84e-4 (bf16: 0.127), cosine 1 - 1e-9 (bf16: 0.99998);
+/// base against the CPU plan: max abs 5.4e-3 (bf16: 4.3, one outlier channel). Bars: those
+/// measured values (printed) with a margin of about 50%. (With the three products of a k-tile
+/// summed in one accumulator, a layout the device's kernels cannot run, these were 1.4e-4 and
+/// 4.1e-3; with the parts interleaved per k-tile, 1.9e-4 and 7.4e-3: NUMERICS.md 7.)
 #[test]
 fn bf16x3_is_close_to_float32() {
     use amanuensis::backend::Precision;
@@ -327,7 +329,7 @@ fn bf16x3_is_close_to_float32() {
         max_abs_diff(&bf16, &torch),
         cosine(&bf16, &torch)
     );
-    assert_close("tiny.en bf16x3 vs PyTorch", &x3, &torch, 2.2e-4, 0.999_999);
+    assert_close("tiny.en bf16x3 vs PyTorch", &x3, &torch, 2.8e-4, 0.999_999);
     let base = catalog_model("base");
     let cpu = load(&base, Backend::Cpu, Precision::Bf16);
     let x3 = load(&base, Backend::Emu, Precision::Bf16x3);
@@ -339,7 +341,7 @@ fn bf16x3_is_close_to_float32() {
         cosine(&x3, &cpu),
         cosine(&bf16, &cpu)
     );
-    assert!(e3 <= 6.2e-3 && e3 * 100.0 < e1, "{e3} vs bf16's {e1}");
+    assert!(e3 <= 8.1e-3 && e3 * 100.0 < e1, "{e3} vs bf16's {e1}");
 }
 
 /// Where no NPU (or none with kernels) is found, `npu` says so plainly and what to use, and

@@ -3,12 +3,16 @@
 # GEMM per epilogue and output type, the softmax), one instruction stream per dispatch shape,
 # and the manifest.toml that kernels/src/manifest.rs reads.
 #
-#   kernels/aie/build.sh MODEL OUTDIR [--target npu|npu2] [--n-mels N] [--plan]
+#   kernels/aie/build.sh MODEL OUTDIR [--target npu|npu2] [--n-mels N]
+#                        [--precision bf16|bf16x3|all] [--plan]
 #
 # MODEL is tiny, base, small, medium or large (d_model 384, 512, 768, 1024, 1280; 80 mel bins,
 # 128 for large, as large-v3; --n-mels overrides). The shapes are those the host requests
 # (shapes.py, which mirrors kernels/src/gemm.rs and kernels/src/device.rs). --plan prints
-# them and the commands without building (no toolchain needed).
+# them and the commands without building (no toolchain needed). --precision chooses the
+# shapes of `--precision bf16` (the GEMMs with their epilogues, softmax, GELU), of bf16x3 (the
+# same GEMM kinds at K three times as long, no GELU epilogue, no softmax: kernels/NUMERICS.md
+# 7), or both (the default): bf16x3 adds instruction streams to the GEMM xclbins, no xclbin.
 #
 # Needs the mlir-aie toolchain: the IRON Python package (`aie`), aiecc, and Peano (llvm-aie)
 # for the AIE2/AIE2P kernels. The flow is that of mlir-aie's programming_examples makefiles
@@ -19,7 +23,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 usage() {
-    echo "usage: $0 MODEL OUTDIR [--target npu|npu2] [--n-mels N] [--plan]" >&2
+    echo "usage: $0 MODEL OUTDIR [--target npu|npu2] [--n-mels N] [--precision bf16|bf16x3|all] [--plan]" >&2
     echo "  MODEL: tiny | base | small | medium | large" >&2
     exit 2
 }
@@ -31,15 +35,18 @@ shift 2
 target=npu
 n_mels=""
 plan_only=0
+precision=all
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --target) target="${2:?--target needs npu or npu2}"; shift 2 ;;
         --n-mels) n_mels="${2:?--n-mels needs a number}"; shift 2 ;;
+        --precision) precision="${2:?--precision needs bf16, bf16x3 or all}"; shift 2 ;;
         --plan) plan_only=1; shift ;;
         *) usage ;;
     esac
 done
 case "$model" in tiny | base | small | medium | large) ;; *) usage ;; esac
+case "$precision" in bf16 | bf16x3 | all) ;; *) usage ;; esac
 case "$target" in
     npu)
         # XDNA1 (Phoenix, Hawk Point): AIE2, the bfloat16 mmul 4 x 8 x 4 (mm.cc).
@@ -68,13 +75,19 @@ mels_arg=()
 [[ -n "$n_mels" ]] && mels_arg=(--n-mels "$n_mels")
 
 # One line per kernel: kind name epilogue dims...
-kernels="$("$python" - "$here" "$model" "$target" "${mels_arg[@]}" <<'EOF'
+# A shape both precisions use is one kernel.
+kernels="$("$python" - "$here" "$model" "$target" "$precision" "${mels_arg[@]}" <<'EOF'
 import sys
 sys.path.insert(0, sys.argv[1])
 import shapes
-mels = int(sys.argv[5]) if len(sys.argv) > 5 else None
-for k in shapes.whisper_kernels(sys.argv[2], mels, sys.argv[3]):
-    print(k.kind, k.name, k.epilogue, k.output, *k.shape)
+mels = int(sys.argv[6]) if len(sys.argv) > 6 else None
+precisions = ["bf16", "bf16x3"] if sys.argv[4] == "all" else [sys.argv[4]]
+seen = set()
+for precision in precisions:
+    for k in shapes.whisper_kernels(sys.argv[2], mels, sys.argv[3], precision):
+        if k.name not in seen:
+            seen.add(k.name)
+            print(k.kind, k.name, k.epilogue, k.output, *k.shape)
 EOF
 )"
 

@@ -24,6 +24,10 @@ Every number here mirrors the Rust side, which is the source of truth:
   V projections (K with a zero bias), the output projection, the two FFN layers, and one head of
   attention a call (its two products and its softmax); standalone GELU for the three places a
   GELU can follow a product when it is not fused.
+- ``precision="bf16x3"`` is ``Precision::Bf16x3``: the same GEMM kernels over operands the
+  host expands (``gemm::split``: K padded to the k-tile, three times), GELU and softmax in
+  float32 on the host (``GemmContract::softmax_gelu_on_device``), so every GELU epilogue
+  becomes a bias epilogue and a head of attention is two float32-output products.
 
 Run as a script, it prints the shapes of one model (``python3 shapes.py base``).
 """
@@ -78,9 +82,14 @@ class GemmLayout:
     dispatches: int
 
 
-def gemm_layout(m: int, k: int, n: int, dev: str = "npu") -> GemmLayout:
-    """``GemmContract::XDNA1.layout(m, k, n)`` (``XDNA2`` for ``npu2``)."""
-    return gemm_layout_k_pad(m, k, n, max(math.ceil(k / TILE_K), 1) * TILE_K, dev)
+PRECISIONS = {"bf16": 1, "bf16x3": 3}
+
+
+def gemm_layout(m: int, k: int, n: int, dev: str = "npu", precision: str = "bf16") -> GemmLayout:
+    """``GemmContract::XDNA1.layout(m, k, n)`` (``XDNA2`` for ``npu2``; K three times as
+    long under bf16x3)."""
+    k_pad = max(math.ceil(k / TILE_K), 1) * TILE_K * PRECISIONS[precision]
+    return gemm_layout_k_pad(m, k, n, k_pad, dev)
 
 
 @dataclass(frozen=True)
@@ -175,9 +184,11 @@ def whisper_products(d_model: int, n_mels: int) -> list[tuple[str, int, int, int
     ]
 
 
-def whisper_kernels(model: str, n_mels: int | None = None, dev: str = "npu") -> list[Kernel]:
+def whisper_kernels(
+    model: str, n_mels: int | None = None, dev: str = "npu", precision: str = "bf16"
+) -> list[Kernel]:
     """Every kernel, at every dispatch shape, that the host requests for ``model`` on an NPU
-    of target ``dev``."""
+    of target ``dev`` under ``precision``."""
     d, mels = MODELS[model]
     if n_mels is not None:
         mels = n_mels
@@ -189,6 +200,20 @@ def whisper_kernels(model: str, n_mels: int | None = None, dev: str = "npu") -> 
     def gemm(layout: GemmLayout) -> tuple[int, int, int]:
         return (layout.m_chunk, layout.k_pad, layout.n_pad)
 
+    if precision == "bf16x3":
+        # GELU on the host after the bias; a head is two products of activations around the
+        # host's softmax (AttentionLayout::calls).
+        for name, m, k, n, epilogue in whisper_products(d, mels):
+            epilogue = "bias" if epilogue == "bias_gelu" else epilogue
+            add("gemm", gemm(gemm_layout(m, k, n, dev, precision)), epilogue, f"{name} (bf16x3)")
+        qk = gemm_layout(N_POSITIONS, HEAD_DIM, N_POSITIONS, dev, precision)
+        add("gemm", gemm(qk), "none", "attention Q K^T (bf16x3)")
+        pv = gemm_layout(N_POSITIONS, N_POSITIONS, HEAD_DIM, dev, precision)
+        add("gemm", gemm(pv), "none", "attention P V (bf16x3)")
+        return [
+            Kernel(kind, shape, epilogue, output, tuple(users))
+            for (kind, shape, epilogue, output), users in found.items()
+        ]
     for name, m, k, n, epilogue in whisper_products(d, mels):
         add("gemm", gemm(gemm_layout(m, k, n, dev)), epilogue, name)
     # The host fuses Q K^T, softmax and P V into one device call a head (ops/src/attention.rs,
@@ -214,9 +239,10 @@ def main() -> None:
     parser.add_argument("model", choices=sorted(MODELS))
     parser.add_argument("--n-mels", type=int, default=None)
     parser.add_argument("--target", choices=sorted(ARRAYS), default="npu")
+    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="bf16")
     parser.add_argument("--json", action="store_true", help="one JSON object a line")
     args = parser.parse_args()
-    for kernel in whisper_kernels(args.model, args.n_mels, args.target):
+    for kernel in whisper_kernels(args.model, args.n_mels, args.target, args.precision):
         if args.json:
             print(json.dumps({**asdict(kernel), "name": kernel.name}))
         else:

@@ -11,6 +11,11 @@
 //! 3. The GEMM `O = P V` reads `P` as its A operand with K padded to `width` (the zero
 //!    columns of `P` meet zero rows of `V`), and only `O` returns to the host, in float32.
 //!
+//! Under [`crate::gemm::Precision::Bf16x3`] the softmax is float32 and runs on the host
+//! ([`GemmContract::softmax_gelu_on_device`]): the scores come back in float32, and the
+//! probabilities go out as the expanded A of `P V` ([`crate::gemm::split`]), so a head is two
+//! GEMM calls with the host's softmax between them.
+//!
 //! The numerics are those of [`crate::device::Device::matmul_act`], then
 //! [`crate::device::Device::softmax`], then `matmul_act`: the three-call chain and the fused
 //! call give the same bits; only the traffic differs. The layouts come from
@@ -39,7 +44,12 @@ impl GemmContract {
         let qk = self.layout(dims.m, dims.d, dims.n);
         // n_pad is a multiple of the array's column block, itself a multiple of the k-tile.
         let width = qk.n_pad;
-        let pv = self.layout_with_k_pad(dims.m, dims.n, dims.dv, width);
+        let pv = if self.softmax_gelu_on_device() {
+            self.layout_with_k_pad(dims.m, dims.n, dims.dv, width)
+        } else {
+            // The probabilities come from the host, expanded: K padded as any operand's.
+            self.layout(dims.m, dims.n, dims.dv)
+        };
         AttentionLayout {
             dims,
             qk,
@@ -58,8 +68,7 @@ impl AttentionLayout {
     /// Bytes of the scores the first product writes on the device, in bfloat16: every row
     /// of its dispatches.
     pub fn scores_bytes(&self) -> usize {
-        // bfloat16, or float32 under bf16x3 (the softmax then works in float32).
-        self.qk.rows_sent() * self.width * 2 * self.qk.precision.parts()
+        self.qk.rows_sent() * self.width * 2
     }
 
     /// Rows of the scores and probabilities buffers on the device: enough for every dispatch
@@ -68,11 +77,25 @@ impl AttentionLayout {
         self.qk.rows_sent().max(self.pv.rows_sent())
     }
 
-    /// The three kernels of one call and what each moves, in the order they run: the
-    /// product `Q K^T` (Q and K^T sent, nothing read back), the softmax (nothing crosses
-    /// between host and device), the product `P V` (V sent, the output read back).
-    pub fn calls(&self, contract: &GemmContract) -> [(KernelNeed, Traffic); 3] {
+    /// The kernels of one call and what each moves, in the order they run: the product
+    /// `Q K^T` (Q and K^T sent, nothing read back), the softmax (nothing crosses between host
+    /// and device), the product `P V` (V sent, the output read back). Under bf16x3 the two
+    /// products only, each an ordinary call of activations (the scores read back in float32,
+    /// the probabilities sent with V), the softmax on the host between them.
+    pub fn calls(&self, contract: &GemmContract) -> Vec<(KernelNeed, Traffic)> {
         let (qk, pv) = (&self.qk, &self.pv);
+        if !contract.softmax_gelu_on_device() {
+            return vec![
+                (
+                    KernelNeed::gemm(qk, false, false),
+                    Traffic::gemm(contract, qk, false),
+                ),
+                (
+                    KernelNeed::gemm(pv, false, false),
+                    Traffic::gemm(contract, pv, false),
+                ),
+            ];
+        }
         let qk_traffic = Traffic {
             bytes_out: 0,
             dma_bytes: (contract.dma_operand_bytes(qk) + self.scores_bytes()) as u64,
@@ -82,14 +105,14 @@ impl AttentionLayout {
         let softmax_traffic = Traffic {
             calls: 1,
             dispatches: 1,
-            dma_bytes: (2 * self.dims.m * self.dims.n * 2 * self.qk.precision.parts()) as u64,
+            dma_bytes: (2 * self.dims.m * self.dims.n * 2) as u64,
             ..Traffic::default()
         };
         let pv_traffic = Traffic {
             bytes_in: pv.weight_bytes() as u64,
             ..Traffic::gemm(contract, pv, false)
         };
-        [
+        vec![
             (KernelNeed::gemm_bf16_out(qk), qk_traffic),
             (self.softmax_need(), softmax_traffic),
             (KernelNeed::gemm(pv, false, false), pv_traffic),
@@ -164,7 +187,10 @@ mod tests {
         // P V: K = 1500 padded to the scores' width; 1536-value rows: 512 rows a dispatch.
         assert_eq!((l.pv.k, l.pv.k_pad, l.pv.n_pad), (1500, 1536, 128));
         assert_eq!((l.pv.m_chunk, l.pv.dispatches), (512, 3));
-        let [(qk_need, qk), (sm_need, sm), (pv_need, pv)] = l.calls(&c);
+        let calls = l.calls(&c);
+        let [(qk_need, qk), (sm_need, sm), (pv_need, pv)] = &calls[..] else {
+            panic!("three calls: {calls:?}")
+        };
         assert_eq!(qk_need.to_string(), "MatMul [1536, 64, 1536] to bf16");
         assert_eq!(sm_need.to_string(), "Softmax [1500, 1500, 1536]");
         assert_eq!(pv_need.to_string(), "MatMul [512, 1536, 128]");
@@ -181,6 +207,29 @@ mod tests {
             + 1536 * 1500 * 2
             + c.layout(1500, 1500, 64).bytes_in(false);
         assert!(chain_in > 4 * (qk.bytes_in + pv.bytes_in) as usize);
+    }
+
+    /// bf16x3: two products of expanded operands (K three times as long), the scores back in
+    /// float32 and the probabilities out for the host's float32 softmax.
+    #[test]
+    fn bf16x3_head_is_two_products_around_the_hosts_softmax() {
+        use crate::gemm::Precision;
+        let c = GemmContract::XDNA1.with_precision(Precision::Bf16x3);
+        let l = c.attention(whisper_head());
+        let calls = l.calls(&c);
+        let [(qk_need, qk), (pv_need, pv)] = &calls[..] else {
+            panic!("two calls: {calls:?}")
+        };
+        assert_eq!(qk_need.to_string(), "MatMul [1536, 192, 1536]");
+        // K = 1500 pads to 1536, expanded to 4608: 2 MiB of staging holds 227 such rows, so
+        // dispatches of one 256-row block (the floor).
+        assert_eq!(pv_need.to_string(), "MatMul [256, 4608, 128]");
+        assert_eq!(qk.bytes_in, (1536 * 192 + 192 * 1536) as u64 * 2);
+        assert_eq!(qk.bytes_out, 1536 * 1536 * 4);
+        assert_eq!(pv.bytes_in, (1536 * 4608 + 4608 * 128) as u64 * 2);
+        assert_eq!(pv.bytes_out, 1536 * 128 * 4);
+        assert_eq!(qk.flops + pv.flops, 2 * 2 * 1500 * 64 * 1500);
+        assert_eq!(qk.padded_flops, 2 * 1536 * 192 * 1536);
     }
 
     #[test]

@@ -175,6 +175,22 @@ pub fn softmax_rows(x: &mut [f32], cols: usize) {
     softmax_rows_body(x, cols)
 }
 
+/// [`softmax_rows`] with the rows shared out over rayon's current pool (the same values).
+pub fn softmax_rows_par(x: &mut [f32], cols: usize) {
+    use rayon::prelude::*;
+    if cols == 0 {
+        return;
+    }
+    x.par_chunks_mut(cols * 16.max(4096 / cols))
+        .for_each(|rows| softmax_rows(rows, cols));
+}
+
+/// [`gelu_slice`] with the values shared out over rayon's current pool (the same values).
+pub fn gelu_par(x: &mut [f32]) {
+    use rayon::prelude::*;
+    x.par_chunks_mut(1 << 14).for_each(gelu_slice);
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn softmax_rows_fma(x: &mut [f32], cols: usize) {

@@ -51,15 +51,8 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// bfloat16 parts each operand is sent as (1 or 2).
-    pub fn parts(self) -> usize {
-        match self {
-            Precision::Bf16 => 1,
-            Precision::Bf16x3 => 2,
-        }
-    }
-
-    /// bfloat16 products per float32 product (1 or 3).
+    /// bfloat16 products per float32 product (1 or 3): the factor on the reduction length
+    /// the device runs ([`split`]).
     pub fn passes(self) -> usize {
         match self {
             Precision::Bf16 => 1,
@@ -144,9 +137,21 @@ impl GemmContract {
         GemmContract { precision, ..self }
     }
 
-    /// How a `[m, k] @ [k, n]` product is padded and cut into dispatches.
+    /// How a `[m, k] @ [k, n]` product is padded and cut into dispatches. Under
+    /// [`Precision::Bf16x3`] the device multiplies the expanded operands of [`split`]: K
+    /// padded to the k-tile, three times.
     pub fn layout(&self, m: usize, k: usize, n: usize) -> GemmLayout {
-        self.layout_with_k_pad(m, k, n, k.div_ceil(self.tile.k).max(1) * self.tile.k)
+        let k_pad = k.div_ceil(self.tile.k).max(1) * self.tile.k;
+        self.layout_with_k_pad(m, k, n, k_pad * self.precision.passes())
+    }
+
+    /// Whether softmax and GELU run on the device. Under [`Precision::Bf16x3`] they are
+    /// float32 kernels (NUMERICS.md 7), and run on the host's CPU with `fmath`'s numerics: an
+    /// AIE2 core multiplies bfloat16 natively and float32 only as a sequence of bfloat16
+    /// products chosen by its compiler, whose rounding no kernel of this contract states yet.
+    /// The GELU epilogue of a GEMM then runs on the host after the GEMM's bias.
+    pub fn softmax_gelu_on_device(&self) -> bool {
+        self.precision == Precision::Bf16
     }
 
     /// [`GemmContract::layout`] with K padded to `k_pad` rather than to the next k-tile: for
@@ -167,7 +172,7 @@ impl GemmContract {
         // The most rows whose A fits the memory tiles, whole row blocks, at least one; then
         // as few dispatches as that allows, their rows shared out evenly (whole row blocks
         // again), so that the last dispatch does not carry rows of padding for nothing.
-        let fit = self.staging_bytes / (k_pad * 2 * self.precision.parts());
+        let fit = self.staging_bytes / (k_pad * 2);
         let most = ((fit / row_block) * row_block).clamp(row_block, m_pad);
         let dispatches = m_pad.div_ceil(most);
         let m_chunk = (m_pad / row_block).div_ceil(dispatches) * row_block;
@@ -200,9 +205,8 @@ impl GemmContract {
         let row_block = self.rows * self.tile.m;
         let col_block = self.columns * self.tile.n;
         let rows = layout.rows_sent();
-        let parts = layout.precision.parts();
-        let a = rows * layout.k_pad * 2 * parts * (layout.n_pad / col_block);
-        let b = layout.k_pad * layout.n_pad * 2 * parts * (rows / row_block);
+        let a = rows * layout.k_pad * 2 * (layout.n_pad / col_block);
+        let b = layout.k_pad * layout.n_pad * 2 * (rows / row_block);
         a + b
     }
 }
@@ -218,7 +222,8 @@ pub struct GemmLayout {
     pub n: usize,
     /// `m` padded to the array's row block.
     pub m_pad: usize,
-    /// `k` padded to the k-tile.
+    /// The reduction length on the device: `k` padded to the k-tile, three times that under
+    /// [`Precision::Bf16x3`] (the expanded operands of [`split`]).
     pub k_pad: usize,
     /// `n` padded to the array's column block.
     pub n_pad: usize,
@@ -226,8 +231,7 @@ pub struct GemmLayout {
     pub m_chunk: usize,
     /// Dispatches per call.
     pub dispatches: usize,
-    /// The contract's precision: each operand crosses as `parts()` bfloat16 values, and the
-    /// array performs `passes()` products for each.
+    /// The contract's precision (its factor on K is in `k_pad` already).
     pub precision: Precision,
 }
 
@@ -242,7 +246,7 @@ impl GemmLayout {
     /// plus B when it is an activation (attention's two-operand products) rather than a
     /// weight uploaded once.
     pub fn bytes_in(&self, b_is_weight: bool) -> usize {
-        let a = self.rows_sent() * self.k_pad * 2 * self.precision.parts();
+        let a = self.rows_sent() * self.k_pad * 2;
         if b_is_weight {
             a
         } else {
@@ -257,7 +261,7 @@ impl GemmLayout {
 
     /// Bytes of B in bfloat16, uploaded once for a weight.
     pub fn weight_bytes(&self) -> usize {
-        self.k_pad * self.n_pad * 2 * self.precision.parts()
+        self.k_pad * self.n_pad * 2
     }
 
     /// Bytes of a bias in float32, uploaded once with its weight.
@@ -278,7 +282,7 @@ impl GemmLayout {
     /// Floating-point operations the array performs, padding included (every row of every
     /// dispatch).
     pub fn padded_flops(&self) -> u64 {
-        2 * (self.rows_sent() * self.k_pad * self.n_pad * self.precision.passes()) as u64
+        2 * (self.rows_sent() * self.k_pad * self.n_pad) as u64
     }
 }
 
@@ -286,24 +290,25 @@ impl GemmLayout {
 ///
 /// With `b(v)` the contract's rounding to bfloat16, each operand value `x` splits into
 /// `hi = b(x)` and `lo = b(x - hi)` (the subtraction is exact in float32). The product
-/// `A [m, k] @ B [k, n]` is then the contract's bfloat16 GEMM over a reduction three times as
-/// long whose k-tile `t` (indices `t * tile.k ..`) is laid out as three k-tiles' worth in a
-/// row: `A_hi[t], A_hi[t], A_lo[t]` against `B_hi[t]; B_lo[t]; B_hi[t]`, accumulated as one
-/// k-tile of `3 tile.k` from `+0`: the kernel runs its `mmul` over the k-tile three times into
-/// one accumulator, `hi hi`, then `hi lo`, then `lo hi`, before adding the tile into C. Every
-/// bfloat16 product is exact in float32, as in the plain contract.
+/// `A [m, k] @ B [k, n]` is then the contract's own bfloat16 GEMM over a reduction three times
+/// as long, `K3 = 3 k_pad` (`k_pad`: `k` padded to the k-tile), of the expanded operands
+/// `A' = [A_hi | A_lo | A_hi]` (three blocks of `k_pad` columns) and `B' = [B_lo; B_hi; B_hi]`
+/// (three blocks of `k_pad` rows), zeros past `k` in each block. Its k-tiles, each summed from
+/// `+0` and added into C in order as every k-tile is, are therefore first all the `hi lo`
+/// tiles, then all the `lo hi` tiles, then the `hi hi` tiles: the two small corrections
+/// (about `2^-8` of the product) gather in C before the large terms arrive, so that C rounds
+/// at the large terms' magnitude only as often as a bfloat16 product's C does. Every bfloat16
+/// product is exact in float32, as in the plain contract. The GEMM kernels of the plain
+/// contract run it as they are, over operands the host expands; only the shapes (K three
+/// times as long) are new.
 pub mod split {
-    use super::{GemmContract, Precision, Tile};
+    use super::{GemmContract, Precision};
     use crate::bf16;
 
-    /// The contract the expanded operands are multiplied under: k-tiles three times as long,
-    /// bfloat16 precision (the parts are bfloat16 already: rounding them changes nothing).
+    /// The contract the expanded operands are multiplied under: the same tiles, bfloat16
+    /// precision (the parts are bfloat16 already: rounding them changes nothing).
     pub fn expanded(contract: &GemmContract) -> GemmContract {
         GemmContract {
-            tile: Tile {
-                k: contract.tile.k * 3,
-                ..contract.tile
-            },
             precision: Precision::Bf16,
             ..*contract
         }
@@ -320,10 +325,11 @@ pub mod split {
         k.div_ceil(contract.tile.k) * contract.tile.k * 3
     }
 
-    /// A `[m, k]` as `[m, expanded_k]`: per k-tile, its high parts twice, then its low parts
-    /// (zeros past `k`).
+    /// A `[m, k]` as `[m, expanded_k]`: each row's high parts, its low parts, its high parts
+    /// again, each block `expanded_k / 3` wide (zeros past `k`).
     pub fn expand_a(contract: &GemmContract, a: &[f32], m: usize, k: usize) -> Vec<f32> {
-        let (kt, k3) = (contract.tile.k, expanded_k(contract, k));
+        let k3 = expanded_k(contract, k);
+        let k_pad = k3 / 3;
         let mut out = vec![0.0; m * k3];
         if k == 0 {
             return out;
@@ -331,30 +337,29 @@ pub mod split {
         for (row, dst) in a.chunks_exact(k).zip(out.chunks_exact_mut(k3)) {
             for (i, &x) in row.iter().enumerate() {
                 let (hi, lo) = parts(x, contract);
-                let base = (i / kt) * 3 * kt + i % kt;
-                dst[base] = hi;
-                dst[base + kt] = hi;
-                dst[base + 2 * kt] = lo;
+                dst[i] = hi;
+                dst[k_pad + i] = lo;
+                dst[2 * k_pad + i] = hi;
             }
         }
         out
     }
 
-    /// B `[k, n]` as `[expanded_k, n]`: per k-tile, its high parts, its low parts, its high
-    /// parts again (zero rows past `k`).
+    /// B `[k, n]` as `[expanded_k, n]`: its low parts, its high parts, its high parts again,
+    /// each block `expanded_k / 3` rows (zero rows past `k`).
     pub fn expand_b(contract: &GemmContract, b: &[f32], k: usize, n: usize) -> Vec<f32> {
-        let (kt, k3) = (contract.tile.k, expanded_k(contract, k));
+        let k3 = expanded_k(contract, k);
+        let k_pad = k3 / 3;
         let mut out = vec![0.0; k3 * n];
         if n == 0 {
             return out;
         }
         for (i, row) in b.chunks_exact(n).enumerate() {
-            let base = (i / kt) * 3 * kt + i % kt;
             for (j, &x) in row.iter().enumerate() {
                 let (hi, lo) = parts(x, contract);
-                out[base * n + j] = hi;
-                out[(base + kt) * n + j] = lo;
-                out[(base + 2 * kt) * n + j] = hi;
+                out[i * n + j] = lo;
+                out[(k_pad + i) * n + j] = hi;
+                out[(2 * k_pad + i) * n + j] = hi;
             }
         }
         out
@@ -374,22 +379,25 @@ mod tests {
             let (hi, lo) = split::parts(x, &c);
             assert!(((hi as f64 + lo as f64) - x as f64).abs() <= x.abs() as f64 * 2f64.powi(-16));
         }
-        // K = 70: two k-tiles (64 + 6), the second padded with zeros.
+        // K = 70: two k-tiles (64 + 6), the second padded with zeros; blocks of 128.
         let (m, k) = (2, 70);
         let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let e = split::expand_a(&c, &a, m, k);
         assert_eq!(e.len(), m * 384);
         let (hi, lo) = split::parts(a[k + 65], &c);
         assert_eq!(
-            (e[384 + 192 + 1], e[384 + 192 + 65], e[384 + 192 + 129]),
-            (hi, hi, lo)
+            (e[384 + 65], e[384 + 128 + 65], e[384 + 256 + 65]),
+            (hi, lo, hi)
         );
-        assert_eq!(e[384 + 192 + 10], 0.0);
+        assert_eq!(
+            (e[384 + 100], e[384 + 128 + 100], e[384 + 383]),
+            (0.0, 0.0, 0.0)
+        );
         let b: Vec<f32> = (0..k).map(|i| (i as f32 * 0.11).cos()).collect();
         let eb = split::expand_b(&c, &b, k, 1);
         let (bh, bl) = split::parts(b[3], &c);
-        assert_eq!((eb[3], eb[67], eb[131]), (bh, bl, bh));
-        assert_eq!(split::expanded(&c).tile.k, 192);
+        assert_eq!((eb[3], eb[131], eb[259]), (bl, bh, bh));
+        assert_eq!(split::expanded(&c).tile.k, 64);
     }
 
     #[test]

@@ -23,8 +23,9 @@ impl StreamLayout {
     /// The layout of `rows` rows of `cols` values under `contract`'s staging memory. Half of
     /// the memory tiles hold the input, half the output.
     pub fn new(contract: &GemmContract, rows: usize, cols: usize) -> StreamLayout {
-        // bfloat16 values, or float32 under [`crate::gemm::Precision::Bf16x3`] (two bfloat16 parts' worth).
-        let value_bytes = 2 * contract.precision.parts();
+        // bfloat16 values (under bf16x3 no stream runs on the device:
+        // `GemmContract::softmax_gelu_on_device`).
+        let value_bytes = 2;
         let row_bytes = cols.max(1) * value_bytes;
         let fit = (contract.staging_bytes / 2 / row_bytes).max(1);
         let dispatches = rows.div_ceil(fit).max(1);

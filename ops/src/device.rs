@@ -61,23 +61,29 @@ pub struct DeviceCall {
 }
 
 impl DeviceCall {
-    /// `calls` calls of a row-wise or elementwise kernel over `rows` rows of `cols` values.
+    /// `calls` calls of a row-wise or elementwise kernel over `rows` rows of `cols` values:
+    /// none when the contract runs softmax and GELU on the host
+    /// ([`GemmContract::softmax_gelu_on_device`]).
     pub fn stream(
         contract: &GemmContract,
         kernel: amanuensis_kernels::device::Kernel,
         rows: usize,
         cols: usize,
         calls: u64,
-    ) -> DeviceCall {
+    ) -> Option<DeviceCall> {
+        if !contract.softmax_gelu_on_device() {
+            return None;
+        }
         let layout = StreamLayout::new(contract, rows, cols);
-        DeviceCall {
+        Some(DeviceCall {
             need: KernelNeed::stream(kernel, &layout),
             traffic: Traffic::stream(&layout).times(calls),
             upload_bytes: 0,
-        }
+        })
     }
     /// A product with its weights on the device (`B`, and the bias with `bias`): `[m, k] @
-    /// [k, n]` once for each of `batch` batch indices, GELU in the epilogue with `gelu`.
+    /// [k, n]` once for each of `batch` batch indices, GELU in the epilogue with `gelu` (on the
+    /// host after the bias when the contract runs GELU there).
     pub fn gemm_with_weights(
         contract: &GemmContract,
         (m, k, n): (usize, usize, usize),
@@ -87,14 +93,14 @@ impl DeviceCall {
     ) -> DeviceCall {
         let layout = contract.layout(m, k, n);
         DeviceCall {
-            need: KernelNeed::gemm(&layout, bias, gelu),
+            need: KernelNeed::gemm(&layout, bias, gelu && contract.softmax_gelu_on_device()),
             traffic: Traffic::gemm(contract, &layout, true).times(batch as u64),
             upload_bytes: layout.upload_bytes(bias) as u64,
         }
     }
 
-    /// The three kernels of `heads` heads of attention of `dims` (`Q K^T`, softmax, `P V`),
-    /// each once a head.
+    /// The kernels of `heads` heads of attention of `dims` (`Q K^T`, softmax, `P V`; under
+    /// bf16x3 the two products), each once a head.
     pub fn attention(
         contract: &GemmContract,
         dims: amanuensis_kernels::device::AttentionDims,

@@ -19,13 +19,15 @@ impl crate::device::DeviceOp for NpuGelu {
             return Vec::new();
         }
         let (rows, cols) = (output_shape.iter().product::<usize>(), 1);
-        vec![crate::device::DeviceCall::stream(
+        crate::device::DeviceCall::stream(
             self.device.contract(),
             amanuensis_kernels::device::Kernel::Gelu,
             rows,
             cols,
             1,
-        )]
+        )
+        .into_iter()
+        .collect()
     }
 }
 

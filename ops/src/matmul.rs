@@ -511,7 +511,7 @@ impl DeviceOp for NpuMatMul {
                     upload_bytes: 0,
                 }];
                 if gelu {
-                    calls.push(DeviceCall::stream(
+                    calls.extend(DeviceCall::stream(
                         contract,
                         Kernel::Gelu,
                         g.batch * g.m * g.n,

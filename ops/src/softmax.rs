@@ -20,13 +20,15 @@ impl crate::device::DeviceOp for NpuSoftmax {
         }
         let cols = *output_shape.last().unwrap_or(&1);
         let rows = output_shape.iter().product::<usize>() / cols.max(1);
-        vec![crate::device::DeviceCall::stream(
+        crate::device::DeviceCall::stream(
             self.device.contract(),
             amanuensis_kernels::device::Kernel::Softmax,
             rows,
             cols,
             1,
-        )]
+        )
+        .into_iter()
+        .collect()
     }
 }
 

@@ -190,6 +190,18 @@ pub fn run(args: InspectArgs) -> Result<()> {
             hw::XDNA1_DISPATCH_SECONDS * 1e6,
             hw::XDNA1_CONTEXT_CREATE_SECONDS * 1e3
         );
+        if encoder
+            .backend()
+            .device
+            .as_ref()
+            .is_some_and(|d| !d.contract().softmax_gelu_on_device())
+        {
+            println!(
+                "  bf16x3: softmax and GELU run in float32 on the CPU (kernels/NUMERICS.md 7); \
+                 that CPU work and the host's splitting of the operands are not in this \
+                 prediction"
+            );
+        }
         println!(
             "  contexts: one xclbin per kernel kind (kernels/aie/build.sh) needs {} of {}'s {} \
              and creates {} per window once running; one xclbin per dispatch shape would create \

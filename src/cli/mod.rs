@@ -67,8 +67,9 @@ struct PlanArgs {
     #[arg(long, value_enum, default_value_t = amanuensis::backend::Rounding::NearestEven)]
     rounding: amanuensis::backend::Rounding,
 
-    /// bfloat16 products per float32 product in the NPU kernels (emu): bf16, or bf16x3 for
-    /// near-float32 products at three times the work.
+    /// bfloat16 products per float32 product in the NPU kernels (emu, npu): bf16, or bf16x3
+    /// for near-float32 products at three times the work (softmax and GELU then in float32 on
+    /// the CPU).
     #[arg(long, value_enum, default_value_t = amanuensis::backend::Precision::Bf16)]
     precision: amanuensis::backend::Precision,
 

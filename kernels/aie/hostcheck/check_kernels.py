@@ -299,5 +299,19 @@ for model in ("tiny", "base", "small", "medium", "large"):
         ok &= check_gemm(gemm.ROWS * 64, K, N, kernel.epilogue, kernel.output,
                          f": {model}'s {kernel.name}, one row block of its {M}")
 ok &= check_attention(1500, 64, 1500, 64)
+# bf16x3 (kernels/NUMERICS.md 7): the same kernels over operands the host expands, K three
+# times as long. Its new runtime parameters are k-tile counts, checked on tiny's and base's
+# shapes at their size and at the largest count of any size (large-v3's FFN down-projection:
+# 5120 x 3 = 15360, 240 k-tiles) on one column block.
+for model in ("tiny", "base"):
+    for kernel in shapes.whisper_kernels(model, None, dev, "bf16x3"):
+        M, K, N = kernel.shape
+        key = (K, N, kernel.epilogue, kernel.output)
+        if key in seen:
+            continue
+        seen.add(key)
+        ok &= check_gemm(gemm.ROWS * 64, K, N, kernel.epilogue, kernel.output,
+                         f": {model}'s {kernel.name} (bf16x3), one row block of its {M}")
+ok &= check_gemm(gemm.ROWS * 64, 15360, block, "bias", "f32", ": 240 k-tiles (bf16x3, large)")
 print("all kernels agree with the emulator" if ok else "DIFFERENCES FOUND")
 sys.exit(0 if ok else 1)

@@ -11,7 +11,7 @@ use amanuensis_kernels::device::{
     AttentionDims, Device, Epilogue, Kernel, KernelNeed, StreamLayout,
 };
 use amanuensis_kernels::emulator::Emulator;
-use amanuensis_kernels::gemm::GemmContract;
+use amanuensis_kernels::gemm::{GemmContract, Precision};
 use amanuensis_kernels::hw::DeviceFamily;
 use amanuensis_kernels::npu::{Npu, Xrt};
 use proptest::prelude::*;
@@ -66,7 +66,7 @@ impl Call {
             } => vec![KernelNeed::gemm(
                 &contract.layout(m, k, n),
                 bias,
-                epilogue == Epilogue::Gelu,
+                epilogue == Epilogue::Gelu && contract.softmax_gelu_on_device(),
             )],
             Call::MatMulAct { m, k, n } => {
                 vec![KernelNeed::gemm(&contract.layout(m, k, n), false, false)]
@@ -77,6 +77,8 @@ impl Call {
                 .into_iter()
                 .map(|(need, _)| need)
                 .collect(),
+            // Under bf16x3 softmax and GELU run on the host: no kernel.
+            _ if !contract.softmax_gelu_on_device() => Vec::new(),
             Call::Softmax { rows, cols } => vec![KernelNeed::stream(
                 Kernel::Softmax,
                 &StreamLayout::new(contract, rows, cols),
@@ -156,7 +158,21 @@ fn npu_for<X: Xrt>(
     calls: &[Call],
     dir: &TempKernels,
 ) -> Npu<X> {
-    let contract = GemmContract::for_family(family).with_rounding(rounding);
+    npu_for_precision(xrt, family, rounding, Precision::Bf16, calls, dir)
+}
+
+/// [`npu_for`] under `precision`.
+fn npu_for_precision<X: Xrt>(
+    xrt: X,
+    family: DeviceFamily,
+    rounding: Rounding,
+    precision: Precision,
+    calls: &[Call],
+    dir: &TempKernels,
+) -> Npu<X> {
+    let contract = GemmContract::for_family(family)
+        .with_rounding(rounding)
+        .with_precision(precision);
     let mut needs: Vec<KernelNeed> = calls.iter().flat_map(|c| c.needs(&contract)).collect();
     needs.sort();
     needs.dedup();
@@ -167,12 +183,21 @@ fn npu_for<X: Xrt>(
 /// Runs `calls` on the emulator and on `Npu` over the fake device: the outputs bit for bit,
 /// the counters, and the counters against the bytes the fake device measured.
 fn same_as_emulator(rounding: Rounding, calls: &[Call]) {
+    same_as_emulator_in(Precision::Bf16, rounding, calls)
+}
+
+/// [`same_as_emulator`] under `precision`.
+fn same_as_emulator_in(precision: Precision, rounding: Rounding, calls: &[Call]) {
     for config in [FakeConfig::xdna1(), FakeConfig::xdna2()] {
         let family = config.family();
         let dir = TempKernels::new("same");
         let fake = FakeXrt::new(config);
-        let npu = npu_for(fake.clone(), family, rounding, calls, &dir);
-        let emu = Emulator::new(GemmContract::for_family(family).with_rounding(rounding));
+        let npu = npu_for_precision(fake.clone(), family, rounding, precision, calls, &dir);
+        let emu = Emulator::new(
+            GemmContract::for_family(family)
+                .with_rounding(rounding)
+                .with_precision(precision),
+        );
         for (i, call) in calls.iter().enumerate() {
             let expected = call.run(&emu, i as u64 * 100).unwrap();
             let got = call
@@ -258,6 +283,32 @@ proptest! {
         len in 1usize..700_000,
     ) {
         same_as_emulator(rounding, &[Call::Softmax { rows, cols }, Call::Gelu { len }]);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// bf16x3 on the device: the plain GEMM kernels over the host's expanded operands (K three
+    /// times as long), softmax and GELU in float32 on the host; the emulator's bits and
+    /// counters, GELU epilogues, attention and streams included.
+    #[test]
+    fn bf16x3_is_the_emulator_bit_for_bit(
+        rounding in rounding(),
+        m in 1usize..700,
+        k in prop_oneof![1usize..200, 700usize..1300],
+        n in 1usize..300,
+        bias in any::<bool>(),
+        epilogue in epilogue(),
+        (am, d, an) in (1usize..600, 1usize..80, 1usize..900),
+    ) {
+        same_as_emulator_in(Precision::Bf16x3, rounding, &[
+            Call::MatMul { m, k, n, bias, epilogue },
+            Call::MatMulAct { m: m.min(300), k, n },
+            Call::Attention(AttentionDims { m: am, d, n: an, dv: d }),
+            Call::Softmax { rows: am, cols: an },
+            Call::Gelu { len: m * n },
+        ]);
     }
 }
 

@@ -35,7 +35,8 @@ use crate::device::{
     AttentionDims, Counters, Device, DeviceError, Epilogue, Kernel, KernelNeed, StreamLayout,
     Traffic, Weights, checks,
 };
-use crate::gemm::{GemmContract, GemmLayout};
+use crate::fmath;
+use crate::gemm::{GemmContract, GemmLayout, Precision, split};
 use crate::hw::DeviceFamily;
 use crate::manifest::{KernelEntry, KernelKind, Manifest};
 
@@ -212,14 +213,6 @@ impl<X: Xrt> Npu<X> {
         manifest: Manifest,
         contract: GemmContract,
     ) -> Result<Npu<X>, DeviceError> {
-        if contract.precision != crate::gemm::Precision::Bf16 {
-            return Err(DeviceError::Unavailable(format!(
-                "no NPU kernels for precision {:?} yet (the kernels in {} are bf16); use \
-                 --backend emu to see its numerics",
-                contract.precision,
-                manifest.dir.display()
-            )));
-        }
         if manifest.rounding.rounding() != contract.rounding {
             return Err(DeviceError::Unavailable(format!(
                 "the kernels in {} round to bf16 by {:?}, the contract by {:?}: rebuild them \
@@ -430,8 +423,36 @@ impl<X: Xrt> Npu<X> {
         );
     }
 
+    /// The A operand of `layout` as the device multiplies it, with the layout whose `k` is
+    /// its row length: `a` itself, or under bf16x3 its expansion ([`split::expand_a`]: the
+    /// plain contract's GEMM over the expanded operands is bf16x3's product).
+    fn device_a<'a>(
+        &self,
+        a: &'a [f32],
+        layout: &GemmLayout,
+    ) -> (std::borrow::Cow<'a, [f32]>, GemmLayout) {
+        match self.contract.precision {
+            Precision::Bf16 => (a.into(), *layout),
+            Precision::Bf16x3 => {
+                let a = split::expand_a(&self.contract, a, layout.m, layout.k);
+                let k = split::expanded_k(&self.contract, layout.k);
+                (a.into(), GemmLayout { k, ..*layout })
+            }
+        }
+    }
+
+    /// B `[k, n]` as the device multiplies it: itself, or expanded under bf16x3
+    /// ([`split::expand_b`]), its rows as many as [`Npu::device_a`]'s layout's `k`.
+    fn device_b<'a>(&self, b: &'a [f32], k: usize, n: usize) -> std::borrow::Cow<'a, [f32]> {
+        match self.contract.precision {
+            Precision::Bf16 => b.into(),
+            Precision::Bf16x3 => split::expand_b(&self.contract, b, k, n).into(),
+        }
+    }
+
     /// The GEMM of `layout`: A from `a` (bf16, padded), B and bias from the weights or from
-    /// the activation `b`, C into `c`.
+    /// the activation `b`, C into `c`. Under bf16x3, `a`, `b` and `layout.k` are the
+    /// expanded ones ([`Npu::device_a`]).
     fn gemm(
         &self,
         a: &[f32],
@@ -634,9 +655,13 @@ impl<X: Xrt> Device for Npu<X> {
             })?;
         let loaded = self.load(index)?;
         let mut b_bo = self.data_bo(&loaded.kernel, 1, layout.weight_bytes())?;
+        let b_rows = match self.contract.precision {
+            Precision::Bf16 => k,
+            Precision::Bf16x3 => split::expanded_k(&self.contract, k),
+        };
         let b_bytes = padded_bf16(
-            b,
-            (k, n),
+            &self.device_b(b, k, n),
+            (b_rows, n),
             (layout.k_pad, layout.n_pad),
             self.contract.rounding,
         );
@@ -680,7 +705,17 @@ impl<X: Xrt> Device for Npu<X> {
         checks::matmul(a, m, w, c)?;
         let layout = self.contract.layout(m, w.k(), w.n());
         debug_assert_eq!((layout.k_pad, layout.n_pad), (nw.k_pad, nw.n_pad));
-        let moved = self.gemm(a, &layout, Some(nw), None, epilogue, c)?;
+        let (a, device_layout) = self.device_a(a, &layout);
+        let moved = if self.contract.softmax_gelu_on_device() {
+            self.gemm(&a, &device_layout, Some(nw), None, epilogue, c)?
+        } else {
+            // bf16x3: the bias on the device, the float32 GELU here.
+            let moved = self.gemm(&a, &device_layout, Some(nw), None, Epilogue::None, c)?;
+            if epilogue == Epilogue::Gelu {
+                fmath::gelu_par(c);
+            }
+            moved
+        };
         self.record(
             Kernel::MatMul,
             moved,
@@ -698,7 +733,9 @@ impl<X: Xrt> Device for Npu<X> {
     ) -> Result<(), DeviceError> {
         checks::matmul_act(a, b, (m, k, n), c)?;
         let layout = self.contract.layout(m, k, n);
-        let moved = self.gemm(a, &layout, None, Some(b), Epilogue::None, c)?;
+        let (a, device_layout) = self.device_a(a, &layout);
+        let b = self.device_b(b, k, n);
+        let moved = self.gemm(&a, &device_layout, None, Some(&b), Epilogue::None, c)?;
         self.record(
             Kernel::MatMul,
             moved,
@@ -716,6 +753,14 @@ impl<X: Xrt> Device for Npu<X> {
         out: &mut [f32],
     ) -> Result<(), DeviceError> {
         checks::attention(q, kt, v, dims, out)?;
+        if !self.contract.softmax_gelu_on_device() {
+            // bf16x3: two products of activations, the float32 softmax here between them
+            // (AttentionLayout::calls says the same).
+            let mut scores = vec![0f32; dims.m * dims.n];
+            self.matmul_act(q, kt, (dims.m, dims.d, dims.n), &mut scores)?;
+            fmath::softmax_rows_par(&mut scores, dims.n);
+            return self.matmul_act(&scores, v, (dims.m, dims.n, dims.dv), out);
+        }
         let layout = self.contract.attention(dims);
         let calls = layout.calls(&self.contract);
         let indices = [
@@ -775,10 +820,18 @@ impl<X: Xrt> Device for Npu<X> {
 
     fn softmax(&self, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
         checks::softmax(x, cols)?;
+        if !self.contract.softmax_gelu_on_device() {
+            fmath::softmax_rows_par(x, cols);
+            return Ok(());
+        }
         self.stream(Kernel::Softmax, x, cols)
     }
 
     fn gelu(&self, x: &mut [f32]) -> Result<(), DeviceError> {
+        if !self.contract.softmax_gelu_on_device() {
+            fmath::gelu_par(x);
+            return Ok(());
+        }
         self.stream(Kernel::Gelu, x, 1)
     }
 
@@ -795,8 +848,16 @@ impl<X: Xrt> Device for Npu<X> {
         if missing.is_empty() {
             return Ok(());
         }
+        let precision = match self.contract.precision {
+            Precision::Bf16 => "",
+            Precision::Bf16x3 => {
+                " (bf16x3's shapes come with kernels/aie/build.sh --precision all, the \
+                 default, or --precision bf16x3)"
+            }
+        };
         Err(DeviceError::Unavailable(format!(
-            "the kernels in {} lack {} this model needs ({}); build kernels/aie for this model",
+            "the kernels in {} lack {} this model needs ({}); build kernels/aie for this \
+             model{precision}",
             self.manifest.dir.display(),
             missing.len(),
             missing.join(", ")

@@ -53,6 +53,25 @@ fn fake_npu_of(
     (DeviceHandle::new(Arc::new(npu)), fake)
 }
 
+/// A fake XDNA1 NPU of `contract` with the kernels `emu`'s plan needs in `kernels`, built
+/// one xclbin per kind, and the fake below it.
+fn per_kind_npu(
+    emu: &Encoder,
+    contract: GemmContract,
+    kernels: &TempKernels,
+) -> (DeviceHandle, FakeXrt) {
+    let fake = FakeXrt::new(FakeConfig::xdna1());
+    let manifest = write_kernels_as(
+        &kernels.dir,
+        Rounding::NearestEven,
+        emu.kernel_needs(),
+        Xclbins::PerKind,
+        DeviceFamily::Xdna1,
+    );
+    let npu = Npu::open_with(fake.clone(), 0, manifest, contract).unwrap();
+    (DeviceHandle::new(Arc::new(npu)), fake)
+}
+
 fn bits(x: &[f32]) -> Vec<u32> {
     x.iter().map(|v| v.to_bits()).collect()
 }
@@ -238,19 +257,11 @@ fn one_xclbin_per_kind_creates_no_context_after_the_first_window() {
     for dir in [reference("tiny.en"), catalog_model("base")] {
         let emu = Encoder::load(&dir, &options(Backend::Emu)).unwrap();
         let kernels = TempKernels::new("per-kind");
-        let fake = FakeXrt::new(FakeConfig::xdna1());
-        let manifest = write_kernels_as(
-            &kernels.dir,
-            Rounding::NearestEven,
-            emu.kernel_needs(),
-            Xclbins::PerKind,
-            DeviceFamily::Xdna1,
-        );
-        let npu = Npu::open_with(fake.clone(), 0, manifest, GemmContract::XDNA1).unwrap();
+        let (device, fake) = per_kind_npu(&emu, GemmContract::XDNA1, &kernels);
         let npu = Encoder::load(
             &dir,
             &EncoderOptions {
-                device: Some(DeviceHandle::new(Arc::new(npu))),
+                device: Some(device),
                 ..options(Backend::Npu)
             },
         )
@@ -373,18 +384,8 @@ fn npu_on_the_fake_device_is_emu_under_bf16x3() {
     };
     let emu = Encoder::load(&dir, &opts(Backend::Emu)).unwrap();
     let kernels = TempKernels::new("bf16x3");
-    let fake = FakeXrt::new(FakeConfig::xdna1());
-    let manifest = write_kernels_as(
-        &kernels.dir,
-        Rounding::NearestEven,
-        emu.kernel_needs(),
-        Xclbins::PerKind,
-        DeviceFamily::Xdna1,
-    );
     let contract = GemmContract::XDNA1.with_precision(amanuensis_kernels::gemm::Precision::Bf16x3);
-    let device = DeviceHandle::new(Arc::new(
-        Npu::open_with(fake.clone(), 0, manifest, contract).unwrap(),
-    ));
+    let (device, fake) = per_kind_npu(&emu, contract, &kernels);
     let npu = Encoder::load(
         &dir,
         &EncoderOptions {

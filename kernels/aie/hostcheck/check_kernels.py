@@ -286,9 +286,15 @@ ok &= check_attention(300, 64, 2100, 40)
 # one row block of 256 rows (its k-tiles, column tiles and bias parts are the dispatch's own;
 # the row blocks of a dispatch repeat one pattern, checked above with several), and one head
 # of attention at Whisper's own size (1500 positions, 64 values a head, every size).
+# bf16x3 (kernels/NUMERICS.md 7) runs the same kernels over operands the host expands, K
+# three times as long: its new runtime parameters are k-tile counts, checked on tiny's and
+# base's shapes and at the largest count of any size (large-v3's FFN down-projection under
+# bf16x3: 5120 x 3 = 15360, 240 k-tiles) on one column block.
 seen = set()
-for model in ("tiny", "base", "small", "medium", "large"):
-    for kernel in shapes.whisper_kernels(model, None, dev):
+runs = [(model, "bf16") for model in ("tiny", "base", "small", "medium", "large")]
+runs += [("tiny", "bf16x3"), ("base", "bf16x3")]
+for model, precision in runs:
+    for kernel in shapes.whisper_kernels(model, None, dev, precision):
         if kernel.kind != "gemm":
             continue
         M, K, N = kernel.shape
@@ -297,21 +303,8 @@ for model in ("tiny", "base", "small", "medium", "large"):
             continue
         seen.add(key)
         ok &= check_gemm(gemm.ROWS * 64, K, N, kernel.epilogue, kernel.output,
-                         f": {model}'s {kernel.name}, one row block of its {M}")
+                         f": {model}'s {kernel.name} ({precision}), one row block of its {M}")
 ok &= check_attention(1500, 64, 1500, 64)
-# bf16x3 (kernels/NUMERICS.md 7): the same kernels over operands the host expands, K three
-# times as long. Its new runtime parameters are k-tile counts, checked on tiny's and base's
-# shapes at their size and at the largest count of any size (large-v3's FFN down-projection:
-# 5120 x 3 = 15360, 240 k-tiles) on one column block.
-for model in ("tiny", "base"):
-    for kernel in shapes.whisper_kernels(model, None, dev, "bf16x3"):
-        M, K, N = kernel.shape
-        key = (K, N, kernel.epilogue, kernel.output)
-        if key in seen:
-            continue
-        seen.add(key)
-        ok &= check_gemm(gemm.ROWS * 64, K, N, kernel.epilogue, kernel.output,
-                         f": {model}'s {kernel.name} (bf16x3), one row block of its {M}")
 ok &= check_gemm(gemm.ROWS * 64, 15360, block, "bias", "f32", ": 240 k-tiles (bf16x3, large)")
 print("all kernels agree with the emulator" if ok else "DIFFERENCES FOUND")
 sys.exit(0 if ok else 1)

@@ -13,12 +13,12 @@ use crate::device::{
 };
 use crate::fmath;
 use crate::gemm::GemmContract;
-use crate::packed_gemm::{PackedB, block_f32, gemm_f32, micro_rows};
+use crate::packed_gemm::{PackedB, gemm_f32, gemm_f32_rows};
 
 /// Queries of attention computed together (eight groups of the AVX-512 micro-kernel's 12
 /// rows): their scores against 1500 keys and the exponentials of those (1500 x 96 float32
 /// values, 576 KB each) stay in the core's L2 cache between the two products.
-const QUERY_BLOCK: usize = 96;
+const QUERY_BLOCK: usize = 192;
 
 /// Weights as the CPU keeps them: B packed for the micro-kernel, and the bias.
 #[derive(Debug)]
@@ -138,13 +138,12 @@ impl Device for CpuDevice {
     }
 
     /// Every head in blocks of `QUERY_BLOCK` queries, all spread over the pool at once (the
-    /// pool waits once for the whole layer, not once a head), each operand read where it is
-    /// and laid out for the micro-kernel by small copies: the scores transposed, `S^T = K
-    /// Q^T` (K packed once a head as the micro-kernel's rows, Q^T of the block as its
-    /// panels), the softmax's exponentials of each column of `S^T` written straight into the
-    /// row groups of the second product, `O = P V` (V packed once a head as its panels), each
-    /// row of O divided by its sum as it is written out. No `[m, n]` matrix is ever written
-    /// out, and no operand is copied whole.
+    /// pool waits once for the whole layer, not once a head): per block, the scores `S = Q
+    /// K^T` (the block's queries read in place as the micro-kernel's rows, K^T packed once a
+    /// head as its panels), the softmax's exponentials of each row of S in place with the
+    /// row's sum, `O = P V` (P read in place, V packed once a head as the panels), each row of
+    /// O divided by its sum as it is written out. The block's scores stay in the core's L2
+    /// cache; no `[m, n]` matrix is ever written out, and no operand is copied whole.
     fn attention_strided(
         &self,
         q: Heads<'_>,
@@ -153,76 +152,32 @@ impl Device for CpuDevice {
         out: &mut HeadsMut<'_>,
     ) -> Result<(), DeviceError> {
         let (heads, dims) = checks::attention_strided(&q, &kt, &v, out)?;
-        let AttentionDims { m, d, n, dv } = dims;
+        let AttentionDims { m, n, dv, .. } = dims;
         if dv == 0 || m == 0 || heads == 0 {
             return Ok(());
         }
-        let g = micro_rows();
-        let key_groups = n.div_ceil(g);
-        // Per head: K as the rows of the first product (row j is key j) and V as the panels
-        // of the second.
-        let packed: Vec<(Vec<f32>, PackedB)> = (0..heads)
+        // Per head: K^T and V as the panels of the two products.
+        let packed: Vec<(PackedB, PackedB)> = (0..heads)
             .into_par_iter()
             .map(|h| {
-                let mut keys = vec![0f32; key_groups * d * g];
-                if kt.strides()[2] == 1 {
-                    // Runs of keys: contiguous copies.
-                    for gi in 0..key_groups {
-                        let cols = g.min(n - gi * g);
-                        for kk in 0..d {
-                            let run = &kt.row(h, kk).expect("adjacent keys")[gi * g..][..cols];
-                            keys[(gi * d + kk) * g..][..cols].copy_from_slice(run);
-                        }
-                    }
-                } else {
-                    // Key by key (a key's values adjacent, as projections write them).
-                    for j in 0..n {
-                        let (gi, c) = (j / g, j % g);
-                        for kk in 0..d {
-                            keys[(gi * d + kk) * g + c] = kt.get(h, kk, j);
-                        }
-                    }
-                }
                 (
-                    keys,
+                    pack_keys(&kt, h),
                     PackedB::plain_with(n, dv, |kk, row| v.read_row(h, kk, row)),
                 )
             })
             .collect();
-        let panel = PackedB::PANEL;
         thread_local! {
-            static SCRATCH: RefCell<[Vec<f32>; 3]> = const {
-                RefCell::new([Vec::new(), Vec::new(), Vec::new()])
-            };
+            static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
         }
         for_each_query_block(&q, out, &packed, QUERY_BLOCK, |(keys, values), q, o| {
             let rows = o.len() / dv;
-            let panels = rows.div_ceil(panel);
-            SCRATCH.with_borrow_mut(|[q_panels, scores_t, p_groups]| {
-                // Q^T of this block as panels of queries (zero past the last).
-                q_panels.clear();
-                q_panels.resize(panels * d * panel, 0.0);
-                for (r, query) in q.chunks_exact(d).enumerate() {
-                    let (p, c) = (r / panel, r % panel);
-                    for (kk, x) in query.iter().enumerate() {
-                        q_panels[(p * d + kk) * panel + c] = *x;
-                    }
-                }
-                let q_t = PackedB::from_panels(d, rows, std::mem::take(q_panels));
-                scores_t.resize(n * rows, 0.0);
-                block_f32(keys, n, &q_t, None, false, scores_t);
-                *q_panels = q_t.into_panels();
-                // The softmax of each column of S^T, unnormalised, into the row groups of P,
-                // with the row sums.
-                let groups = rows.div_ceil(g);
-                p_groups.resize(groups * n * g, 0.0);
-                if rows % g != 0 {
-                    // The last group's rows past the block's queries must be zero.
-                    p_groups[(groups - 1) * n * g..].fill(0.0);
-                }
-                let (mut max, mut sums) = ([0f32; QUERY_BLOCK], [0f32; QUERY_BLOCK]);
-                fmath::exp_into_groups(scores_t, rows, &mut max, g, p_groups, &mut sums);
-                block_f32(p_groups, rows, values, None, false, o);
+            SCORES.with_borrow_mut(|scores| {
+                scores.resize(rows * n, 0.0);
+                let scores = &mut scores[..rows * n];
+                gemm_f32_rows(q, rows, keys, None, false, scores);
+                let mut sums = [0f32; QUERY_BLOCK];
+                fmath::exp_rows(scores, n, &mut sums);
+                gemm_f32_rows(scores, rows, values, None, false, o);
                 for (o_row, sum) in o.chunks_exact_mut(dv).zip(sums) {
                     let inv = 1.0 / sum;
                     o_row.iter_mut().for_each(|x| *x *= inv);
@@ -247,6 +202,25 @@ impl Device for CpuDevice {
     fn counters(&self) -> &Counters {
         &self.counters
     }
+}
+
+/// Head `h` of `kt` (`[heads, d, n]`) as the panels of a product's right operand: run by run
+/// when keys are adjacent, else key by key (a key's `d` values adjacent, as projections write
+/// them).
+fn pack_keys(kt: &Heads<'_>, h: usize) -> PackedB {
+    let [_, d, n] = kt.shape();
+    if kt.strides()[2] == 1 || n <= 1 {
+        return PackedB::plain_with(d, n, |kk, row| kt.read_row(h, kk, row));
+    }
+    let panel = PackedB::PANEL;
+    let mut panels = vec![0f32; n.div_ceil(panel) * d * panel];
+    for j in 0..n {
+        let (p, c) = (j / panel, j % panel);
+        for kk in 0..d {
+            panels[(p * d + kk) * panel + c] = kt.get(h, kk, j);
+        }
+    }
+    PackedB::from_panels(d, n, panels)
 }
 
 /// This machine's float32 multiply-add throughput, measured: every thread of rayon's current

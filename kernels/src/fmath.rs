@@ -85,62 +85,75 @@ fn logsumexp_body(x: &[f32]) -> f64 {
     max as f64 + total.ln()
 }
 
-/// `erf(x)` within 1.5e-7 (absolute), odd in `x`, in two pieces computed side by side (so
-/// that the choice vectorises):
-/// - `|x| < 1`: `x` times the first twelve terms of the Taylor series of `erf(x) / x` in
-///   `x^2` (`2 / sqrt(pi) * (-1)^n / (n! (2n + 1))`; the first term left out is below 2e-9);
-/// - `|x| >= 1`: `1 - erfc(|x|)`, `erfc` by the Chebyshev fit of Numerical Recipes' `erfcc`
-///   (W. H. Press et al., Numerical Recipes, 2nd ed., 6.2: fractional error below 1.2e-7;
-///   here `erfc(1)` is 0.157, so its absolute error is below 2e-8).
+/// `erf(x)` within 4e-7 (absolute; measured 2.6e-7 over [-6, 6] by
+/// `erf_and_gelu_are_within_their_bounds`), odd in `x`, in straight-line code with one
+/// division that vectorises: `x` clamped to [-4, 4] (beyond, erf is 1 in float32 to within
+/// 2e-8), then `x P(x^2) / Q(x^2)`, a rational fit of degrees 13 and 8 whose own error is
+/// 6.5e-8; the rest is float32 rounding in the two Horner sums and the quotient. The
+/// coefficients are those of Eigen's `generic_fast_erf_float` (also XLA's `ErfImpl32`).
 #[allow(clippy::excessive_precision)]
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
-    const TAYLOR: [f32; 12] = [
-        std::f32::consts::FRAC_2_SQRT_PI,
-        -0.376_126_389_031_837_5,
-        0.112_837_916_709_551_26,
-        -0.026_866_170_645_131_252,
-        0.005_223_977_625_442_188,
-        -0.000_854_832_702_345_085_2,
-        0.000_120_553_329_817_896_64,
-        -1.492_565_035_840_625e-5,
-        1.646_211_436_588_924_6e-6,
-        -1.636_584_469_123_492_4e-7,
-        1.480_719_281_587_921_8e-8,
-        -1.229_055_530_171_792_6e-9,
-    ];
-    const ERFCC: [f32; 10] = [
-        -1.265_512_23,
-        1.000_023_68,
-        0.374_091_96,
-        0.096_784_18,
-        -0.186_288_06,
-        0.278_868_07,
-        -1.135_203_98,
-        1.488_515_87,
-        -0.822_152_23,
-        0.170_872_77,
-    ];
-    let ax = x.abs();
+    let x = x.clamp(-4.0, 4.0);
     let z = x * x;
-    let mut p = TAYLOR[11];
-    for c in TAYLOR[..11].iter().rev() {
+    let mut p = ERF_NUM[0];
+    for c in &ERF_NUM[1..] {
         p = p.mul_add(z, *c);
     }
-    let small = x * p;
-    let t = 1.0 / 0.5f32.mul_add(ax, 1.0);
-    let mut q = ERFCC[9];
-    for c in ERFCC[..9].iter().rev() {
-        q = q.mul_add(t, *c);
+    let mut q = ERF_DEN[0];
+    for c in &ERF_DEN[1..] {
+        q = q.mul_add(z, *c);
     }
-    let erfc = t * exp(q - z);
-    let large = 1.0 - erfc;
-    let large = if x < 0.0 { -large } else { large };
-    if ax < 1.0 { small } else { large }
+    x * p / q
+}
+
+/// The numerator of [`erf`]'s fit, in `x^2`, highest power first (times `x`).
+#[allow(clippy::excessive_precision)]
+const ERF_NUM: [f32; 7] = [
+    -2.726_142_258_013_06e-10,
+    2.770_681_424_959_02e-08,
+    -2.101_024_020_825_08e-06,
+    -5.692_506_394_623_46e-05,
+    -7.349_906_303_268_55e-04,
+    -2.954_599_808_540_25e-03,
+    -1.609_603_332_624_15e-02,
+];
+
+/// The denominator of [`erf`]'s fit, in `x^2`, highest power first.
+#[allow(clippy::excessive_precision)]
+const ERF_DEN: [f32; 5] = [
+    -1.456_607_184_649_96e-05,
+    -2.133_740_552_789_05e-04,
+    -1.682_826_974_382_03e-03,
+    -7.373_329_167_204_68e-03,
+    -1.426_473_905_141_89e-02,
+];
+
+/// [`gelu`] of 16 lanes at once, the same operations in the same order, so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn gelu_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let u = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+    let u = _mm512_min_ps(_mm512_max_ps(u, _mm512_set1_ps(-4.0)), _mm512_set1_ps(4.0));
+    let z = _mm512_mul_ps(u, u);
+    let mut p = _mm512_set1_ps(ERF_NUM[0]);
+    for c in &ERF_NUM[1..] {
+        p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(*c));
+    }
+    let mut q = _mm512_set1_ps(ERF_DEN[0]);
+    for c in &ERF_DEN[1..] {
+        q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(*c));
+    }
+    let erf = _mm512_div_ps(_mm512_mul_ps(u, p), q);
+    _mm512_mul_ps(
+        _mm512_mul_ps(_mm512_set1_ps(0.5), x),
+        _mm512_add_ps(_mm512_set1_ps(1.0), erf),
+    )
 }
 
 /// GELU as `0.5 x (1 + erf(x / sqrt 2))` (PyTorch's `gelu`, tract's `GeluExact`), with
-/// [`erf`]: within `7.5e-8 |x|` (half of erf's error) plus two float32 roundings of the
+/// [`erf`]: within `2e-7 |x|` (half of erf's error) plus two float32 roundings of the
 /// result, of the exact function.
 #[inline(always)]
 pub fn gelu(x: f32) -> f32 {
@@ -149,6 +162,11 @@ pub fn gelu(x: f32) -> f32 {
 
 /// [`gelu`] of every value, in place.
 pub fn gelu_slice(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F, checked just above.
+        return unsafe { gelu_slice_avx512(x) };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports AVX2 and FMA, checked just above.
@@ -161,6 +179,25 @@ pub fn gelu_slice(x: &mut [f32]) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn gelu_slice_fma(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v = gelu(*v));
+}
+
+/// [`gelu_slice`] sixteen values at a time ([`gelu_avx512`]: the same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gelu_slice_avx512(x: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut chunks = x.chunks_exact_mut(16);
+    for chunk in &mut chunks {
+        // SAFETY: `chunk` holds 16 values.
+        unsafe {
+            let v = _mm512_loadu_ps(chunk.as_ptr());
+            _mm512_storeu_ps(chunk.as_mut_ptr(), gelu_avx512(v));
+        }
+    }
+    chunks
+        .into_remainder()
+        .iter_mut()
+        .for_each(|v| *v = gelu(*v));
 }
 
 /// Softmax of every row of `x` (`cols` values a row), in place: the maximum taken out, [`exp`]
@@ -197,37 +234,20 @@ unsafe fn softmax_rows_fma(x: &mut [f32], cols: usize) {
     softmax_rows_body(x, cols)
 }
 
-/// The unnormalised softmax down each column of a row-major `[rows, cols]` `src`: `max[c]`
-/// receives the column's largest value, `dst` the values `exp(src - max)` written transposed
-/// in groups of `group` columns, as the GEMM micro-kernel reads its left operand
-/// (`dst[(g * rows + j) * group + r]` is column `g * group + r` of row `j`; the places of
-/// columns past `cols` in the last group are left as they are), `sums[c]` the column's sum of
-/// them (over up to 1500 keys: eight terms at a time in float32, those partial sums in
-/// float64).
-pub fn exp_into_groups(
-    src: &[f32],
-    cols: usize,
-    max: &mut [f32],
-    group: usize,
-    dst: &mut [f32],
-    sums: &mut [f32],
-) {
-    assert!(cols > 0 && group > 0, "columns in groups");
-    let rows = src.len() / cols;
-    assert!(
-        max.len() >= cols && sums.len() >= cols,
-        "a max and a sum a column"
-    );
-    assert!(
-        dst.len() >= cols.div_ceil(group) * group * rows,
-        "whole groups of dst"
-    );
+/// The unnormalised softmax of each row of a row-major `[rows, cols]` `x`, in place: each
+/// value becomes `exp(x - max)` with `max` the row's largest value, and `sums[r]` receives
+/// row `r`'s sum of them (float32 partial sums of 128 values, those carried in float64).
+/// The exponentials are [`exp`]'s bits, whichever path runs.
+pub fn exp_rows(x: &mut [f32], cols: usize, sums: &mut [f32]) {
+    assert!(cols > 0, "rows of at least one column");
+    let rows = x.len() / cols;
+    assert!(sums.len() >= rows, "a sum a row");
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU supports AVX-512F, checked just above.
-        return unsafe { exp_into_groups_avx512(src, cols, max, group, dst, sums) };
+        return unsafe { exp_rows_avx512(x, cols, sums) };
     }
-    exp_into_groups_body(src, cols, max, group, dst, sums)
+    exp_rows_body(x, cols, sums)
 }
 
 /// [`exp`] of 16 lanes at once, the same operations in the same order, so the same bits.
@@ -244,16 +264,14 @@ pub(crate) fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m
         1.666_666_545_9e-1,
         5.000_000_120_1e-1,
     ];
-    const MAGIC: f32 = 12_582_912.0;
     let min = _mm512_set1_ps(-87.336_55);
     let underflow = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, min);
     let x = _mm512_min_ps(_mm512_max_ps(x, min), _mm512_set1_ps(88.0));
-    let magic = _mm512_set1_ps(MAGIC);
-    let k = _mm512_add_ps(
+    // `n`: the product rounded to the nearest integer, ties to even, as adding 1.5 * 2^23
+    // rounds it in `exp`.
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
         _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-        magic,
     );
-    let n = _mm512_sub_ps(k, magic);
     let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693_359_375), x);
     let r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.121_944_4e-4), r);
     let mut y = _mm512_set1_ps(P[0]);
@@ -264,136 +282,92 @@ pub(crate) fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m
         _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), r),
         _mm512_set1_ps(1.0),
     );
-    let bits = _mm512_sub_epi32(_mm512_castps_si512(k), _mm512_castps_si512(magic));
-    let two_n = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
-        bits,
-        _mm512_set1_epi32(127),
-    )));
-    _mm512_maskz_mov_ps(!underflow, _mm512_mul_ps(y, two_n))
+    // `y * 2^n` in one rounding, as `exp`'s product with 2^n built from its exponent bits
+    // (`n >= -126`: 2^n is a normal float32), zero where `exp` underflows.
+    _mm512_maskz_scalef_ps(!underflow, y, n)
 }
 
-/// Sixteen columns at a time (whole vectors, whatever the group): their maxima down the
-/// rows, then for every row their exponentials, stored into the one or two groups the
-/// sixteen columns fall in (masked stores), and summed: eight rows in float32 lanes, then
-/// into float64 lanes.
+/// [`exp_rows`] sixteen values at a time, the row's tail in masked lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn exp_into_groups_avx512(
-    src: &[f32],
-    cols: usize,
-    max: &mut [f32],
-    group: usize,
-    dst: &mut [f32],
-    sums: &mut [f32],
-) {
+unsafe fn exp_rows_avx512(x: &mut [f32], cols: usize, sums: &mut [f32]) {
     use std::arch::x86_64::*;
     const LANES: usize = 16;
-    if group < LANES / 2 {
-        // A vector would fall in more than two groups.
-        return exp_into_groups_body(src, cols, max, group, dst, sums);
-    }
-    let rows = src.len() / cols;
-    for c0 in (0..cols).step_by(LANES) {
-        let width = LANES.min(cols - c0);
-        let mask: __mmask16 = ((1u32 << width) - 1) as u16;
-        // The groups these columns fall in: (group, lanes in it).
-        let first = c0 / group;
-        let last = (c0 + width - 1) / group;
-        let split = |g: usize| -> __mmask16 {
-            let lo = (g * group).max(c0) - c0;
-            let hi = ((g + 1) * group).min(c0 + width) - c0;
-            (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
-        };
-        let targets = [(first, split(first)), (last, split(last))];
-        // SAFETY: the masked loads read columns `c0 .. c0 + width` (< cols) of `max` and of
-        // each row of `src`; the masked stores write, for a target group `g`, only the lanes
-        // of columns `c` in that group, at `dst[(g * rows + j) * group + c - g * group]`,
-        // inside `dst` (whole groups); the base pointer of a store may point up to a group
-        // before its first written lane, never outside `dst` (`wrapping_add`, never
-        // dereferenced there).
+    let tail = cols % LANES;
+    let whole = cols - tail;
+    let tail_mask: __mmask16 = ((1u32 << tail) - 1) as u16;
+    for (row, sum) in x.chunks_exact_mut(cols).zip(sums.iter_mut()) {
+        let p = row.as_mut_ptr();
+        // SAFETY: the loads and stores read and write `row[c .. c + 16]` for `c + 16 <=
+        // whole <= cols`, and the tail's lanes `whole .. cols` through the mask only.
         unsafe {
-            let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
-            for j in 0..rows {
-                m = _mm512_max_ps(
-                    m,
-                    _mm512_maskz_loadu_ps(mask, src.as_ptr().add(j * cols + c0)),
-                );
-            }
-            _mm512_mask_storeu_ps(max.as_mut_ptr().add(c0), mask, m);
-            let (mut lo, mut hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
-            for j0 in (0..rows).step_by(8) {
-                let mut part = _mm512_setzero_ps();
-                for j in j0..(j0 + 8).min(rows) {
-                    let x = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(j * cols + c0));
-                    let e = _mm512_maskz_mov_ps(mask, exp_avx512(_mm512_sub_ps(x, m)));
-                    for (g, lanes) in targets {
-                        let base = dst
-                            .as_mut_ptr()
-                            .wrapping_add((g * rows + j) * group + c0)
-                            .wrapping_sub(g * group);
-                        _mm512_mask_storeu_ps(base, lanes, e);
-                    }
-                    part = _mm512_add_ps(part, e);
+            // Four maxima side by side: one would wait on each comparison before the next.
+            let mut ms = [_mm512_set1_ps(f32::NEG_INFINITY); 4];
+            let mut c = 0;
+            while c + 4 * LANES <= whole {
+                for (i, m) in ms.iter_mut().enumerate() {
+                    *m = _mm512_max_ps(*m, _mm512_loadu_ps(p.add(c + i * LANES)));
                 }
-                lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(part)));
+                c += 4 * LANES;
+            }
+            while c < whole {
+                ms[0] = _mm512_max_ps(ms[0], _mm512_loadu_ps(p.add(c)));
+                c += LANES;
+            }
+            let mut m = _mm512_max_ps(_mm512_max_ps(ms[0], ms[1]), _mm512_max_ps(ms[2], ms[3]));
+            if tail > 0 {
+                let t = _mm512_mask_loadu_ps(m, tail_mask, p.add(whole));
+                m = _mm512_max_ps(m, t);
+            }
+            let m = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+            let (mut lo, mut hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+            let mut part = _mm512_setzero_ps();
+            let mut fold = |part: &mut __m512| {
+                lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(*part)));
                 hi = _mm512_add_pd(
                     hi,
                     _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-                        _mm512_castps_pd(part),
+                        _mm512_castps_pd(*part),
                     ))),
                 );
+                *part = _mm512_setzero_ps();
+            };
+            for (i, c) in (0..whole).step_by(LANES).enumerate() {
+                let e = exp_avx512(_mm512_sub_ps(_mm512_loadu_ps(p.add(c)), m));
+                _mm512_storeu_ps(p.add(c), e);
+                part = _mm512_add_ps(part, e);
+                if i % 8 == 7 {
+                    fold(&mut part);
+                }
             }
-            let mut total = [0f64; LANES];
-            _mm512_storeu_pd(total.as_mut_ptr(), lo);
-            _mm512_storeu_pd(total.as_mut_ptr().add(8), hi);
-            for (s, t) in sums[c0..c0 + width].iter_mut().zip(total) {
-                *s = t as f32;
+            if tail > 0 {
+                let x = _mm512_maskz_loadu_ps(tail_mask, p.add(whole));
+                let e = _mm512_maskz_mov_ps(tail_mask, exp_avx512(_mm512_sub_ps(x, m)));
+                _mm512_mask_storeu_ps(p.add(whole), tail_mask, e);
+                part = _mm512_add_ps(part, e);
             }
+            fold(&mut part);
+            *sum = _mm512_reduce_add_pd(_mm512_add_pd(lo, hi)) as f32;
         }
     }
 }
 
+/// [`exp_rows`] in scalar code: the same exponentials, the sums in the same groups.
 #[inline(always)]
-fn exp_into_groups_body(
-    src: &[f32],
-    cols: usize,
-    max: &mut [f32],
-    group: usize,
-    dst: &mut [f32],
-    sums: &mut [f32],
-) {
+fn exp_rows_body(x: &mut [f32], cols: usize, sums: &mut [f32]) {
     const LANES: usize = 16;
-    let rows = src.len() / cols;
-    let whole = cols / LANES * LANES;
-    max[..cols].fill(f32::NEG_INFINITY);
-    for x in src.chunks_exact(cols) {
-        for (m, v) in max.iter_mut().zip(x) {
-            *m = if *v > *m { *v } else { *m };
-        }
-    }
-    let mut sum = vec![0f64; cols.div_ceil(LANES) * LANES];
-    let mut e = vec![0f32; cols.div_ceil(LANES) * LANES];
-    for (j, x) in src.chunks_exact(cols).enumerate() {
-        for c0 in (0..whole).step_by(LANES) {
-            let x: &[f32; LANES] = x[c0..c0 + LANES].try_into().unwrap();
-            let m: &[f32; LANES] = max[c0..c0 + LANES].try_into().unwrap();
-            let ev: &mut [f32; LANES] = (&mut e[c0..c0 + LANES]).try_into().unwrap();
-            let sv: &mut [f64; LANES] = (&mut sum[c0..c0 + LANES]).try_into().unwrap();
-            for l in 0..LANES {
-                ev[l] = exp(x[l] - m[l]);
-                sv[l] += ev[l] as f64;
+    for (row, sum) in x.chunks_exact_mut(cols).zip(sums.iter_mut()) {
+        let max = max_of(row);
+        let mut total = 0f64;
+        for block in row.chunks_mut(LANES * 8) {
+            let mut part = 0f32;
+            for v in block.iter_mut() {
+                *v = exp(*v - max);
+                part += *v;
             }
+            total += part as f64;
         }
-        for c in whole..cols {
-            e[c] = exp(x[c] - max[c]);
-            sum[c] += e[c] as f64;
-        }
-        for (g, chunk) in e[..cols].chunks(group).enumerate() {
-            dst[(g * rows + j) * group..][..chunk.len()].copy_from_slice(chunk);
-        }
-    }
-    for (s, v) in sums[..cols].iter_mut().zip(&sum) {
-        *s = *v as f32;
+        *sum = total as f32;
     }
 }
 
@@ -483,6 +457,19 @@ mod tests {
     }
 
     #[test]
+    fn vector_gelu_is_the_scalar_gelu_to_the_bit() {
+        let mut x: Vec<f32> = (0..40_000)
+            .map(|i| (i as f32 - 20_000.0) * 0.000_71)
+            .collect();
+        x.extend([0.0, -0.0, 1e-30, -1e-30, 40.0, -40.0, f32::MAX, f32::MIN]);
+        let mut vector = x.clone();
+        gelu_slice(&mut vector);
+        for (v, x) in vector.iter().zip(&x) {
+            assert_eq!(v.to_bits(), gelu(*x).to_bits(), "gelu({x})");
+        }
+    }
+
+    #[test]
     fn erf_and_gelu_are_within_their_bounds() {
         let mut x = -6.0f64;
         let (mut worst_erf, mut worst_gelu) = (0.0f64, 0.0f64);
@@ -493,13 +480,14 @@ mod tests {
             let ours = gelu(x as f32) as f64;
             // Half of erf's error, scaled by |x|, and the result's roundings.
             assert!(
-                (ours - g).abs() <= 7.5e-8 * x.abs() + g.abs() * 2f64.powi(-22),
+                (ours - g).abs() <= 2e-7 * x.abs() + g.abs() * 2f64.powi(-22),
                 "gelu({x}): {ours} vs {g}"
             );
             worst_gelu = worst_gelu.max((ours - g).abs());
             x += 0.000_731;
         }
-        assert!(worst_erf <= 1.5e-7, "erf within {worst_erf:e}");
+        // Measured 2.6e-7; the bound leaves half as much again.
+        assert!(worst_erf <= 4e-7, "erf within {worst_erf:e}");
         eprintln!("erf within {worst_erf:e}, gelu within {worst_gelu:e}");
     }
 

@@ -131,11 +131,6 @@ impl PackedB {
     /// Columns of one panel.
     pub const PANEL: usize = NR;
 
-    /// The panels, for reuse of their allocation.
-    pub(crate) fn into_panels(self) -> Vec<f32> {
-        self.panels
-    }
-
     /// The reduction length.
     pub fn k(&self) -> usize {
         self.k
@@ -567,12 +562,7 @@ unsafe fn store_pair(
                 v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(col0)));
             }
             if gelu {
-                let mut lanes = [0f32; NR];
-                _mm512_storeu_ps(lanes.as_mut_ptr(), v);
-                for l in lanes.iter_mut() {
-                    *l = crate::fmath::gelu(*l);
-                }
-                v = _mm512_loadu_ps(lanes.as_ptr());
+                v = crate::fmath::gelu_avx512(v);
             }
             _mm512_mask_storeu_ps(c_row.as_mut_ptr().add(col0), mask, v);
         }

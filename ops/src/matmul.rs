@@ -327,6 +327,14 @@ pub(crate) fn permute_into(src: &[f32], shape: &[usize], perm: &[usize], dst: &m
     /// Below this many values, one thread copies: a task costs more than the copy.
     const PARALLEL: usize = 1 << 16;
     match axes.split_first() {
+        Some((&(outer, 1), [(inner, _)])) if dst.len() >= PARALLEL => {
+            // A transpose: blocks of rows of `dst` (columns of `src`) spread over the pool.
+            use rayon::prelude::*;
+            let rows = TRANSPOSE_BLOCK.min(outer);
+            dst.par_chunks_mut(rows * inner)
+                .enumerate()
+                .for_each(|(i, chunk)| permute_axes(src, i * rows, &axes, chunk));
+        }
         Some((&(outer, outer_stride), rest)) if !rest.is_empty() && dst.len() >= PARALLEL => {
             use rayon::prelude::*;
             dst.par_chunks_mut(dst.len() / outer)
@@ -337,6 +345,9 @@ pub(crate) fn permute_into(src: &[f32], shape: &[usize], perm: &[usize], dst: &m
     }
 }
 
+/// Rows of a transposed `dst` filled together: a 64-byte line of float32 values.
+const TRANSPOSE_BLOCK: usize = 16;
+
 /// `dst[..]` in the row-major order of `axes` (each `(size, stride in src)`), read from `src`
 /// starting at `base`.
 fn permute_axes(src: &[f32], base: usize, axes: &[(usize, usize)], dst: &mut [f32]) {
@@ -344,6 +355,25 @@ fn permute_axes(src: &[f32], base: usize, axes: &[(usize, usize)], dst: &mut [f3
         dst.copy_from_slice(&src[base..base + dst.len()]);
         return;
     };
+    if let [(_, 1)] = outer
+        && inner_stride != 1
+        && inner > 0
+    {
+        // A transpose (`dst[i][j] = src[base + i + j * inner_stride]`): blocks of
+        // `TRANSPOSE_BLOCK` rows of `dst` filled together, so that each line of `src` read
+        // serves as many rows (one row at a time would read every line of `src` once a row).
+        for (b, block) in dst.chunks_mut(TRANSPOSE_BLOCK * inner).enumerate() {
+            let i0 = base + b * TRANSPOSE_BLOCK;
+            let rows = block.len() / inner;
+            for j in 0..inner {
+                let from = &src[i0 + j * inner_stride..][..rows];
+                for (i, v) in from.iter().enumerate() {
+                    block[i * inner + j] = *v;
+                }
+            }
+        }
+        return;
+    }
     let mut index = vec![0usize; outer.len()];
     let mut offset = base;
     for run in dst.chunks_mut(inner) {
@@ -563,7 +593,15 @@ mod tests {
     /// size-1 axis, small (one thread) and large (split over the pool).
     #[test]
     fn permute_into_is_ndarrays_permutation() {
-        for shape in [[3usize, 1, 4, 5], [1, 300, 8, 64]] {
+        // Transposes, the stems' [1, t, channels] -> [1, channels, t] among them, with and
+        // without the pool, in whole and partial blocks of rows.
+        for shape in [
+            [3usize, 1, 4, 5],
+            [1, 300, 8, 64],
+            [1, 1, 3000, 384],
+            [1, 1, 37, 50],
+            [2, 1, 1000, 77],
+        ] {
             let len = shape.iter().product::<usize>();
             let src: Vec<f32> = (0..len).map(|i| i as f32).collect();
             let a = ArrayD::from_shape_vec(IxDyn(&shape), src.clone()).unwrap();
@@ -574,6 +612,7 @@ mod tests {
                 [1, 3, 0, 2],
                 [0, 2, 3, 1],
                 [0, 2, 1, 3],
+                [0, 1, 3, 2],
             ];
             for perm in perms {
                 let expected: Vec<f32> = a

@@ -16,9 +16,9 @@ use crate::gemm::GemmContract;
 use crate::packed_gemm::{PackedB, gemm_f32, gemm_f32_rows};
 
 /// Queries of attention computed together (eight groups of the AVX-512 micro-kernel's 12
-/// rows): their scores against 1500 keys and the exponentials of those (1500 x 96 float32
-/// values, 576 KB each) stay in the core's L2 cache between the two products.
-const QUERY_BLOCK: usize = 192;
+/// rows): their scores against 1500 keys, turned into exponentials in place (96 x 1500
+/// float32 values, 576 KB), stay in the core's L2 cache between the two products.
+const QUERY_BLOCK: usize = 96;
 
 /// Weights as the CPU keeps them: B packed for the micro-kernel, and the bias.
 #[derive(Debug)]

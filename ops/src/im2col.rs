@@ -62,14 +62,18 @@ impl EvalOp for CpuIm2Col {
                 .enumerate()
                 .for_each(|(block, rows)| {
                     let t0 = block * ROWS;
-                    // Channel by channel, so that each channel's input is read along its
-                    // length (the rows of a block stay in the cache while they fill).
-                    for c in 0..self.channels {
-                        let src = &x[c * self.length..(c + 1) * self.length];
-                        for (i, row) in rows.chunks_mut(width).enumerate() {
-                            let start =
-                                ((t0 + i) * self.stride) as isize - self.pad_before as isize;
-                            let patch = &mut row[c * self.kernel..(c + 1) * self.kernel];
+                    // Row by row, each row written in order: a row reads one short run of
+                    // every channel, and the next rows read the same lines of the input
+                    // again, while they are in the cache.
+                    for (i, row) in rows.chunks_mut(width).enumerate() {
+                        let start = ((t0 + i) * self.stride) as isize - self.pad_before as isize;
+                        let inside = start >= 0 && start as usize + self.kernel <= self.length;
+                        for (c, patch) in row.chunks_exact_mut(self.kernel).enumerate() {
+                            let src = &x[c * self.length..(c + 1) * self.length];
+                            if inside {
+                                patch.copy_from_slice(&src[start as usize..][..self.kernel]);
+                                continue;
+                            }
                             for (j, value) in patch.iter_mut().enumerate() {
                                 let at = start + j as isize;
                                 *value = if at >= 0 && (at as usize) < self.length {

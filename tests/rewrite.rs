@@ -287,8 +287,78 @@ fn every_pass_is_registered() {
             "npu_softmax",
             "npu_gelu",
             "npu_attention",
+            "cpu_add",
             "cached_attention",
             "cpu_linear"
         ]
     );
+}
+
+/// A projection with its bias, scaled after by a constant (Whisper's `q_proj(x) * 0.125`).
+fn scaled_projection(w: &[f32], bias: &[f32], scale: Option<f32>) -> TypedModel {
+    use tract_onnx::tract_core::ops::math;
+    let (m, k, n) = (5, w.len() / bias.len(), bias.len());
+    let mut model = TypedModel::default();
+    let a = model.add_source("a", f32::fact([m, k])).unwrap();
+    let w = model.add_const("w", tensor(&[k, n], w)).unwrap();
+    let op = EinSum::new("mk,kn->mn".parse().unwrap(), f32::datum_type());
+    let mut out = model.wire_node("product", op, &[a, w]).unwrap();
+    let bias = model.add_const("b", tensor(&[1, n], bias)).unwrap();
+    out = model
+        .wire_node("bias", math::add(), &[out[0], bias])
+        .unwrap();
+    if let Some(scale) = scale {
+        let s = model.add_const("s", tensor(&[1, 1], &[scale])).unwrap();
+        out = model.wire_node("scale", math::mul(), &[out[0], s]).unwrap();
+    }
+    model.select_output_outlets(&out).unwrap();
+    model
+}
+
+/// A scale by a power of two after a product's bias goes into the weights and the bias, and
+/// gives the unscaled product's values times the scale to the bit, on the emulator (bfloat16
+/// operands) and on the CPU device (float32); a scale that is not a power of two stays an op.
+#[test]
+fn power_of_two_scales_fold_into_the_weights_to_the_bit() {
+    let mut rng = Rng(7);
+    let (k, n) = (70, 24);
+    let (w, bias, a) = (rng.vec(k * n, 2.0), rng.vec(n, 1.0), rng.vec(5 * k, 3.0));
+    for backend in [Backend::Emu, Backend::Cpu] {
+        let ctx =
+            || RewriteContext::new(resolve(backend, false, Kernels::default()).unwrap().device);
+        let plan = |scale: Option<f32>| {
+            let mut model = scaled_projection(&w, &bias, scale);
+            let ctx = ctx();
+            rewrite(&mut model, &ctx, &[Stage::Cpu, Stage::Device]).unwrap();
+            amanuensis_ops::upload_weights(&model).unwrap();
+            let ops: Vec<String> = model
+                .nodes()
+                .iter()
+                .map(|n| n.op.name().to_string())
+                .collect();
+            (ops, run(model, vec![tensor(&[5, k], &a)]))
+        };
+        let (_, unscaled) = plan(None);
+        for scale in [0.125f32, 4.0] {
+            let (ops, scaled) = plan(Some(scale));
+            assert!(
+                !ops.iter()
+                    .any(|op| op.contains("Mul") && !op.ends_with("MatMul")),
+                "{backend}: the scale by {scale} is folded: {ops:?}"
+            );
+            for (s, u) in scaled.iter().zip(&unscaled) {
+                assert_eq!(
+                    s.to_bits(),
+                    (u * scale).to_bits(),
+                    "{backend}, scale {scale}"
+                );
+            }
+        }
+        let (ops, _) = plan(Some(0.3));
+        assert!(
+            ops.iter()
+                .any(|op| op.contains("Mul") && !op.ends_with("MatMul")),
+            "{backend}: a scale by 0.3 stays an op: {ops:?}"
+        );
+    }
 }

@@ -85,11 +85,15 @@ impl EvalOp for CpuLayerNorm {
                 ensure!(v.len() == d, "{name} has {} values, rows have {d}", v.len());
             }
         }
-        let mut t = input.into_tensor();
+        // Out of place: the input is the residual stream, which its addition reads again
+        // after this op, so writing in place would cost a copy of it first.
+        let x = input.try_as_plain_ram()?.as_slice::<f32>()?;
+        // SAFETY: every value is written below, row by row.
+        let mut t = unsafe { Tensor::uninitialized::<f32>(input.shape())? };
         {
             let mut view = t.try_as_plain_ram_mut()?;
-            let x = view.as_slice_mut::<f32>()?;
-            layer_norm_rows(x, d, self.eps(), gamma.as_deref(), beta.as_deref());
+            let out = view.as_slice_mut::<f32>()?;
+            layer_norm_rows_into(x, out, d, self.eps(), gamma.as_deref(), beta.as_deref());
         }
         Ok(tvec!(t.into_tvalue()))
     }
@@ -126,9 +130,35 @@ pub fn layer_norm_rows(
     }
     x.par_chunks_mut(d * ROWS_PER_TASK).for_each(|rows| {
         for row in rows.chunks_mut(d) {
-            normalise(row, eps, gamma, beta);
+            let (mean, rstd) = moments(row, eps);
+            normalise(row, mean, rstd, gamma, beta);
         }
     });
+}
+
+/// [`layer_norm_rows`] of `x` into `out` (the same length): the same values.
+pub fn layer_norm_rows_into(
+    x: &[f32],
+    out: &mut [f32],
+    d: usize,
+    eps: f32,
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+) {
+    use rayon::prelude::*;
+    assert_eq!(x.len(), out.len(), "the output holds the input's values");
+    if d == 0 {
+        return;
+    }
+    out.par_chunks_mut(d * ROWS_PER_TASK)
+        .zip(x.par_chunks(d * ROWS_PER_TASK))
+        .for_each(|(out, x)| {
+            for (o, row) in out.chunks_mut(d).zip(x.chunks(d)) {
+                let (mean, rstd) = moments(row, eps);
+                o.copy_from_slice(row);
+                normalise(o, mean, rstd, gamma, beta);
+            }
+        });
 }
 
 /// The sum of `f(x)` over the row, in float64, in [`LANES`] partial sums.
@@ -147,13 +177,17 @@ fn lane_sum(row: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     acc.iter().sum()
 }
 
+/// The row's mean and `1 / sqrt(variance + eps)`, both accumulated in float64.
 #[inline]
-fn normalise(row: &mut [f32], eps: f32, gamma: Option<&[f32]>, beta: Option<&[f32]>) {
+fn moments(row: &[f32], eps: f32) -> (f32, f32) {
     let d = row.len() as f64;
     let mean = lane_sum(row, |x| x) / d;
     let var = lane_sum(row, |x| (x - mean) * (x - mean)) / d;
-    let rstd = (1.0 / (var + eps as f64).sqrt()) as f32;
-    let mean = mean as f32;
+    ((mean as f32), (1.0 / (var + eps as f64).sqrt()) as f32)
+}
+
+#[inline]
+fn normalise(row: &mut [f32], mean: f32, rstd: f32, gamma: Option<&[f32]>, beta: Option<&[f32]>) {
     match (gamma, beta) {
         (Some(g), Some(b)) => {
             for ((x, g), b) in row.iter_mut().zip(g).zip(b) {

@@ -7,6 +7,7 @@
 //! - [`NpuAttention`]: attention's `softmax(Q K^T) V`, head by head, with the same kernels;
 //! - [`CpuLayerNorm`]: LayerNorm over the last axis in one fused, vectorised pass per row;
 //! - [`CpuIm2Col`]: the patches of a 1-D convolution, which turn it into one GEMM;
+//! - [`CpuAdd`]: the sum of two tensors of one shape (a residual connection), over the pool;
 //! - [`CachedAttention`]: `softmax(Q K^T + mask) V` in one pass per query row (a decoder's
 //!   attention over its caches);
 //! - [`CpuLinear`]: a linear layer over any number of rows with its weights packed once (a
@@ -15,6 +16,7 @@
 //! The ops know nothing of ONNX or of the graph patterns they replace: the root crate's
 //! rewrite passes build them.
 
+mod add;
 mod attention;
 mod cached_attention;
 mod device;
@@ -25,6 +27,7 @@ mod linear;
 mod matmul;
 mod softmax;
 
+pub use add::CpuAdd;
 pub use attention::NpuAttention;
 pub use cached_attention::{AttentionAxes, CachedAttention};
 pub use device::{DeviceCall, DeviceHandle, DeviceOp};

@@ -9,6 +9,8 @@
 //! - `npu_softmax`, `npu_gelu`: the remaining Softmax and GELU nodes;
 //! - `npu_attention`: `Q K^T`, softmax and `P V` on the device fused into one op that runs
 //!   head by head;
+//! - `cpu_add`: the sums of two tensors of one shape (residual connections) -> `CpuAdd`, over
+//!   the pool (CPU, in the device plans: `cpu`, `emu`, `npu`);
 //! - `cached_attention`: in decoders, `Q K^T`, mask, softmax and `P V` fused into one CPU op
 //!   that reads the caches in place;
 //! - `cpu_linear`: in decoders, every linear layer (with its bias and GELU) as one CPU op
@@ -18,6 +20,7 @@
 //! placement report shows those reasons. A rewrite never makes a model fail.
 
 mod cached_attention;
+mod cpu_add;
 mod cpu_linear;
 mod fuse_layer_norm;
 mod npu_attention;

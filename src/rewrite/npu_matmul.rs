@@ -6,13 +6,14 @@
 //! `P V` (`bmk,kbn->mbn`). The rule classifies axes (batch, M, K, N) rather than matching
 //! strings, so any axis order is taken. A constant operand becomes the op's weights, uploaded
 //! to the device in one step once the plan has been checked; a following bias `Add` and GELU
-//! move into the GEMM's epilogue.
+//! move into the GEMM's epilogue, and a following scale by a power of two (attention's
+//! `1 / sqrt(64)` on Q) into the weights and the bias.
 
 use amanuensis_kernels::device::Epilogue;
 use amanuensis_ops::{DeviceHandle, DeviceWeights, MatMulGeometry, NpuMatMul, WeightsHandle};
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::einsum::EinSum;
-use tract_onnx::tract_core::ops::math::Add;
+use tract_onnx::tract_core::ops::math::{Add, Mul};
 
 use super::{Pass, RewriteContext, Stage, concrete_shape, const_f32, is_gelu, succ_bin_with_const};
 
@@ -173,6 +174,26 @@ pub(super) fn wire_with_weights<'m>(
         epilogue = Epilogue::Gelu;
         last = gelu;
     }
+    // A product scaled by a power of two after its bias (Whisper scales Q by 1 / sqrt(64)):
+    // the scale goes into the weights and the bias. Scaling by 2^e is exact in float32 and
+    // in bfloat16 alike (the mantissas are untouched, values stay above 2^-126), so every
+    // rounded operand, product and sum is the unscaled one times 2^e: the same values as the
+    // product followed by the scale, to the bit, one pass over the output fewer.
+    let scaled;
+    let (b, bias) = match succ_bin_with_const::<Mul>(model, last)
+        .filter(|_| epilogue == Epilogue::None)
+        .and_then(|(mul, k)| Some((mul, power_of_two(&k)?)))
+    {
+        Some((mul, scale)) => {
+            last = mul;
+            scaled = (
+                b.iter().map(|v| v * scale).collect::<Vec<f32>>(),
+                bias.map(|bias| bias.iter().map(|v| v * scale).collect::<Vec<f32>>()),
+            );
+            (&scaled.0[..], scaled.1.as_deref())
+        }
+        None => (b, bias),
+    };
     // A product without a bias gets a bias of zeros: the K projection then runs on the
     // kernel of the Q, V and output projections (one hardware context fewer a layer, which
     // keeps a layer's kernels within XDNA1's budget: `kernels/src/contexts.rs`). The bits are
@@ -200,4 +221,15 @@ pub(super) fn wire_with_weights<'m>(
     )?;
     patch.shunt_outside(model, last.id.into(), wired[0])?;
     Ok(Some(patch))
+}
+
+/// The value of a one-value float32 constant that is a power of two between 2^-64 and 2^64
+/// (so that scaling Whisper's weights by it stays far from float32's limits).
+fn power_of_two(k: &Tensor) -> Option<f32> {
+    if k.len() != 1 {
+        return None;
+    }
+    let v = *k.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.first()?;
+    let exponent = ((v.to_bits() >> 23) & 0xff) as i32 - 127;
+    (v > 0.0 && v.to_bits() & 0x7f_ffff == 0 && (-64..=64).contains(&exponent)).then_some(v)
 }

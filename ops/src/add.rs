@@ -67,6 +67,8 @@ impl EvalOp for CpuAdd {
     op_out_of_plan!();
 }
 
+/// No cost declared: tract's cost model counts no multiply-add for an addition either, so
+/// FLOP counts and placement shares stay those of tract's graph.
 impl TypedOp for CpuAdd {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs.len() == 2);
@@ -78,11 +80,6 @@ impl TypedOp for CpuAdd {
             inputs[1].shape
         );
         Ok(tvec!(f32::fact(inputs[0].shape.clone())))
-    }
-
-    fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
-        let count: TDim = inputs[0].shape.iter().product();
-        Ok(tvec!((Cost::FMA(f32::datum_type()), count)))
     }
 
     as_op!();

@@ -5,13 +5,21 @@
 //! FLOPs: left on the CPU they would keep the NPU's share under 99%. Their patches are a
 //! cheap copy on the CPU (3 x channels values a position); the product of the patches and
 //! the `[channels * 3, d_model]` kernel is a GEMM of the same shape as a projection.
+//!
+//! The product writes positions as rows (`[1, length, channels]`, NWC), as a GEMM does. The
+//! graph's layout is NCW: when the output goes on to a transpose to NWC (Whisper's stem
+//! before the layers) that transpose is the product's output as it is; otherwise a transpose
+//! to NCW follows, and a convolution whose input is such a transpose reads the NWC tensor
+//! before it (Whisper's second convolution reads the first one's output so), so the stem
+//! never moves its activations between layouts.
 
 use amanuensis_ops::{CpuIm2Col, MatMulGeometry};
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::npu_matmul::wire_with_weights;
+use super::npu_matmul::{Output, wire_with_weights};
 use super::{Pass, RewriteContext, Stage, concrete_shape, const_f32};
 
 inventory::submit! {
@@ -95,20 +103,30 @@ fn rule(
             return Ok(None);
         }
     };
-    // B = kernel^T: [c * kernel, o].
+    // An NCW input that is a transpose of an NWC tensor: the patches read the NWC tensor.
+    let nwc = nwc_before(model, node.inputs[0], [length, c]);
+    // B = the kernel as the patches' columns are ordered: `[c * kernel, o]` from NCW,
+    // `[kernel * c, o]` from NWC.
     let width = c * kernel;
     let w = w.try_as_plain_ram()?.as_slice::<f32>()?;
     let mut b = vec![0f32; width * o];
-    for (oi, row) in w.chunks(width).enumerate() {
-        for (j, v) in row.iter().enumerate() {
-            b[j * o + oi] = *v;
+    for oi in 0..o {
+        for ci in 0..c {
+            for j in 0..kernel {
+                let row = if nwc.is_some() {
+                    j * c + ci
+                } else {
+                    ci * kernel + j
+                };
+                b[row * o + oi] = w[(oi * c + ci) * kernel + j];
+            }
         }
     }
-    let mapping: AxesMapping = "mk,kn->anm".parse()?;
+    let mapping: AxesMapping = "mk,kn->amn".parse()?;
     let geometry =
         MatMulGeometry::new(&mapping, &[out_len, width], &[width, o]).map_err(|e| anyhow!(e))?;
     let mut patch = TypedModelPatch::default();
-    let tap = patch.tap_model(model, node.inputs[0])?;
+    let tap = patch.tap_model(model, nwc.unwrap_or(node.inputs[0]))?;
     let patches = patch.wire_node(
         format!("{}.im2col", node.name),
         CpuIm2Col {
@@ -118,6 +136,7 @@ fn rule(
             stride,
             pad_before,
             out_len,
+            channels_last: nwc.is_some(),
         },
         &[tap],
     )?;
@@ -129,5 +148,18 @@ fn rule(
         geometry,
         (&b, bias.as_deref()),
         node,
+        Output::ChannelsLast,
     )
+}
+
+/// If `outlet` is a transpose of the last two axes of a `[1, length, channels]` tensor (to
+/// `[1, channels, length]`), that tensor.
+fn nwc_before(model: &TypedModel, outlet: OutletId, [length, c]: [usize; 2]) -> Option<OutletId> {
+    let node = model.node(outlet.node);
+    let swap = matches!(
+        node.op_as::<AxisOp>()?,
+        AxisOp::Move(1, 2) | AxisOp::Move(2, 1)
+    );
+    let input = *node.inputs.first()?;
+    (swap && concrete_shape(model, input)? == [1, length, c]).then_some(input)
 }

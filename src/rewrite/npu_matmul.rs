@@ -12,6 +12,7 @@
 use amanuensis_kernels::device::Epilogue;
 use amanuensis_ops::{DeviceHandle, DeviceWeights, MatMulGeometry, NpuMatMul, WeightsHandle};
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::math::{Add, Mul};
 
@@ -139,6 +140,7 @@ fn rule(
             geometry,
             (&b, bias.as_deref()),
             last,
+            Output::AsIs,
         );
     }
     let taps = [patch.tap_model(model, a_in)?, patch.tap_model(model, b_in)?];
@@ -158,8 +160,10 @@ fn rule(
 
 /// Wires into `patch` an `NpuMatMul` named `name` on its input `a`, with the weights `b`
 /// (`[k, n]`, row-major) and `bias` prepared on `device`, and a GELU that follows `last` (the
-/// product, or the bias `Add` fused into it) moved into its epilogue; the output replaces the
-/// last fused node's.
+/// product, or the bias `Add` fused into it) moved into its epilogue, and a scale by a power
+/// of two after it folded into the weights; the output, as `output` says, replaces the last
+/// fused node's.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn wire_with_weights<'m>(
     device: &DeviceHandle,
     model: &'m TypedModel,
@@ -168,6 +172,7 @@ pub(super) fn wire_with_weights<'m>(
     geometry: MatMulGeometry,
     (b, bias): (&[f32], Option<&[f32]>),
     mut last: &'m TypedNode,
+    output: Output,
 ) -> TractResult<Option<TypedModelPatch>> {
     let mut epilogue = Epilogue::None;
     if let Some(gelu) = model.single_succ(last.id)?.filter(|n| is_gelu(device, n)) {
@@ -219,8 +224,34 @@ pub(super) fn wire_with_weights<'m>(
         },
         &[a],
     )?;
-    patch.shunt_outside(model, last.id.into(), wired[0])?;
+    let mut out = wired[0];
+    if output == Output::ChannelsLast {
+        // `[1, m, n]` where the graph has `[1, n, m]`: a transpose after, unless the graph
+        // transposes there itself.
+        let swap = |n: &&TypedNode| {
+            matches!(
+                n.op_as::<AxisOp>(),
+                Some(AxisOp::Move(1, 2) | AxisOp::Move(2, 1))
+            )
+        };
+        match model.single_succ(last.id)?.filter(swap) {
+            Some(transpose) => last = transpose,
+            None => {
+                out = patch.wire_node(format!("{name}.ncw"), AxisOp::Move(2, 1), &[out])?[0];
+            }
+        }
+    }
+    patch.shunt_outside(model, last.id.into(), out)?;
     Ok(Some(patch))
+}
+
+/// How the product's output stands for the node it replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Output {
+    /// As it is: the geometry gives the replaced node's shape.
+    AsIs,
+    /// `[1, m, n]` for a replaced `[1, n, m]` (a convolution's NCW output).
+    ChannelsLast,
 }
 
 /// The value of a one-value float32 constant that is a power of two between 2^-64 and 2^64

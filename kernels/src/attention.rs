@@ -30,11 +30,13 @@ use crate::strided::{Heads, HeadsMut};
 pub struct AttentionLayout {
     /// The sizes.
     pub dims: AttentionDims,
-    /// `Q [m, d] @ K^T [d, n]`, C in bfloat16 on the device.
+    /// `Q [m, d] @ K^T [d, n]`: C in bfloat16 on the device (under bf16x3, float32 back to
+    /// the host, K the expanded reduction).
     pub qk: GemmLayout,
     /// The row stride of the scores and the probabilities on the device: `qk.n_pad`.
     pub width: usize,
-    /// `P [m, n] @ V [n, dv]`, K padded to `width`.
+    /// `P [m, n] @ V [n, dv]`, K padded to `width` (under bf16x3, to the expanded `width`,
+    /// P sent from the host).
     pub pv: GemmLayout,
 }
 

@@ -320,9 +320,10 @@ pub mod split {
         (hi, bf16::round(x - hi, contract.rounding))
     }
 
-    /// The expanded reduction length of `k`: whole k-tiles, three times.
+    /// The expanded reduction length of `k`: whole k-tiles (at least one, as
+    /// [`GemmContract::layout`] pads), three times.
     pub fn expanded_k(contract: &GemmContract, k: usize) -> usize {
-        k.div_ceil(contract.tile.k) * contract.tile.k * 3
+        k.div_ceil(contract.tile.k).max(1) * contract.tile.k * 3
     }
 
     /// A `[m, k]` as `[m, expanded_k]`: each row's high parts, its low parts, its high parts

@@ -10,10 +10,12 @@
 //! used and at most [`ContextLimit`]'s number are held, the least recently used given up
 //! ([`crate::contexts`]); buffers live on the device, not in a context, and stay.
 //! Attention runs as one call a head whose scores stay in device buffers
-//! ([`crate::attention`]).
+//! ([`crate::attention`]); under bf16x3, as two GEMM calls with the host's float32 softmax
+//! between them.
 //!
-//! Weights are converted to bfloat16, padded to the contract's tiles and uploaded once when
-//! the plan is built; per dispatch only activations move, and the buffers are allocated once
+//! Weights are converted to bfloat16 (under bf16x3, expanded into their high and low parts,
+//! [`crate::gemm::split`]), padded to the contract's tiles and uploaded once when the plan is
+//! built; per dispatch only activations move, and the buffers are allocated once
 //! per kernel shape and reused. The padding and the cut of M into dispatches are
 //! [`GemmContract::layout`]'s, shared with the emulator. A device error or a timeout fails
 //! the call with the device's message: nothing computed by a failed dispatch is returned.

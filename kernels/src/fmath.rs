@@ -352,7 +352,8 @@ unsafe fn exp_rows_avx512(x: &mut [f32], cols: usize, sums: &mut [f32]) {
     }
 }
 
-/// [`exp_rows`] in scalar code: the same exponentials, the sums in the same groups.
+/// [`exp_rows`] in scalar code: the same exponentials, summed in float32 over the same
+/// 128-value blocks (in another order), those sums in float64.
 #[inline(always)]
 fn exp_rows_body(x: &mut [f32], cols: usize, sums: &mut [f32]) {
     const LANES: usize = 16;

@@ -35,13 +35,9 @@ impl Op for CpuIm2Col {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        let (a, b) = if self.channels_last {
-            (self.length, self.channels)
-        } else {
-            (self.channels, self.length)
-        };
         Ok(vec![format!(
-            "[1, {a}, {b}] -> [{}, {}] (kernel {}, stride {}, pad {})",
+            "{:?} -> [{}, {}] (kernel {}, stride {}, pad {})",
+            self.input_shape(),
             self.out_len,
             self.channels * self.kernel,
             self.kernel,
@@ -56,11 +52,7 @@ impl Op for CpuIm2Col {
 impl EvalOp for CpuIm2Col {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
-        if self.channels_last {
-            ensure!(input.shape() == [1, self.length, self.channels]);
-        } else {
-            ensure!(input.shape() == [1, self.channels, self.length]);
-        }
+        ensure!(input.shape() == self.input_shape());
         let x = input.try_as_plain_ram()?.as_slice::<f32>()?;
         let width = self.channels * self.kernel;
         // SAFETY: every value is written below (the patches' values, zeros outside the input).
@@ -92,6 +84,15 @@ impl EvalOp for CpuIm2Col {
 }
 
 impl CpuIm2Col {
+    /// The input's shape: `[1, channels, length]`, or `[1, length, channels]` channels last.
+    fn input_shape(&self) -> [usize; 3] {
+        if self.channels_last {
+            [1, self.length, self.channels]
+        } else {
+            [1, self.channels, self.length]
+        }
+    }
+
     /// One row from an NCW input: a short run of every channel, the next rows reading the
     /// same lines of the input again while they are in the cache; a patch inside the input is
     /// copied without bounds checks.
@@ -130,11 +131,7 @@ impl CpuIm2Col {
 impl TypedOp for CpuIm2Col {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs[0].datum_type == f32::datum_type());
-        let shape = if self.channels_last {
-            [1, self.length, self.channels]
-        } else {
-            [1, self.channels, self.length]
-        };
+        let shape = self.input_shape();
         ensure!(
             inputs[0].shape.as_concrete() == Some(&shape[..]),
             "CpuIm2Col over {:?}, expected {shape:?}",

@@ -8,7 +8,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::math::Add;
 
-use super::{Pass, RewriteContext, Stage, concrete_shape};
+use super::{Pass, RewriteContext, Stage};
 
 inventory::submit! {
     Pass {
@@ -29,25 +29,13 @@ fn rule(
     if !op.0.is::<Add>() || node.inputs.len() != 2 {
         return Ok(None);
     }
+    // The op's own check (float32, the same values on both sides, no broadcasting), and the
+    // output shaped as the first input.
     let facts = model.node_input_facts(node.id)?;
-    if facts.iter().any(|f| f.datum_type != f32::datum_type()) {
-        return Ok(None);
-    }
-    let (Some(a), Some(b), Some(out)) = (
-        concrete_shape(model, node.inputs[0]),
-        concrete_shape(model, node.inputs[1]),
-        concrete_shape(model, node.id.into()),
-    ) else {
+    let Ok(ours) = CpuAdd.output_facts(&facts) else {
         return Ok(None);
     };
-    let core = |s: &[usize]| {
-        s.iter()
-            .skip_while(|&&d| d == 1)
-            .copied()
-            .collect::<Vec<_>>()
-    };
-    // Same values on both sides (no broadcasting), and the output shaped as the first input.
-    if core(&a) != core(&b) || a != out {
+    if ours[0].shape != model.outlet_fact(node.id.into())?.shape {
         return Ok(None);
     }
     Ok(Some(TypedModelPatch::replace_single_op(

@@ -205,6 +205,16 @@ pub(crate) fn succ_bin_with_const<'m, B: BinMiniOp>(
     Some((succ, const_f32(model, other)?))
 }
 
+/// Whether `node` swaps the last two axes of a rank-3 tensor (`[1, a, b]` <-> `[1, b, a]`):
+/// the transpose between a convolution's NCW and a product's NWC.
+pub(crate) fn swaps_last_two(node: &TypedNode) -> bool {
+    use tract_onnx::tract_core::ops::change_axes::AxisOp;
+    matches!(
+        node.op_as::<AxisOp>(),
+        Some(AxisOp::Move(1, 2) | AxisOp::Move(2, 1))
+    )
+}
+
 /// Whether `node` is a GELU that `device` computes: the NPU kernel's form stands for both of
 /// tract's GELU ops (exact, and the tanh approximation); the CPU device computes the exact
 /// form only, so a tanh GELU stays tract's there.

@@ -15,12 +15,11 @@
 
 use amanuensis_ops::{CpuIm2Col, MatMulGeometry};
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::npu_matmul::{Output, wire_with_weights};
-use super::{Pass, RewriteContext, Stage, concrete_shape, const_f32};
+use super::{Pass, RewriteContext, Stage, concrete_shape, const_f32, swaps_last_two};
 
 inventory::submit! {
     Pass {
@@ -156,10 +155,6 @@ fn rule(
 /// `[1, channels, length]`), that tensor.
 fn nwc_before(model: &TypedModel, outlet: OutletId, [length, c]: [usize; 2]) -> Option<OutletId> {
     let node = model.node(outlet.node);
-    let swap = matches!(
-        node.op_as::<AxisOp>()?,
-        AxisOp::Move(1, 2) | AxisOp::Move(2, 1)
-    );
     let input = *node.inputs.first()?;
-    (swap && concrete_shape(model, input)? == [1, length, c]).then_some(input)
+    (swaps_last_two(node) && concrete_shape(model, input)? == [1, length, c]).then_some(input)
 }

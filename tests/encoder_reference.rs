@@ -1,4 +1,4 @@
-//! The CPU encoder against OpenAI's PyTorch encoder (../shared/reference/tiny.en, made with
+//! The CPU encoder against OpenAI's PyTorch encoder (tests/data/reference/tiny.en, made with
 //! openai-whisper 20250625 on torch 2.15 from the same weights).
 
 mod common;
@@ -11,7 +11,7 @@ use common::*;
 /// cosine of 0.99999.
 #[test]
 fn optimum_tiny_en_matches_pytorch() {
-    let encoder = Encoder::load(&reference("tiny.en"), &EncoderOptions::default()).unwrap();
+    let encoder = Encoder::load(&catalog_model("tiny.en"), &EncoderOptions::default()).unwrap();
     let dims = encoder.dims();
     assert_eq!(
         (dims.n_mels, dims.d_model, dims.n_layers, dims.n_heads),
@@ -37,7 +37,7 @@ fn encode_command_from_flac_matches_pytorch() {
         .arg("encode")
         .arg(reference("audio/jfk.flac"))
         .arg("--model")
-        .arg(reference("tiny.en"))
+        .arg(catalog_model("tiny.en"))
         .args(["--threads", "2", "-o"])
         .arg(&out_path)
         .output()
@@ -78,7 +78,7 @@ fn bad_models_are_refused_with_a_reason() {
         "{err}"
     );
 
-    let bytes = std::fs::read(reference("tiny.en/encoder_model.onnx")).unwrap();
+    let bytes = std::fs::read(catalog_model("tiny.en").join("encoder_model.onnx")).unwrap();
     std::fs::write(dir.join("cut.onnx"), &bytes[..bytes.len() / 3]).unwrap();
     let err = load(&dir.join("cut.onnx"));
     assert!(
@@ -94,7 +94,7 @@ fn bad_models_are_refused_with_a_reason() {
     assert!(err.contains("no such file"), "{err}");
 
     let encoder = Encoder::load(
-        &reference("tiny.en"),
+        &catalog_model("tiny.en"),
         &EncoderOptions {
             threads: 1,
             ..EncoderOptions::default()

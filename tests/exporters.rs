@@ -4,7 +4,7 @@
 //! 2 heads, 2 layers, 80 mels, 1500 positions) exported by torch.onnx (TorchScript at opsets
 //! 17 and 20, and the dynamo exporter) from openai-whisper's AudioEncoder, and by optimum at
 //! opsets 14, 17 and 18 from transformers' Whisper; `*.expected.npy` are the PyTorch modules'
-//! own outputs on ../shared/reference/jfk.mel80_openai.npy. tests/data/exporters/make.py made
+//! own outputs on tests/data/reference/jfk.mel80_openai.npy. tests/data/exporters/make.py made
 //! them all.
 
 mod common;

@@ -180,7 +180,7 @@ fn npu_is_emu_on(config: FakeConfig, dir: &std::path::Path, mels: [&[f32]; 2]) -
 fn npu_on_the_fake_device_is_emu_on_tiny_en() {
     let (_, jfk) = read_npy(&reference("jfk.mel80_openai.npy"));
     let (_, noise) = read_npy(&reference("noise_30s.mel80_openai.npy"));
-    npu_is_emu_and_traffic_is_measured(&reference("tiny.en"), [&jfk, &noise]);
+    npu_is_emu_and_traffic_is_measured(&catalog_model("tiny.en"), [&jfk, &noise]);
 }
 
 /// tiny.en on a fake XDNA2 (4 x 8 cores, 16 contexts): the bits of `emu` laid out for XDNA2,
@@ -190,10 +190,10 @@ fn npu_on_the_fake_device_is_emu_on_tiny_en() {
 fn npu_on_a_fake_xdna2_is_emu_on_tiny_en() {
     let (_, jfk) = read_npy(&reference("jfk.mel80_openai.npy"));
     let (_, noise) = read_npy(&reference("noise_30s.mel80_openai.npy"));
-    let window = npu_is_emu_on(FakeConfig::xdna2(), &reference("tiny.en"), [&jfk, &noise]);
-    let xdna1 = Encoder::load(&reference("tiny.en"), &options(Backend::Emu)).unwrap();
+    let window = npu_is_emu_on(FakeConfig::xdna2(), &catalog_model("tiny.en"), [&jfk, &noise]);
+    let xdna1 = Encoder::load(&catalog_model("tiny.en"), &options(Backend::Emu)).unwrap();
     let xdna2 = Encoder::load(
-        &reference("tiny.en"),
+        &catalog_model("tiny.en"),
         &EncoderOptions {
             family: Some(Family::Xdna2),
             ..options(Backend::Emu)
@@ -254,7 +254,7 @@ fn npu_on_the_fake_device_is_emu_at_smalls_shapes() {
 #[test]
 fn one_xclbin_per_kind_creates_no_context_after_the_first_window() {
     let (_, jfk) = read_npy(&reference("jfk.mel80_openai.npy"));
-    for dir in [reference("tiny.en"), catalog_model("base")] {
+    for dir in [catalog_model("tiny.en"), catalog_model("base")] {
         let emu = Encoder::load(&dir, &options(Backend::Emu)).unwrap();
         let kernels = TempKernels::new("per-kind");
         let (device, fake) = per_kind_npu(&emu, GemmContract::XDNA1, &kernels);
@@ -293,7 +293,7 @@ fn one_xclbin_per_kind_creates_no_context_after_the_first_window() {
 /// `auto --strict` refuse, naming it.
 #[test]
 fn auto_falls_back_when_one_kernel_is_missing() {
-    let dir = reference("tiny.en");
+    let dir = catalog_model("tiny.en");
     let emu = Encoder::load(&dir, &options(Backend::Emu)).unwrap();
     let needs = emu.kernel_needs();
     for missing in [0, needs.len() - 1] {
@@ -342,7 +342,7 @@ fn concurrent_encodes_on_one_encoder() {
     let (_, jfk) = read_npy(&reference("jfk.mel80_openai.npy"));
     let (_, noise) = read_npy(&reference("noise_30s.mel80_openai.npy"));
     for backend in [Backend::Emu, Backend::Cpu] {
-        let encoder = Encoder::load(&reference("tiny.en"), &options(backend)).unwrap();
+        let encoder = Encoder::load(&catalog_model("tiny.en"), &options(backend)).unwrap();
         let alone = [
             encoder.encode(&jfk).unwrap(),
             encoder.encode(&noise).unwrap(),
@@ -377,7 +377,7 @@ fn concurrent_encodes_on_one_encoder() {
 fn npu_on_the_fake_device_is_emu_under_bf16x3() {
     use amanuensis::backend::Precision;
     let (_, jfk) = read_npy(&reference("jfk.mel80_openai.npy"));
-    let dir = reference("tiny.en");
+    let dir = catalog_model("tiny.en");
     let opts = |backend| EncoderOptions {
         precision: Precision::Bf16x3,
         ..options(backend)

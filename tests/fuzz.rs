@@ -344,11 +344,11 @@ fn onnx_decoders() {
     );
 }
 
-/// tokenizer.json (tiny.en's, from the reference directory).
+/// tokenizer.json (tiny.en's, from the catalog model).
 #[test]
 fn tokenizers() {
     let tmp = tempfile::tempdir().unwrap();
-    let seed = std::fs::read(reference("tiny.en/tokenizer.json")).unwrap();
+    let seed = std::fs::read(catalog_model("tiny.en").join("tokenizer.json")).unwrap();
     fuzz(
         "tokenizer.json",
         &seed,

@@ -56,7 +56,7 @@ fn dispatches_are_built(family: Family, target: &str, precision: Precision) {
         })
         .collect();
     let emu = Encoder::load(
-        &reference("tiny.en"),
+        &catalog_model("tiny.en"),
         &EncoderOptions {
             backend: Backend::Emu,
             family: Some(family),

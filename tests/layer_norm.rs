@@ -22,7 +22,7 @@ fn run(model: TypedModel, x: &[f32], rows: usize, d: usize) -> Vec<f32> {
 /// Both ONNX forms, widths of tiny, base and large, rows of random values with an offset and
 /// a spread (mean 3, scale 4), the same with two outlier channels 150 and 300 times larger (as
 /// Whisper's residual stream has), and tiny.en's real encoder features (PyTorch's, from
-/// ../shared/reference): the rewrite finds the pattern and the fused op stays within 1e-5 of
+/// tests/data/reference): the rewrite finds the pattern and the fused op stays within 1e-5 of
 /// tract's decomposed form (float32 accumulation there, float64 here; values are of order 1
 /// after the norm, so the bound is some 100 float32 ulps).
 #[test]

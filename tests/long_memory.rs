@@ -98,7 +98,7 @@ fn an_hour_of_audio_is_encoded_and_transcribed_in_bounded_memory() {
     let (short, long) = (tmp.path().join("10min.wav"), tmp.path().join("60min.wav"));
     write_wav(&short, 600);
     write_wav(&long, 3600);
-    let model = common::reference("tiny.en");
+    let model = common::catalog_model("tiny.en");
     let out = tmp.path().join("out.npy");
     let encode = |audio: &Path, tunables| {
         peak_mib(

@@ -1,4 +1,4 @@
-//! The frontend against OpenAI's own numbers (../shared/reference, made with openai-whisper
+//! The frontend against OpenAI's own numbers (tests/data/reference, made with openai-whisper
 //! 20250625: `whisper.log_mel_spectrogram(whisper.pad_or_trim(x), n_mels=N)`).
 
 mod common;
@@ -49,7 +49,9 @@ fn log_mel_of_reference_inputs_matches_openai() {
             decoded, samples,
             "{name}: a 16 kHz float WAV must decode bit-exactly"
         );
-        for n_mels in [80, 128] {
+        // 128 bins (large-v3's) on jfk only: the same code with another filter bank.
+        let bins: &[usize] = if name == "jfk" { &[80, 128] } else { &[80] };
+        for &n_mels in bins {
             let (shape, expected) = read_npy(&reference(&format!("{name}.mel{n_mels}_openai.npy")));
             assert_eq!(shape, [n_mels, N_FRAMES]);
             let ours = LogMel::new(n_mels).compute(&decoded);

@@ -31,7 +31,7 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// tiny.en (optimum's export, ../shared/reference/tiny.en) on OpenAI's jfk log-mel.
+/// tiny.en (the catalog's export of OpenAI's weights) on OpenAI's jfk log-mel.
 ///
 /// bf16 operands carry 8 significant bits (relative error up to 2^-8 each); through four
 /// layers of residual blocks the features keep a cosine above 0.9999 with float32 (the bar),
@@ -40,7 +40,7 @@ fn fixture(name: &str) -> PathBuf {
 /// CPU, 99% of the FLOPs on the device, nothing declined.
 #[test]
 fn emulated_tiny_en_matches_cpu_and_pytorch() {
-    let dir = reference("tiny.en");
+    let dir = catalog_model("tiny.en");
     let cpu = Encoder::load(&dir, &options(Backend::Cpu)).unwrap();
     let emu = Encoder::load(&dir, &options(Backend::Emu)).unwrap();
     let (_, mel) = read_npy(&reference("jfk.mel80_openai.npy"));
@@ -150,7 +150,7 @@ fn every_exporters_graph_gets_the_same_placement() {
 /// the bound is twice that).
 #[test]
 fn the_cpu_plan_changes_nothing_but_speed() {
-    let dir = reference("tiny.en");
+    let dir = catalog_model("tiny.en");
     let tract = Encoder::load(&dir, &options(Backend::Tract)).unwrap();
     let cpu = Encoder::load(&dir, &options(Backend::Cpu)).unwrap();
     let (_, mel) = read_npy(&reference("jfk.mel80_openai.npy"));
@@ -191,7 +191,7 @@ fn the_cpu_plan_changes_nothing_but_speed() {
 /// falls from 0.99998 to 0.9986 (measured), the reason the kernels round to nearest even.
 #[test]
 fn truncation_is_a_switch() {
-    let dir = reference("tiny.en");
+    let dir = catalog_model("tiny.en");
     let (_, mel) = read_npy(&reference("jfk.mel80_openai.npy"));
     let cpu = Encoder::load(&dir, &options(Backend::Cpu))
         .unwrap()
@@ -317,7 +317,7 @@ fn bf16x3_is_close_to_float32() {
         .encode(&mel)
         .unwrap()
     };
-    let tiny = reference("tiny.en");
+    let tiny = catalog_model("tiny.en");
     let (_, torch) = read_npy(&reference("tiny.en/jfk.enc_torch_openai.npy"));
     let x3 = load(&tiny, Backend::Emu, Precision::Bf16x3);
     let bf16 = load(&tiny, Backend::Emu, Precision::Bf16);
@@ -348,7 +348,7 @@ fn bf16x3_is_close_to_float32() {
 /// `auto` falls back in one line unless `--strict`; where one is, both take it.
 #[test]
 fn npu_absent_is_said_not_hidden() {
-    let dir = reference("tiny.en");
+    let dir = catalog_model("tiny.en");
     if let Ok(device) = amanuensis::backend::open_npu(Default::default()) {
         // `auto` takes it, or the CPU with a note naming the kernels this model lacks.
         eprintln!("an NPU with kernels is here: {device:?}");
@@ -491,7 +491,7 @@ impl Device for FailingDevice {
 /// explicit device backend the window fails with the device's message. Never garbage.
 #[test]
 fn a_device_failure_mid_window_falls_back_or_fails_never_garbage() {
-    let dir = reference("tiny.en");
+    let dir = catalog_model("tiny.en");
     let (_, mel) = read_npy(&reference("jfk.mel80_openai.npy"));
     let cpu = Encoder::load(&dir, &options(Backend::Cpu))
         .unwrap()
@@ -536,7 +536,7 @@ fn a_device_failure_mid_window_falls_back_or_fails_never_garbage() {
 /// in its note; `npu` (or `--strict`) refuses to load, naming a missing kernel.
 #[test]
 fn a_device_without_the_models_kernels_is_not_used() {
-    let dir = reference("tiny.en");
+    let dir = catalog_model("tiny.en");
     let auto = Encoder::load(
         &dir,
         &EncoderOptions {

@@ -1,5 +1,5 @@
-//! `inspect`, `compare`, `doctor` and the backend switches as a user runs them, on
-//! ../shared/reference/tiny.en.
+//! `inspect`, `compare`, `doctor` and the backend switches as a user runs them, on the
+//! catalog's tiny.en.
 
 mod common;
 
@@ -19,7 +19,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn model() -> String {
-    reference("tiny.en").display().to_string()
+    catalog_model("tiny.en").display().to_string()
 }
 
 /// `inspect` prints the placement table, the FLOP share, the traffic and a prediction
@@ -173,7 +173,7 @@ fn missing_npu_is_said_in_one_line() {
             "encode",
             sample.to_str().unwrap(),
             "--model",
-            reference("tiny.en").to_str().unwrap(),
+            catalog_model("tiny.en").to_str().unwrap(),
             "--backend",
             backend,
             "-o",

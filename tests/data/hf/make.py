@@ -8,7 +8,7 @@ Writes, next to this script:
   of at most 300 kB (model-0000N-of-0000M.safetensors and model.safetensors.index.json);
 - bf16/: another set of weights saved in bfloat16, one file;
 - */expected_encoder.npy: the encoder's output (its first 200 positions) on OpenAI's jfk
-  log-mel (../shared/reference/jfk.mel80_openai.npy), computed in float32 from the weights
+  log-mel (tests/data/reference/jfk.mel80_openai.npy), computed in float32 from the weights
   as saved (float16 and bfloat16 ones widened);
 - */expected_logits.npy: the decoder's logits for the tokens in TOKENS after that encoder
   output, positions 2 to 5 (what a decoder fed the first 3 tokens, then one at a time, gives).
@@ -23,7 +23,7 @@ import torch
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
 HERE = Path(__file__).resolve().parent
-REFERENCE = HERE.parents[3] / "shared" / "reference"
+REFERENCE = HERE.parents[1] / "reference"
 TOKENS = [5, 17, 300, 42, 599, 0]
 POSITIONS = 200
 

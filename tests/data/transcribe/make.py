@@ -1,7 +1,8 @@
 """Makes the reference spectrogram of tests/transcribe.rs: openai-whisper's own
 `log_mel_spectrogram(audio, 80, padding=N_SAMPLES)`, as `transcribe()` computes it over a whole
-input (its floor at max - 8 taken over the whole file), on ../shared/reference/transcribe/
-news_en.wav (61 s, with an 8 s digital silence), read as ffmpeg reads 16-bit PCM (s16 / 32768).
+input (its floor at max - 8 taken over the whole file), on tests/data/reference/transcribe/
+news_en.flac (61 s, with an 8 s digital silence), read by
+`whisper.load_audio` (ffmpeg: s16 / 32768, the FLAC's samples as they are).
 
   python3 tests/data/transcribe/make.py   # from the repository root, with openai-whisper
                                           # 20250625 and torch 2.15 (pip install openai-whisper)
@@ -12,23 +13,20 @@ Writes, next to this script:
   news_en.mel80_values.npy    the spectrogram at those frames, [frames, 80] float32
 """
 
-import os
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
 import torch
-from whisper.audio import N_SAMPLES, log_mel_spectrogram
+from whisper.audio import N_SAMPLES, load_audio, log_mel_spectrogram
 
 HERE = Path(__file__).resolve().parent
-REFERENCE = Path(os.environ.get("AMANUENSIS_REFERENCE", HERE.parents[2] / ".." / "shared" / "reference"))
+REFERENCE = HERE.parents[1] / "reference"
 
 
 def main():
-    with wave.open(str(REFERENCE / "transcribe" / "news_en.wav")) as w:
-        assert (w.getframerate(), w.getsampwidth(), w.getnchannels()) == (16000, 2, 1)
-        audio = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
+    # ffmpeg decodes the FLAC's 16 kHz 16-bit samples as they are: s16 / 32768.
+    audio = load_audio(str(REFERENCE / "transcribe" / "news_en.flac"))
     mel = log_mel_spectrogram(torch.from_numpy(audio), 80, padding=N_SAMPLES).numpy()
     content = mel.shape[-1] - 3000
     frames = set(range(0, content, 37)) | set(range(210)) | set(range(2990, 3010))

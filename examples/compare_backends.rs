@@ -5,7 +5,6 @@
 //! cargo run --release --example compare_backends -- AUDIO [MODEL]
 //! ```
 
-use std::path::Path;
 use std::time::Instant;
 
 use amanuensis::audio::{AudioStream, Input, LogMel};
@@ -31,7 +30,7 @@ fn main() -> anyhow::Result<()> {
     };
     let (cpu, emu) = (load(Backend::Cpu)?, load(Backend::Emu)?);
     let mel = LogMel::new(cpu.dims().n_mels);
-    let mut stream = AudioStream::open(&Input::from_arg(Path::new(audio)))?;
+    let mut stream = AudioStream::open(&Input::Path(audio.into()))?;
     let (mut cpu_s, mut emu_s, mut windows) = (0.0, 0.0, 0);
     let (mut max_abs, mut dot, mut cc, mut ee) = (0f32, 0f64, 0f64, 0f64);
     while let Some(window) = stream.next_window()? {

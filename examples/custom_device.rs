@@ -7,7 +7,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use amanuensis::audio::{AudioStream, Input, LogMel};
@@ -153,7 +152,7 @@ fn main() -> anyhow::Result<()> {
         p.left_on_cpu.len()
     );
     let mel = LogMel::new(encoder.dims().n_mels);
-    let mut stream = AudioStream::open(&Input::from_arg(Path::new(audio)))?;
+    let mut stream = AudioStream::open(&Input::Path(audio.into()))?;
     while let Some(window) = stream.next_window()? {
         encoder.encode(&mel.compute(&window.samples))?;
     }

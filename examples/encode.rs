@@ -8,13 +8,11 @@
 //! `MODEL` is a directory, an `.onnx` encoder or a catalog name (`tiny.en` by default,
 //! fetched on first use).
 
-use std::path::Path;
 use std::time::Instant;
 
 use amanuensis::audio::{AudioStream, Input, LogMel};
 use amanuensis::backend::Backend;
 use amanuensis::model::{Encoder, EncoderOptions, resolve_model};
-use clap::ValueEnum;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,7 +21,7 @@ fn main() -> anyhow::Result<()> {
     };
     let model = args.get(1).map_or("tiny.en", String::as_str);
     let backend = match args.get(2) {
-        Some(name) => Backend::from_str(name, true).map_err(anyhow::Error::msg)?,
+        Some(name) => name.parse::<Backend>().map_err(anyhow::Error::msg)?,
         None => Backend::Cpu,
     };
 
@@ -42,7 +40,7 @@ fn main() -> anyhow::Result<()> {
         encoder.load_time().as_secs_f64()
     );
     let mel = LogMel::new(encoder.dims().n_mels);
-    let mut stream = AudioStream::open(&Input::from_arg(Path::new(audio)))?;
+    let mut stream = AudioStream::open(&Input::Path(audio.into()))?;
     while let Some(window) = stream.next_window()? {
         let started = Instant::now();
         let features = encoder.encode(&mel.compute(&window.samples))?;

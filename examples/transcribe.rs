@@ -5,13 +5,10 @@
 //! cargo run --release --example transcribe -- AUDIO [MODEL] [cpu|emu|npu|auto]
 //! ```
 
-use std::path::Path;
-
 use amanuensis::audio::Input;
 use amanuensis::backend::Backend;
 use amanuensis::model::{EncoderOptions, resolve_model};
 use amanuensis::transcribe::{Quiet, TranscribeOptions, Transcriber};
-use clap::ValueEnum;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,7 +19,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("{line}")
     })?;
     let backend = match args.get(2) {
-        Some(name) => Backend::from_str(name, true).map_err(anyhow::Error::msg)?,
+        Some(name) => name.parse::<Backend>().map_err(anyhow::Error::msg)?,
         None => Backend::Cpu,
     };
     let transcriber = Transcriber::load(
@@ -33,7 +30,7 @@ fn main() -> anyhow::Result<()> {
         },
     )?;
     let transcript = transcriber.transcribe(
-        &Input::from_arg(Path::new(audio)),
+        &Input::Path(audio.into()),
         &TranscribeOptions::default(),
         &mut Quiet,
     )?;

@@ -6,7 +6,6 @@ use amanuensis_kernels::cpu::CpuDevice;
 use amanuensis_kernels::device::KernelNeed;
 use amanuensis_kernels::emulator::Emulator;
 use amanuensis_kernels::gemm::GemmContract;
-use amanuensis_kernels::hw::DeviceFamily;
 use amanuensis_kernels::manifest::Manifest;
 use amanuensis_kernels::npu::Npu;
 use amanuensis_ops::DeviceHandle;
@@ -16,7 +15,7 @@ use crate::placement::{Placement, kernel_needs, placement};
 use crate::rewrite::{OffloadError, Stage, offload};
 
 /// A backend as the user names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// tract's optimised plan, untouched: the reference that the CPU fusions are checked
@@ -33,6 +32,32 @@ pub enum Backend {
     Auto,
 }
 
+impl Backend {
+    /// The names [`FromStr`](std::str::FromStr) reads and [`Display`](std::fmt::Display)
+    /// writes, in order.
+    pub const NAMES: &'static [&'static str] = &["tract", "cpu", "emu", "npu", "auto"];
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "tract" => Backend::Tract,
+            "cpu" => Backend::Cpu,
+            "emu" => Backend::Emu,
+            "npu" => Backend::Npu,
+            "auto" => Backend::Auto,
+            _ => {
+                return Err(format!(
+                    "{s:?} is not a backend: give one of {}",
+                    Backend::NAMES.join(", ")
+                ));
+            }
+        })
+    }
+}
+
 impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -45,46 +70,9 @@ impl std::fmt::Display for Backend {
     }
 }
 
-/// How the NPU kernels round float32 operands to bfloat16.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Rounding {
-    /// Round to nearest, ties to even (the contract's default).
-    #[default]
-    NearestEven,
-    /// Drop the low 16 bits, as the AIE's conversion does when a kernel leaves its rounding
-    /// mode at the default.
-    Truncate,
-}
-
-impl Rounding {
-    fn kernels(self) -> amanuensis_kernels::bf16::Rounding {
-        match self {
-            Rounding::NearestEven => amanuensis_kernels::bf16::Rounding::NearestEven,
-            Rounding::Truncate => amanuensis_kernels::bf16::Rounding::Truncate,
-        }
-    }
-}
-
-/// A family of NPUs, as the user names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    /// XDNA1: Phoenix, Hawk Point (4 x 4 cores, 6 hardware contexts).
-    Xdna1,
-    /// XDNA2: Strix Point, Strix Halo, Krackan, Gorgon (4 x 8 cores, 16 hardware contexts).
-    Xdna2,
-}
-
-impl Family {
-    /// The kernels crate's family.
-    pub fn device(self) -> DeviceFamily {
-        match self {
-            Family::Xdna1 => DeviceFamily::Xdna1,
-            Family::Xdna2 => DeviceFamily::Xdna2,
-        }
-    }
-}
+pub use amanuensis_kernels::bf16::Rounding;
+pub use amanuensis_kernels::gemm::Precision;
+pub use amanuensis_kernels::hw::DeviceFamily;
 
 /// How the NPU kernels compute, and for which device family: what `emu` emulates and `npu`
 /// must match.
@@ -95,38 +83,15 @@ pub struct Kernels {
     /// bfloat16 products per float32 product.
     pub precision: Precision,
     /// The family (`None`: the NPU's own for `npu`, XDNA1 for `emu`).
-    pub family: Option<Family>,
+    pub family: Option<DeviceFamily>,
 }
 
 impl Kernels {
     /// The contract of these kernels on `family`.
     pub fn contract(&self, family: DeviceFamily) -> GemmContract {
         GemmContract::for_family(family)
-            .with_rounding(self.rounding.kernels())
-            .with_precision(self.precision.kernels())
-    }
-}
-
-/// How many bfloat16 products the NPU kernels take for one float32 product.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// One: operands rounded to bfloat16 (8 significant bits).
-    #[default]
-    Bf16,
-    /// Three: each operand split into high and low bfloat16 parts (16 significant bits),
-    /// `hi hi + hi lo + lo hi` accumulated in float32 by the bf16 GEMM kernels over operands
-    /// the host expands (three times the products and the operand bytes); softmax and GELU
-    /// in float32 on the CPU.
-    Bf16x3,
-}
-
-impl Precision {
-    fn kernels(self) -> amanuensis_kernels::gemm::Precision {
-        match self {
-            Precision::Bf16 => amanuensis_kernels::gemm::Precision::Bf16,
-            Precision::Bf16x3 => amanuensis_kernels::gemm::Precision::Bf16x3,
-        }
+            .with_rounding(self.rounding)
+            .with_precision(self.precision)
     }
 }
 
@@ -188,11 +153,11 @@ pub fn open_npu(kernels: Kernels) -> Result<DeviceHandle, String> {
         .map_err(|e| e.to_string())?;
     let family = DeviceFamily::from_device_name(&name);
     if let Some(asked) = kernels.family
-        && asked.device() != family
+        && asked != family
     {
         return Err(format!(
             "--device-family {} was given, but NPU 0 ({name}) is {}",
-            asked.device().name(),
+            asked.name(),
             family.name()
         ));
     }
@@ -237,7 +202,7 @@ pub fn resolve(backend: Backend, strict: bool, kernels: Kernels) -> Result<Resol
         Backend::Emu => Ok(Resolved {
             backend,
             device: Some(DeviceHandle::new(Arc::new(Emulator::new(
-                kernels.contract(kernels.family.map_or(DeviceFamily::Xdna1, Family::device)),
+                kernels.contract(kernels.family.unwrap_or(DeviceFamily::Xdna1)),
             )))),
             note: None,
         }),

@@ -1,7 +1,7 @@
 //! `.npy` output that never leaves a partial file behind.
 //!
-//! The array is written to an unnamed temporary file next to the destination and moved into
-//! place only once complete: an interrupted or failed run leaves no file that looks finished.
+//! The rows go to an unnamed temporary file next to the destination; the header and the rows
+//! are then written through [`crate::atomic`] once the row count is known.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
@@ -23,18 +23,11 @@ pub struct NpyRowWriter {
     rows: u64,
 }
 
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
 impl NpyRowWriter {
     /// Prepares `path` for an array of rows of shape `inner_shape`; nothing appears at `path`
     /// before [`finish`](NpyRowWriter::finish).
     pub fn create(path: &Path, inner_shape: &[usize]) -> io::Result<NpyRowWriter> {
-        let dir = parent_dir(path);
+        let dir = crate::atomic::parent_dir(path).to_path_buf();
         if !dir.is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -78,7 +71,7 @@ impl NpyRowWriter {
         body.seek(SeekFrom::Start(0))?;
         let mut shape = vec![self.rows];
         shape.extend(&self.inner_shape);
-        let mut out = output_temp_file(&self.dir)?;
+        let mut out = crate::atomic::output_temp_file(&self.dir)?;
         {
             let mut writer = BufWriter::new(out.as_file_mut());
             npyz::WriteOptions::<f32>::new()
@@ -93,17 +86,4 @@ impl NpyRowWriter {
         out.persist(&self.path).map_err(|e| e.error)?;
         Ok(())
     }
-}
-
-/// A temporary file in `dir`, to be renamed over an output once complete, with the
-/// permissions a plain create gives (0666 less the umask) rather than tempfile's private
-/// 0600: the finished output must read like any other file the user writes.
-pub fn output_temp_file(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
-    let mut builder = tempfile::Builder::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    builder.tempfile_in(dir)
 }

@@ -302,11 +302,9 @@ pub struct EncoderDims {
 /// plan makes them (the stem's two convolutions with GELU in their epilogue, then per layer
 /// the Q, K and V projections, attention head by head, the output projection and the two FFN
 /// products), their traffic, the weights uploaded and the device's FLOPs (`total_flops` counts
-/// the device's only). `tests/offload.rs` holds it to the placement of the real plans of
+/// the device's only). `tests/calibration.rs` holds it to the placement of the real plans of
 /// tiny.en and base.
 pub fn whisper_placement(dims: EncoderDims, contract: &GemmContract) -> Placement {
-    const FRAMES: usize = 3000;
-    const POSITIONS: usize = 1500;
     const HEAD: usize = 64;
     let d = dims.d_model;
     let gemm = |(m, k, n), gelu| DeviceCall::gemm_with_weights(contract, (m, k, n), 1, true, gelu);
@@ -319,25 +317,133 @@ pub fn whisper_placement(dims: EncoderDims, contract: &GemmContract) -> Placemen
         }
         push_order(&mut p.kernel_order, &calls);
     };
-    add(&mut p, vec![gemm((FRAMES, 3 * dims.n_mels, d), true)]);
-    add(&mut p, vec![gemm((POSITIONS, 3 * d, d), true)]);
+    add(
+        &mut p,
+        vec![gemm((WHISPER_FRAMES, 3 * dims.n_mels, d), true)],
+    );
+    add(&mut p, vec![gemm((WHISPER_POSITIONS, 3 * d, d), true)]);
     let head = AttentionDims {
-        m: POSITIONS,
+        m: WHISPER_POSITIONS,
         d: HEAD,
-        n: POSITIONS,
+        n: WHISPER_POSITIONS,
         dv: HEAD,
     };
     for _ in 0..dims.layers {
         for _ in 0..3 {
-            add(&mut p, vec![gemm((POSITIONS, d, d), false)]);
+            add(&mut p, vec![gemm((WHISPER_POSITIONS, d, d), false)]);
         }
         add(&mut p, DeviceCall::attention(contract, head, dims.heads));
-        add(&mut p, vec![gemm((POSITIONS, d, d), false)]);
-        add(&mut p, vec![gemm((POSITIONS, d, 4 * d), true)]);
-        add(&mut p, vec![gemm((POSITIONS, 4 * d, d), false)]);
+        add(&mut p, vec![gemm((WHISPER_POSITIONS, d, d), false)]);
+        add(&mut p, vec![gemm((WHISPER_POSITIONS, d, 4 * d), true)]);
+        add(&mut p, vec![gemm((WHISPER_POSITIONS, 4 * d, d), false)]);
     }
     p.total_flops = p.device_flops;
     p
+}
+
+/// Whisper's sizes behind [`whisper_placement`]: mel frames of a window, and positions after
+/// the stride-2 convolution (every Whisper encoder).
+const WHISPER_FRAMES: usize = 3000;
+const WHISPER_POSITIONS: usize = 1500;
+
+/// One kernel the device must provide for a Whisper encoder, as `kernels/aie/build.sh` builds
+/// it and `kernels/src/manifest.rs` finds it: a kernel kind at one dispatch shape. `amanuensis
+/// inspect --kernel-shapes` prints these as JSON for the build.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KernelShape {
+    /// The manifest's `kind`: `gemm`, `softmax` or `gelu`.
+    pub kind: &'static str,
+    /// The build's name for it (`gemm_1536x512x512_bias`, `softmax_1500x1500x1536`,
+    /// `gelu_512000`): its instruction stream is `<name>.insts.bin`.
+    pub name: String,
+    /// The shape of one dispatch, the manifest's `shape`: GEMM padded M chunk, K, N; softmax
+    /// rows, values of a row, row stride; GELU values.
+    pub shape: Vec<usize>,
+    /// The GEMM's epilogue, the manifest's `epilogue`: `none`, `bias` or `bias_gelu` (`none`
+    /// for the other kinds).
+    pub epilogue: &'static str,
+    /// The GEMM's output type, the manifest's `output`: `f32`, or `bf16` for attention's
+    /// scores left on the device (`f32` for the other kinds).
+    pub output: &'static str,
+    /// Calls of one window of the plan (each one dispatch or more, as the layout cuts M); 0
+    /// for a standalone GELU, built for a plan whose GELU is not fused into its product.
+    pub calls_per_window: u64,
+}
+
+impl KernelShape {
+    /// The entry for `need`, called `calls_per_window` times a window.
+    pub fn new(need: &KernelNeed, calls_per_window: u64) -> KernelShape {
+        let dims = need
+            .shape
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("x");
+        let (kind, epilogue, output, name) = match need.kernel {
+            Kernel::MatMul => {
+                let epilogue = match (need.bias, need.gelu) {
+                    (_, true) => "bias_gelu",
+                    (true, false) => "bias",
+                    (false, false) => "none",
+                };
+                let (output, suffix) = if need.bf16_out {
+                    ("bf16", "_bf16")
+                } else {
+                    ("f32", "")
+                };
+                let name = format!("gemm_{dims}_{epilogue}{suffix}");
+                ("gemm", epilogue, output, name)
+            }
+            Kernel::Softmax => ("softmax", "none", "f32", format!("softmax_{dims}")),
+            Kernel::Gelu => ("gelu", "none", "f32", format!("gelu_{dims}")),
+        };
+        KernelShape {
+            kind,
+            name,
+            shape: need.shape.clone(),
+            epilogue,
+            output,
+            calls_per_window,
+        }
+    }
+}
+
+/// The kernels to build for a Whisper encoder of `dims` on a device of `contract`: every
+/// kernel its plan dispatches ([`whisper_placement`]'s kernel order, each once, in the order
+/// of its first call, with its calls a window), then a standalone GELU for each product a
+/// GELU follows (the two convolutions and the first FFN product) at the dispatch shape
+/// `DeviceGelu` asks for, for a plan whose rewrite could not fuse that GELU into the product's
+/// epilogue (none where the contract runs GELU on the host). This is the list
+/// `kernels/aie/build.sh` builds; `tests/kernel_shapes.rs` holds it to the plans.
+pub fn whisper_kernels(dims: EncoderDims, contract: &GemmContract) -> Vec<KernelShape> {
+    let placement = whisper_placement(dims, contract);
+    let mut needs: Vec<(&KernelNeed, u64)> = Vec::new();
+    for need in &placement.kernel_order {
+        match needs.iter_mut().find(|(n, _)| *n == need) {
+            Some((_, calls)) => *calls += 1,
+            None => needs.push((need, 1)),
+        }
+    }
+    let mut kernels: Vec<KernelShape> = needs
+        .into_iter()
+        .map(|(need, calls)| KernelShape::new(need, calls))
+        .collect();
+    let d = dims.d_model;
+    for (rows, cols) in [
+        (WHISPER_FRAMES, d),
+        (WHISPER_POSITIONS, d),
+        (WHISPER_POSITIONS, 4 * d),
+    ] {
+        // DeviceGelu's call: every value of the product's output as one row.
+        let Some(call) = DeviceCall::stream(contract, Kernel::Gelu, rows * cols, 1, 1) else {
+            continue;
+        };
+        let gelu = KernelShape::new(&call.need, 0);
+        if !kernels.iter().any(|k| k.name == gelu.name) {
+            kernels.push(gelu);
+        }
+    }
+    kernels
 }
 
 /// A predicted NPU device time for one window, from the traffic and named hardware

@@ -4,7 +4,7 @@
 
 mod common;
 
-use amanuensis::backend::{Backend, Family};
+use amanuensis::backend::Backend;
 use amanuensis::calibration::{calibration, whisper_xdna};
 use amanuensis::model::catalog::catalog;
 use amanuensis::model::{Encoder, EncoderOptions};
@@ -23,10 +23,8 @@ fn the_placement_from_sizes_is_the_real_plans() {
         ("tiny.en", catalog_model("tiny.en")),
         ("base", catalog_model("base")),
     ] {
-        for (family, device_family) in [
-            (Family::Xdna1, DeviceFamily::Xdna1),
-            (Family::Xdna2, DeviceFamily::Xdna2),
-        ] {
+        for family in [DeviceFamily::Xdna1, DeviceFamily::Xdna2] {
+            let device_family = family;
             let encoder = Encoder::load(
                 &dir,
                 &EncoderOptions {
@@ -56,31 +54,72 @@ fn the_placement_from_sizes_is_the_real_plans() {
 fn whisper_xdnas_runs_are_counted_as_its_code_makes_them() {
     // Runs a window, counted by reading whisper-xdna's src/npu_whisper_encoder.py and
     // src/rawxrt.py: 4 for the stem, then per layer 3 projections, a Q K^T and a P V run a
-    // head, one softmax, the output projection, the first FFN product (4 chunks for large),
-    // as many GELU runs, the second FFN product.
+    // head, one softmax, the output projection, the first FFN product (4 chunks of 1280
+    // columns for large's 5120, one otherwise), as many GELU runs, the second FFN product:
+    // tiny 4 + 4 x (3 + 6 + 6 + 1 + 1 + 1 + 1 + 1), small 4 + 12 x (3 + 12 + 12 + 1 + 1 + 1 +
+    // 1 + 1), large-v3 4 + 32 x (3 + 20 + 20 + 1 + 1 + 4 + 4 + 1).
     for (name, runs) in [("tiny", 84), ("small", 388), ("large-v3", 1732)] {
         assert_eq!(whisper_xdna(dims(name)).runs, runs, "{name}");
     }
 }
 
+/// The error of the prediction of whisper-xdna's window under its design, `(predicted -
+/// published) / published`, as measured when the model was written: tiny -50.5%, small -27.9%,
+/// large-v3 +3.9% (the calibration table of docs/npu.md rounds them to -51%, -28%, +4%).
+const MEASURED_ERRORS: [(&str, f64); 3] =
+    [("tiny", -0.505), ("small", -0.279), ("large-v3", 0.039)];
+
+/// How far an error may move from its measured value before this test fails: 2 percentage
+/// points.
+const ERROR_MARGIN: f64 = 0.02;
+
 #[test]
-fn the_published_points_are_predicted_with_their_error() {
+fn the_published_points_are_predicted_within_their_stated_error() {
+    // The model is deterministic and nothing in it is fitted to these three points, so its
+    // error on them is a property of the model, not noise: the bounds below hold it at the
+    // errors the documentation states, to within ERROR_MARGIN. A change to a constant, a count of
+    // runs or the context model that moves an error by more than 2 points fails here, and
+    // the calibration table of docs/npu.md (and MEASURED_ERRORS) must then be brought up to
+    // date. The bounds
+    // say nothing about whisper-xdna's hardware beyond these three points: the model counts
+    // the NPU only and the published windows are wall times with the CPU's share in them,
+    // which is why tiny and small are under-predicted and only large-v3, where the device's
+    // work dominates, lands near its published time.
     let table = calibration();
-    assert_eq!(table.len(), 3, "tiny, small and large-v3");
-    for row in &table {
-        let t = row.theirs;
-        let parts =
-            t.gemm_ms + t.attention_ms + t.row_ops_ms + t.run_ms + t.switch_ms + t.context_ms;
-        assert!((parts - t.total_ms).abs() < 1e-9 && t.total_ms > 0.0);
-        assert!(row.error.is_finite() && row.ours_xdna1_ms > 0.0 && row.ours_xdna2_ms > 0.0);
+    let models: Vec<&str> = table.iter().map(|row| row.model.as_str()).collect();
+    assert_eq!(
+        models,
+        ["tiny", "small", "large-v3"],
+        "the published points"
+    );
+    for (row, &(model, measured)) in table.iter().zip(&MEASURED_ERRORS) {
+        assert_eq!(row.model, model);
+        let error = (row.theirs.total_ms - row.published_ms) / row.published_ms;
         println!(
-            "{}: published {:.0} ms, predicted {:.0} ms ({:+.0}%); ours XDNA1 {:.0} ms, XDNA2 {:.0} ms",
-            row.model,
+            "{model}: published {:.0} ms, predicted {:.0} ms, error {:+.1}% (stated {:+.1}%, \
+             bound +-{:.0} points); ours XDNA1 {:.0} ms, XDNA2 {:.0} ms",
             row.published_ms,
-            t.total_ms,
-            100.0 * row.error,
+            row.theirs.total_ms,
+            100.0 * error,
+            100.0 * measured,
+            100.0 * ERROR_MARGIN,
             row.ours_xdna1_ms,
             row.ours_xdna2_ms
         );
+        assert!(
+            (error - measured).abs() <= ERROR_MARGIN,
+            "{model}: the prediction's error is {:+.1}%, docs/npu.md states {:+.1}% (bound +-{:.0} \
+             points): update its calibration table and MEASURED_ERRORS",
+            100.0 * error,
+            100.0 * measured,
+            100.0 * ERROR_MARGIN
+        );
     }
+    // What docs/npu.md draws from the table: the NPU-only model under-predicts the small
+    // encoders, whose windows hold the largest share of CPU work, by less as the encoder
+    // grows, and predicts no window beyond its published time by more than 10%.
+    let errors: Vec<f64> = table.iter().map(|row| row.error).collect();
+    assert!(errors[0] < errors[1] && errors[1] < errors[2], "{errors:?}");
+    assert!(errors[0] < 0.0 && errors[1] < 0.0, "{errors:?}");
+    assert!(errors.iter().all(|&e| e <= 0.10), "{errors:?}");
 }

@@ -406,7 +406,7 @@ fn check_conversion(vars: &[Ct2Var], weights: &Weights) {
         },
     )
     .unwrap();
-    assert_eq!(offloadable(emu.placement()), whisper_placement(LAYERS));
+    assert_eq!(offloadable(emu.placement()), expected_npu_placement(LAYERS));
     assert!(
         emu.placement().left_on_cpu.is_empty(),
         "{:?}",

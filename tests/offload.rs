@@ -55,7 +55,7 @@ fn emulated_tiny_en_matches_cpu_and_pytorch() {
     let p = emu.placement();
     assert_eq!(
         offloadable(p),
-        whisper_placement(4),
+        expected_npu_placement(4),
         "placement of tiny.en:\n{:#?}",
         p.kinds
     );
@@ -70,7 +70,7 @@ fn emulated_tiny_en_matches_cpu_and_pytorch() {
         p.total_flops as f64 / 1e9
     );
     // Measured 99.888% (the LayerNorms, residual additions and the stem's im2col stay on
-    // the CPU); the README says 99.9%.
+    // the CPU), as docs/npu.md says.
     assert!(p.device_share() >= 0.998, "{}", p.device_share());
 }
 
@@ -116,7 +116,7 @@ fn every_exporters_graph_gets_the_same_placement() {
         let p = emu.placement();
         assert_eq!(
             offloadable(p),
-            whisper_placement(2),
+            expected_npu_placement(2),
             "{file}: {:#?}\ndeclined: {:#?}",
             p.kinds,
             p.left_on_cpu
@@ -157,7 +157,7 @@ fn the_cpu_plan_changes_nothing_but_speed() {
     let (a, b) = (tract.encode(&mel).unwrap(), cpu.encode(&mel).unwrap());
     assert_close("cpu vs tract", &b, &a, 5.4e-5, 0.999_999_9);
     let kinds = offloadable(cpu.placement());
-    let cpu_only: Vec<(String, usize, usize)> = whisper_placement(4)
+    let cpu_only: Vec<(String, usize, usize)> = expected_npu_placement(4)
         .into_iter()
         .map(|(kind, device, cpu)| (kind, 0, device + cpu))
         .collect();

@@ -282,11 +282,11 @@ fn every_pass_is_registered() {
         names,
         [
             "fuse_layer_norm",
-            "npu_matmul",
-            "npu_conv",
-            "npu_softmax",
-            "npu_gelu",
-            "npu_attention",
+            "device_matmul",
+            "device_conv",
+            "device_softmax",
+            "device_gelu",
+            "device_attention",
             "cpu_add",
             "cached_attention",
             "cpu_linear"

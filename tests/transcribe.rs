@@ -22,7 +22,7 @@ fn data(name: &str) -> std::path::PathBuf {
 /// is 3e-5.
 #[test]
 fn whole_input_spectrogram_matches_openai_transcribe() {
-    let input = Input::from_arg(&reference("transcribe/news_en.flac"));
+    let input = Input::Path(reference("transcribe/news_en.flac"));
     let mut stream = AudioStream::open(&input).unwrap();
     let mut spool = MelSpool::build(&mut stream, &LogMel::new(80), &mut |_| {}).unwrap();
     assert_eq!(spool.content_frames(), 6120);
@@ -70,7 +70,7 @@ fn transcriber(model: &str, backend: Backend) -> Transcriber {
 }
 
 fn transcribe(t: &Transcriber, audio: &Path, options: &TranscribeOptions) -> Transcript {
-    t.transcribe(&Input::from_arg(audio), options, &mut Quiet)
+    t.transcribe(&Input::Path(audio.to_path_buf()), options, &mut Quiet)
         .unwrap_or_else(|e| panic!("{}: {e}", audio.display()))
 }
 
@@ -214,7 +214,7 @@ fn jfk_segments_match_openai_transcribe_with_tiny_en_and_base() {
 fn one_window_without_timestamps_gives_hugging_faces_greedy_tokens() {
     let _turn = turn();
     let t = transcriber("tiny.en", Backend::Cpu);
-    let (samples, _) = load_audio(&Input::from_arg(&reference("audio/jfk.flac"))).unwrap();
+    let (samples, _) = load_audio(&Input::Path(reference("audio/jfk.flac"))).unwrap();
     let mel = LogMel::new(80).compute(&samples);
     let options = DecodingOptions {
         without_timestamps: true,
@@ -375,7 +375,7 @@ fn silence_is_decoded_as_openai_does() {
 fn long_speech() -> (std::path::PathBuf, f64, String) {
     let text = std::fs::read_to_string(data("long.txt")).unwrap();
     let path = data("long.flac");
-    let (samples, _) = load_audio(&Input::from_arg(&path)).unwrap();
+    let (samples, _) = load_audio(&Input::Path(path.to_path_buf())).unwrap();
     (path, samples.len() as f64 / 16_000.0, text)
 }
 
@@ -388,7 +388,7 @@ fn minutes_of_speech_are_transcribed_in_order_and_emu_agrees_with_cpu() {
     let (audio, seconds, script) = long_speech();
     assert!(seconds > 300.0, "{seconds} s");
 
-    let mut stream = AudioStream::open(&Input::from_arg(&audio)).unwrap();
+    let mut stream = AudioStream::open(&Input::Path(audio.to_path_buf())).unwrap();
     let spool = MelSpool::build(&mut stream, &LogMel::new(80), &mut |_| {}).unwrap();
     assert!(
         !spool.in_memory(),
@@ -574,6 +574,103 @@ fn noise_and_music_give_no_repetition_loop() {
                     pair[0].text
                 );
             }
+        }
+    }
+}
+
+/// A prefix is kept whole with the default sample length, as Python's `prefix[-0:]` keeps
+/// it; a longer sample length keeps its last `n_ctx / 2 - sample_len` tokens, and one past
+/// half the context drops as many from its start (`prefix[-(-k):]`).
+#[test]
+fn a_prefix_follows_openai_whispers_slices() {
+    use amanuensis::transcribe::{DecodingTask, WhisperTokenizer};
+    let dir = catalog_model("tiny.en");
+    let tokenizer = WhisperTokenizer::load(&dir.join("tokenizer.json"), None, 51864).unwrap();
+    let prefix: Vec<u32> = (100..130).collect();
+    let initial = |sample_len: Option<usize>| {
+        let options = DecodingOptions {
+            prefix: prefix.clone(),
+            sample_len,
+            ..DecodingOptions::default()
+        };
+        let task = DecodingTask::new(&tokenizer, options, 448, 1500).unwrap();
+        let sot = task.initial_tokens().len()
+            - task
+                .initial_tokens()
+                .iter()
+                .rev()
+                .position(|&t| t == tokenizer.special().sot)
+                .unwrap();
+        task.initial_tokens()[sot..].to_vec()
+    };
+    assert_eq!(initial(None), prefix, "the default sample length (224)");
+    assert_eq!(initial(Some(214)), prefix[20..], "10 tokens kept");
+    assert_eq!(initial(Some(230)), prefix[6..], "6 dropped");
+}
+
+/// A multilingual model not told the language detects it on the first window as it
+/// transcribes it: one encoder run for jfk, and the transcript of the run told `en`.
+#[test]
+fn language_detection_reuses_the_first_windows_encoding() {
+    let _turn = turn();
+    let t = transcriber("base", Backend::Cpu);
+    let jfk = reference("audio/jfk.flac");
+    let detected = transcribe(&t, &jfk, &TranscribeOptions::default());
+    let mut told = TranscribeOptions::default();
+    told.decoding.language = Some("en".into());
+    let told = transcribe(&t, &jfk, &told);
+    assert_eq!(detected.language, "en");
+    assert_eq!(detected.timings.encoder.len(), 1, "{:?}", detected.timings);
+    assert_eq!(detected.text, told.text);
+    assert_eq!(detected.segments, told.segments);
+}
+
+/// A decoder that fails to load stops the transcription as soon as it fails, not after the
+/// whole input's spectrogram, and a second input fails at once.
+#[test]
+fn a_decoder_that_fails_to_load_stops_before_the_audio_is_read() {
+    use amanuensis::transcribe::Progress;
+    struct Read(f64);
+    impl Progress for Read {
+        fn audio_read(&mut self, seconds: f64) {
+            self.0 = seconds;
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let full = catalog_model("tiny.en");
+    for entry in std::fs::read_dir(&full).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, tmp.path().join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        tmp.path().join("decoder_with_past_model.onnx"),
+        b"not a model",
+    )
+    .unwrap();
+    let t = Transcriber::load(tmp.path(), &EncoderOptions::default()).unwrap();
+    let (speech, seconds, _) = long_speech();
+    for attempt in 0..2 {
+        let mut read = Read(0.0);
+        let err = t
+            .transcribe(
+                &Input::Path(speech.clone()),
+                &TranscribeOptions::default(),
+                &mut read,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("decoder_with_past_model.onnx"), "{err}");
+        eprintln!(
+            "attempt {attempt}: {:.1} of {seconds:.1} s read before: {err}",
+            read.0
+        );
+        assert!(
+            read.0 < seconds / 2.0,
+            "{} s of {seconds} s read first",
+            read.0
+        );
+        if attempt == 1 {
+            assert_eq!(read.0, 0.0, "the second input was read");
         }
     }
 }

@@ -206,7 +206,10 @@ fn options_the_model_cannot_honour_are_refused() {
         (vec!["--language", "fr"], "English-only"),
         (vec!["--task", "translate"], "cannot translate"),
         (vec!["--language", "klingon"], "unknown language"),
-        (vec!["--beam-size", "5", "--best-of", "5"], "together"),
+        (
+            vec!["--best-of", "5", "--temperature-increment-on-fallback", "0"],
+            "temperatures above 0",
+        ),
         (vec!["--patience", "2"], "patience needs a beam size"),
     ] {
         let audio = jfk();
@@ -339,4 +342,91 @@ fn a_model_without_decoder_or_tokenizer_is_refused_by_name() {
         );
         assert_eq!(err.trim_end().lines().count(), 1, "not one line:\n{err}");
     }
+}
+
+/// Best-of ranks draws at the temperatures above 0, as openai-whisper's fallback applies it:
+/// `--temperature 0.2 --best-of 5` decodes every window from five draws at 0.2, and
+/// openai-whisper's own defaults (beam size 5 and best-of 5 together) run beam search at 0.
+#[test]
+fn best_of_applies_to_the_temperatures_above_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("sampled.json");
+    let out = run(&[
+        jfk().as_os_str(),
+        "--temperature".as_ref(),
+        "0.2".as_ref(),
+        "--best-of".as_ref(),
+        "5".as_ref(),
+        "-o".as_ref(),
+        json.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let segments = v["segments"].as_array().unwrap();
+    assert!(!segments.is_empty());
+    for s in segments {
+        let t = s["temperature"].as_f64().unwrap();
+        assert!(t >= 0.2 - 1e-6, "a window decoded at {t}: {s}");
+    }
+    let text = v["text"].as_str().unwrap().to_lowercase();
+    assert!(text.contains("country"), "{text}");
+
+    let out = run(&[
+        jfk().as_os_str(),
+        "--beam-size".as_ref(),
+        "5".as_ref(),
+        "--best-of".as_ref(),
+        "5".as_ref(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ask what you can do for your country"));
+}
+
+/// Inputs that would write files of one name into one directory (`a/speech.flac` and
+/// `b/speech.flac`) are refused before any work, naming both; nothing is written.
+#[test]
+fn inputs_that_would_overwrite_each_other_are_refused_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for dir in [&a, &b] {
+        std::fs::create_dir(dir).unwrap();
+        std::fs::copy(jfk(), dir.join("speech.flac")).unwrap();
+    }
+    let out_dir = tmp.path().join("out/");
+    // No model is loaded (or fetched) first: a model that does not exist is never reached.
+    let out = Command::new(env!("CARGO_BIN_EXE_amanuensis"))
+        .args(["transcribe", "--model", "/nonexistent/model.onnx"])
+        .arg(a.join("speech.flac"))
+        .arg(b.join("speech.flac"))
+        .arg("-o")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "accepted");
+    assert!(
+        err.contains(&*a.join("speech.flac").display().to_string())
+            && err.contains(&*b.join("speech.flac").display().to_string())
+            && err.contains("different directories"),
+        "{err}"
+    );
+    assert!(!out_dir.exists(), "something was written");
+}
+
+/// The default model is English-only, and the help says so where the model is chosen.
+#[test]
+fn the_help_says_the_default_model_is_english_only() {
+    let out = Command::new(env!("CARGO_BIN_EXE_amanuensis"))
+        .args(["transcribe", "--help"])
+        .output()
+        .unwrap();
+    let help = stdout(&out)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        help.contains("The default, tiny.en, is English-only"),
+        "{help}"
+    );
 }

@@ -6,13 +6,16 @@
 #   kernels/aie/build.sh MODEL OUTDIR [--target npu|npu2] [--n-mels N]
 #                        [--precision bf16|bf16x3|all] [--plan]
 #
-# MODEL is tiny, base, small, medium or large (d_model 384, 512, 768, 1024, 1280; 80 mel bins,
-# 128 for large, as large-v3; --n-mels overrides). The shapes are those the host requests
-# (shapes.py, which mirrors kernels/src/gemm.rs and kernels/src/device.rs). --plan prints
-# them and the commands without building (no toolchain needed). --precision chooses the
-# shapes of `--precision bf16` (the GEMMs with their epilogues, softmax, GELU), of bf16x3 (the
-# same GEMM kinds at K three times as long, no GELU epilogue, no softmax: kernels/NUMERICS.md
-# 7), or both (the default): bf16x3 adds instruction streams to the GEMM xclbins, no xclbin.
+# MODEL is a catalog name (tiny, base.en, small, medium, large-v2, large-v3, ...: the names of
+# models/catalog.toml), or `large`: large-v3 (128 mel bins) or, with --n-mels 80, large-v2.
+# The shapes are those the host requests, computed by the host's own code: `amanuensis
+# inspect --kernel-shapes` prints them as JSON from the catalog's sizes, the kernel contract's
+# layouts and the plan's placement (run from $AMANUENSIS if set, else with `cargo run
+# --release` in this repository). --plan prints them and the commands without building (no
+# mlir-aie toolchain needed). --precision chooses the shapes of `--precision bf16` (the GEMMs
+# with their epilogues, softmax, GELU), of bf16x3 (the same GEMM kinds at K three times as
+# long, no GELU epilogue, no softmax: kernels/NUMERICS.md 7), or both (the default): bf16x3
+# adds instruction streams to the GEMM xclbins, no xclbin.
 #
 # Needs the mlir-aie toolchain: the IRON Python package (`aie`), aiecc, and Peano (llvm-aie)
 # for the AIE2/AIE2P kernels. The flow is that of mlir-aie's programming_examples makefiles
@@ -24,7 +27,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 usage() {
     echo "usage: $0 MODEL OUTDIR [--target npu|npu2] [--n-mels N] [--precision bf16|bf16x3|all] [--plan]" >&2
-    echo "  MODEL: tiny | base | small | medium | large" >&2
+    echo "  MODEL: a catalog name (tiny, base.en, large-v3, ...: amanuensis models list), or large" >&2
     exit 2
 }
 
@@ -45,11 +48,11 @@ while [[ $# -gt 0 ]]; do
         *) usage ;;
     esac
 done
-case "$model" in tiny | base | small | medium | large) ;; *) usage ;; esac
 case "$precision" in bf16 | bf16x3 | all) ;; *) usage ;; esac
 case "$target" in
     npu)
         # XDNA1 (Phoenix, Hawk Point): AIE2, the bfloat16 mmul 4 x 8 x 4 (mm.cc).
+        family=xdna1
         manifest_target=npu1_4col
         clang_target=aie2-none-unknown-elf
         mmul=(4 8 4)
@@ -58,38 +61,68 @@ case "$target" in
         # XDNA2 (Strix, Krackan): AIE2P, the bfloat16 mmul 4 x 8 x 8 (gemm.py's MMUL_SHAPES;
         # mlir-aie's 8 x 8 x 8 is block floating point, other numerics), all 8 columns
         # (GemmContract::XDNA2).
+        family=xdna2
         manifest_target=npu2
         clang_target=aie2p-none-unknown-elf
         mmul=(4 8 8)
         ;;
     *) usage ;;
 esac
-
-# The per-core GEMM tile of GemmContract::XDNA1 and ::XDNA2 (kernels/src/gemm.rs).
-tile=(64 64 32)
+# `large` and --n-mels as earlier versions of this script took them, as catalog names.
+catalog_name="$model"
+if [[ "$model" == large ]]; then
+    case "${n_mels:-128}" in
+        128) catalog_name=large-v3 ;;
+        80) catalog_name=large-v2 ;;
+        *) echo "build.sh: large has 80 (large-v2) or 128 (large-v3) mel bins, not $n_mels" >&2; exit 2 ;;
+    esac
+fi
 
 python=${PYTHON:-python3}
-# The designs and shapes.py are run in place; keep their bytecode out of the source tree.
+# The designs are run in place; keep their bytecode out of the source tree.
 export PYTHONDONTWRITEBYTECODE=1
-mels_arg=()
-[[ -n "$n_mels" ]] && mels_arg=(--n-mels "$n_mels")
 
-# One line per kernel: kind name epilogue dims...
-# A shape both precisions use is one kernel.
-kernels="$("$python" - "$here" "$model" "$target" "$precision" "${mels_arg[@]}" <<'EOF'
+# The shapes, from the host's own code: `amanuensis inspect --kernel-shapes`, JSON.
+if [[ -n "${AMANUENSIS:-}" ]]; then
+    amanuensis=("$AMANUENSIS")
+else
+    amanuensis=(cargo run --release --quiet --manifest-path "$here/../../Cargo.toml" --bin amanuensis --)
+fi
+case "$precision" in all) precisions=(bf16 bf16x3) ;; *) precisions=("$precision") ;; esac
+reports=()
+for p in "${precisions[@]}"; do
+    report="$("${amanuensis[@]}" inspect --kernel-shapes --model "$catalog_name" \
+        --device-family "$family" --precision "$p")" || {
+        echo "build.sh: no shapes for $catalog_name from '${amanuensis[*]} inspect" \
+            "--kernel-shapes' (its message is above; AMANUENSIS names the binary to run)" >&2
+        exit 1
+    }
+    reports+=("$report")
+done
+
+# The first line: the per-core GEMM tile of the contract (GemmContract, kernels/src/gemm.rs);
+# then one line per kernel: kind name epilogue output dims... A shape both precisions use is
+# one kernel.
+listing="$("$python" - "$n_mels" "${reports[@]}" <<'EOF'
+import json
 import sys
-sys.path.insert(0, sys.argv[1])
-import shapes
-mels = int(sys.argv[6]) if len(sys.argv) > 6 else None
-precisions = ["bf16", "bf16x3"] if sys.argv[4] == "all" else [sys.argv[4]]
+n_mels, reports = sys.argv[1], [json.loads(a) for a in sys.argv[2:]]
+tiles = {tuple(r["tile"]) for r in reports}
+assert len(tiles) == 1, f"one GEMM tile for every precision, not {tiles}"
+dims = reports[0]["dims"]
+if n_mels and int(n_mels) != dims["n_mels"]:
+    sys.exit(f"build.sh: {reports[0]['model']} has {dims['n_mels']} mel bins, not {n_mels}")
+print(*tiles.pop())
 seen = set()
-for precision in precisions:
-    for k in shapes.whisper_kernels(sys.argv[2], mels, sys.argv[3], precision):
-        if k.name not in seen:
-            seen.add(k.name)
-            print(k.kind, k.name, k.epilogue, k.output, *k.shape)
+for report in reports:
+    for k in report["kernels"]:
+        if k["name"] not in seen:
+            seen.add(k["name"])
+            print(k["kind"], k["name"], k["epilogue"], k["output"], *k["shape"])
 EOF
 )"
+read -r -a tile <<<"$(head -n 1 <<<"$listing")"
+kernels="$(tail -n +2 <<<"$listing")"
 
 gemm_flags=(-DDIM_M="${tile[0]}" -DDIM_K="${tile[1]}" -DDIM_N="${tile[2]}"
     -DMMUL_R="${mmul[0]}" -DMMUL_S="${mmul[1]}" -DMMUL_T="${mmul[2]}")
@@ -107,7 +140,7 @@ design_argv() { # kind epilogue output dims...: sets `argv` to the command print
 }
 
 if [[ $plan_only -eq 1 ]]; then
-    echo "# $model for $target ($manifest_target): kernels into $outdir"
+    echo "# $catalog_name for $target ($manifest_target): kernels into $outdir"
     while read -r kind name epilogue output dims; do
         # shellcheck disable=SC2086
         design_argv "$kind" "$epilogue" "$output" $dims
@@ -220,7 +253,7 @@ EOF
 # ---- one xclbin per kind, one instruction stream per dispatch shape --------------------
 manifest="$work/manifest.toml"
 {
-    echo "# Written by kernels/aie/build.sh $model for $target; read by kernels/src/manifest.rs."
+    echo "# Written by kernels/aie/build.sh $catalog_name for $target; read by kernels/src/manifest.rs."
     echo "format = 2"
     echo "target = \"$manifest_target\""
     echo "rounding = \"nearest_even\""
@@ -305,10 +338,6 @@ done <<<"$kernels"
 
 mv "$manifest" "$outdir/manifest.toml"
 echo "wrote $outdir/manifest.toml ($(grep -c '^\[\[kernel\]\]' "$outdir/manifest.toml") kernels in ${#array_of[@]} xclbins)"
-catalog_name="$model"
-if [[ "$model" == large ]]; then
-    [[ "${n_mels:-128}" == 128 ]] && catalog_name=large-v3 || catalog_name=large-v2
-fi
 echo "check them against the emulator with:"
 echo "  AMANUENSIS_KERNELS=$outdir amanuensis doctor"
 echo "  AMANUENSIS_KERNELS=$outdir amanuensis compare audio.wav --model $catalog_name --backends emu,npu"

@@ -1,7 +1,8 @@
 //! bfloat16: the upper 16 bits of an IEEE float32 (8 exponent bits, 7 stored mantissa bits).
 
 /// How a float32 is brought to bfloat16.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Rounding {
     /// Round to nearest, ties to even: IEEE's default, ml_dtypes' and PyTorch's conversion,
     /// and the AIE API's `rounding_mode::conv_even` when a kernel selects it.
@@ -11,6 +12,36 @@ pub enum Rounding {
     /// that leave the AIE's rounding mode at its default behave this way (to be confirmed
     /// on a device by the device-versus-emulator test).
     Truncate,
+}
+
+impl Rounding {
+    /// The names [`FromStr`](std::str::FromStr) reads and [`Display`](std::fmt::Display)
+    /// writes, in order.
+    pub const NAMES: &'static [&'static str] = &["nearest-even", "truncate"];
+}
+
+impl std::fmt::Display for Rounding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Rounding::NearestEven => "nearest-even",
+            Rounding::Truncate => "truncate",
+        })
+    }
+}
+
+impl std::str::FromStr for Rounding {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "nearest-even" => Ok(Rounding::NearestEven),
+            "truncate" => Ok(Rounding::Truncate),
+            _ => Err(format!(
+                "{s:?} is not one of {}",
+                Rounding::NAMES.join(", ")
+            )),
+        }
+    }
 }
 
 /// The bfloat16 bits of `x`. NaN stays a (quiet) NaN; values beyond the largest bfloat16

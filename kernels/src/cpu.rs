@@ -8,10 +8,10 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::attention::for_each_query_block;
+use crate::cpu_math;
 use crate::device::{
     AttentionDims, Counters, Device, DeviceError, Epilogue, Heads, HeadsMut, Weights, checks,
 };
-use crate::fmath;
 use crate::gemm::GemmContract;
 use crate::packed_gemm::{PackedB, gemm_f32, gemm_f32_rows};
 
@@ -28,8 +28,8 @@ struct CpuWeights {
 }
 
 /// Plain float32 on the CPU (`--backend cpu`): every product one float32 sum per output
-/// (fused multiply-adds), GELU exact (`erf`, [`fmath::gelu`]), softmax and attention in
-/// float32 ([`fmath::softmax_rows`]). Work is spread over rayon's current pool. It moves no
+/// (fused multiply-adds), GELU exact (`erf`, [`cpu_math::gelu`]), softmax and attention in
+/// float32 ([`cpu_math::softmax_rows`]). Work is spread over rayon's current pool. It moves no
 /// bytes anywhere: its counters stay at zero.
 #[derive(Debug)]
 pub struct CpuDevice {
@@ -176,7 +176,7 @@ impl Device for CpuDevice {
                 let scores = &mut scores[..rows * n];
                 gemm_f32_rows(q, rows, keys, None, false, scores);
                 let mut sums = [0f32; QUERY_BLOCK];
-                fmath::exp_rows(scores, n, &mut sums);
+                cpu_math::exp_rows(scores, n, &mut sums);
                 gemm_f32_rows(scores, rows, values, None, false, o);
                 for (o_row, sum) in o.chunks_exact_mut(dv).zip(sums) {
                     let inv = 1.0 / sum;
@@ -190,12 +190,12 @@ impl Device for CpuDevice {
     fn softmax(&self, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
         checks::softmax(x, cols)?;
         x.par_chunks_mut(cols * 16.max(4096 / cols.max(1)))
-            .for_each(|rows| fmath::softmax_rows(rows, cols));
+            .for_each(|rows| cpu_math::softmax_rows(rows, cols));
         Ok(())
     }
 
     fn gelu(&self, x: &mut [f32]) -> Result<(), DeviceError> {
-        x.par_chunks_mut(1 << 14).for_each(fmath::gelu_slice);
+        x.par_chunks_mut(1 << 14).for_each(cpu_math::gelu_slice);
         Ok(())
     }
 

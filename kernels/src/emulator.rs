@@ -11,7 +11,7 @@ use crate::device::{
 };
 use crate::gemm::{GemmContract, Precision, split};
 use crate::packed_gemm::{self, PackedB};
-use crate::{fmath, gelu, softmax};
+use crate::{cpu_math, gelu, softmax};
 
 use rayon::prelude::*;
 
@@ -62,7 +62,7 @@ impl Emulator {
     fn gelu_values(&self, x: &mut [f32]) {
         match self.contract.precision {
             Precision::Bf16 => gelu::gelu(self.contract.rounding, x),
-            Precision::Bf16x3 => fmath::gelu_par(x),
+            Precision::Bf16x3 => cpu_math::gelu_par(x),
         }
     }
 
@@ -224,7 +224,7 @@ impl Device for Emulator {
                     if bf16x3 {
                         let q = split::expand_a(&self.contract, q, rows, d);
                         packed_gemm::gemm_rows(rounding, &q, rows, kt, None, scores);
-                        fmath::softmax_rows(scores, n);
+                        cpu_math::softmax_rows(scores, n);
                         let p = split::expand_a(&self.contract, scores, rows, n);
                         packed_gemm::gemm_rows(rounding, &p, rows, v, None, o);
                         return;
@@ -254,7 +254,7 @@ impl Device for Emulator {
             Precision::Bf16 => softmax::softmax_rows(self.contract.rounding, x, cols),
             // On the host (GemmContract::softmax_gelu_on_device): nothing crosses.
             Precision::Bf16x3 => {
-                fmath::softmax_rows_par(x, cols);
+                cpu_math::softmax_rows_par(x, cols);
                 return Ok(());
             }
         }

@@ -1,5 +1,5 @@
 //! The GELU contract: the tanh form of GELU, elementwise, bfloat16 in and out, built on the
-//! contract's exponential and reciprocal ([`crate::vmath`]).
+//! contract's exponential and reciprocal ([`crate::aie_math`]).
 //!
 //! Whisper's GELU is the exact one, `x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2)))`; the kernel
 //! computes the tanh form `0.5 x (1 + tanh(u))`, `u = sqrt(2/pi) (x + 0.044715 x^3)`
@@ -33,8 +33,8 @@
 
 use rayon::prelude::*;
 
+use crate::aie_math::{self, Isa, LANES, lanes};
 use crate::bf16::Rounding;
-use crate::vmath::{self, Isa, LANES, lanes};
 
 /// `-2 sqrt(2/pi)` (float32; added, never a multiplication operand).
 pub const GELU_A: f32 = -1.595_769_2;
@@ -109,9 +109,9 @@ fn body<const TRUNC: bool, const FMA: bool>(x: &mut [f32]) {
 /// `N` lanes: entry, the tanh form, exit, saturation.
 #[inline(always)]
 fn gelu_lanes<const TRUNC: bool, const FMA: bool, const N: usize>(x: [f32; N]) -> [f32; N] {
-    let rb = vmath::rb::<TRUNC>;
-    let madd = vmath::madd::<FMA>;
-    let xb = lanes!(N, |x| vmath::entry::<TRUNC>(x));
+    let rb = aie_math::rb::<TRUNC>;
+    let madd = aie_math::madd::<FMA>;
+    let xb = lanes!(N, |x| aie_math::entry::<TRUNC>(x));
     let sh = lanes!(N, |xb| rb(xb * xb));
     let sl = lanes!(N, |xb, sh| rb(xb * xb - sh));
     let g = lanes!(N, |sh, sl| GELU_A
@@ -119,11 +119,11 @@ fn gelu_lanes<const TRUNC: bool, const FMA: bool, const N: usize>(x: [f32; N]) -
     let gh = lanes!(N, |g| rb(g));
     let gl = lanes!(N, |g, gh| rb(g - gh));
     let w = lanes!(N, |xb, gh, gl| madd(xb, gl, xb * gh));
-    let e = vmath::exp_lanes::<TRUNC, FMA, N>(w);
+    let e = aie_math::exp_lanes::<TRUNC, FMA, N>(w);
     let d = lanes!(N, |e| 1.0 + e);
-    let (rh, rl) = vmath::recip_lanes::<TRUNC, FMA, N>(d);
+    let (rh, rl) = aie_math::recip_lanes::<TRUNC, FMA, N>(d);
     lanes!(N, |xb, rh, rl| {
-        let y = vmath::exit::<TRUNC>(madd(xb, rl, xb * rh));
+        let y = aie_math::exit::<TRUNC>(madd(xb, rl, xb * rh));
         if xb >= GELU_SATURATION {
             xb
         } else if xb <= -GELU_SATURATION {
@@ -137,8 +137,8 @@ fn gelu_lanes<const TRUNC: bool, const FMA: bool, const N: usize>(x: [f32; N]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aie_math::reference;
     use crate::bf16;
-    use crate::vmath::reference;
     use proptest::prelude::*;
 
     const ROUNDINGS: [Rounding; 2] = [Rounding::NearestEven, Rounding::Truncate];

@@ -39,7 +39,8 @@ pub struct Tile {
 }
 
 /// How many bfloat16 products stand for one float32 product.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// One: both operands rounded to bfloat16 (8 significant bits).
     #[default]
@@ -48,6 +49,36 @@ pub enum Precision {
     /// significant bits, and `a b` taken as `a_hi b_hi + a_hi b_lo + a_lo b_hi` (the dropped
     /// `a_lo b_lo` is below `2^-16` of the product). See [`split`].
     Bf16x3,
+}
+
+impl Precision {
+    /// The names [`FromStr`](std::str::FromStr) reads and [`Display`](std::fmt::Display)
+    /// writes, in order.
+    pub const NAMES: &'static [&'static str] = &["bf16", "bf16x3"];
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Bf16 => "bf16",
+            Precision::Bf16x3 => "bf16x3",
+        })
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "bf16" => Ok(Precision::Bf16),
+            "bf16x3" => Ok(Precision::Bf16x3),
+            _ => Err(format!(
+                "{s:?} is not one of {}",
+                Precision::NAMES.join(", ")
+            )),
+        }
+    }
 }
 
 impl Precision {
@@ -146,7 +177,7 @@ impl GemmContract {
     }
 
     /// Whether softmax and GELU run on the device. Under [`Precision::Bf16x3`] they are
-    /// float32 kernels (NUMERICS.md 7), and run on the host's CPU with `fmath`'s numerics: an
+    /// float32 kernels (NUMERICS.md 7), and run on the host's CPU with `cpu_math`'s numerics: an
     /// AIE2 core multiplies bfloat16 natively and float32 only as a sequence of bfloat16
     /// products chosen by its compiler, whose rounding no kernel of this contract states yet.
     /// The GELU epilogue of a GEMM then runs on the host after the GEMM's bias.

@@ -82,13 +82,44 @@ pub const XDNA2_HOST_BYTES_PER_S: f64 = 48.0e9;
 
 /// A family of XDNA NPUs: the array, the bf16 `mmul`, the context budget and the figures a
 /// prediction uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DeviceFamily {
     /// XDNA1: Phoenix, Hawk Point (`npu1_4col`): 4 x 4 cores, 6 hardware contexts.
     #[default]
     Xdna1,
     /// XDNA2: Strix Point, Strix Halo, Krackan, Gorgon (`npu2`): 4 x 8 cores, 16 contexts.
     Xdna2,
+}
+
+impl DeviceFamily {
+    /// The names [`FromStr`](std::str::FromStr) reads and [`Display`](std::fmt::Display)
+    /// writes, in order.
+    pub const NAMES: &'static [&'static str] = &["xdna1", "xdna2"];
+}
+
+impl std::fmt::Display for DeviceFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeviceFamily::Xdna1 => "xdna1",
+            DeviceFamily::Xdna2 => "xdna2",
+        })
+    }
+}
+
+impl std::str::FromStr for DeviceFamily {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "xdna1" => Ok(DeviceFamily::Xdna1),
+            "xdna2" => Ok(DeviceFamily::Xdna2),
+            _ => Err(format!(
+                "{s:?} is not one of {}",
+                DeviceFamily::NAMES.join(", ")
+            )),
+        }
+    }
 }
 
 impl DeviceFamily {

@@ -6,9 +6,9 @@
 //! - [`gemm`]: the GEMM contract: tiles, padding, dispatch chunking, and its numerics;
 //! - [`packed_gemm`]: the packed GEMM micro-kernels: the contract computed on the CPU, bit
 //!   for bit as specified, and the same kernels in plain float32;
-//! - [`fmath`]: float32 exponential, error function, GELU and softmax for the CPU's own
+//! - [`cpu_math`]: float32 exponential, error function, GELU and softmax for the CPU's own
 //!   kernels;
-//! - [`vmath`]: the vector arithmetic of the non-GEMM kernels (exponential, reciprocal,
+//! - [`aie_math`]: the vector arithmetic of the non-GEMM kernels (exponential, reciprocal,
 //!   16-lane sums), as the AIE2 vector unit computes it;
 //! - [`softmax`]: the Softmax contract, computed on the CPU bit for bit;
 //! - [`gelu`]: the GELU contract (tanh form), computed on the CPU bit for bit;
@@ -28,14 +28,15 @@
 //!
 //! This crate knows nothing of tract or ONNX: it takes and returns plain `f32` slices.
 
+pub mod aie_math;
 pub mod attention;
 pub mod bf16;
 pub mod contexts;
 pub mod counters;
 pub mod cpu;
+pub mod cpu_math;
 pub mod device;
 pub mod emulator;
-pub mod fmath;
 pub mod gelu;
 pub mod gemm;
 pub mod hw;
@@ -45,4 +46,3 @@ pub mod packed_gemm;
 pub mod softmax;
 pub mod stream;
 pub mod strided;
-pub mod vmath;

@@ -215,7 +215,7 @@ pub fn gemm_rows(
     });
 }
 
-/// `c = a @ b (+ bias)`, then GELU ([`crate::fmath::gelu`]) with `gelu`, in plain float32 for
+/// `c = a @ b (+ bias)`, then GELU ([`crate::cpu_math::gelu`]) with `gelu`, in plain float32 for
 /// `b` packed by [`PackedB::plain`]: each output is one float32 sum over the whole reduction
 /// (fused multiply-adds where the CPU has them), then the bias, then the GELU while the tile is
 /// still in registers. Rows are spread over rayon's current pool.
@@ -443,7 +443,7 @@ fn store_panel(
     }
     if gelu {
         for l in lanes.iter_mut() {
-            *l = crate::fmath::gelu(*l);
+            *l = crate::cpu_math::gelu(*l);
         }
     }
     c_row[col0..col0 + cols].copy_from_slice(&lanes[..cols]);
@@ -562,7 +562,7 @@ unsafe fn store_pair(
                 v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(col0)));
             }
             if gelu {
-                v = crate::fmath::gelu_avx512(v);
+                v = crate::cpu_math::gelu_avx512(v);
             }
             _mm512_mask_storeu_ps(c_row.as_mut_ptr().add(col0), mask, v);
         }
@@ -738,7 +738,7 @@ pub(crate) fn block_f32(
     }
     block(a, rows, b, bias, c);
     if gelu {
-        crate::fmath::gelu_slice(&mut c[..rows * b.n]);
+        crate::cpu_math::gelu_slice(&mut c[..rows * b.n]);
     }
 }
 
@@ -985,7 +985,7 @@ mod tests {
             let mut with_gelu = vec![f32::NAN; m * n];
             gemm_f32(&a, m, &packed, Some(&bias), true, &mut with_gelu);
             let mut then_gelu = c.clone();
-            crate::fmath::gelu_slice(&mut then_gelu);
+            crate::cpu_math::gelu_slice(&mut then_gelu);
             assert!(
                 with_gelu
                     .iter()

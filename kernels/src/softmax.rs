@@ -1,5 +1,5 @@
 //! The Softmax contract: row-wise over the last axis, bfloat16 in and out, with the
-//! contract's exponential ([`crate::vmath::exp`]).
+//! contract's exponential ([`crate::aie_math::exp`]).
 //!
 //! # Numerics
 //!
@@ -11,7 +11,7 @@
 //! 3. `e[i] = b(exp(xb[i] - m))`, the difference a float32 subtraction, `exp` the contract's
 //!    exponential (`+0` below `-44`);
 //! 4. `s` = the sum of the `e[i]` in float32 over 16 lanes: lane `j` adds `e[j], e[j+16], ...`
-//!    in increasing order to `+0`, and the lanes are combined by [`crate::vmath::tree_sum`];
+//!    in increasing order to `+0`, and the lanes are combined by [`crate::aie_math::tree_sum`];
 //! 5. `r = 1 / s`, an IEEE float32 division (once per row, on the scalar unit);
 //!    `rh = b(r)`, `rl = b(r - rh)`;
 //! 6. `y[i] = b(e[i] * rl + e[i] * rh)` (exit).
@@ -29,8 +29,8 @@
 
 use rayon::prelude::*;
 
+use crate::aie_math::{self, Isa, LANES};
 use crate::bf16::Rounding;
-use crate::vmath::{self, Isa, LANES};
 
 /// Elements per rayon task, about: enough to amortise a task, few enough to balance cores.
 const TASK_ELEMENTS: usize = 1 << 15;
@@ -112,7 +112,7 @@ fn row_body<const TRUNC: bool, const FMA: bool>(row: &mut [f32]) {
     let mut tail = [f32::NEG_INFINITY; LANES];
     tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
     max_into(&mut lanes_max, &tail);
-    let m = vmath::entry::<TRUNC>(
+    let m = aie_math::entry::<TRUNC>(
         lanes_max
             .iter()
             .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a }),
@@ -135,11 +135,11 @@ fn row_body<const TRUNC: bool, const FMA: bool>(row: &mut [f32]) {
         tail.copy_from_slice(&padded[..tail.len()]);
     }
 
-    let r = 1.0 / vmath::tree_sum(sums);
-    let rh = vmath::rb::<TRUNC>(r);
-    let rl = vmath::rb::<TRUNC>(r - rh);
+    let r = 1.0 / aie_math::tree_sum(sums);
+    let rh = aie_math::rb::<TRUNC>(r);
+    let rl = aie_math::rb::<TRUNC>(r - rh);
     for v in row.iter_mut() {
-        *v = vmath::exit::<TRUNC>(vmath::madd::<FMA>(*v, rl, *v * rh));
+        *v = aie_math::exit::<TRUNC>(aie_math::madd::<FMA>(*v, rl, *v * rh));
     }
 }
 
@@ -163,9 +163,9 @@ fn exp_block<const TRUNC: bool, const FMA: bool>(
     m: f32,
     sums: &mut [f32; LANES],
 ) {
-    let t = vmath::lanes!(BLOCK, |x| vmath::entry::<TRUNC>(x) - m);
-    let e = vmath::exp_lanes::<TRUNC, FMA, BLOCK>(t);
-    *x = vmath::lanes!(BLOCK, |e| vmath::rb::<TRUNC>(e));
+    let t = aie_math::lanes!(BLOCK, |x| aie_math::entry::<TRUNC>(x) - m);
+    let e = aie_math::exp_lanes::<TRUNC, FMA, BLOCK>(t);
+    *x = aie_math::lanes!(BLOCK, |e| aie_math::rb::<TRUNC>(e));
     for chunk in x.chunks_exact(LANES) {
         for (s, e) in sums.iter_mut().zip(chunk) {
             *s += e;
@@ -181,9 +181,9 @@ fn exp_chunk<const TRUNC: bool, const FMA: bool>(
     sums: &mut [f32; LANES],
     used: usize,
 ) {
-    let t = vmath::lanes!(LANES, |x| vmath::entry::<TRUNC>(x) - m);
-    let e = vmath::exp_lanes::<TRUNC, FMA, LANES>(t);
-    *x = vmath::lanes!(LANES, |e| vmath::rb::<TRUNC>(e));
+    let t = aie_math::lanes!(LANES, |x| aie_math::entry::<TRUNC>(x) - m);
+    let e = aie_math::exp_lanes::<TRUNC, FMA, LANES>(t);
+    *x = aie_math::lanes!(LANES, |e| aie_math::rb::<TRUNC>(e));
     for (j, (s, e)) in sums.iter_mut().zip(x.iter()).enumerate() {
         *s += if j < used { *e } else { 0.0 };
     }
@@ -192,8 +192,8 @@ fn exp_chunk<const TRUNC: bool, const FMA: bool>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aie_math::reference;
     use crate::bf16;
-    use crate::vmath::reference;
     use proptest::prelude::*;
 
     /// The contract as plainly as possible: one row at a time, one element at a time, in the

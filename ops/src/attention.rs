@@ -1,4 +1,4 @@
-//! `NpuAttention`: attention's `softmax(Q K^T) V`, head by head, on the device.
+//! `DeviceAttention`: attention's `softmax(Q K^T) V`, head by head, on the device.
 
 use std::borrow::Cow;
 
@@ -8,8 +8,8 @@ use tract_core::internal::*;
 use crate::matmul::{canonical_cow, row_major_strides, write_output};
 use crate::{DeviceHandle, MatMulGeometry, device_error};
 
-/// `softmax(Q K^T) V` per head: the two products and the softmax of [`crate::NpuMatMul`] and
-/// [`crate::NpuSoftmax`], with the same numerics, as one device call a head
+/// `softmax(Q K^T) V` per head: the two products and the softmax of [`crate::DeviceMatMul`] and
+/// [`crate::DeviceSoftmax`], with the same numerics, as one device call a head
 /// ([`amanuensis_kernels::device::Device::attention`]): the `[heads, positions, positions]`
 /// scores are never a tensor of the plan, and on the device they never leave it.
 ///
@@ -17,7 +17,7 @@ use crate::{DeviceHandle, MatMulGeometry, device_error};
 /// (`[heads, M, N]`) and `pv` must read it canonically, so that one head's scores are a
 /// contiguous `[M, N]` block whose rows the softmax normalises.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct NpuAttention {
+pub struct DeviceAttention {
     /// Where it runs.
     pub device: DeviceHandle,
     /// `Q K^T`.
@@ -26,7 +26,7 @@ pub struct NpuAttention {
     pub pv: MatMulGeometry,
 }
 
-impl NpuAttention {
+impl DeviceAttention {
     /// The sizes of one head, as the device takes them.
     pub fn dims(&self) -> AttentionDims {
         AttentionDims {
@@ -50,7 +50,7 @@ impl NpuAttention {
     }
 }
 
-impl crate::device::DeviceOp for NpuAttention {
+impl crate::device::DeviceOp for DeviceAttention {
     /// The three kernels of one head (`Q K^T`, softmax, `P V`), once a head.
     fn device_calls(&self, _output_shape: &[usize]) -> Vec<crate::device::DeviceCall> {
         if self.device.is_cpu() {
@@ -60,7 +60,7 @@ impl crate::device::DeviceOp for NpuAttention {
     }
 }
 
-impl Op for NpuAttention {
+impl Op for DeviceAttention {
     fn name(&self) -> StaticName {
         format!("{}Attention", self.device.prefix()).into()
     }
@@ -129,7 +129,7 @@ fn heads_view<'a>(
     Heads::contiguous(values, groups).map_err(device_error)
 }
 
-impl EvalOp for NpuAttention {
+impl EvalOp for DeviceAttention {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let (qk, pv) = (&self.qk, &self.pv);
         ensure!(inputs.len() == 3, "{} takes Q, K and V", self.name());
@@ -175,7 +175,7 @@ impl EvalOp for NpuAttention {
     op_out_of_plan!();
 }
 
-impl TypedOp for NpuAttention {
+impl TypedOp for DeviceAttention {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs.iter().all(|f| f.datum_type == f32::datum_type()));
         Ok(tvec!(f32::fact(&self.pv.out_shape)))

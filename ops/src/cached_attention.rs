@@ -352,13 +352,13 @@ mod kernels {
         let mut chunks = scores.chunks_exact_mut(LANES);
         for chunk in &mut chunks {
             for (l, s) in lanes.iter_mut().zip(chunk.iter_mut()) {
-                *s = amanuensis_kernels::fmath::exp(*s - max);
+                *s = amanuensis_kernels::cpu_math::exp(*s - max);
                 *l += *s;
             }
         }
         let mut sum = lanes.iter().sum::<f32>();
         for s in chunks.into_remainder() {
-            *s = amanuensis_kernels::fmath::exp(*s - max);
+            *s = amanuensis_kernels::cpu_math::exp(*s - max);
             sum += *s;
         }
         sum

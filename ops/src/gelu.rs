@@ -1,4 +1,4 @@
-//! `NpuGelu`: GELU on the device.
+//! `DeviceGelu`: GELU on the device.
 
 use tract_core::internal::*;
 
@@ -7,12 +7,12 @@ use crate::{DeviceHandle, device_error};
 /// GELU of every value of a float32 tensor, with the device kernel's numerics (the tanh
 /// form, bfloat16 out; see the kernels crate's NUMERICS.md).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct NpuGelu {
+pub struct DeviceGelu {
     /// Where it runs.
     pub device: DeviceHandle,
 }
 
-impl crate::device::DeviceOp for NpuGelu {
+impl crate::device::DeviceOp for DeviceGelu {
     /// One gelu call over the output's rows (its values).
     fn device_calls(&self, output_shape: &[usize]) -> Vec<crate::device::DeviceCall> {
         if self.device.is_cpu() {
@@ -31,7 +31,7 @@ impl crate::device::DeviceOp for NpuGelu {
     }
 }
 
-impl Op for NpuGelu {
+impl Op for DeviceGelu {
     fn name(&self) -> StaticName {
         format!("{}Gelu", self.device.prefix()).into()
     }
@@ -39,7 +39,7 @@ impl Op for NpuGelu {
     op_as_typed_op!();
 }
 
-impl EvalOp for NpuGelu {
+impl EvalOp for DeviceGelu {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
         let mut t = input.into_tensor();
@@ -54,7 +54,7 @@ impl EvalOp for NpuGelu {
     op_out_of_plan!();
 }
 
-impl TypedOp for NpuGelu {
+impl TypedOp for DeviceGelu {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs[0].datum_type == f32::datum_type());
         Ok(tvec!(f32::fact(inputs[0].shape.clone())))

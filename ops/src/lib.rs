@@ -1,10 +1,11 @@
 #![warn(missing_docs)]
 //! The tract ops of amanuensis.
 //!
-//! - [`NpuMatMul`], [`NpuSoftmax`], [`NpuGelu`]: written once, each holding the
-//!   [`DeviceHandle`] it dispatches to: the XDNA device or its emulator. Their displayed names
-//!   say where they run (`NpuMatMul`, `EmuMatMul`);
-//! - [`NpuAttention`]: attention's `softmax(Q K^T) V`, head by head, with the same kernels;
+//! - [`DeviceMatMul`], [`DeviceSoftmax`], [`DeviceGelu`]: written once, each holding the
+//!   [`DeviceHandle`] it dispatches to: the XDNA device, its emulator, or the CPU's own
+//!   kernels. Their displayed names say where they run (`NpuMatMul`, `EmuMatMul`,
+//!   `CpuMatMul`);
+//! - [`DeviceAttention`]: attention's `softmax(Q K^T) V`, head by head, with the same kernels;
 //! - [`CpuLayerNorm`]: LayerNorm over the last axis in one fused, vectorised pass per row;
 //! - [`CpuIm2Col`]: the patches of a 1-D convolution, which turn it into one GEMM;
 //! - [`CpuAdd`]: the sum of two tensors of one shape (a residual connection), over the pool;
@@ -28,30 +29,30 @@ mod matmul;
 mod softmax;
 
 pub use add::CpuAdd;
-pub use attention::NpuAttention;
+pub use attention::DeviceAttention;
 pub use cached_attention::{AttentionAxes, CachedAttention};
 pub use device::{DeviceCall, DeviceHandle, DeviceOp};
-pub use gelu::NpuGelu;
+pub use gelu::DeviceGelu;
 pub use im2col::CpuIm2Col;
 pub use layer_norm::{CpuLayerNorm, layer_norm_rows};
 pub use linear::{CpuLinear, LinearWeights};
-pub use matmul::{DeviceWeights, MatMulGeometry, NpuMatMul, WeightsHandle, upload_weights};
-pub use softmax::NpuSoftmax;
+pub use matmul::{DeviceMatMul, DeviceWeights, MatMulGeometry, WeightsHandle, upload_weights};
+pub use softmax::DeviceSoftmax;
 
 /// What a node of a rewritten plan is, for placement reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum OpKind {
-    /// A matrix product ([`NpuMatMul`]).
+    /// A matrix product ([`DeviceMatMul`]).
     MatMul,
-    /// A softmax ([`NpuSoftmax`]).
+    /// A softmax ([`DeviceSoftmax`]).
     Softmax,
-    /// A GELU ([`NpuGelu`]).
+    /// A GELU ([`DeviceGelu`]).
     Gelu,
     /// A LayerNorm ([`CpuLayerNorm`]).
     LayerNorm,
     /// The patches of a convolution ([`CpuIm2Col`]).
     Im2Col,
-    /// Attention's two products and softmax, fused ([`NpuAttention`]).
+    /// Attention's two products and softmax, fused ([`DeviceAttention`]).
     Attention,
 }
 
@@ -59,16 +60,16 @@ pub enum OpKind {
 /// CPU device included), when it is one of this crate's ops.
 pub fn classify(op: &dyn tract_core::internal::Op) -> Option<(OpKind, Option<&'static str>)> {
     let on = |d: &DeviceHandle| (!d.is_cpu()).then(|| d.prefix());
-    if let Some(op) = op.downcast_ref::<NpuMatMul>() {
+    if let Some(op) = op.downcast_ref::<DeviceMatMul>() {
         return Some((OpKind::MatMul, on(&op.device)));
     }
-    if let Some(op) = op.downcast_ref::<NpuAttention>() {
+    if let Some(op) = op.downcast_ref::<DeviceAttention>() {
         return Some((OpKind::Attention, on(&op.device)));
     }
-    if let Some(op) = op.downcast_ref::<NpuSoftmax>() {
+    if let Some(op) = op.downcast_ref::<DeviceSoftmax>() {
         return Some((OpKind::Softmax, on(&op.device)));
     }
-    if let Some(op) = op.downcast_ref::<NpuGelu>() {
+    if let Some(op) = op.downcast_ref::<DeviceGelu>() {
         return Some((OpKind::Gelu, on(&op.device)));
     }
     if op.is::<CpuLayerNorm>() {
@@ -82,16 +83,16 @@ pub fn classify(op: &dyn tract_core::internal::Op) -> Option<(OpKind, Option<&'s
 
 /// `op` as an op that answers for its device calls, when it is one of this crate's device ops.
 pub fn as_device_op(op: &dyn tract_core::internal::Op) -> Option<&dyn DeviceOp> {
-    if let Some(op) = op.downcast_ref::<NpuMatMul>() {
+    if let Some(op) = op.downcast_ref::<DeviceMatMul>() {
         return Some(op);
     }
-    if let Some(op) = op.downcast_ref::<NpuAttention>() {
+    if let Some(op) = op.downcast_ref::<DeviceAttention>() {
         return Some(op);
     }
-    if let Some(op) = op.downcast_ref::<NpuSoftmax>() {
+    if let Some(op) = op.downcast_ref::<DeviceSoftmax>() {
         return Some(op);
     }
-    if let Some(op) = op.downcast_ref::<NpuGelu>() {
+    if let Some(op) = op.downcast_ref::<DeviceGelu>() {
         return Some(op);
     }
     None

@@ -44,7 +44,7 @@ impl fmt::Debug for LinearWeights {
     }
 }
 
-/// `y = x @ W (+ bias)`, then GELU ([`amanuensis_kernels::fmath::gelu`]) with `gelu`: `x` is
+/// `y = x @ W (+ bias)`, then GELU ([`amanuensis_kernels::cpu_math::gelu`]) with `gelu`: `x` is
 /// `[.., k]` (its last axes flattened: a product that contracts heads and head width together
 /// takes them as one `k`), `y` is `[.., n]`, in float32 with one sum per output (the CPU
 /// device's numerics). A few rows (a decoder's token) go through a matrix-vector product that

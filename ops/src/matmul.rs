@@ -1,4 +1,4 @@
-//! `NpuMatMul`: a matrix product (batched over any axes, with any axis order) run by the
+//! `DeviceMatMul`: a matrix product (batched over any axes, with any axis order) run by the
 //! device's GEMM kernel.
 
 use std::borrow::Cow;
@@ -128,12 +128,12 @@ impl Hash for WeightsHandle {
     }
 }
 
-/// The plan's one upload step: prepares on its device the weights of every `NpuMatMul` of
+/// The plan's one upload step: prepares on its device the weights of every `DeviceMatMul` of
 /// `model` that has not been, and returns how many were.
 pub fn upload_weights(model: &TypedModel) -> TractResult<usize> {
     let mut uploaded = 0;
     for node in model.nodes() {
-        if let Some(op) = node.op_as::<NpuMatMul>()
+        if let Some(op) = node.op_as::<DeviceMatMul>()
             && let Some(w) = &op.weights
             && !w.0.is_uploaded()
         {
@@ -437,7 +437,7 @@ pub(crate) fn write_output(
 /// without, it takes A and B, both activations (attention's `Q K^T` and `P V`), and loops
 /// over the batch axes, one GEMM per batch index. Inputs and output are float32.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct NpuMatMul {
+pub struct DeviceMatMul {
     /// Where it runs.
     pub device: DeviceHandle,
     /// How the operands' axes map onto the GEMM.
@@ -448,7 +448,7 @@ pub struct NpuMatMul {
     pub epilogue: Epilogue,
 }
 
-impl Op for NpuMatMul {
+impl Op for DeviceMatMul {
     fn name(&self) -> StaticName {
         format!("{}MatMul", self.device.prefix()).into()
     }
@@ -480,7 +480,7 @@ impl Op for NpuMatMul {
     op_as_typed_op!();
 }
 
-impl NpuMatMul {
+impl DeviceMatMul {
     /// `c = epilogue(a @ B)` for canonical `a` (`[batch, m, k]`), into canonical `c`.
     fn compute(&self, inputs: &[TValue], a: &[f32], c: &mut [f32]) -> TractResult<()> {
         let g = &self.geometry;
@@ -515,10 +515,10 @@ impl NpuMatMul {
     }
 }
 
-impl DeviceOp for NpuMatMul {
+impl DeviceOp for DeviceMatMul {
     /// One GEMM kernel: with weights, its bias and GELU in the epilogue and the weights
     /// uploaded once; without, one call a batch index, and a GELU after the products as its
-    /// own kernel (as [`NpuMatMul`]'s evaluation runs them).
+    /// own kernel (as [`DeviceMatMul`]'s evaluation runs them).
     fn device_calls(&self, _output_shape: &[usize]) -> Vec<DeviceCall> {
         if self.device.is_cpu() {
             return Vec::new();
@@ -555,7 +555,7 @@ impl DeviceOp for NpuMatMul {
     }
 }
 
-impl EvalOp for NpuMatMul {
+impl EvalOp for DeviceMatMul {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let g = &self.geometry;
         let a = inputs[0].to_plain_array_view::<f32>()?;
@@ -567,7 +567,7 @@ impl EvalOp for NpuMatMul {
     op_out_of_plan!();
 }
 
-impl TypedOp for NpuMatMul {
+impl TypedOp for DeviceMatMul {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs[0].datum_type == f32::datum_type());
         Ok(tvec!(f32::fact(&self.geometry.out_shape)))

@@ -1,4 +1,4 @@
-//! `NpuSoftmax`: softmax over the last axis on the device.
+//! `DeviceSoftmax`: softmax over the last axis on the device.
 
 use tract_core::internal::*;
 
@@ -7,12 +7,12 @@ use crate::{DeviceHandle, device_error};
 /// Softmax over the last axis of a float32 tensor, with the device kernel's numerics
 /// (bfloat16 in and out, its exp approximation; see the kernels crate's NUMERICS.md).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct NpuSoftmax {
+pub struct DeviceSoftmax {
     /// Where it runs.
     pub device: DeviceHandle,
 }
 
-impl crate::device::DeviceOp for NpuSoftmax {
+impl crate::device::DeviceOp for DeviceSoftmax {
     /// One softmax call over the output's rows.
     fn device_calls(&self, output_shape: &[usize]) -> Vec<crate::device::DeviceCall> {
         if self.device.is_cpu() {
@@ -32,7 +32,7 @@ impl crate::device::DeviceOp for NpuSoftmax {
     }
 }
 
-impl Op for NpuSoftmax {
+impl Op for DeviceSoftmax {
     fn name(&self) -> StaticName {
         format!("{}Softmax", self.device.prefix()).into()
     }
@@ -40,7 +40,7 @@ impl Op for NpuSoftmax {
     op_as_typed_op!();
 }
 
-impl EvalOp for NpuSoftmax {
+impl EvalOp for DeviceSoftmax {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
         let cols = *input.shape().last().context("softmax of a scalar")?;
@@ -56,7 +56,7 @@ impl EvalOp for NpuSoftmax {
     op_out_of_plan!();
 }
 
-impl TypedOp for NpuSoftmax {
+impl TypedOp for DeviceSoftmax {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         ensure!(inputs[0].datum_type == f32::datum_type());
         ensure!(inputs[0].rank() > 0);

@@ -1,6 +1,6 @@
 use std::fs::File;
 use std::io::{self, ErrorKind};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymphoniaError;
@@ -12,7 +12,7 @@ use symphonia::core::meta::MetadataOptions;
 use super::AudioError;
 use super::mp4_edit::{Edit, audio_edit};
 
-/// Where audio comes from: a file, or standard input (`-` on the command line).
+/// Where audio comes from: a file, or standard input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// A file on disk.
@@ -22,15 +22,6 @@ pub enum Input {
 }
 
 impl Input {
-    /// `-` means standard input, anything else a path.
-    pub fn from_arg(arg: &Path) -> Input {
-        if arg.as_os_str() == "-" {
-            Input::Stdin
-        } else {
-            Input::Path(arg.to_path_buf())
-        }
-    }
-
     /// The name used in messages: the path as given, or `<stdin>`.
     pub fn name(&self) -> String {
         match self {

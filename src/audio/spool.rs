@@ -2,6 +2,7 @@
 //! kept out of memory: one pass over the audio, then windows read at any frame.
 
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::ControlFlow;
 
 use super::{AudioError, AudioStream, HOP_LENGTH, LogMel, N_FFT, N_FRAMES, N_SAMPLES};
 
@@ -30,8 +31,6 @@ pub struct MelSpool {
     content_frames: usize,
     samples: u64,
     max: f32,
-    /// `log10` of a silent frame.
-    silence: f32,
     store: Store,
     file_frames: usize,
 }
@@ -114,13 +113,26 @@ impl MelSpool {
         mel: &LogMel,
         progress: &mut dyn FnMut(f64),
     ) -> Result<MelSpool, AudioError> {
+        let spool = MelSpool::build_until(stream, mel, &mut |seconds| {
+            progress(seconds);
+            ControlFlow::Continue(())
+        })?;
+        Ok(spool.expect("never stopped"))
+    }
+
+    /// [`build`](MelSpool::build), which stops, returning `None`, as soon as `progress`
+    /// (called after each block of audio with the seconds read so far) breaks.
+    pub fn build_until(
+        stream: &mut AudioStream,
+        mel: &LogMel,
+        progress: &mut dyn FnMut(f64) -> ControlFlow<()>,
+    ) -> Result<Option<MelSpool>, AudioError> {
         let n_mels = mel.n_mels();
         let mut spool = MelSpool {
             n_mels,
             content_frames: 0,
             samples: 0,
             max: f32::NEG_INFINITY,
-            silence: mel.log10_floor(),
             store: Store::Memory(Vec::new()),
             file_frames: 0,
         };
@@ -136,7 +148,9 @@ impl MelSpool {
             spool.samples += window.samples.len() as u64;
             padder.push(&window.samples);
             next = spool.drain(mel, &mut padder, next, usize::MAX, &mut block)?;
-            progress(stream.seconds());
+            if progress(stream.seconds()).is_break() {
+                return Ok(None);
+            }
         }
         // 30 s of zeros after the audio, as `padding=N_SAMPLES`; frames after the ones that
         // reach into the audio see only zeros and are the floor value, counted in the maximum.
@@ -153,7 +167,7 @@ impl MelSpool {
         if last < total {
             spool.max = spool.max.max(mel.log10_floor());
         }
-        Ok(spool)
+        Ok(Some(spool))
     }
 
     /// Computes the ready frames (up to frame `limit`) from `next`, stores those inside the
@@ -232,25 +246,6 @@ impl MelSpool {
     /// Seconds of audio read.
     pub fn seconds(&self) -> f64 {
         self.samples as f64 / super::SAMPLE_RATE as f64
-    }
-
-    /// The first 30 s as OpenAI's language detection sees them (`pad_or_trim` of the whole
-    /// spectrogram): past the audio, the frames of the zeros that follow it.
-    pub fn detection_window(&mut self, out: &mut [f32]) -> Result<(), AudioError> {
-        let stored = self.stored_frames();
-        self.read(0, stored.min(N_FRAMES), out)?;
-        let floor = ((self.silence.max(self.max - 8.0)) + 4.0) / 4.0;
-        for m in 0..self.n_mels {
-            out[m * N_FRAMES + stored.min(N_FRAMES)..(m + 1) * N_FRAMES].fill(floor);
-        }
-        Ok(())
-    }
-
-    fn stored_frames(&self) -> usize {
-        match &self.store {
-            Store::Memory(v) => v.len() / self.n_mels,
-            Store::File(_) => self.file_frames,
-        }
     }
 
     /// The encoder's input for `size` frames from `seek` (`size <= N_FRAMES`, within the

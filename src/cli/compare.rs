@@ -40,11 +40,11 @@ pub struct CompareArgs {
     plan: PlanArgs,
 
     /// Backends to run, comma-separated (the reference is always run).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Backend::Cpu, Backend::Emu])]
+    #[arg(long, value_parser = super::named::<Backend>(Backend::NAMES), value_delimiter = ',', default_values_t = [Backend::Cpu, Backend::Emu])]
     backends: Vec<Backend>,
 
     /// The backend the others are measured against (run first).
-    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    #[arg(long, value_parser = super::named::<Backend>(Backend::NAMES), default_value_t = Backend::Cpu)]
     reference: Backend,
 
     /// Write the report as JSON to this file as well.
@@ -147,7 +147,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
     }
     // The audio is opened first: a bad file fails before any model is loaded. Transcription
     // reads it a second time: standard input is kept in a temporary file for that.
-    let mut input = Input::from_arg(&args.audio);
+    let mut input = super::input(&args.audio);
     let _stdin_copy = if args.transcribe && matches!(input, Input::Stdin) {
         let mut tmp = tempfile::NamedTempFile::new()?;
         std::io::copy(&mut std::io::stdin().lock(), &mut tmp)?;

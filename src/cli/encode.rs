@@ -4,7 +4,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use amanuensis::audio::{AudioStream, Input, LogMel};
+use amanuensis::audio::{AudioStream, LogMel};
 use amanuensis::backend::Backend;
 use amanuensis::model::Encoder;
 
@@ -31,7 +31,7 @@ pub struct EncodeArgs {
     plan: PlanArgs,
 
     /// Where the encoder runs.
-    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    #[arg(long, value_parser = super::named::<Backend>(Backend::NAMES), default_value_t = Backend::Cpu)]
     backend: Backend,
 
     /// Where to write the .npy array; nothing is written there unless every window succeeds.
@@ -43,7 +43,7 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     let options = args.plan.options(args.backend)?;
     // The audio is opened before the model is resolved (and maybe fetched): a missing or
     // unreadable input fails at once, naming itself.
-    let input = Input::from_arg(&args.audio);
+    let input = super::input(&args.audio);
     let mut stream = AudioStream::open(&input)?;
     let model_dir = args.plan.model_dir()?;
     let encoder = Encoder::load(&model_dir, &options)?;

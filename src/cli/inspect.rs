@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use amanuensis::backend::Backend;
+use amanuensis::backend::{Backend, DeviceFamily, Kernels, Precision};
 use amanuensis::model::Encoder;
 use amanuensis::placement::{Prediction, predict};
 use amanuensis_kernels::hw;
@@ -19,13 +19,15 @@ use super::{PlanArgs, write_json};
 /// rewrite left on the CPU are listed with the reason.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  amanuensis inspect --model base\n  \
-    amanuensis inspect --model ./whisper-small-onnx/ --json small.placement.json")]
+    amanuensis inspect --model ./whisper-small-onnx/ --json small.placement.json\n  \
+    amanuensis inspect --published\n  \
+    amanuensis inspect --kernel-shapes --model large-v3 --device-family xdna2")]
 pub struct InspectArgs {
     #[command(flatten)]
     plan: PlanArgs,
 
     /// The plan to inspect: `emu` and `npu` give the NPU plan.
-    #[arg(long, value_enum, default_value_t = Backend::Emu)]
+    #[arg(long, value_parser = super::named::<Backend>(Backend::NAMES), default_value_t = Backend::Emu)]
     backend: Backend,
 
     /// Also list every node of the optimised plan with its op.
@@ -41,6 +43,14 @@ pub struct InspectArgs {
     /// with the prediction's error on those points. Needs no model file (the catalog's sizes).
     #[arg(long)]
     published: bool,
+
+    /// Instead of a model's report: the kernels kernels/aie/build.sh builds for a catalog
+    /// encoder (--model, a catalog name) on --device-family under --precision, as JSON on
+    /// standard output: every kernel the plan dispatches, with its calls a window, and the
+    /// standalone GELUs a plan needs when a GELU is not fused (0 calls). Needs no model file
+    /// (the catalog's sizes).
+    #[arg(long, conflicts_with = "published")]
+    kernel_shapes: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -66,6 +76,9 @@ struct PredictionBasis {
 pub fn run(args: InspectArgs) -> Result<()> {
     if args.published {
         return published(args.json.as_deref());
+    }
+    if args.kernel_shapes {
+        return kernel_shapes(&args);
     }
     let options = args.plan.options(args.backend)?;
     let model_dir = args.plan.model_dir()?;
@@ -303,6 +316,51 @@ fn published(json: Option<&std::path::Path>) -> Result<()> {
     );
     if let Some(path) = json {
         write_json(path, &table)?;
+    }
+    Ok(())
+}
+
+/// `inspect --kernel-shapes`: what `kernels/aie/build.sh` consumes.
+#[derive(serde::Serialize)]
+struct KernelShapes<'a> {
+    /// The catalog name.
+    model: &'a str,
+    dims: amanuensis::placement::EncoderDims,
+    family: DeviceFamily,
+    precision: Precision,
+    /// The per-core GEMM tile (m, k, n) of the family's contract.
+    tile: [usize; 3],
+    kernels: Vec<amanuensis::placement::KernelShape>,
+}
+
+/// `inspect --kernel-shapes`: [`amanuensis::placement::whisper_kernels`] as JSON.
+fn kernel_shapes(args: &InspectArgs) -> Result<()> {
+    let model = args.plan.model.as_str();
+    let Some(entry) = amanuensis::model::catalog::lookup(model) else {
+        anyhow::bail!(
+            "--kernel-shapes takes a catalog name, whose sizes models/catalog.toml gives; \
+             {model:?} is not one of {}",
+            amanuensis::model::catalog::known_names()
+        );
+    };
+    let family = args.plan.device_family.unwrap_or(DeviceFamily::Xdna1);
+    let precision = args.plan.precision;
+    let contract = Kernels {
+        precision,
+        ..Kernels::default()
+    }
+    .contract(family);
+    let report = KernelShapes {
+        model,
+        dims: entry.dims(),
+        family,
+        precision,
+        tile: [contract.tile.m, contract.tile.k, contract.tile.n],
+        kernels: amanuensis::placement::whisper_kernels(entry.dims(), &contract),
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
     }
     Ok(())
 }

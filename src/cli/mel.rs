@@ -4,7 +4,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use amanuensis::audio::{AudioStream, Input, LogMel, N_FRAMES, SAMPLE_RATE};
+use amanuensis::audio::{AudioStream, LogMel, N_FRAMES, SAMPLE_RATE};
 use amanuensis::npy::NpyRowWriter;
 
 /// Compute Whisper's log-mel spectrogram of an audio file.
@@ -56,7 +56,7 @@ pub fn run(args: MelArgs) -> Result<()> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
-    let input = Input::from_arg(&args.audio);
+    let input = super::input(&args.audio);
     let started = Instant::now();
     let mut stream = AudioStream::open(&input)?;
     let mel = LogMel::new(args.n_mels);

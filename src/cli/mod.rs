@@ -8,6 +8,10 @@ mod mel;
 mod models;
 mod transcribe;
 
+use std::path::Path;
+
+use amanuensis::audio::Input;
+use amanuensis::backend::{DeviceFamily, Precision, Rounding};
 use clap::{Parser, Subcommand};
 
 /// Whisper on AMD Ryzen AI NPUs: a Whisper-exact audio frontend, encoder offload through
@@ -50,11 +54,32 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// A parser for a library type read by its `FromStr` from one of `names`, which `--help`
+/// lists.
+fn named<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(names).try_map(|s| s.parse::<T>())
+}
+
+/// The audio a command-line argument names: `-` is standard input, anything else a file.
+fn input(arg: &Path) -> Input {
+    if arg.as_os_str() == "-" {
+        Input::Stdin
+    } else {
+        Input::Path(arg.to_path_buf())
+    }
+}
+
 /// The model and how its plan is built, shared by the commands that load an encoder.
 #[derive(Debug, clap::Args)]
 struct PlanArgs {
     /// An encoder .onnx file, a model directory (optimum layout), or a catalog name
-    /// (`amanuensis models list`), fetched on first use.
+    /// (`amanuensis models list`), fetched on first use. The default, tiny.en, is
+    /// English-only: it writes any speech as English; multilingual models (tiny, base, ...)
+    /// detect the language.
     #[arg(short, long, value_name = "MODEL", default_value = "tiny.en")]
     model: String,
 
@@ -64,19 +89,19 @@ struct PlanArgs {
     strict: bool,
 
     /// How the NPU kernels (emu, npu) round float32 operands to bfloat16.
-    #[arg(long, value_enum, default_value_t = amanuensis::backend::Rounding::NearestEven)]
-    rounding: amanuensis::backend::Rounding,
+    #[arg(long, value_parser = named::<Rounding>(Rounding::NAMES), default_value_t = Rounding::NearestEven)]
+    rounding: Rounding,
 
     /// bfloat16 products per float32 product in the NPU kernels (emu, npu): bf16, or bf16x3
     /// for near-float32 products at three times the work (softmax and GELU then in float32 on
     /// the CPU).
-    #[arg(long, value_enum, default_value_t = amanuensis::backend::Precision::Bf16)]
-    precision: amanuensis::backend::Precision,
+    #[arg(long, value_parser = named::<Precision>(Precision::NAMES), default_value_t = Precision::Bf16)]
+    precision: Precision,
 
     /// The NPU family to lay the work out for under emu and inspect (default XDNA1); under
     /// npu it must be the device's.
-    #[arg(long, value_enum)]
-    device_family: Option<amanuensis::backend::Family>,
+    #[arg(long, value_parser = named::<DeviceFamily>(DeviceFamily::NAMES))]
+    device_family: Option<DeviceFamily>,
 
     /// Threads of the encoder (default: all cores).
     #[arg(long, value_name = "N")]
@@ -113,20 +138,12 @@ impl PlanArgs {
     }
 }
 
-/// Writes `value` as pretty JSON to `path` through a temporary file renamed when complete, so
-/// that no partial report is left behind.
+/// Writes `value` as pretty JSON to `path`, whole or not at all ([`amanuensis::atomic`]).
 fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
     use anyhow::Context;
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let mut tmp = amanuensis::npy::output_temp_file(dir)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    serde_json::to_writer_pretty(&mut tmp, value)?;
-    tmp.write_all(b"\n")?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    amanuensis::atomic::write_file(path, |w| {
+        serde_json::to_writer_pretty(&mut *w, value)?;
+        w.write_all(b"\n")
+    })
+    .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use amanuensis::audio::{AudioStream, Input};
+use amanuensis::audio::AudioStream;
 use amanuensis::backend::Backend;
 use amanuensis::transcribe::output::{Format, JsonContext, render, segment_line};
 use amanuensis::transcribe::{
@@ -36,7 +36,7 @@ pub struct TranscribeArgs {
     plan: PlanArgs,
 
     /// Where the encoder runs (the decoder runs on the CPU).
-    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    #[arg(long, value_parser = super::named::<Backend>(Backend::NAMES), default_value_t = Backend::Cpu)]
     backend: Backend,
 
     /// Output format; `all` writes txt, vtt, srt, tsv and json. Default: from the extension of
@@ -56,7 +56,7 @@ pub struct TranscribeArgs {
     language: Option<String>,
 
     /// Transcribe, or translate into English (multilingual models).
-    #[arg(long, value_enum, default_value_t = Task::Transcribe)]
+    #[arg(long, value_parser = super::named::<Task>(Task::NAMES), default_value_t = Task::Transcribe)]
     task: Task,
 
     /// Beam search with N beams at temperature 0 (default: greedy).
@@ -176,7 +176,10 @@ fn target(args: &TranscribeArgs) -> Result<Target> {
     let Some(out) = &args.output else {
         return Ok(match formats {
             None => Target::None,
-            Some(f) => Target::Dir(PathBuf::from("."), f),
+            Some(f) => {
+                check_distinct_names(&args.audio, Path::new("."))?;
+                Target::Dir(PathBuf::from("."), f)
+            }
         });
     };
     if out.as_os_str() == "-" {
@@ -216,10 +219,29 @@ fn target(args: &TranscribeArgs) -> Result<Target> {
             }
         );
     }
+    check_distinct_names(&args.audio, out)?;
     Ok(Target::Dir(
         out.clone(),
         formats.unwrap_or_else(|| Format::ALL.to_vec()),
     ))
+}
+
+/// Refuses inputs that would write files of the same name into `dir` (`a/x.wav` and
+/// `b/x.mp3` both give `x.txt`), before any work is done.
+fn check_distinct_names(inputs: &[PathBuf], dir: &Path) -> Result<()> {
+    let mut seen: std::collections::HashMap<String, &PathBuf> = std::collections::HashMap::new();
+    for input in inputs {
+        if let Some(first) = seen.insert(stem(input), input) {
+            bail!(
+                "{} and {} would both be written as {}.*: transcribe them into different \
+                 directories, or rename one",
+                first.display(),
+                input.display(),
+                dir.join(stem(input)).display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The name files are given after an input: its stem, `stdin` for standard input.
@@ -233,21 +255,13 @@ fn stem(input: &Path) -> String {
         .unwrap_or_else(|| "transcript".into())
 }
 
-/// Writes `text` to `path` through a temporary file in the same directory, renamed once
-/// complete.
+/// Writes `text` to `path`, whole or not at all ([`amanuensis::atomic`]), creating its
+/// directory.
 fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = amanuensis::atomic::parent_dir(path);
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut tmp = amanuensis::npy::output_temp_file(dir)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.write_all(text.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    amanuensis::atomic::write_file(path, |w| w.write_all(text.as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Segment lines and a progress bar over audio time.
@@ -371,8 +385,7 @@ fn options(args: &TranscribeArgs) -> Result<TranscribeOptions> {
 pub fn run(args: TranscribeArgs) -> Result<()> {
     let target = target(&args)?;
     let transcribe_options = options(&args)?;
-    amanuensis::transcribe::verify_options(&transcribe_options.decoding)
-        .map_err(anyhow::Error::msg)?;
+    transcribe_options.verify().map_err(anyhow::Error::msg)?;
     let stdin_inputs = args.audio.iter().filter(|a| a.as_os_str() == "-").count();
     anyhow::ensure!(
         stdin_inputs <= 1,
@@ -382,7 +395,7 @@ pub fn run(args: TranscribeArgs) -> Result<()> {
     // file fails first.
     let mut unreadable = Vec::new();
     for audio in args.audio.iter().filter(|a| a.as_os_str() != "-") {
-        if let Err(err) = AudioStream::open(&Input::from_arg(audio)) {
+        if let Err(err) = AudioStream::open(&super::input(audio)) {
             unreadable.push(err.to_string());
         }
     }
@@ -409,7 +422,7 @@ pub fn run(args: TranscribeArgs) -> Result<()> {
 
     let mut failures = Vec::new();
     for audio in &args.audio {
-        let input = Input::from_arg(audio);
+        let input = super::input(audio);
         let mut console = Console {
             bar: None,
             to_stderr: matches!(target, Target::Stdout(_)),

@@ -15,7 +15,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 use super::{ModelFiles, WhisperDims, locate};
 use crate::audio::N_FRAMES;
 use crate::backend::{
-    self, Backend, BackendError, DevicePlan, Family, Kernels, PlanError, Precision, Resolved,
+    self, Backend, BackendError, DeviceFamily, DevicePlan, Kernels, PlanError, Precision, Resolved,
     Rounding,
 };
 use crate::placement::Placement;
@@ -108,7 +108,7 @@ pub struct EncoderOptions {
     pub precision: Precision,
     /// The NPU family (`emu`: which array to lay the work out for; `npu`: must be the
     /// device's); `None` for XDNA1 under `emu` and the device's own under `npu`.
-    pub family: Option<Family>,
+    pub family: Option<DeviceFamily>,
     /// A device to run the offloaded ops on instead of the one `backend` names (which must
     /// then be `emu`, `npu` or `auto`): another implementation of the kernel contract.
     pub device: Option<DeviceHandle>,

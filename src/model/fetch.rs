@@ -88,6 +88,15 @@ pub fn fetch(entry: &CatalogEntry, log: &mut dyn FnMut(&str)) -> Result<PathBuf,
     if let Some(dir) = entry.cached() {
         return Ok(dir);
     }
+    if entry.name.ends_with(".en") {
+        log(&format!(
+            "{} is English-only: it writes any speech as English text. For other languages, \
+             use a multilingual model (--model {}), which detects the language or takes \
+             --language.",
+            entry.name,
+            entry.name.trim_end_matches(".en")
+        ));
+    }
     let mut failures = Vec::new();
     if let Some(repo) = &entry.hub {
         match fetch_hub(repo, log) {

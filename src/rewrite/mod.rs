@@ -3,11 +3,11 @@
 //! Each rule lives in its own file and registers itself with [`inventory`] as a [`Pass`]:
 //! - `fuse_layer_norm`: every LayerNorm form -> `CpuLayerNorm` (CPU, all backends but
 //!   `tract`);
-//! - `npu_matmul`: every `EinSum` matrix product -> `NpuMatMul`, a following bias `Add`
+//! - `device_matmul`: every `EinSum` matrix product -> `DeviceMatMul`, a following bias `Add`
 //!   and GELU fused into its epilogue;
-//! - `npu_conv`: the encoder's front 1-D convolutions -> `CpuIm2Col` + `NpuMatMul`;
-//! - `npu_softmax`, `npu_gelu`: the remaining Softmax and GELU nodes;
-//! - `npu_attention`: `Q K^T`, softmax and `P V` on the device fused into one op that runs
+//! - `device_conv`: the encoder's front 1-D convolutions -> `CpuIm2Col` + `DeviceMatMul`;
+//! - `device_softmax`, `device_gelu`: the remaining Softmax and GELU nodes;
+//! - `device_attention`: `Q K^T`, softmax and `P V` on the device fused into one op that runs
 //!   head by head;
 //! - `cpu_add`: the sums of two tensors of one shape (residual connections) -> `CpuAdd`, over
 //!   the pool (CPU, in the device plans: `cpu`, `emu`, `npu`);
@@ -22,12 +22,12 @@
 mod cached_attention;
 mod cpu_add;
 mod cpu_linear;
+mod device_attention;
+mod device_conv;
+mod device_gelu;
+mod device_matmul;
+mod device_softmax;
 mod fuse_layer_norm;
-mod npu_attention;
-mod npu_conv;
-mod npu_gelu;
-mod npu_matmul;
-mod npu_softmax;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

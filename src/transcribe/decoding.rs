@@ -237,9 +237,21 @@ impl Rng {
     }
 }
 
+/// Python's `xs[-n:]`: the last `n` items for `n` above 0, all of them for 0, and all but the
+/// first `-n` below 0 (openai-whisper's prompt and prefix bounds rely on all three).
+pub(crate) fn python_tail<T>(xs: &[T], n: isize) -> &[T] {
+    let len = xs.len();
+    let start = if n > 0 {
+        len.saturating_sub(n as usize)
+    } else {
+        n.unsigned_abs().min(len)
+    };
+    &xs[start..]
+}
+
 /// `log(sum(exp(row)))`: a token's log probability is its logit minus this.
 fn logsumexp(row: &[f32]) -> f64 {
-    amanuensis_kernels::fmath::logsumexp(row)
+    amanuensis_kernels::cpu_math::logsumexp(row)
 }
 
 /// The index of the first largest value (`torch.argmax`).
@@ -373,13 +385,13 @@ impl<'a> DecodingTask<'a> {
         }
         let mut initial_tokens = sot_sequence;
         if !options.prefix.is_empty() {
-            let max_prefix_len = (n_text_ctx / 2).saturating_sub(sample_len);
-            let prefix = &options.prefix[options.prefix.len().saturating_sub(max_prefix_len)..];
-            initial_tokens.extend_from_slice(prefix);
+            // `prefix[-(n_ctx // 2 - sample_len):]`: with the default sample length, 0, which
+            // Python reads as the whole prefix.
+            let max_prefix_len = (n_text_ctx / 2) as isize - sample_len as isize;
+            initial_tokens.extend_from_slice(python_tail(&options.prefix, max_prefix_len));
         }
         if !options.prompt.is_empty() {
-            let keep = (n_text_ctx / 2).saturating_sub(1);
-            let prompt = &options.prompt[options.prompt.len().saturating_sub(keep)..];
+            let prompt = python_tail(&options.prompt, (n_text_ctx / 2) as isize - 1);
             let mut with_prompt = vec![special.sot_prev];
             with_prompt.extend_from_slice(prompt);
             with_prompt.extend_from_slice(&initial_tokens);
@@ -766,6 +778,17 @@ mod tests {
         assert!(!s.non_speech && s.ids.is_empty());
         assert!("x".parse::<SuppressTokens>().is_err());
         assert!("-2".parse::<SuppressTokens>().is_err());
+    }
+
+    #[test]
+    fn python_tails_are_pythons() {
+        let xs = [1, 2, 3, 4];
+        // Python: xs[-2:], xs[-0:], xs[-(-1):], xs[-9:], xs[-(-9):]
+        assert_eq!(python_tail(&xs, 2), [3, 4]);
+        assert_eq!(python_tail(&xs, 0), [1, 2, 3, 4]);
+        assert_eq!(python_tail(&xs, -1), [2, 3, 4]);
+        assert_eq!(python_tail(&xs, 9), [1, 2, 3, 4]);
+        assert!(python_tail(&xs, -9).is_empty());
     }
 
     #[test]

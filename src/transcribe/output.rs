@@ -3,7 +3,7 @@
 use super::transcriber::{Segment, Transcript};
 
 /// A transcript format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     /// Plain text, a segment per line.
     Txt,

@@ -210,27 +210,6 @@ impl WhisperTokenizer {
         })
     }
 
-    /// A placeholder before the real tokenizer is read (no vocabulary: `n_vocab` 0).
-    pub(crate) fn dummy() -> WhisperTokenizer {
-        WhisperTokenizer {
-            inner: tokenizers::Tokenizer::new(tokenizers::models::bpe::BPE::default()),
-            special: SpecialTokens {
-                eot: 0,
-                sot: 0,
-                translate: 0,
-                transcribe: 0,
-                sot_lm: 0,
-                sot_prev: 0,
-                no_speech: None,
-                no_timestamps: 0,
-                timestamp_begin: 0,
-            },
-            languages: Vec::new(),
-            multilingual: false,
-            n_vocab: 0,
-        }
-    }
-
     /// The special tokens' ids.
     pub fn special(&self) -> &SpecialTokens {
         &self.special
@@ -328,17 +307,7 @@ impl WhisperTokenizer {
 }
 
 /// What the decoder writes: the speech in its language, or its English translation.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Task {
     /// The words as spoken.
@@ -346,4 +315,31 @@ pub enum Task {
     Transcribe,
     /// An English translation (multilingual models only).
     Translate,
+}
+
+impl Task {
+    /// The names [`FromStr`](std::str::FromStr) reads and [`Display`](std::fmt::Display)
+    /// writes, in order.
+    pub const NAMES: &'static [&'static str] = &["transcribe", "translate"];
+}
+
+impl std::fmt::Display for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Task::Transcribe => "transcribe",
+            Task::Translate => "translate",
+        })
+    }
+}
+
+impl std::str::FromStr for Task {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "transcribe" => Ok(Task::Transcribe),
+            "translate" => Ok(Task::Translate),
+            _ => Err(format!("{s:?} is not one of {}", Task::NAMES.join(", "))),
+        }
+    }
 }

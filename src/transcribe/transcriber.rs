@@ -3,62 +3,30 @@
 //!
 //! The spectrogram of the whole input is computed first ([`MelSpool`]); then the seek loop:
 //! 30 s from `seek` go through the encoder, the window is decoded with the temperature
-//! fallback, skipped as silence when `<|nospeech|>` is likely and the text improbable, cut into
-//! segments at pairs of timestamps, and `seek` moves to the last complete timestamp (or the
-//! window's end); the text so far prompts the next window.
+//! fallback ([`with_fallback`]), skipped as silence when `<|nospeech|>` is likely and the text
+//! improbable ([`TranscribeOptions::is_silence`]), cut into segments at pairs of timestamps
+//! ([`cut_window`], which also says where the next window starts), and the text so far prompts
+//! the next window ([`PromptContext`]). Each step is a function of its own; this file holds
+//! the loop that strings them together over one input.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use std::ops::ControlFlow;
+
+use super::context::PromptContext;
 use super::decoding::{DecodingOptions, DecodingResult, DecodingTask, Rng};
 use super::languages::{language_code, language_name};
+use super::options::{TranscribeOptions, with_fallback};
+use super::segments::{WindowSpan, cut_window};
 use super::tokenizer::{Task, WhisperTokenizer};
-use crate::audio::{AudioStream, HOP_LENGTH, Input, LogMel, MelSpool, N_FRAMES, SAMPLE_RATE};
+use crate::audio::{AudioStream, Input, LogMel, MelSpool, N_FRAMES};
 use crate::model::{
-    DecoderFiles, DecoderHints, DecoderModel, Encoder, EncoderOptions, ModelFiles, locate,
+    DecoderFiles, DecoderHints, DecoderModel, DecoderSession, Encoder, EncoderOptions, ModelFiles,
+    locate,
 };
-
-/// How to transcribe (the options of OpenAI's `transcribe()`).
-#[derive(Debug, Clone)]
-pub struct TranscribeOptions {
-    /// How each window is decoded; its `temperature` and `prompt` are set per window.
-    pub decoding: DecodingOptions,
-    /// Temperatures tried in turn while a decoding fails the thresholds below.
-    pub temperatures: Vec<f32>,
-    /// A decoding whose gzip compression ratio is above this is too repetitive.
-    pub compression_ratio_threshold: Option<f64>,
-    /// A decoding whose average log probability is below this failed.
-    pub logprob_threshold: Option<f64>,
-    /// A window whose `<|nospeech|>` probability is above this, and whose decoding failed
-    /// the log probability threshold, is silence.
-    pub no_speech_threshold: Option<f64>,
-    /// Whether the previous text prompts the next window.
-    pub condition_on_previous_text: bool,
-    /// Text that prompts the first window (names, spellings, a style).
-    pub initial_prompt: Option<String>,
-    /// Whether the initial prompt prompts every window, ahead of the previous text.
-    pub carry_initial_prompt: bool,
-    /// Seed of the draws at temperatures above 0.
-    pub seed: u64,
-}
-
-impl Default for TranscribeOptions {
-    fn default() -> Self {
-        TranscribeOptions {
-            decoding: DecodingOptions::default(),
-            temperatures: vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
-            compression_ratio_threshold: Some(2.4),
-            logprob_threshold: Some(-1.0),
-            no_speech_threshold: Some(0.6),
-            condition_on_previous_text: true,
-            initial_prompt: None,
-            carry_initial_prompt: false,
-            seed: 0,
-        }
-    }
-}
 
 /// One segment of a transcript (the fields of openai-whisper's segments).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -204,6 +172,32 @@ pub struct Transcriber {
 /// A decoder being loaded on a thread of its own.
 type DecoderLoad = std::thread::JoinHandle<Result<DecoderModel, crate::model::DecoderError>>;
 
+/// Waits for the decoder loaded by `handle` and checks it against `encoder`.
+fn join_decoder(
+    handle: Option<DecoderLoad>,
+    encoder: &Encoder,
+    dir: &Path,
+) -> Result<DecoderModel, String> {
+    let decoder = handle
+        .ok_or("the decoder's loading thread is gone")?
+        .join()
+        .map_err(|_| "the decoder's loading thread panicked".to_string())?
+        .map_err(|e| e.to_string())?;
+    let dims = *encoder.dims();
+    let shape = decoder.shape();
+    if (dims.d_model, dims.n_audio_ctx) != (shape.d_model, shape.n_audio_ctx) {
+        return Err(format!(
+            "{}: config.json gives d_model {} and {} positions, the encoder has {} and {}",
+            dir.display(),
+            shape.d_model,
+            shape.n_audio_ctx,
+            dims.d_model,
+            dims.n_audio_ctx
+        ));
+    }
+    Ok(decoder)
+}
+
 impl std::fmt::Debug for Transcriber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transcriber")
@@ -286,55 +280,31 @@ impl Transcriber {
             }
         };
         let encoder = encoder?;
-        let mut transcriber = Transcriber {
-            dir: root.clone(),
-            encoder,
-            decoder: std::sync::OnceLock::new(),
-            loading: std::sync::Mutex::new(Some(loading)),
-            tokenizer: WhisperTokenizer::dummy(),
-            n_text_ctx: config.max_target_positions.unwrap_or(448),
-            load_time: Duration::ZERO,
-        };
         // The tokenizer needs the decoder's vocabulary size: config.json says it, else the
         // decoder, once loaded.
+        let decoder = std::sync::OnceLock::new();
+        let mut loading = Some(loading);
         let n_vocab = match config.vocab_size {
             Some(n) => n,
-            None => transcriber.decoder()?.shape().n_vocab,
+            None => {
+                let loaded = join_decoder(loading.take(), &encoder, &root)
+                    .map_err(TranscribeError::Model)?;
+                let n = loaded.shape().n_vocab;
+                let _ = decoder.set(Ok(loaded));
+                n
+            }
         };
         let generation = Some(root.join("generation_config.json")).filter(|p| p.is_file());
-        transcriber.tokenizer =
-            WhisperTokenizer::load(&tokenizer_path, generation.as_deref(), n_vocab)?;
-        transcriber.load_time = started.elapsed();
-        Ok(transcriber)
-    }
-
-    /// Waits for the decoder, loaded on its own thread, and checks it against the encoder and
-    /// the tokenizer.
-    fn join_decoder(&self) -> Result<DecoderModel, String> {
-        let loading = self
-            .loading
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .ok_or("the decoder's loading thread is gone")?;
-        let decoder = loading
-            .join()
-            .map_err(|_| "the decoder's loading thread panicked".to_string())?
-            .map_err(|e| e.to_string())?;
-        let dims = *self.encoder.dims();
-        if (dims.d_model, dims.n_audio_ctx)
-            != (decoder.shape().d_model, decoder.shape().n_audio_ctx)
-        {
-            return Err(format!(
-                "{}: config.json gives d_model {} and {} positions, the encoder has {} and {}",
-                self.dir.display(),
-                decoder.shape().d_model,
-                decoder.shape().n_audio_ctx,
-                dims.d_model,
-                dims.n_audio_ctx
-            ));
-        }
-        Ok(decoder)
+        let tokenizer = WhisperTokenizer::load(&tokenizer_path, generation.as_deref(), n_vocab)?;
+        Ok(Transcriber {
+            dir: root,
+            encoder,
+            decoder,
+            loading: std::sync::Mutex::new(loading),
+            tokenizer,
+            n_text_ctx: config.max_target_positions.unwrap_or(448),
+            load_time: started.elapsed(),
+        })
     }
 
     /// The encoder.
@@ -345,9 +315,13 @@ impl Transcriber {
     /// The decoder (loaded on a thread of its own: this waits for it the first time).
     pub fn decoder(&self) -> Result<&DecoderModel, TranscribeError> {
         let decoder = self.decoder.get_or_init(|| {
-            let decoder = self.join_decoder()?;
-            if self.tokenizer.n_vocab() != 0 && decoder.shape().n_vocab != self.tokenizer.n_vocab()
-            {
+            let handle = self
+                .loading
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            let decoder = join_decoder(handle, &self.encoder, &self.dir)?;
+            if decoder.shape().n_vocab != self.tokenizer.n_vocab() {
                 return Err(format!(
                     "{}: config.json gives vocab_size {}, the decoder has {} logits",
                     self.dir.display(),
@@ -360,6 +334,19 @@ impl Transcriber {
         decoder
             .as_ref()
             .map_err(|e| TranscribeError::Model(e.to_string()))
+    }
+
+    /// Whether the decoder has failed to load, asked without waiting for it: false while it
+    /// is still loading.
+    fn decoder_failed(&self) -> bool {
+        let finished = self.decoder.get().is_some()
+            || self
+                .loading
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|h| h.is_finished());
+        finished && self.decoder().is_err()
     }
 
     /// The tokenizer.
@@ -379,13 +366,12 @@ impl Transcriber {
 
     /// Checks `options` against the model: the language it knows, the task it can do.
     pub fn check_options(&self, options: &TranscribeOptions) -> Result<(), TranscribeError> {
-        let d = &options.decoding;
-        super::decoding::verify_options(d).map_err(TranscribeError::Options)?;
-        if options.temperatures.is_empty() {
-            return Err(TranscribeError::Options(
-                "give at least one temperature".into(),
-            ));
-        }
+        options.verify().map_err(TranscribeError::Options)?;
+        self.check_decoding(&options.decoding)
+    }
+
+    /// Checks the language and the task of `d` against the model.
+    fn check_decoding(&self, d: &DecodingOptions) -> Result<(), TranscribeError> {
         if let Some(language) = &d.language {
             let code = language_code(language).ok_or_else(|| {
                 TranscribeError::Options(format!(
@@ -419,6 +405,11 @@ impl Transcriber {
     }
 
     /// Transcribes `input`; `progress` hears of each segment as it is decoded.
+    ///
+    /// The language, when a multilingual model is not told it, is detected on the first
+    /// window as it is transcribed (zeros after the audio when it is shorter than 30 s, as
+    /// faster-whisper does; openai-whisper detects on its padded spectrogram and encodes that
+    /// window twice), so the encoder runs once a window.
     pub fn transcribe(
         &self,
         input: &Input,
@@ -426,11 +417,26 @@ impl Transcriber {
         progress: &mut dyn Progress,
     ) -> Result<Transcript, TranscribeError> {
         self.check_options(options)?;
+        if self.decoder_failed() {
+            self.decoder()?;
+        }
         let started = Instant::now();
         let dims = *self.encoder.dims();
         let mut stream = AudioStream::open(input)?;
         let mel = LogMel::new(dims.n_mels);
-        let mut spool = MelSpool::build(&mut stream, &mel, &mut |s| progress.audio_read(s))?;
+        // The spectrogram is computed while the decoder loads; a decoder that fails stops it.
+        let spool = MelSpool::build_until(&mut stream, &mel, &mut |seconds| {
+            progress.audio_read(seconds);
+            if self.decoder_failed() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        let Some(mut spool) = spool else {
+            self.decoder()?;
+            unreachable!("the spectrogram stops only when the decoder has failed")
+        };
         let mut timings = Timings {
             load: self.load_time.as_secs_f64(),
             mel: started.elapsed().as_secs_f64(),
@@ -440,191 +446,115 @@ impl Transcriber {
         let duration = spool.seconds();
         let mut window = vec![0.0f32; dims.n_mels * N_FRAMES];
         let mut decoder_time = Duration::ZERO;
-        // Waits for the decoder's loading (once), counted apart from its runs.
-        let wait_decoder = |timings: &mut Timings| -> Result<(), TranscribeError> {
-            let t = Instant::now();
-            self.decoder()?;
-            timings.decoder_wait += t.elapsed().as_secs_f64();
-            Ok(())
-        };
-
-        // The language: given, English for English-only models, else detected on the first
-        // 30 s.
-        let mut language_probs = None;
-        let mut first_window: Option<(Vec<f32>, Vec<f32>)> = None;
-        let language = match options.decoding.language.as_deref() {
-            Some(l) => language_code(l).expect("checked").to_string(),
-            None if !self.tokenizer.is_multilingual() => "en".to_string(),
-            None => {
-                spool.detection_window(&mut window)?;
-                let t = Instant::now();
-                let features = self.encoder.encode(&window)?;
-                timings.encoder.push(t.elapsed().as_secs_f64());
-                wait_decoder(&mut timings)?;
-                let t = Instant::now();
-                let probs = self.detect_language(&features)?;
-                decoder_time += t.elapsed();
-                timings.decoder_forwards += 1;
-                first_window = Some((window.clone(), features));
-                let (code, p) = probs[0].clone();
-                progress.language(&code, p);
-                language_probs = Some(probs);
-                code
-            }
-        };
-
+        let input_stride = N_FRAMES / dims.n_audio_ctx;
         let tokenizer = &self.tokenizer;
         let special = *tokenizer.special();
-        let input_stride = N_FRAMES / dims.n_audio_ctx;
-        let time_precision = (input_stride * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
-        let mut all_tokens: Vec<u32> = Vec::new();
-        let mut segments: Vec<Segment> = Vec::new();
-        let mut prompt_reset_since = 0;
-        let mut remaining_prompt_length = self.n_text_ctx / 2 - 1;
-        let initial_prompt_tokens = match &options.initial_prompt {
+        let initial_prompt = match &options.initial_prompt {
             Some(p) => tokenizer.encode(&format!(" {}", p.trim())),
             None => Vec::new(),
         };
-        all_tokens.extend_from_slice(&initial_prompt_tokens);
-        remaining_prompt_length =
-            remaining_prompt_length.saturating_sub(initial_prompt_tokens.len());
+        let mut context = PromptContext::new(
+            initial_prompt,
+            self.n_text_ctx,
+            options.carry_initial_prompt,
+        );
         let mut rng = Rng::new(options.seed);
+        let mut language = options
+            .decoding
+            .language
+            .as_deref()
+            .map(|l| language_code(l).expect("checked").to_string())
+            .or_else(|| (!tokenizer.is_multilingual()).then(|| "en".to_string()));
+        let mut language_probs = None;
+        let mut segments: Vec<Segment> = Vec::new();
 
         let mut seek = 0usize;
         while seek < content_frames {
-            let time_offset = (seek * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
-            let segment_size = N_FRAMES.min(content_frames - seek);
-            let segment_duration = (segment_size * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
-            spool.window(seek, segment_size, &mut window)?;
-            let t = Instant::now();
-            let features = match first_window.take() {
-                Some((mel, features)) if mel == window => features,
-                _ => self.encoder.encode(&window)?,
+            let span = WindowSpan {
+                seek,
+                size: N_FRAMES.min(content_frames - seek),
             };
+            spool.window(span.seek, span.size, &mut window)?;
+            let t = Instant::now();
+            let features = self.encoder.encode(&window)?;
             timings.encoder.push(t.elapsed().as_secs_f64());
             for note in self.encoder.take_notes() {
                 progress.note(&note);
             }
-
-            let prompt = if options.carry_initial_prompt {
-                let ignored = initial_prompt_tokens.len().max(prompt_reset_since);
-                let rest = &all_tokens[ignored.min(all_tokens.len())..];
-                let rest = &rest[rest.len().saturating_sub(remaining_prompt_length)..];
-                [initial_prompt_tokens.as_slice(), rest].concat()
-            } else {
-                all_tokens[prompt_reset_since..].to_vec()
-            };
-            wait_decoder(&mut timings)?;
             let t = Instant::now();
-            let (result, forwards) = self
-                .decode_with_fallback(&features, &language, prompt, options, &mut rng, progress)?;
-            timings.decoder_forwards += forwards;
+            self.decoder()?;
+            timings.decoder_wait += t.elapsed().as_secs_f64();
+
+            let t = Instant::now();
+            let mut session = self.decoder()?.session(&features)?;
+            let code = match &language {
+                Some(code) => code.clone(),
+                None => {
+                    let probs = self.detect_language(&mut session)?;
+                    session.reset();
+                    let (code, p) = probs[0].clone();
+                    progress.language(&code, p);
+                    language_probs = Some(probs);
+                    language.insert(code).clone()
+                }
+            };
+            let result = self.decode_with_fallback(
+                &mut session,
+                &code,
+                context.prompt(),
+                options,
+                &mut rng,
+                progress,
+            )?;
+            timings.decoder_forwards += session.forwards();
             decoder_time += t.elapsed();
 
-            if let Some(threshold) = options.no_speech_threshold {
-                let mut skip = result.no_speech_prob > threshold;
-                if options
-                    .logprob_threshold
-                    .is_some_and(|l| result.avg_logprob > l)
-                {
-                    skip = false;
-                }
-                if skip {
-                    seek += segment_size;
-                    progress.position(seek.min(content_frames), content_frames);
-                    continue;
-                }
+            if options.is_silence(&result) {
+                seek += span.size;
+                progress.position(seek.min(content_frames), content_frames);
+                continue;
             }
-
-            let previous_seek = seek;
-            let tokens = &result.tokens;
-            let is_ts: Vec<bool> = tokens
-                .iter()
-                .map(|&t| t >= special.timestamp_begin)
-                .collect();
-            let n = tokens.len();
-            let single_timestamp_ending = n >= 2 && !is_ts[n - 2] && is_ts[n - 1];
-            let consecutive: Vec<usize> = (1..n).filter(|&i| is_ts[i - 1] && is_ts[i]).collect();
-            let ts_pos = |t: u32| (t - special.timestamp_begin) as f64;
-            let mut current: Vec<Segment> = Vec::new();
-            let new_segment = |start: f64, end: f64, tokens: &[u32]| {
+            let cut = cut_window(&result.tokens, special.timestamp_begin, span, input_stride);
+            for c in cut.cuts {
+                let tokens = &result.tokens[c.tokens];
                 let text_tokens: Vec<u32> = tokens
                     .iter()
                     .copied()
                     .filter(|&t| t < special.eot)
                     .collect();
-                Segment {
-                    id: 0,
-                    seek: previous_seek,
-                    start,
-                    end,
+                let mut segment = Segment {
+                    id: segments.len(),
+                    seek: span.seek,
+                    start: c.start,
+                    end: c.end,
                     text: tokenizer.decode(&text_tokens),
                     tokens: tokens.to_vec(),
                     temperature: result.temperature,
                     avg_logprob: result.avg_logprob,
                     compression_ratio: result.compression_ratio,
                     no_speech_prob: result.no_speech_prob,
-                }
-            };
-            if !consecutive.is_empty() {
-                let mut slices = consecutive.clone();
-                if single_timestamp_ending {
-                    slices.push(n);
-                }
-                let mut last_slice = 0;
-                for &current_slice in &slices {
-                    let sliced = &tokens[last_slice..current_slice];
-                    let start = time_offset + ts_pos(sliced[0]) * time_precision;
-                    let end = time_offset + ts_pos(sliced[sliced.len() - 1]) * time_precision;
-                    current.push(new_segment(start, end, sliced));
-                    last_slice = current_slice;
-                }
-                if single_timestamp_ending {
-                    seek += segment_size;
-                } else {
-                    let last_timestamp_pos = tokens[last_slice - 1] - special.timestamp_begin;
-                    seek += last_timestamp_pos as usize * input_stride;
-                }
-            } else {
-                let mut duration = segment_duration;
-                if let Some(&last) = tokens.iter().rev().find(|&&t| t >= special.timestamp_begin)
-                    && last != special.timestamp_begin
-                {
-                    duration = ts_pos(last) * time_precision;
-                }
-                current.push(new_segment(time_offset, time_offset + duration, tokens));
-                seek += segment_size;
-            }
-
-            if seek == previous_seek {
-                // The only complete segment ends at 0.00: OpenAI's loop would decode this
-                // window again forever; move on by the window instead.
-                seek += segment_size;
-            }
-            for segment in current.iter_mut() {
+                };
+                // An instant or textless segment keeps its place but says nothing.
                 if segment.start == segment.end || segment.text.trim().is_empty() {
                     segment.text.clear();
                     segment.tokens.clear();
                 }
-            }
-            for mut segment in current {
-                segment.id = segments.len();
-                all_tokens.extend_from_slice(&segment.tokens);
+                context.push(&segment.tokens);
                 progress.segment(&segment);
                 segments.push(segment);
             }
-            if !options.condition_on_previous_text || result.temperature > 0.5 {
-                prompt_reset_since = all_tokens.len();
-            }
+            context.end_window(options.condition_on_previous_text, result.temperature);
+            seek = cut.next_seek;
             progress.position(seek.min(content_frames), content_frames);
         }
         timings.decoder = decoder_time.as_secs_f64();
         timings.total = started.elapsed().as_secs_f64();
         timings.realtime_factor = duration / timings.total.max(1e-9);
         Ok(Transcript {
-            text: tokenizer.decode(&all_tokens[initial_prompt_tokens.len()..]),
+            text: tokenizer.decode(context.transcribed()),
             segments,
-            language,
+            // An input too short for a window is in the language asked for, else English.
+            language: language.unwrap_or_else(|| "en".into()),
             language_probs,
             duration,
             timings,
@@ -640,16 +570,18 @@ impl Transcriber {
         mel: &[f32],
         options: &DecodingOptions,
     ) -> Result<DecodingResult, TranscribeError> {
-        let check = TranscribeOptions {
-            decoding: options.clone(),
-            ..TranscribeOptions::default()
-        };
-        self.check_options(&check)?;
+        super::decoding::verify_options(options).map_err(TranscribeError::Options)?;
+        self.check_decoding(options)?;
         let features = self.encoder.encode(mel)?;
+        let mut session = self.decoder()?.session(&features)?;
         let language = match options.language.as_deref() {
             Some(l) => language_code(l).expect("checked").to_string(),
             None if !self.tokenizer.is_multilingual() => "en".to_string(),
-            None => self.detect_language(&features)?[0].0.clone(),
+            None => {
+                let code = self.detect_language(&mut session)?[0].0.clone();
+                session.reset();
+                code
+            }
         };
         let mut options = options.clone();
         options.language = Some(language);
@@ -660,14 +592,16 @@ impl Transcriber {
             self.encoder.dims().n_audio_ctx,
         )
         .map_err(TranscribeError::Options)?;
-        let mut session = self.decoder()?.session(&features)?;
         task.run(&mut session, &mut Rng::new(0))
     }
 
-    /// OpenAI's `detect_language`: the logits after `<|startoftranscript|>` over the language
-    /// tokens only; their probabilities, best first.
-    fn detect_language(&self, features: &[f32]) -> Result<Vec<(String, f64)>, TranscribeError> {
-        let mut session = self.decoder()?.session(features)?;
+    /// OpenAI's `detect_language` on a fresh `session` (reset it before decoding on it): the
+    /// logits after `<|startoftranscript|>` over the language tokens only; their
+    /// probabilities, best first.
+    fn detect_language(
+        &self,
+        session: &mut DecoderSession<'_>,
+    ) -> Result<Vec<(String, f64)>, TranscribeError> {
         let logits = session.forward(&[vec![self.tokenizer.special().sot]])?;
         let languages = self.tokenizer.languages();
         let max = languages
@@ -692,21 +626,20 @@ impl Transcriber {
         Ok(probs)
     }
 
-    /// OpenAI's `decode_with_fallback`: decodes at each temperature in turn until the result is
-    /// neither too repetitive nor too improbable (or improbable but likely silence). Also
-    /// returns the decoder's forward passes.
+    /// OpenAI's `decode_with_fallback` on a fresh `session` of the window: decodes at each
+    /// temperature in turn until the result is neither too repetitive nor too improbable (or
+    /// improbable but likely silence).
     fn decode_with_fallback(
         &self,
-        features: &[f32],
+        session: &mut DecoderSession<'_>,
         language: &str,
         prompt: Vec<u32>,
         options: &TranscribeOptions,
         rng: &mut Rng,
         progress: &mut dyn Progress,
-    ) -> Result<(DecodingResult, usize), TranscribeError> {
-        let mut session = self.decoder()?.session(features)?;
+    ) -> Result<DecodingResult, TranscribeError> {
         let mut first = true;
-        let result = with_fallback(options, progress, |decoding| {
+        with_fallback(options, progress, |decoding| {
             let mut decoding = decoding;
             decoding.language = Some(language.to_string());
             decoding.prompt = prompt.clone();
@@ -721,115 +654,7 @@ impl Transcriber {
                 self.encoder.dims().n_audio_ctx,
             )
             .map_err(TranscribeError::Options)?;
-            task.run(&mut session, rng)
-        })?;
-        Ok((result, session.forwards()))
-    }
-}
-
-/// OpenAI's temperature fallback: `decode` runs with each of `options.temperatures` in turn
-/// (beam search only at 0, best-of only above) until its result is neither too repetitive
-/// (compression ratio above the threshold) nor too improbable (average log probability below
-/// it) -- or is improbable but likely silence (no-speech probability above its threshold),
-/// which the caller then skips. The last result is returned when every temperature fails.
-fn with_fallback(
-    options: &TranscribeOptions,
-    progress: &mut dyn Progress,
-    mut decode: impl FnMut(DecodingOptions) -> Result<DecodingResult, TranscribeError>,
-) -> Result<DecodingResult, TranscribeError> {
-    let mut result: Option<DecodingResult> = None;
-    for (i, &t) in options.temperatures.iter().enumerate() {
-        let mut decoding = options.decoding.clone();
-        decoding.temperature = t;
-        if t > 0.0 {
-            decoding.beam_size = None;
-            decoding.patience = None;
-        } else {
-            decoding.best_of = None;
-        }
-        let r = decode(decoding)?;
-        let too_repetitive = options
-            .compression_ratio_threshold
-            .is_some_and(|c| r.compression_ratio > c);
-        let improbable = options.logprob_threshold.is_some_and(|l| r.avg_logprob < l);
-        let silence = improbable
-            && options
-                .no_speech_threshold
-                .is_some_and(|n| r.no_speech_prob > n);
-        let needs_fallback = (too_repetitive || improbable) && !silence;
-        if needs_fallback && i + 1 < options.temperatures.len() {
-            progress.note(&format!(
-                "decoding at temperature {t} failed (compression ratio {:.2}, average log \
-                 probability {:.2}); trying {}",
-                r.compression_ratio,
-                r.avg_logprob,
-                options.temperatures[i + 1]
-            ));
-        }
-        result = Some(r);
-        if !needs_fallback {
-            break;
-        }
-    }
-    Ok(result.expect("at least one temperature (checked)"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn result(
-        t: f32,
-        compression_ratio: f64,
-        avg_logprob: f64,
-        no_speech_prob: f64,
-    ) -> DecodingResult {
-        DecodingResult {
-            language: "en".into(),
-            tokens: vec![],
-            text: String::new(),
-            avg_logprob,
-            no_speech_prob,
-            temperature: t,
-            compression_ratio,
-        }
-    }
-
-    /// Runs the fallback over `outcomes` (compression ratio, average log probability and
-    /// no-speech probability at each temperature); returns the temperatures tried and whether
-    /// beam search was on at each.
-    fn fallback(outcomes: &[(f64, f64, f64)]) -> (Vec<f32>, Vec<bool>, f32) {
-        let mut options = TranscribeOptions::default();
-        options.decoding.beam_size = Some(5);
-        let (mut tried, mut beams) = (Vec::new(), Vec::new());
-        let r = with_fallback(&options, &mut Quiet, |d| {
-            let (cr, lp, ns) = outcomes[tried.len()];
-            tried.push(d.temperature);
-            beams.push(d.beam_size.is_some());
-            Ok(result(d.temperature, cr, lp, ns))
+            task.run(session, rng)
         })
-        .unwrap();
-        (tried, beams, r.temperature)
-    }
-
-    #[test]
-    fn fallback_follows_openai() {
-        // Good at once.
-        assert_eq!(fallback(&[(1.5, -0.3, 0.1)]), (vec![0.0], vec![true], 0.0));
-        // Repetitive, then improbable, then good: beam search only at 0.
-        let (tried, beams, t) = fallback(&[(3.0, -0.3, 0.1), (1.5, -1.5, 0.1), (1.4, -0.5, 0.1)]);
-        assert_eq!((tried, t), (vec![0.0, 0.2, 0.4], 0.4));
-        assert_eq!(beams, [true, false, false]);
-        // Improbable but likely silence: no fallback.
-        assert_eq!(fallback(&[(1.5, -1.5, 0.9)]).0, [0.0]);
-        // Repetitive silence still falls back.
-        assert_eq!(
-            fallback(&[(3.0, -0.5, 0.9), (1.0, -0.5, 0.9)]).0,
-            [0.0, 0.2]
-        );
-        // Every temperature fails: the last result.
-        let bad = [(3.0, -2.0, 0.1); 6];
-        let (tried, _, t) = fallback(&bad);
-        assert_eq!((tried.len(), t), (6, 1.0));
     }
 }

@@ -169,7 +169,7 @@ pub fn offloadable(p: &amanuensis::placement::Placement) -> Vec<(String, usize, 
 /// convolutions' and each layer's eight products (Q, K, V, output, two FFN, Q K^T, P V) on the
 /// device, one softmax a layer on the device, every GELU fused into a product's epilogue, the
 /// 2 x layers + 1 LayerNorms fused on the CPU, and the convolutions' patches made on the CPU.
-pub fn whisper_placement(layers: usize) -> Vec<(String, usize, usize)> {
+pub fn expected_npu_placement(layers: usize) -> Vec<(String, usize, usize)> {
     vec![
         ("MatMul".into(), 2 + 8 * layers, 0),
         ("Softmax".into(), layers, 0),

@@ -13,25 +13,32 @@ emulator, bit for bit; run by run.sh.
 - one head of attention as the NPU runs it, the scores and probabilities kept in device
   layout between the kernels; compared with ``Emulator::attention``.
 
-Usage: check_kernels.py HARNESS EMUREF WORKDIR DEV (DEV: npu or npu2, the mmul shape the
-harness was compiled with).
+The dispatch shapes are the host's: the attention layouts from ``emuref attention-layout``
+(``GemmContract::attention``), the GEMMs of every Whisper size from ``amanuensis inspect
+--kernel-shapes`` (what build.sh builds).
+
+Usage: check_kernels.py HARNESS EMUREF AMANUENSIS WORKDIR DEV (DEV: npu or npu2, the mmul
+shape the harness was compiled with; AMANUENSIS: the amanuensis binary).
 """
 
 from __future__ import annotations
 
+import json
 import random
 import struct
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 aie = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(aie / "gemm"), str(aie / "softmax"), str(aie)]
+sys.path[:0] = [str(aie / "gemm"), str(aie / "softmax")]
 import gemm  # noqa: E402  (gemm.py's plan needs no mlir-aie)
-import shapes  # noqa: E402
 import softmax  # noqa: E402  (softmax.py's row access needs no mlir-aie)
 
-harness, emuref, work, dev = sys.argv[1], sys.argv[2], Path(sys.argv[3]), sys.argv[4]
+harness, emuref, amanuensis = sys.argv[1], sys.argv[2], sys.argv[3]
+work, dev = Path(sys.argv[4]), sys.argv[5]
+family = {"npu": "xdna1", "npu2": "xdna2"}[dev]
 random.seed(20240611)
 
 
@@ -64,6 +71,24 @@ def read_words(path: Path) -> list[int]:
 
 def run(*args) -> None:
     subprocess.run([str(a) for a in args], check=True)
+
+
+def output(*args) -> str:
+    return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True).stdout
+
+
+def attention_layout(m: int, d: int, n: int, dv: int) -> SimpleNamespace:
+    """``GemmContract::attention`` of this device for one head, from the emulator's crate."""
+    layout = json.loads(output(emuref, "attention-layout", m, d, n, dv, dev))
+    return SimpleNamespace(qk=SimpleNamespace(**layout["qk"]), width=layout["width"],
+                           pv=SimpleNamespace(**layout["pv"]))
+
+
+def whisper_kernels(model: str, precision: str) -> list[dict]:
+    """The kernels build.sh builds for a catalog encoder on this device: the host's list."""
+    report = output(amanuensis, "inspect", "--kernel-shapes", "--model", model,
+                    "--device-family", family, "--precision", precision)
+    return json.loads(report)["kernels"]
 
 
 def same(name: str, inputs: list[int], ours: list[int], theirs: list[int]) -> bool:
@@ -225,7 +250,7 @@ def check_attention(m: int, d: int, n: int, dv: int) -> bool:
     """One head through the device's chain as kernels/src/npu/mod.rs runs it: Q K^T into the
     bfloat16 scores, the strided softmax of softmax.py over them into zeroed probabilities,
     P V with K padded to the scores' width; against Emulator::attention, bit for bit."""
-    lay = shapes.attention_layout(m, d, n, dv, dev)
+    lay = attention_layout(m, d, n, dv)
     qk, pv, width = lay.qk, lay.pv, lay.width
     Q = [random.uniform(-3, 3) for _ in range(m * d)]
     KT = [random.uniform(-3, 3) for _ in range(d * n)]
@@ -291,19 +316,19 @@ ok &= check_attention(300, 64, 2100, 40)
 # base's shapes and at the largest count of any size (large-v3's FFN down-projection under
 # bf16x3: 5120 x 3 = 15360, 240 k-tiles) on one column block.
 seen = set()
-runs = [(model, "bf16") for model in ("tiny", "base", "small", "medium", "large")]
-runs += [("tiny", "bf16x3"), ("base", "bf16x3")]
+sizes = ("tiny", "base", "small", "medium", "large-v2", "large-v3")
+runs = [(model, "bf16") for model in sizes] + [("tiny", "bf16x3"), ("base", "bf16x3")]
 for model, precision in runs:
-    for kernel in shapes.whisper_kernels(model, None, dev, precision):
-        if kernel.kind != "gemm":
+    for kernel in whisper_kernels(model, precision):
+        if kernel["kind"] != "gemm":
             continue
-        M, K, N = kernel.shape
-        key = (K, N, kernel.epilogue, kernel.output)
+        M, K, N = kernel["shape"]
+        key = (K, N, kernel["epilogue"], kernel["output"])
         if key in seen:
             continue
         seen.add(key)
-        ok &= check_gemm(gemm.ROWS * 64, K, N, kernel.epilogue, kernel.output,
-                         f": {model}'s {kernel.name} ({precision}), one row block of its {M}")
+        ok &= check_gemm(gemm.ROWS * 64, K, N, kernel["epilogue"], kernel["output"],
+                         f": {model}'s {kernel['name']} ({precision}), one row block of its {M}")
 ok &= check_attention(1500, 64, 1500, 64)
 ok &= check_gemm(gemm.ROWS * 64, 15360, block, "bias", "f32", ": 240 k-tiles (bf16x3, large)")
 print("all kernels agree with the emulator" if ok else "DIFFERENCES FOUND")

@@ -6,6 +6,7 @@
 //!   emuref softmax IN OUT COLS
 //!   emuref gemm A B BIAS|- M K N EPILOGUE OUT     (EPILOGUE none, bias, bias_gelu or bf16)
 //!   emuref attention Q KT V M D N DV OUT           (Emulator::attention, one head)
+//!   emuref attention-layout M D N DV npu|npu2      (GemmContract::attention, as JSON)
 //!   emuref manifest MANIFEST
 
 use std::path::Path;
@@ -72,6 +73,32 @@ fn main() {
                 .attention(&read(&a[2]), &read(&a[3]), &read(&a[4]), dims, &mut out)
                 .unwrap();
             write(&a[9], &out);
+        }
+        "attention-layout" => {
+            let d: Vec<usize> = a[2..6].iter().map(|s| s.parse().unwrap()).collect();
+            let contract = match a[6].as_str() {
+                "npu" => GemmContract::XDNA1,
+                "npu2" => GemmContract::XDNA2,
+                other => panic!("unknown device {other}"),
+            };
+            let layout = contract.attention(AttentionDims {
+                m: d[0],
+                d: d[1],
+                n: d[2],
+                dv: d[3],
+            });
+            let gemm = |g: &amanuensis_kernels::gemm::GemmLayout| {
+                format!(
+                    r#"{{"m_chunk": {}, "k_pad": {}, "n_pad": {}, "dispatches": {}}}"#,
+                    g.m_chunk, g.k_pad, g.n_pad, g.dispatches
+                )
+            };
+            println!(
+                r#"{{"qk": {}, "width": {}, "pv": {}}}"#,
+                gemm(&layout.qk),
+                layout.width,
+                gemm(&layout.pv)
+            );
         }
         "manifest" => {
             let m = Manifest::read(Path::new(&a[2])).unwrap_or_else(|e| panic!("{e}"));

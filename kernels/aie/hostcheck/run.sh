@@ -5,17 +5,21 @@
 #    host's C++20 compiler over model/aie_api (a model of the AIE API's semantics, not the AIE
 #    API), for both mmul shapes, and held bit for bit against the Rust emulator
 #    (amanuensis-kernels) by check_kernels.py, the GEMM through gemm.py's whole dataflow;
-# 2. the designs' Python: every dispatch shape of every Whisper size, for npu and npu2, run
-#    through iron_model (a recording stand-in for IRON) by build.sh with a stand-in aiecc and
-#    clang++ (fake_toolchain), which checks object counts, buffer bounds and DMA channels;
+# 2. the designs' Python: every dispatch shape of every Whisper size (tiny to large-v3), for
+#    npu and npu2, run through iron_model (a recording stand-in for IRON) by build.sh with a
+#    stand-in aiecc and clang++ (fake_toolchain), which checks object counts, buffer bounds
+#    and DMA channels;
 # 3. build.sh's manifest.toml, read and checked by the project's own parser
 #    (kernels/src/manifest.rs), with one xclbin per GEMM kind: every shape of a kind has the
 #    same array configuration (the shape is in the runtime parameters and the instruction
 #    stream).
 #
+# The shapes are the host's, from `amanuensis inspect --kernel-shapes` (built here with cargo
+# in the repository's workspace, or $AMANUENSIS if set).
+#
 # It proves nothing about the real AIE API, aiecc, the generated xclbins or the hardware.
 # Needs python3, a C++20 compiler (CXX, default g++) and cargo. Writes only to a temporary
-# directory.
+# directory (and the workspace's target directory, building amanuensis).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -44,6 +48,17 @@ cargo build --quiet --release ${CARGO_OFFLINE:+--offline} \
     --manifest-path "$work/emuref/Cargo.toml" --target-dir "$work/target"
 emuref="$work/target/release/emuref"
 
+echo "== the host's shapes (amanuensis inspect --kernel-shapes)"
+if [[ -z "${AMANUENSIS:-}" ]]; then
+    workspace="$(dirname "$kernels_crate")"
+    cargo build --quiet --release ${CARGO_OFFLINE:+--offline} \
+        --manifest-path "$workspace/Cargo.toml" --bin amanuensis
+    target_dir="$(cargo metadata --format-version 1 --no-deps --manifest-path "$workspace/Cargo.toml" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+    AMANUENSIS="$target_dir/release/amanuensis"
+fi
+export AMANUENSIS
+
 status=0
 for dev in npu npu2; do
     case "$dev" in
@@ -63,7 +78,8 @@ for dev in npu npu2; do
     done
     "$cxx" "${flags[@]}" "$here/harness.cc" "${objects[@]}" -o "$work/harness-$dev"
     mkdir -p "$work/data-$dev"
-    python3 -B "$here/check_kernels.py" "$work/harness-$dev" "$emuref" "$work/data-$dev" "$dev" || status=1
+    python3 -B "$here/check_kernels.py" "$work/harness-$dev" "$emuref" "$AMANUENSIS" \
+        "$work/data-$dev" "$dev" || status=1
 done
 
 echo "== designs through the IRON model, build.sh with stand-in tools, manifests parsed"
@@ -73,7 +89,7 @@ cp "$here/fake_toolchain/clang++" "$work/tools/peano/bin/clang++"
 chmod +x "$work/tools/bin/aiecc.py" "$work/tools/peano/bin/clang++"
 touch "$work/tools/mlir/include/aie_api/aie.hpp"
 for target in npu npu2; do
-    for model in tiny base small medium large; do
+    for model in tiny base small medium large-v2 large-v3; do
         out="$work/out-$target-$model"
         if PATH="$work/tools/bin:$PATH" PYTHONPATH="$here/iron_model" PYTHONDONTWRITEBYTECODE=1 \
             PEANO_INSTALL_DIR="$work/tools/peano" MLIR_AIE_INSTALL_DIR="$work/tools/mlir" \

@@ -33,11 +33,11 @@ use std::time::Duration;
 use crate::attention::AttentionLayout;
 use crate::bf16;
 use crate::contexts::{CONTEXTS_VAR, ContextLimit, Lru};
+use crate::cpu_math;
 use crate::device::{
     AttentionDims, Counters, Device, DeviceError, Epilogue, Kernel, KernelNeed, StreamLayout,
     Traffic, Weights, checks,
 };
-use crate::fmath;
 use crate::gemm::{GemmContract, GemmLayout, Precision, split};
 use crate::hw::DeviceFamily;
 use crate::manifest::{KernelEntry, KernelKind, Manifest};
@@ -714,7 +714,7 @@ impl<X: Xrt> Device for Npu<X> {
             // bf16x3: the bias on the device, the float32 GELU here.
             let moved = self.gemm(&a, &device_layout, Some(nw), None, Epilogue::None, c)?;
             if epilogue == Epilogue::Gelu {
-                fmath::gelu_par(c);
+                cpu_math::gelu_par(c);
             }
             moved
         };
@@ -760,7 +760,7 @@ impl<X: Xrt> Device for Npu<X> {
             // (AttentionLayout::calls says the same).
             let mut scores = vec![0f32; dims.m * dims.n];
             self.matmul_act(q, kt, (dims.m, dims.d, dims.n), &mut scores)?;
-            fmath::softmax_rows_par(&mut scores, dims.n);
+            cpu_math::softmax_rows_par(&mut scores, dims.n);
             return self.matmul_act(&scores, v, (dims.m, dims.n, dims.dv), out);
         }
         let layout = self.contract.attention(dims);
@@ -823,7 +823,7 @@ impl<X: Xrt> Device for Npu<X> {
     fn softmax(&self, x: &mut [f32], cols: usize) -> Result<(), DeviceError> {
         checks::softmax(x, cols)?;
         if !self.contract.softmax_gelu_on_device() {
-            fmath::softmax_rows_par(x, cols);
+            cpu_math::softmax_rows_par(x, cols);
             return Ok(());
         }
         self.stream(Kernel::Softmax, x, cols)
@@ -831,7 +831,7 @@ impl<X: Xrt> Device for Npu<X> {
 
     fn gelu(&self, x: &mut [f32]) -> Result<(), DeviceError> {
         if !self.contract.softmax_gelu_on_device() {
-            fmath::gelu_par(x);
+            cpu_math::gelu_par(x);
             return Ok(());
         }
         self.stream(Kernel::Gelu, x, 1)

@@ -1,5 +1,5 @@
 //! Float32 arithmetic for the CPU's own kernels (not the NPU contract's, which is
-//! [`crate::vmath`]): exponential, log-sum-exp, error function, GELU and softmax, in
+//! [`crate::aie_math`]): exponential, log-sum-exp, error function, GELU and softmax, in
 //! straight-line code that vectorises.
 
 /// `e^x` to within 2 ulp for `x <= 88`, 0 below `-87.34` (where it is no longer a normal

@@ -1,8 +1,8 @@
 //! GELU (tract's `GeluExact` and `GeluApproximate`, which decluttering makes of ONNX `Gelu`
 //! nodes and of the spelled-out `x * 0.5 * (1 + erf(x / sqrt 2))` and tanh forms) ->
-//! `NpuGelu`. GELUs that follow a product were already fused into its epilogue.
+//! `DeviceGelu`. GELUs that follow a product were already fused into its epilogue.
 
-use amanuensis_ops::NpuGelu;
+use amanuensis_ops::DeviceGelu;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 
@@ -10,10 +10,10 @@ use super::{Pass, RewriteContext, Stage, is_gelu};
 
 inventory::submit! {
     Pass {
-        name: "npu_gelu",
+        name: "device_gelu",
         stage: Stage::Device,
         order: 40,
-        add: |r| r.with_rule_for::<ElementWiseOp>("npu_gelu", rule),
+        add: |r| r.with_rule_for::<ElementWiseOp>("device_gelu", rule),
     }
 }
 
@@ -42,7 +42,7 @@ fn rule(
         model,
         node,
         &node.inputs,
-        NpuGelu {
+        DeviceGelu {
             device: device.clone(),
         },
     )?))

@@ -1,6 +1,6 @@
-//! `Softmax` over the last axis -> `NpuSoftmax`.
+//! `Softmax` over the last axis -> `DeviceSoftmax`.
 
-use amanuensis_ops::NpuSoftmax;
+use amanuensis_ops::DeviceSoftmax;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::nn::{Softmax, SoftmaxKind};
 
@@ -8,10 +8,10 @@ use super::{Pass, RewriteContext, Stage};
 
 inventory::submit! {
     Pass {
-        name: "npu_softmax",
+        name: "device_softmax",
         stage: Stage::Device,
         order: 30,
-        add: |r| r.with_rule_for::<Softmax>("npu_softmax", rule),
+        add: |r| r.with_rule_for::<Softmax>("device_softmax", rule),
     }
 }
 
@@ -54,7 +54,7 @@ fn rule(
         model,
         node,
         &node.inputs,
-        NpuSoftmax {
+        DeviceSoftmax {
             device: device.clone(),
         },
     )?))

@@ -1,25 +1,25 @@
-//! `NpuMatMul (Q K^T)` -> `NpuSoftmax` -> `NpuMatMul (P V)` -> one `NpuAttention`.
+//! `DeviceMatMul (Q K^T)` -> `DeviceSoftmax` -> `DeviceMatMul (P V)` -> one `DeviceAttention`.
 //!
 //! The three ops keep their kernels and numerics; fused, they run head by head and the
 //! `[heads, 1500, 1500]` scores never become a tensor of the plan (72 MB a layer on base).
 
 use amanuensis_kernels::device::Epilogue;
-use amanuensis_ops::{NpuAttention, NpuMatMul, NpuSoftmax};
+use amanuensis_ops::{DeviceAttention, DeviceMatMul, DeviceSoftmax};
 use tract_onnx::tract_core::internal::*;
 
 use super::{Pass, RewriteContext, Stage};
 
 inventory::submit! {
     Pass {
-        name: "npu_attention",
+        name: "device_attention",
         stage: Stage::Device,
         order: 50,
-        add: |r| r.with_rule_for::<NpuSoftmax>("npu_attention", rule),
+        add: |r| r.with_rule_for::<DeviceSoftmax>("device_attention", rule),
     }
 }
 
-fn activation_product(node: &TypedNode) -> Option<&NpuMatMul> {
-    node.op_as::<NpuMatMul>()
+fn activation_product(node: &TypedNode) -> Option<&DeviceMatMul> {
+    node.op_as::<DeviceMatMul>()
         .filter(|m| m.weights.is_none() && m.epilogue == Epilogue::None)
 }
 
@@ -28,7 +28,7 @@ fn rule(
     model: &TypedModel,
     node: &TypedNode,
     _name: &str,
-    softmax: &NpuSoftmax,
+    softmax: &DeviceSoftmax,
 ) -> TractResult<Option<TypedModelPatch>> {
     let qk_node = model.node(node.inputs[0].node);
     let Some(qk) = activation_product(qk_node) else {
@@ -50,7 +50,7 @@ fn rule(
         || pv_node.inputs[1] == OutletId::new(node.id, 0)
         || qk.device != softmax.device
         || pv.device != softmax.device
-        || !NpuAttention::fits(&qk.geometry, &pv.geometry)
+        || !DeviceAttention::fits(&qk.geometry, &pv.geometry)
     {
         return Ok(None);
     }
@@ -61,7 +61,7 @@ fn rule(
     )?;
     let wired = patch.wire_node(
         format!("{}.attention", node.name),
-        NpuAttention {
+        DeviceAttention {
             device: softmax.device.clone(),
             qk: qk.geometry.clone(),
             pv: pv.geometry.clone(),

@@ -1,4 +1,4 @@
-//! `EinSum` matrix products -> `NpuMatMul`.
+//! `EinSum` matrix products -> `DeviceMatMul`.
 //!
 //! After decluttering, tract shows every matrix product of a Whisper encoder as an `EinSum`:
 //! the projections (`amk,kn->mn`, `mk,kn->amn`), the output projection that contracts heads
@@ -10,7 +10,7 @@
 //! `1 / sqrt(64)` on Q) into the weights and the bias.
 
 use amanuensis_kernels::device::Epilogue;
-use amanuensis_ops::{DeviceHandle, DeviceWeights, MatMulGeometry, NpuMatMul, WeightsHandle};
+use amanuensis_ops::{DeviceHandle, DeviceMatMul, DeviceWeights, MatMulGeometry, WeightsHandle};
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
@@ -23,10 +23,10 @@ use super::{
 
 inventory::submit! {
     Pass {
-        name: "npu_matmul",
+        name: "device_matmul",
         stage: Stage::Device,
         order: 10,
-        add: |r| r.with_rule_for::<EinSum>("npu_matmul", rule),
+        add: |r| r.with_rule_for::<EinSum>("device_matmul", rule),
     }
 }
 
@@ -149,7 +149,7 @@ fn rule(
     let taps = [patch.tap_model(model, a_in)?, patch.tap_model(model, b_in)?];
     let wired = patch.wire_node(
         &node.name,
-        NpuMatMul {
+        DeviceMatMul {
             device: device.clone(),
             geometry,
             weights: None,
@@ -161,7 +161,7 @@ fn rule(
     Ok(Some(patch))
 }
 
-/// Wires into `patch` an `NpuMatMul` named `name` on its input `a`, with the weights `b`
+/// Wires into `patch` an `DeviceMatMul` named `name` on its input `a`, with the weights `b`
 /// (`[k, n]`, row-major) and `bias` prepared on `device`, and a GELU that follows `last` (the
 /// product, or the bias `Add` fused into it) moved into its epilogue, and a scale by a power
 /// of two after it folded into the weights; the output, as `output` says, replaces the last
@@ -219,7 +219,7 @@ pub(super) fn wire_with_weights<'m>(
     let weights = DeviceWeights::new(b.to_vec(), geometry.k, geometry.n, Some(bias.to_vec()));
     let wired = patch.wire_node(
         name,
-        NpuMatMul {
+        DeviceMatMul {
             device: device.clone(),
             geometry,
             weights: Some(WeightsHandle(Arc::new(weights))),

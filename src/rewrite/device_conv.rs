@@ -1,4 +1,4 @@
-//! The encoder's front 1-D convolutions -> `CpuIm2Col` + `NpuMatMul` (bias and GELU in the
+//! The encoder's front 1-D convolutions -> `CpuIm2Col` + `DeviceMatMul` (bias and GELU in the
 //! epilogue).
 //!
 //! Whisper's two convolutions (kernel 3, padding 1, strides 1 and 2) are about 5% of tiny's
@@ -18,15 +18,15 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::npu_matmul::{Output, wire_with_weights};
+use super::device_matmul::{Output, wire_with_weights};
 use super::{Pass, RewriteContext, Stage, concrete_shape, const_f32, swaps_last_two};
 
 inventory::submit! {
     Pass {
-        name: "npu_conv",
+        name: "device_conv",
         stage: Stage::Device,
         order: 20,
-        add: |r| r.with_rule_for::<Conv>("npu_conv", rule),
+        add: |r| r.with_rule_for::<Conv>("device_conv", rule),
     }
 }
 

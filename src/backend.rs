@@ -32,43 +32,13 @@ pub enum Backend {
     Auto,
 }
 
-impl Backend {
-    /// The names [`FromStr`](std::str::FromStr) reads and [`Display`](std::fmt::Display)
-    /// writes, in order.
-    pub const NAMES: &'static [&'static str] = &["tract", "cpu", "emu", "npu", "auto"];
-}
-
-impl std::str::FromStr for Backend {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "tract" => Backend::Tract,
-            "cpu" => Backend::Cpu,
-            "emu" => Backend::Emu,
-            "npu" => Backend::Npu,
-            "auto" => Backend::Auto,
-            _ => {
-                return Err(format!(
-                    "{s:?} is not a backend: give one of {}",
-                    Backend::NAMES.join(", ")
-                ));
-            }
-        })
-    }
-}
-
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Backend::Tract => "tract",
-            Backend::Cpu => "cpu",
-            Backend::Emu => "emu",
-            Backend::Npu => "npu",
-            Backend::Auto => "auto",
-        })
-    }
-}
+amanuensis_kernels::named_variants!(Backend {
+    Tract => "tract",
+    Cpu => "cpu",
+    Emu => "emu",
+    Npu => "npu",
+    Auto => "auto",
+});
 
 pub use amanuensis_kernels::bf16::Rounding;
 pub use amanuensis_kernels::gemm::Precision;

@@ -13,6 +13,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use amanuensis::model::{DecoderFiles, DecoderHints, DecoderModel};
+use amanuensis::transcribe::Session;
 use common::*;
 
 /// The token ids of make.py's DECODER_PROMPT and DECODER_STEPS.
@@ -166,5 +167,34 @@ fn expanded_and_reordered_rows_match_single_sessions() {
             1e-6,
             0.999_999_9,
         );
+    }
+}
+
+/// A beam of 5 holds one copy of the window's cross-attention keys and values, whatever the
+/// layout: every row reads the same one (the code before this gave each row its own, 2.4 GB
+/// for large-v3 at beam 5), and the self-attention cache is one row per beam.
+#[test]
+fn a_beam_holds_one_copy_of_the_cross_attention() {
+    for dir in [
+        "optimum-merged-opset18",
+        "optimum-split-opset18",
+        "optimum-split-opset14",
+    ] {
+        let model = load(&fixture(&format!("decoders/{dir}")));
+        let mut session = model.session(&features()).unwrap();
+        session.forward(&[PROMPT[..3].to_vec()]).unwrap();
+        let one = session.held_bytes();
+        session.expand(5).unwrap();
+        session
+            .forward(&[vec![4], vec![5], vec![6], vec![7], vec![8]])
+            .unwrap();
+        let five = session.held_bytes();
+        // 2 layers, keys and values, 2 heads of 32, 1500 positions, float32.
+        let copy = 2 * 2 * 2 * 1500 * 32 * 4;
+        assert_eq!(one.cross_attention, copy, "{dir}");
+        assert_eq!(five.cross_attention, copy, "{dir}");
+        assert_eq!(five.features, one.features, "{dir}");
+        // 5 rows of 4 positions against 1 row of 3.
+        assert_eq!(five.self_attention * 3, one.self_attention * 20, "{dir}");
     }
 }

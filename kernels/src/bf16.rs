@@ -14,35 +14,7 @@ pub enum Rounding {
     Truncate,
 }
 
-impl Rounding {
-    /// The names [`FromStr`](std::str::FromStr) reads and [`Display`](std::fmt::Display)
-    /// writes, in order.
-    pub const NAMES: &'static [&'static str] = &["nearest-even", "truncate"];
-}
-
-impl std::fmt::Display for Rounding {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Rounding::NearestEven => "nearest-even",
-            Rounding::Truncate => "truncate",
-        })
-    }
-}
-
-impl std::str::FromStr for Rounding {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "nearest-even" => Ok(Rounding::NearestEven),
-            "truncate" => Ok(Rounding::Truncate),
-            _ => Err(format!(
-                "{s:?} is not one of {}",
-                Rounding::NAMES.join(", ")
-            )),
-        }
-    }
-}
+crate::named_variants!(Rounding { NearestEven => "nearest-even", Truncate => "truncate" });
 
 /// The bfloat16 bits of `x`. NaN stays a (quiet) NaN; values beyond the largest bfloat16
 /// round to infinity under [`Rounding::NearestEven`], as IEEE rounding does.

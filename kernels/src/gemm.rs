@@ -51,35 +51,7 @@ pub enum Precision {
     Bf16x3,
 }
 
-impl Precision {
-    /// The names [`FromStr`](std::str::FromStr) reads and [`Display`](std::fmt::Display)
-    /// writes, in order.
-    pub const NAMES: &'static [&'static str] = &["bf16", "bf16x3"];
-}
-
-impl std::fmt::Display for Precision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Precision::Bf16 => "bf16",
-            Precision::Bf16x3 => "bf16x3",
-        })
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "bf16" => Ok(Precision::Bf16),
-            "bf16x3" => Ok(Precision::Bf16x3),
-            _ => Err(format!(
-                "{s:?} is not one of {}",
-                Precision::NAMES.join(", ")
-            )),
-        }
-    }
-}
+crate::named_variants!(Precision { Bf16 => "bf16", Bf16x3 => "bf16x3" });
 
 impl Precision {
     /// bfloat16 products per float32 product (1 or 3): the factor on the reduction length

@@ -92,35 +92,7 @@ pub enum DeviceFamily {
     Xdna2,
 }
 
-impl DeviceFamily {
-    /// The names [`FromStr`](std::str::FromStr) reads and [`Display`](std::fmt::Display)
-    /// writes, in order.
-    pub const NAMES: &'static [&'static str] = &["xdna1", "xdna2"];
-}
-
-impl std::fmt::Display for DeviceFamily {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            DeviceFamily::Xdna1 => "xdna1",
-            DeviceFamily::Xdna2 => "xdna2",
-        })
-    }
-}
-
-impl std::str::FromStr for DeviceFamily {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "xdna1" => Ok(DeviceFamily::Xdna1),
-            "xdna2" => Ok(DeviceFamily::Xdna2),
-            _ => Err(format!(
-                "{s:?} is not one of {}",
-                DeviceFamily::NAMES.join(", ")
-            )),
-        }
-    }
-}
+crate::named_variants!(DeviceFamily { Xdna1 => "xdna1", Xdna2 => "xdna2" });
 
 impl DeviceFamily {
     /// The family of a device XRT names `name` (`RyzenAI-npu1`, `NPU Strix`, `RyzenAI-npu4`,

@@ -46,3 +46,39 @@ pub mod packed_gemm;
 pub mod softmax;
 pub mod stream;
 pub mod strided;
+
+/// Implements, for a field-less enum, `NAMES` (its variants' names, in order), `Display` (a
+/// variant's name) and `FromStr` (the name back, else an error that lists the names), from
+/// `Enum { Variant => "name", ... }`.
+#[macro_export]
+macro_rules! named_variants {
+    ($enum:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $enum {
+            /// The names [`FromStr`](std::str::FromStr) reads and
+            /// [`Display`](std::fmt::Display) writes, in order.
+            pub const NAMES: &'static [&'static str] = &[$($name),+];
+        }
+
+        impl std::fmt::Display for $enum {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self {
+                    $($enum::$variant => $name,)+
+                })
+            }
+        }
+
+        impl std::str::FromStr for $enum {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($name => Ok($enum::$variant),)+
+                    _ => Err(format!(
+                        "{s:?} is not one of {}",
+                        $enum::NAMES.join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}

@@ -69,8 +69,8 @@ impl TranscribeOptions {
         if self.temperatures.is_empty() {
             return Err("give at least one temperature".into());
         }
-        if let Some(t) = self.temperatures.iter().find(|t| !(**t >= 0.0)) {
-            return Err(format!("temperatures must not be negative, not {t}"));
+        if let Some(t) = self.temperatures.iter().find(|t| t.is_nan() || **t < 0.0) {
+            return Err(format!("temperatures must be numbers from 0, not {t}"));
         }
         for &t in &self.temperatures {
             verify_options(&self.decoding_at(t))?;
@@ -163,13 +163,16 @@ mod tests {
         }
     }
 
+    /// The beam size and best-of a temperature was decoded with.
+    type Group = (Option<usize>, Option<usize>);
+
     /// Runs the fallback over `outcomes` (compression ratio, average log probability and
     /// no-speech probability at each temperature) with `options`; returns the temperatures
     /// tried, the beams and the draws at each, and the temperature kept.
     fn fallback_with(
         options: &TranscribeOptions,
         outcomes: &[(f64, f64, f64)],
-    ) -> (Vec<f32>, Vec<(Option<usize>, Option<usize>)>, f32) {
+    ) -> (Vec<f32>, Vec<Group>, f32) {
         let (mut tried, mut groups) = (Vec::new(), Vec::new());
         let r = with_fallback(options, &mut Quiet, |d| {
             verify_options(&d).map_err(TranscribeError::Options)?;

@@ -317,29 +317,4 @@ pub enum Task {
     Translate,
 }
 
-impl Task {
-    /// The names [`FromStr`](std::str::FromStr) reads and [`Display`](std::fmt::Display)
-    /// writes, in order.
-    pub const NAMES: &'static [&'static str] = &["transcribe", "translate"];
-}
-
-impl std::fmt::Display for Task {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Task::Transcribe => "transcribe",
-            Task::Translate => "translate",
-        })
-    }
-}
-
-impl std::str::FromStr for Task {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "transcribe" => Ok(Task::Transcribe),
-            "translate" => Ok(Task::Translate),
-            _ => Err(format!("{s:?} is not one of {}", Task::NAMES.join(", "))),
-        }
-    }
-}
+amanuensis_kernels::named_variants!(Task { Transcribe => "transcribe", Translate => "translate" });

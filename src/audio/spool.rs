@@ -31,6 +31,8 @@ pub struct MelSpool {
     content_frames: usize,
     samples: u64,
     max: f32,
+    /// `log10` of a silent frame.
+    silence: f32,
     store: Store,
     file_frames: usize,
 }
@@ -133,6 +135,7 @@ impl MelSpool {
             content_frames: 0,
             samples: 0,
             max: f32::NEG_INFINITY,
+            silence: mel.log10_floor(),
             store: Store::Memory(Vec::new()),
             file_frames: 0,
         };
@@ -246,6 +249,25 @@ impl MelSpool {
     /// Seconds of audio read.
     pub fn seconds(&self) -> f64 {
         self.samples as f64 / super::SAMPLE_RATE as f64
+    }
+
+    /// The first 30 s as OpenAI's language detection sees them (`pad_or_trim` of the whole
+    /// spectrogram): past the audio, the frames of the zeros that follow it.
+    pub fn detection_window(&mut self, out: &mut [f32]) -> Result<(), AudioError> {
+        let stored = self.stored_frames();
+        self.read(0, stored.min(N_FRAMES), out)?;
+        let floor = ((self.silence.max(self.max - 8.0)) + 4.0) / 4.0;
+        for m in 0..self.n_mels {
+            out[m * N_FRAMES + stored.min(N_FRAMES)..(m + 1) * N_FRAMES].fill(floor);
+        }
+        Ok(())
+    }
+
+    fn stored_frames(&self) -> usize {
+        match &self.store {
+            Store::Memory(v) => v.len() / self.n_mels,
+            Store::File(_) => self.file_frames,
+        }
     }
 
     /// The encoder's input for `size` frames from `seek` (`size <= N_FRAMES`, within the

@@ -406,10 +406,11 @@ impl Transcriber {
 
     /// Transcribes `input`; `progress` hears of each segment as it is decoded.
     ///
-    /// The language, when a multilingual model is not told it, is detected on the first
-    /// window as it is transcribed (zeros after the audio when it is shorter than 30 s, as
-    /// faster-whisper does; openai-whisper detects on its padded spectrogram and encodes that
-    /// window twice), so the encoder runs once a window.
+    /// The language, when a multilingual model is not told it, is detected as openai-whisper
+    /// detects it, on the first 30 s of the padded spectrogram; the first window reuses that
+    /// encoding when it is the same (inputs of 30 s and more), so the encoder runs once a
+    /// window there. A shorter input's first window differs (zeros after the audio) and is
+    /// encoded apart, as openai-whisper does.
     pub fn transcribe(
         &self,
         input: &Input,
@@ -466,6 +467,33 @@ impl Transcriber {
             .map(|l| language_code(l).expect("checked").to_string())
             .or_else(|| (!tokenizer.is_multilingual()).then(|| "en".to_string()));
         let mut language_probs = None;
+        let mut detected: Option<(Vec<f32>, Vec<f32>)> = None;
+        if language.is_none() {
+            spool.detection_window(&mut window)?;
+            let t = Instant::now();
+            let features = match detected.take() {
+                Some((mel, features)) if mel == window => features,
+                _ => {
+                    let features = self.encoder.encode(&window)?;
+                    timings.encoder.push(t.elapsed().as_secs_f64());
+                    features
+                }
+            };
+            let t = Instant::now();
+            self.decoder()?;
+            timings.decoder_wait += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let mut session = self.decoder()?.session(&features)?;
+            let probs = self.detect_language(&mut session)?;
+            timings.decoder_forwards += session.forwards();
+            decoder_time += t.elapsed();
+            let (code, p) = probs[0].clone();
+            progress.language(&code, p);
+            language = Some(code);
+            language_probs = Some(probs);
+            detected = Some((window.clone(), features));
+        }
+        let language = language.expect("given, English-only, or detected");
         let mut segments: Vec<Segment> = Vec::new();
 
         let mut seek = 0usize;
@@ -476,8 +504,14 @@ impl Transcriber {
             };
             spool.window(span.seek, span.size, &mut window)?;
             let t = Instant::now();
-            let features = self.encoder.encode(&window)?;
-            timings.encoder.push(t.elapsed().as_secs_f64());
+            let features = match detected.take() {
+                Some((mel, features)) if mel == window => features,
+                _ => {
+                    let features = self.encoder.encode(&window)?;
+                    timings.encoder.push(t.elapsed().as_secs_f64());
+                    features
+                }
+            };
             for note in self.encoder.take_notes() {
                 progress.note(&note);
             }
@@ -487,20 +521,9 @@ impl Transcriber {
 
             let t = Instant::now();
             let mut session = self.decoder()?.session(&features)?;
-            let code = match &language {
-                Some(code) => code.clone(),
-                None => {
-                    let probs = self.detect_language(&mut session)?;
-                    session.reset();
-                    let (code, p) = probs[0].clone();
-                    progress.language(&code, p);
-                    language_probs = Some(probs);
-                    language.insert(code).clone()
-                }
-            };
             let result = self.decode_with_fallback(
                 &mut session,
-                &code,
+                &language,
                 context.prompt(),
                 options,
                 &mut rng,
@@ -553,8 +576,7 @@ impl Transcriber {
         Ok(Transcript {
             text: tokenizer.decode(context.transcribed()),
             segments,
-            // An input too short for a window is in the language asked for, else English.
-            language: language.unwrap_or_else(|| "en".into()),
+            language,
             language_probs,
             duration,
             timings,

@@ -471,14 +471,8 @@ impl Transcriber {
         if language.is_none() {
             spool.detection_window(&mut window)?;
             let t = Instant::now();
-            let features = match detected.take() {
-                Some((mel, features)) if mel == window => features,
-                _ => {
-                    let features = self.encoder.encode(&window)?;
-                    timings.encoder.push(t.elapsed().as_secs_f64());
-                    features
-                }
-            };
+            let features = self.encoder.encode(&window)?;
+            timings.encoder.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
             self.decoder()?;
             timings.decoder_wait += t.elapsed().as_secs_f64();

@@ -19,7 +19,9 @@ pub(super) trait DecoderKind: Send + Sync {
 
     /// Sets what a new window needs before its first tokens (the cross-attention cache, for
     /// a kind that computes it apart from the tokens).
-    fn start(&self, state: &mut State) -> Result<(), DecoderError>;
+    fn start(&self, _state: &mut State) -> Result<(), DecoderError> {
+        Ok(())
+    }
 
     /// Runs `tokens` (one row each, all of one length, as many rows as `state` has) after
     /// what each row holds; returns the logits of each row's last position, `[rows *

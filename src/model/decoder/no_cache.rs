@@ -35,10 +35,6 @@ impl DecoderKind for NoCache {
         CrossRows::PerRow
     }
 
-    fn start(&self, _state: &mut State) -> Result<(), DecoderError> {
-        Ok(())
-    }
-
     fn forward(
         &self,
         state: &mut State,

@@ -205,10 +205,6 @@ impl DecoderKind for Split {
         self.step.io.cross_rows
     }
 
-    fn start(&self, _state: &mut State) -> Result<(), DecoderError> {
-        Ok(())
-    }
-
     fn forward(
         &self,
         state: &mut State,

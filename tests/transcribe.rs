@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 
 use amanuensis::audio::{AudioStream, Input, LogMel, MelSpool, N_FRAMES, load_audio};
+use amanuensis::transcribe::LanguageDetection;
 use common::*;
 
 fn data(name: &str) -> std::path::PathBuf {
@@ -315,7 +316,9 @@ fn french_is_detected_transcribed_and_translated_as_openai_does() {
     let ours = transcribe(&base, &fr, &TranscribeOptions::default());
     assert_eq!(ours.language, "fr");
     let probs = openai_more("fr.flac", "base language probs");
-    let ours_probs = ours.language_probs.as_ref().unwrap();
+    let ours_probs = base
+        .detect_language(&Input::Path(fr.clone()), LanguageDetection::Openai)
+        .unwrap();
     for (code, p) in probs.as_object().unwrap() {
         let mine = ours_probs.iter().find(|(c, _)| c == code).unwrap().1;
         eprintln!(
@@ -608,26 +611,41 @@ fn a_prefix_follows_openai_whispers_slices() {
     assert_eq!(initial(Some(230)), prefix[6..], "6 dropped");
 }
 
-/// A multilingual model not told the language detects it on the first 30 s as openai-whisper
-/// does, and an input of 30 s or more reuses that encoding for its first window: news_en
-/// (61 s) is encoded once a window, and transcribed as when told `en`.
+/// A multilingual model not told the language detects it on the first window and reuses that
+/// encoding: news_en (61 s) and jfk (11 s) are encoded once a window, and transcribed as when
+/// told `en`. openai-whisper's detection does the same on news_en, and on jfk takes one more
+/// encoder run (its detection window differs from the first window).
 #[test]
 fn language_detection_reuses_the_first_windows_encoding() {
     let _turn = turn();
     let t = transcriber("base", Backend::Cpu);
-    let news = reference("transcribe/news_en.flac");
-    let detected = transcribe(&t, &news, &TranscribeOptions::default());
     let mut told = TranscribeOptions::default();
     told.decoding.language = Some("en".into());
-    let told = transcribe(&t, &news, &told);
-    assert_eq!(detected.language, "en");
-    assert_eq!(
-        detected.timings.encoder.len(),
-        told.timings.encoder.len(),
-        "{:?}",
-        detected.timings
-    );
-    assert_eq!(detected.text, told.text);
+    let openai = TranscribeOptions {
+        language_detection: LanguageDetection::Openai,
+        ..Default::default()
+    };
+    // 71 s: both detections see the first window as it is transcribed. 11 s: openai-whisper's
+    // sees the audio followed by zeros, an encoding of its own.
+    for (audio, openai_extra) in [
+        (reference("transcribe/news_en.flac"), 0),
+        (reference("audio/jfk.flac"), 1),
+    ] {
+        let told = transcribe(&t, &audio, &told);
+        let runs = told.timings.encoder.len();
+        for (options, extra) in [(&TranscribeOptions::default(), 0), (&openai, openai_extra)] {
+            let detected = transcribe(&t, &audio, options);
+            assert_eq!(detected.language, "en");
+            assert_eq!(
+                detected.timings.encoder.len(),
+                runs + extra,
+                "{audio:?}, {:?}: {:?}",
+                options.language_detection,
+                detected.timings
+            );
+            assert_eq!(detected.text, told.text);
+        }
+    }
 }
 
 /// A decoder that fails to load stops the transcription as soon as it fails, not after the

@@ -9,7 +9,8 @@ use amanuensis::audio::AudioStream;
 use amanuensis::backend::Backend;
 use amanuensis::transcribe::output::{Format, JsonContext, render, segment_line};
 use amanuensis::transcribe::{
-    DecodingOptions, Progress, Segment, SuppressTokens, Task, TranscribeOptions, Transcriber,
+    DecodingOptions, LanguageDetection, Progress, Segment, SuppressTokens, Task, TranscribeOptions,
+    Transcriber,
 };
 
 use super::PlanArgs;
@@ -54,6 +55,17 @@ pub struct TranscribeArgs {
     /// (multilingual models; English-only models are English).
     #[arg(long, value_name = "LANG")]
     language: Option<String>,
+
+    /// What the language is detected on: `window`, the first window as it is transcribed
+    /// (its encoding then reused), or `openai`, openai-whisper's 30 s of the audio followed by
+    /// zeros (one more encoder run for inputs under 30 s; its probabilities exactly).
+    #[arg(
+        long,
+        value_name = "ON",
+        value_parser = super::named::<LanguageDetection>(LanguageDetection::NAMES),
+        default_value_t = LanguageDetection::Window
+    )]
+    language_detection: LanguageDetection,
 
     /// Transcribe, or translate into English (multilingual models).
     #[arg(long, value_parser = super::named::<Task>(Task::NAMES), default_value_t = Task::Transcribe)]
@@ -379,6 +391,7 @@ fn options(args: &TranscribeArgs) -> Result<TranscribeOptions> {
         initial_prompt: args.initial_prompt.clone(),
         carry_initial_prompt: args.carry_initial_prompt,
         seed: args.seed,
+        language_detection: args.language_detection,
     })
 }
 

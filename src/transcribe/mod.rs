@@ -16,7 +16,7 @@ pub use decoding::{
     DecodingOptions, DecodingResult, DecodingTask, Rng, Session, SuppressTokens, compression_ratio,
     verify_options,
 };
-pub use options::TranscribeOptions;
+pub use options::{LanguageDetection, TranscribeOptions};
 pub use tokenizer::{N_TIMESTAMPS, SpecialTokens, Task, TokenizerError, WhisperTokenizer};
 pub use transcriber::{
     Progress, Quiet, Segment, Timings, TranscribeError, Transcriber, Transcript,

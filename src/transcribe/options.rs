@@ -29,7 +29,29 @@ pub struct TranscribeOptions {
     pub carry_initial_prompt: bool,
     /// Seed of the draws at temperatures above 0.
     pub seed: u64,
+    /// What a multilingual model's language is detected on when it is not given.
+    pub language_detection: LanguageDetection,
 }
+
+/// What the language of a multilingual model is detected on, when it is not given: the
+/// logits after `<|startoftranscript|>` over the language tokens, on the encoding of one of
+/// two 30 s spectrograms. They are the same for inputs of 30 s and more; a shorter input's
+/// first window ends in zeros of the spectrogram, where openai-whisper's detection sees the
+/// spectrogram of zeros of audio (log-mel floor values), and its probabilities differ a little
+/// (base on tests/data/transcribe/fr.flac: P(br) 0.088 against 0.098).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LanguageDetection {
+    /// The first window as it is transcribed (faster-whisper's detection features), whose
+    /// encoding the transcription then uses: one encoder run a window.
+    #[default]
+    Window,
+    /// openai-whisper's `detect_language` in `transcribe()`: the first 30 s of the
+    /// spectrogram of the audio followed by 30 s of zeros. An input under 30 s is encoded
+    /// once more.
+    Openai,
+}
+
+amanuensis_kernels::named_variants!(LanguageDetection { Window => "window", Openai => "openai" });
 
 impl Default for TranscribeOptions {
     fn default() -> Self {
@@ -43,6 +65,7 @@ impl Default for TranscribeOptions {
             initial_prompt: None,
             carry_initial_prompt: false,
             seed: 0,
+            language_detection: LanguageDetection::default(),
         }
     }
 }

@@ -19,10 +19,10 @@ use std::ops::ControlFlow;
 use super::context::PromptContext;
 use super::decoding::{DecodingOptions, DecodingResult, DecodingTask, Rng};
 use super::languages::{language_code, language_name};
-use super::options::{TranscribeOptions, with_fallback};
+use super::options::{LanguageDetection, TranscribeOptions, with_fallback};
 use super::segments::{WindowSpan, cut_window};
 use super::tokenizer::{Task, WhisperTokenizer};
-use crate::audio::{AudioStream, Input, LogMel, MelSpool, N_FRAMES};
+use crate::audio::{AudioError, AudioStream, Input, LogMel, MelSpool, N_FRAMES};
 use crate::model::{
     DecoderFiles, DecoderHints, DecoderModel, DecoderSession, Encoder, EncoderOptions, ModelFiles,
     locate,
@@ -406,11 +406,11 @@ impl Transcriber {
 
     /// Transcribes `input`; `progress` hears of each segment as it is decoded.
     ///
-    /// The language, when a multilingual model is not told it, is detected as openai-whisper
-    /// detects it, on the first 30 s of the padded spectrogram; the first window reuses that
-    /// encoding when it is the same (inputs of 30 s and more), so the encoder runs once a
-    /// window there. A shorter input's first window differs (zeros after the audio) and is
-    /// encoded apart, as openai-whisper does.
+    /// The language, when a multilingual model is not told it, is detected on the first
+    /// window as `options.language_detection` says ([`LanguageDetection`]); the first window
+    /// reuses that encoding when it is the same (always for [`LanguageDetection::Window`],
+    /// for inputs of 30 s and more with [`LanguageDetection::Openai`]), so the encoder runs
+    /// once a window.
     pub fn transcribe(
         &self,
         input: &Input,
@@ -469,7 +469,7 @@ impl Transcriber {
         let mut language_probs = None;
         let mut detected: Option<(Vec<f32>, Vec<f32>)> = None;
         if language.is_none() {
-            spool.detection_window(&mut window)?;
+            detection_window(&mut spool, options.language_detection, &mut window)?;
             let t = Instant::now();
             let features = self.encoder.encode(&window)?;
             timings.encoder.push(t.elapsed().as_secs_f64());
@@ -478,7 +478,7 @@ impl Transcriber {
             timings.decoder_wait += t.elapsed().as_secs_f64();
             let t = Instant::now();
             let mut session = self.decoder()?.session(&features)?;
-            let probs = self.detect_language(&mut session)?;
+            let probs = self.language_probs(&mut session)?;
             timings.decoder_forwards += session.forwards();
             decoder_time += t.elapsed();
             let (code, p) = probs[0].clone();
@@ -594,7 +594,7 @@ impl Transcriber {
             Some(l) => language_code(l).expect("checked").to_string(),
             None if !self.tokenizer.is_multilingual() => "en".to_string(),
             None => {
-                let code = self.detect_language(&mut session)?[0].0.clone();
+                let code = self.language_probs(&mut session)?[0].0.clone();
                 session.reset();
                 code
             }
@@ -611,10 +611,31 @@ impl Transcriber {
         task.run(&mut session, &mut Rng::new(0))
     }
 
+    /// The language of `input` as [`transcribe`](Transcriber::transcribe) detects it, on the
+    /// window `on` says: each language's probability, best first (English with probability 1
+    /// for an English-only model).
+    pub fn detect_language(
+        &self,
+        input: &Input,
+        on: LanguageDetection,
+    ) -> Result<Vec<(String, f64)>, TranscribeError> {
+        if !self.tokenizer.is_multilingual() {
+            return Ok(vec![("en".to_string(), 1.0)]);
+        }
+        let mut stream = AudioStream::open(input)?;
+        let mel = LogMel::new(self.encoder.dims().n_mels);
+        let mut spool = MelSpool::build(&mut stream, &mel, &mut |_| {})?;
+        let mut window = vec![0.0f32; mel.n_mels() * N_FRAMES];
+        detection_window(&mut spool, on, &mut window)?;
+        let features = self.encoder.encode(&window)?;
+        let mut session = self.decoder()?.session(&features)?;
+        self.language_probs(&mut session)
+    }
+
     /// OpenAI's `detect_language` on a fresh `session` (reset it before decoding on it): the
     /// logits after `<|startoftranscript|>` over the language tokens only; their
     /// probabilities, best first.
-    fn detect_language(
+    fn language_probs(
         &self,
         session: &mut DecoderSession<'_>,
     ) -> Result<Vec<(String, f64)>, TranscribeError> {
@@ -672,5 +693,17 @@ impl Transcriber {
             .map_err(TranscribeError::Options)?;
             task.run(session, rng)
         })
+    }
+}
+
+/// The spectrogram the language is detected on (see [`LanguageDetection`]).
+fn detection_window(
+    spool: &mut MelSpool,
+    on: LanguageDetection,
+    window: &mut [f32],
+) -> Result<(), AudioError> {
+    match on {
+        LanguageDetection::Window => spool.window(0, N_FRAMES.min(spool.content_frames()), window),
+        LanguageDetection::Openai => spool.detection_window(window),
     }
 }

@@ -16,3 +16,4 @@ pub mod npy;
 pub mod placement;
 pub mod rewrite;
 pub mod transcribe;
+pub mod vad;

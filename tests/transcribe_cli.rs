@@ -211,6 +211,18 @@ fn options_the_model_cannot_honour_are_refused() {
             "temperatures above 0",
         ),
         (vec!["--patience", "2"], "patience needs a beam size"),
+        (
+            vec!["--vad", "--vad-threshold", "1.5"],
+            "VAD threshold is a probability",
+        ),
+        (
+            vec!["--vad", "--vad-neg-threshold", "0.7"],
+            "between 0 and the speech threshold",
+        ),
+        (
+            vec!["--vad", "--vad-model", "Cargo.toml"],
+            "Cargo.toml: not a Silero VAD model",
+        ),
     ] {
         let audio = jfk();
         let mut full: Vec<&std::ffi::OsStr> = vec![audio.as_os_str()];
@@ -225,6 +237,23 @@ fn options_the_model_cannot_honour_are_refused() {
             "{args:?}: not one line:\n{err}"
         );
     }
+}
+
+/// A VAD option without `--vad` is a usage error (clap's, which says what is missing).
+#[test]
+fn vad_options_need_vad() {
+    let audio = jfk();
+    let out = run(&[
+        audio.as_os_str(),
+        "--vad-threshold".as_ref(),
+        "0.3".as_ref(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("required arguments were not provided") && err.contains("--vad"),
+        "{err}"
+    );
 }
 
 /// A bad input fails with one line that names it and the problem, and leaves no output.

@@ -10,6 +10,7 @@
 mod decode;
 mod error;
 mod filters;
+mod float_spool;
 mod mel;
 mod mp4_edit;
 mod resample;
@@ -19,6 +20,7 @@ mod stream;
 pub use decode::{AudioInfo, Decoder, Input};
 pub use error::AudioError;
 pub use filters::MelFilters;
+pub(crate) use float_spool::FloatSpool;
 pub use mel::LogMel;
 pub use resample::StreamResampler;
 pub use spool::MelSpool;

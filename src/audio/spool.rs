@@ -1,9 +1,9 @@
 //! The log-mel spectrogram of a whole input, as openai-whisper's `transcribe()` computes it,
 //! kept out of memory: one pass over the audio, then windows read at any frame.
 
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::ControlFlow;
 
+use super::float_spool::FloatSpool;
 use super::{AudioError, AudioStream, HOP_LENGTH, LogMel, N_FFT, N_FRAMES, N_SAMPLES};
 
 /// Frames kept in memory before the spectrogram moves to a temporary file: 5 minutes.
@@ -11,11 +11,6 @@ const MEMORY_FRAMES: usize = 30_000;
 
 /// Frames computed at a time.
 const BLOCK_FRAMES: usize = 1_000;
-
-enum Store {
-    Memory(Vec<f32>),
-    File(std::fs::File),
-}
 
 /// The log-mel spectrogram of a whole input as `whisper.log_mel_spectrogram(audio,
 /// padding=N_SAMPLES)` computes it for `transcribe()`: the STFT runs over the whole signal
@@ -33,8 +28,7 @@ pub struct MelSpool {
     max: f32,
     /// `log10` of a silent frame.
     silence: f32,
-    store: Store,
-    file_frames: usize,
+    frames: FloatSpool,
 }
 
 impl std::fmt::Debug for MelSpool {
@@ -129,6 +123,15 @@ impl MelSpool {
         mel: &LogMel,
         progress: &mut dyn FnMut(f64) -> ControlFlow<()>,
     ) -> Result<Option<MelSpool>, AudioError> {
+        MelSpool::from_blocks(stream.map(|w| w.map(|w| w.samples)), mel, progress)
+    }
+
+    /// [`build_until`](MelSpool::build_until) over 16 kHz audio given in blocks of any size.
+    pub fn from_blocks(
+        blocks: impl Iterator<Item = Result<Vec<f32>, AudioError>>,
+        mel: &LogMel,
+        progress: &mut dyn FnMut(f64) -> ControlFlow<()>,
+    ) -> Result<Option<MelSpool>, AudioError> {
         let n_mels = mel.n_mels();
         let mut spool = MelSpool {
             n_mels,
@@ -136,8 +139,7 @@ impl MelSpool {
             samples: 0,
             max: f32::NEG_INFINITY,
             silence: mel.log10_floor(),
-            store: Store::Memory(Vec::new()),
-            file_frames: 0,
+            frames: FloatSpool::new(MEMORY_FRAMES * n_mels),
         };
         let mut padder = Padder {
             buf: Vec::new(),
@@ -147,11 +149,12 @@ impl MelSpool {
         };
         let mut next = 0;
         let mut block = Vec::new();
-        while let Some(window) = stream.next_window()? {
-            spool.samples += window.samples.len() as u64;
-            padder.push(&window.samples);
+        for samples in blocks {
+            let samples = samples?;
+            spool.samples += samples.len() as u64;
+            padder.push(&samples);
             next = spool.drain(mel, &mut padder, next, usize::MAX, &mut block)?;
-            if progress(stream.seconds()).is_break() {
+            if progress(spool.seconds()).is_break() {
                 return Ok(None);
             }
         }
@@ -205,29 +208,13 @@ impl MelSpool {
     }
 
     fn store(&mut self, frames: &[f32]) -> Result<(), AudioError> {
-        if let Store::Memory(v) = &mut self.store
-            && v.len() + frames.len() > MEMORY_FRAMES * self.n_mels
-        {
-            let mut file = tempfile::tempfile().map_err(spool_error)?;
-            file.write_all(&bytes(v)).map_err(spool_error)?;
-            self.file_frames = v.len() / self.n_mels;
-            self.store = Store::File(file);
-        }
-        match &mut self.store {
-            Store::Memory(v) => v.extend_from_slice(frames),
-            Store::File(f) => {
-                f.seek(SeekFrom::End(0)).map_err(spool_error)?;
-                f.write_all(&bytes(frames)).map_err(spool_error)?;
-                self.file_frames += frames.len() / self.n_mels;
-            }
-        }
-        Ok(())
+        self.frames.push(frames).map_err(spool_error)
     }
 
     /// Whether the frames are held in memory (else in a temporary file: inputs longer than
     /// five minutes).
     pub fn in_memory(&self) -> bool {
-        matches!(self.store, Store::Memory(_))
+        self.frames.in_memory()
     }
 
     /// Mel bins.
@@ -264,10 +251,7 @@ impl MelSpool {
     }
 
     fn stored_frames(&self) -> usize {
-        match &self.store {
-            Store::Memory(v) => v.len() / self.n_mels,
-            Store::File(_) => self.file_frames,
-        }
+        self.frames.len() / self.n_mels
     }
 
     /// The encoder's input for `size` frames from `seek` (`size <= N_FRAMES`, within the
@@ -285,18 +269,9 @@ impl MelSpool {
         assert_eq!(out.len(), self.n_mels * N_FRAMES);
         let n_mels = self.n_mels;
         let mut frames = vec![0.0f32; size * n_mels];
-        match &mut self.store {
-            Store::Memory(v) => frames.copy_from_slice(&v[seek * n_mels..(seek + size) * n_mels]),
-            Store::File(f) => {
-                f.seek(SeekFrom::Start((seek * n_mels * 4) as u64))
-                    .map_err(spool_error)?;
-                let mut raw = vec![0u8; frames.len() * 4];
-                f.read_exact(&mut raw).map_err(spool_error)?;
-                for (v, b) in frames.iter_mut().zip(raw.chunks_exact(4)) {
-                    *v = f32::from_le_bytes(b.try_into().expect("4 bytes"));
-                }
-            }
-        }
+        self.frames
+            .read(seek * n_mels, &mut frames)
+            .map_err(spool_error)?;
         let floor = self.max - 8.0;
         out.fill(0.0);
         for t in 0..size {
@@ -307,11 +282,6 @@ impl MelSpool {
         }
         Ok(())
     }
-}
-
-/// The little-endian bytes of `values`.
-fn bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 fn spool_error(err: std::io::Error) -> AudioError {

@@ -32,7 +32,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    Transcribe(transcribe::TranscribeArgs),
+    Transcribe(Box<transcribe::TranscribeArgs>),
     Mel(mel::MelArgs),
     Encode(encode::EncodeArgs),
     Compare(compare::CompareArgs),
@@ -44,7 +44,7 @@ enum Command {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Transcribe(args) => transcribe::run(args),
+        Command::Transcribe(args) => transcribe::run(*args),
         Command::Mel(args) => mel::run(args),
         Command::Encode(args) => encode::run(args),
         Command::Compare(args) => compare::run(args),

@@ -12,6 +12,7 @@ use amanuensis::transcribe::{
     DecodingOptions, LanguageDetection, Progress, Segment, SuppressTokens, Task, TranscribeOptions,
     Transcriber,
 };
+use amanuensis::vad::{SileroVad, VadOptions};
 
 use super::PlanArgs;
 
@@ -140,6 +141,39 @@ pub struct TranscribeArgs {
     /// Seed of the draws at temperatures above 0.
     #[arg(long, value_name = "N", default_value_t = 0)]
     seed: u64,
+
+    /// Transcribe only the speech that Silero VAD finds (faster-whisper's `vad_filter`; its
+    /// model is fetched from PyPI the first time, 1.2 MB); times stay those of the input.
+    #[arg(long)]
+    vad: bool,
+
+    /// VAD: a frame this likely to be speech starts speech.
+    #[arg(long, value_name = "P", default_value_t = 0.5, requires = "vad")]
+    vad_threshold: f32,
+
+    /// VAD: speech ends where the probability stays below this (default: threshold - 0.15).
+    #[arg(long, value_name = "P", requires = "vad")]
+    vad_neg_threshold: Option<f32>,
+
+    /// VAD: speech this short or shorter is dropped.
+    #[arg(long, value_name = "MS", default_value_t = 0, requires = "vad")]
+    vad_min_speech_ms: u32,
+
+    /// VAD: speech longer than this is cut (at its last pause if it has one).
+    #[arg(long, value_name = "SECONDS", requires = "vad")]
+    vad_max_speech_s: Option<f64>,
+
+    /// VAD: a pause shorter than this does not end speech.
+    #[arg(long, value_name = "MS", default_value_t = 2000, requires = "vad")]
+    vad_min_silence_ms: u32,
+
+    /// VAD: audio kept on each side of speech.
+    #[arg(long, value_name = "MS", default_value_t = 400, requires = "vad")]
+    vad_speech_pad_ms: u32,
+
+    /// VAD: this model file instead of the cached one (faster-whisper's silero_vad_v6.onnx).
+    #[arg(long, value_name = "FILE", requires = "vad")]
+    vad_model: Option<PathBuf>,
 
     /// Print no segments and no progress.
     #[arg(short, long)]
@@ -392,6 +426,14 @@ fn options(args: &TranscribeArgs) -> Result<TranscribeOptions> {
         carry_initial_prompt: args.carry_initial_prompt,
         seed: args.seed,
         language_detection: args.language_detection,
+        vad: args.vad.then(|| VadOptions {
+            threshold: args.vad_threshold,
+            neg_threshold: args.vad_neg_threshold,
+            min_speech_duration_ms: args.vad_min_speech_ms,
+            max_speech_duration_s: args.vad_max_speech_s.unwrap_or(f64::INFINITY),
+            min_silence_duration_ms: args.vad_min_silence_ms,
+            speech_pad_ms: args.vad_speech_pad_ms,
+        }),
     })
 }
 
@@ -430,6 +472,13 @@ pub fn run(args: TranscribeArgs) -> Result<()> {
         eprintln!("{note}");
     }
     transcriber.check_options(&transcribe_options)?;
+    if args.vad {
+        let vad = match &args.vad_model {
+            Some(path) => SileroVad::load(path)?,
+            None => SileroVad::fetch(&mut |m| eprintln!("{m}"))?,
+        };
+        transcriber.set_vad(vad)?;
+    }
     let backend = transcriber.encoder().backend().backend.to_string();
     let model_name = args.plan.model.clone();
 

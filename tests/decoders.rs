@@ -198,3 +198,80 @@ fn a_beam_holds_one_copy_of_the_cross_attention() {
         assert_eq!(five.self_attention * 3, one.self_attention * 20, "{dir}");
     }
 }
+
+/// A batch of two windows (each row its own features and cross-attention) decodes each as a
+/// session of its own would, in every layout, also once a row has left the batch.
+#[test]
+fn a_batch_of_windows_decodes_each_as_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["decoder_model.onnx", "decoder_with_past_model.onnx"] {
+        std::fs::copy(
+            fixture("decoders/optimum-split-opset18").join(name),
+            tmp.path().join(name),
+        )
+        .unwrap();
+    }
+    std::fs::remove_file(tmp.path().join("decoder_with_past_model.onnx")).unwrap();
+    let first = features();
+    let second: Vec<f32> = first.iter().rev().map(|v| v * 0.5).collect();
+    let single = |model: &DecoderModel, features: &[f32], tokens: &[u32]| {
+        let mut s = model.session(features).unwrap();
+        let mut last = s.forward(&[PROMPT.to_vec()]).unwrap();
+        for &t in tokens {
+            last = s.forward(&[vec![t]]).unwrap();
+        }
+        last
+    };
+    for dir in [
+        fixture("decoders/optimum-split-opset14"),
+        fixture("decoders/optimum-split-opset18"),
+        fixture("decoders/optimum-merged-opset18"),
+        tmp.path().to_path_buf(),
+    ] {
+        let model = load(&dir);
+        let label = format!("{:?}", model.files());
+        let mut batch = model.batch_session(&[&first, &second]).unwrap();
+        let got = batch.forward(&[PROMPT.to_vec(), PROMPT.to_vec()]).unwrap();
+        assert_close(
+            &label,
+            &got[..VOCAB],
+            &single(&model, &first, &[]),
+            1e-6,
+            0.999_999_9,
+        );
+        assert_close(
+            &label,
+            &got[VOCAB..],
+            &single(&model, &second, &[]),
+            1e-6,
+            0.999_999_9,
+        );
+        // The windows differ, so a row reading the other's features would show.
+        assert!(max_abs_diff(&got[..VOCAB], &got[VOCAB..]) > 1e-2, "{label}");
+        let got = batch.forward(&[vec![42], vec![7]]).unwrap();
+        assert_close(
+            &label,
+            &got[..VOCAB],
+            &single(&model, &first, &[42]),
+            1e-6,
+            0.999_999_9,
+        );
+        assert_close(
+            &label,
+            &got[VOCAB..],
+            &single(&model, &second, &[7]),
+            1e-6,
+            0.999_999_9,
+        );
+        // The first window leaves; the second goes on with its own features.
+        batch.reorder(&[1]).unwrap();
+        let got = batch.forward(&[vec![512]]).unwrap();
+        assert_close(
+            &label,
+            &got,
+            &single(&model, &second, &[7, 512]),
+            1e-6,
+            0.999_999_9,
+        );
+    }
+}

@@ -147,6 +147,13 @@ pub struct TranscribeArgs {
     #[arg(long)]
     vad: bool,
 
+    /// Transcribe as faster-whisper's batched pipeline: the speech VAD finds, cut into windows
+    /// of up to 30 s, N windows decoded together (faster on long audio). Greedy at the first
+    /// temperature, no fallback, no previous text as prompt; pauses of 160 ms split speech
+    /// unless --vad options say otherwise.
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
+
     /// VAD: a frame this likely to be speech starts speech.
     #[arg(long, value_name = "P", default_value_t = 0.5, requires = "vad")]
     vad_threshold: f32,
@@ -434,6 +441,7 @@ fn options(args: &TranscribeArgs) -> Result<TranscribeOptions> {
             min_silence_duration_ms: args.vad_min_silence_ms,
             speech_pad_ms: args.vad_speech_pad_ms,
         }),
+        batch_size: args.batch_size,
     })
 }
 
@@ -472,7 +480,7 @@ pub fn run(args: TranscribeArgs) -> Result<()> {
         eprintln!("{note}");
     }
     transcriber.check_options(&transcribe_options)?;
-    if args.vad {
+    if args.vad || args.batch_size.is_some() {
         let vad = match &args.vad_model {
             Some(path) => SileroVad::load(path)?,
             None => SileroVad::fetch(&mut |m| eprintln!("{m}"))?,

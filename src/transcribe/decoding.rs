@@ -565,10 +565,18 @@ impl<'a> DecodingTask<'a> {
             })
             .collect();
         let selected = rank(&candidates, &scores, self.options.length_penalty);
-        let tokens = candidates[selected].clone();
-        let sum_logprob = scores[selected];
+        Ok(self.result(
+            candidates[selected].clone(),
+            scores[selected],
+            no_speech_prob,
+        ))
+    }
+
+    /// The result of a decoding that sampled `tokens` (cut before `<|endoftext|>`) with
+    /// summed log probability `sum_logprob`.
+    fn result(&self, tokens: Vec<u32>, sum_logprob: f64, no_speech_prob: f64) -> DecodingResult {
         let text = self.tokenizer.decode(&tokens).trim().to_string();
-        Ok(DecodingResult {
+        DecodingResult {
             language: self.language.clone(),
             avg_logprob: sum_logprob / (tokens.len() + 1) as f64,
             compression_ratio: compression_ratio(&text),
@@ -576,7 +584,99 @@ impl<'a> DecodingTask<'a> {
             text,
             no_speech_prob,
             temperature: self.options.temperature,
-        })
+        }
+    }
+
+    /// Decodes a batch of windows side by side on `session`, whose rows are the windows
+    /// (fresh: [`DecoderModel::batch_session`](crate::model::DecoderModel::batch_session)):
+    /// each window as [`run`](DecodingTask::run) decodes it alone with one sequence (greedy at
+    /// temperature 0, one draw above), every forward pass running the windows still
+    /// decoding at once; a window leaves the batch when its text ends. Beam search and
+    /// best-of are not batched.
+    pub fn run_batch(
+        &self,
+        session: &mut dyn Session,
+        windows: usize,
+        rng: &mut Rng,
+    ) -> Result<Vec<DecodingResult>, TranscribeError> {
+        if self.options.beam_size.is_some() || self.n_group != 1 {
+            return Err(TranscribeError::Options(
+                "batched decoding is greedy (one sequence a window): drop --beam-size and \
+                 --best-of, or --batch-size"
+                    .into(),
+            ));
+        }
+        let special = *self.tokenizer.special();
+        let n_vocab = self.tokenizer.n_vocab();
+        let eot = special.eot;
+        let head = self.initial_tokens[..=self.sot_index].to_vec();
+        let at_sot = session.forward(&vec![head; windows])?;
+        if at_sot.len() != windows * n_vocab {
+            return Err(TranscribeError::Model(format!(
+                "the decoder gives {} logits for {windows} windows, the tokenizer has {n_vocab} \
+                 tokens",
+                at_sot.len()
+            )));
+        }
+        let no_speech: Vec<f64> = at_sot
+            .chunks_exact(n_vocab)
+            .map(|row| match special.no_speech {
+                Some(t) => (row[t as usize] as f64 - logsumexp(row)).exp(),
+                None => f64::NAN,
+            })
+            .collect();
+        let tail = self.initial_tokens[self.sot_index + 1..].to_vec();
+        let mut logits = if tail.is_empty() {
+            at_sot
+        } else {
+            session.forward(&vec![tail; windows])?
+        };
+        let mut tokens = vec![self.initial_tokens.clone(); windows];
+        let mut sums = vec![0.0f64; windows];
+        // The window of each row of the session.
+        let mut rows: Vec<usize> = (0..windows).collect();
+        for _ in 0..self.sample_len {
+            let mut going = Vec::with_capacity(rows.len());
+            for (i, (row, &w)) in logits.chunks_exact_mut(n_vocab).zip(&rows).enumerate() {
+                self.filters.apply(row, &tokens[w]);
+                let next = if self.options.temperature == 0.0 {
+                    argmax(row)
+                } else {
+                    sample(row, self.options.temperature, rng)
+                };
+                sums[w] += row[next] as f64 - logsumexp(row);
+                tokens[w].push(next as u32);
+                if next as u32 != eot {
+                    going.push(i);
+                }
+            }
+            // Every row holds as many tokens.
+            if going.is_empty() || tokens[rows[0]].len() > self.n_ctx {
+                break;
+            }
+            if going.len() != rows.len() {
+                session.reorder(&going)?;
+                rows = going.iter().map(|&i| rows[i]).collect();
+            }
+            let last: Vec<Vec<u32>> = rows
+                .iter()
+                .map(|&w| vec![*tokens[w].last().unwrap()])
+                .collect();
+            logits = session.forward(&last)?;
+        }
+        let begin = self.filters.sample_begin;
+        Ok(tokens
+            .into_iter()
+            .zip(sums)
+            .zip(no_speech)
+            .map(|((t, sum), no_speech_prob)| {
+                let end = t[begin..]
+                    .iter()
+                    .position(|&x| x == eot)
+                    .map_or(t.len(), |p| begin + p);
+                self.result(t[begin..end].to_vec(), sum, no_speech_prob)
+            })
+            .collect())
     }
 }
 

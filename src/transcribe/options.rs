@@ -35,6 +35,10 @@ pub struct TranscribeOptions {
     /// Transcribe only the speech that voice activity detection finds, as faster-whisper's
     /// `vad_filter`: the audio without the rest is transcribed, and times are mapped back.
     pub vad: Option<VadOptions>,
+    /// Transcribe as faster-whisper's `BatchedInferencePipeline`: the speech VAD finds, in
+    /// windows of up to 30 s decoded this many at a time (see
+    /// [`Transcriber::transcribe`](super::Transcriber::transcribe)).
+    pub batch_size: Option<usize>,
 }
 
 /// What the language of a multilingual model is detected on, when it is not given: the
@@ -71,6 +75,7 @@ impl Default for TranscribeOptions {
             seed: 0,
             language_detection: LanguageDetection::default(),
             vad: None,
+            batch_size: None,
         }
     }
 }
@@ -115,6 +120,18 @@ impl TranscribeOptions {
         }
         if let Some(vad) = &self.vad {
             vad.verify()?;
+        }
+        if let Some(n) = self.batch_size {
+            if n == 0 {
+                return Err("the batch size is a number of windows from 1".into());
+            }
+            if self.decoding.beam_size.is_some() || self.decoding.best_of.is_some() {
+                return Err(
+                    "batched decoding is greedy (one sequence a window): drop --beam-size and \
+                     --best-of, or --batch-size"
+                        .into(),
+                );
+            }
         }
         Ok(())
     }

@@ -16,11 +16,13 @@ use serde::Serialize;
 
 use std::ops::ControlFlow;
 
+mod batched;
+
 use super::context::PromptContext;
 use super::decoding::{DecodingOptions, DecodingResult, DecodingTask, Rng};
 use super::languages::{language_code, language_name};
 use super::options::{LanguageDetection, TranscribeOptions, with_fallback};
-use super::segments::{WindowSpan, cut_window};
+use super::segments::{WindowCuts, WindowSpan, cut_window};
 use super::tokenizer::{Task, WhisperTokenizer};
 use crate::audio::{
     AudioError, AudioStream, FloatSpool, Input, LogMel, MelSpool, N_FRAMES, SAMPLE_RATE,
@@ -29,7 +31,7 @@ use crate::model::{
     DecoderFiles, DecoderHints, DecoderModel, DecoderSession, Encoder, EncoderOptions, ModelFiles,
     locate,
 };
-use crate::vad::{SileroVad, SpeechChunk, TimestampsMap, speech_timestamps};
+use crate::vad::{SileroVad, SpeechChunk, TimestampsMap, VadOptions, speech_timestamps};
 
 /// One segment of a transcript (the fields of openai-whisper's segments).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -453,6 +455,9 @@ impl Transcriber {
         if self.decoder_failed() {
             self.decoder()?;
         }
+        if let Some(batch_size) = options.batch_size {
+            return self.transcribe_batched(input, options, batch_size, progress);
+        }
         let started = Instant::now();
         let dims = *self.encoder.dims();
         let mut stream = AudioStream::open(input)?;
@@ -473,24 +478,9 @@ impl Transcriber {
         let (spool, speech, duration) = match (vad, &options.vad) {
             (Some(vad), Some(vad_options)) => {
                 let t = Instant::now();
-                let mut samples = FloatSpool::new(SAMPLE_SPOOL);
-                let mut probs = vad.stream();
-                for window in &mut stream {
-                    let window = window?;
-                    probs.push(&window.samples)?;
-                    samples
-                        .push(&window.samples)
-                        .map_err(|err| AudioError::Io {
-                            name: "the temporary audio file".into(),
-                            err,
-                        })?;
-                    progress.audio_read(samples.len() as f64 / SAMPLE_RATE as f64);
-                    if decoder_failed(()).is_break() {
-                        self.decoder()?;
-                    }
-                }
-                let (probs, n) = probs.finish()?;
-                let chunks = speech_timestamps(&probs, n, vad_options);
+                let (mut samples, chunks) =
+                    self.find_speech(&mut stream, vad, vad_options, progress)?;
+                let n = samples.len();
                 vad_time = Some(t.elapsed().as_secs_f64());
                 let spool = MelSpool::from_blocks(
                     SpeechBlocks::new(&mut samples, &chunks),
@@ -607,35 +597,8 @@ impl Transcriber {
                 continue;
             }
             let cut = cut_window(&result.tokens, special.timestamp_begin, span, input_stride);
-            for c in cut.cuts {
-                let tokens = &result.tokens[c.tokens];
-                let text_tokens: Vec<u32> = tokens
-                    .iter()
-                    .copied()
-                    .filter(|&t| t < special.eot)
-                    .collect();
-                let mut segment = Segment {
-                    id: segments.len(),
-                    seek: span.seek,
-                    start: c.start,
-                    end: c.end,
-                    text: tokenizer.decode(&text_tokens),
-                    tokens: tokens.to_vec(),
-                    temperature: result.temperature,
-                    avg_logprob: result.avg_logprob,
-                    compression_ratio: result.compression_ratio,
-                    no_speech_prob: result.no_speech_prob,
-                };
-                // An instant or textless segment keeps its place but says nothing.
-                if segment.start == segment.end || segment.text.trim().is_empty() {
-                    segment.text.clear();
-                    segment.tokens.clear();
-                }
-                // With VAD, times in the speech become times in the audio.
-                if let Some(map) = &to_original {
-                    segment.start = map.original_time(segment.start, None, false);
-                    segment.end = map.original_time(segment.end, None, true);
-                }
+            for segment in self.segments(&result, span, &cut, segments.len(), to_original.as_ref())
+            {
                 context.push(&segment.tokens);
                 progress.segment(&segment);
                 segments.push(segment);
@@ -656,6 +619,72 @@ impl Transcriber {
             speech,
             timings,
         })
+    }
+
+    /// The segments of a window decoded as `result` and cut as `cut`, numbered from `id`; with
+    /// `to_original`, their times mapped from the speech to the input.
+    fn segments(
+        &self,
+        result: &DecodingResult,
+        span: WindowSpan,
+        cut: &WindowCuts,
+        id: usize,
+        to_original: Option<&TimestampsMap>,
+    ) -> Vec<Segment> {
+        let eot = self.tokenizer.special().eot;
+        let mut segments = Vec::with_capacity(cut.cuts.len());
+        for c in &cut.cuts {
+            let tokens = &result.tokens[c.tokens.clone()];
+            let text_tokens: Vec<u32> = tokens.iter().copied().filter(|&t| t < eot).collect();
+            let mut segment = Segment {
+                id: id + segments.len(),
+                seek: span.seek,
+                start: c.start,
+                end: c.end,
+                text: self.tokenizer.decode(&text_tokens),
+                tokens: tokens.to_vec(),
+                temperature: result.temperature,
+                avg_logprob: result.avg_logprob,
+                compression_ratio: result.compression_ratio,
+                no_speech_prob: result.no_speech_prob,
+            };
+            // An instant or textless segment keeps its place but says nothing.
+            if segment.start == segment.end || segment.text.trim().is_empty() {
+                segment.text.clear();
+                segment.tokens.clear();
+            }
+            // With VAD, times in the speech become times in the input.
+            if let Some(map) = to_original {
+                segment.start = map.original_time(segment.start, None, false);
+                segment.end = map.original_time(segment.end, None, true);
+            }
+            segments.push(segment);
+        }
+        segments
+    }
+
+    /// Reads `stream` through the VAD model: the audio (kept for a second pass) and its speech
+    /// chunks. A decoder that fails to load stops the reading.
+    fn find_speech(
+        &self,
+        stream: &mut AudioStream,
+        vad: &SileroVad,
+        options: &VadOptions,
+        progress: &mut dyn Progress,
+    ) -> Result<(FloatSpool, Vec<SpeechChunk>), TranscribeError> {
+        let mut samples = FloatSpool::new(SAMPLE_SPOOL);
+        let mut probs = vad.stream();
+        for window in stream {
+            let window = window?;
+            probs.push(&window.samples)?;
+            samples.push(&window.samples).map_err(temporary_audio)?;
+            progress.audio_read(samples.len() as f64 / SAMPLE_RATE as f64);
+            if self.decoder_failed() {
+                self.decoder()?;
+            }
+        }
+        let (probs, n) = probs.finish()?;
+        Ok((samples, speech_timestamps(&probs, n, options)))
     }
 
     /// Decodes one window's log-mel spectrogram (`[n_mels, 3000]`, as [`crate::audio::LogMel`]
@@ -828,9 +857,14 @@ impl Iterator for SpeechBlocks<'_> {
             self.chunk += 1;
             self.at = self.chunks.get(self.chunk).map_or(0, |c| c.start);
         }
-        Some(read.map(|()| block).map_err(|err| AudioError::Io {
-            name: "the temporary audio file".into(),
-            err,
-        }))
+        Some(read.map(|()| block).map_err(temporary_audio))
+    }
+}
+
+/// An error of the temporary file that holds the audio between VAD's pass and the next.
+fn temporary_audio(err: std::io::Error) -> AudioError {
+    AudioError::Io {
+        name: "the temporary audio file".into(),
+        err,
     }
 }

@@ -94,10 +94,13 @@ pub(super) fn prepare(
         optimize(typed).map_err(|(stage, e)| tract(stage)(e))
     };
     if io.feeds.iter().any(Feed::is_cross)
-        && let Ok(model) = typed(model.clone(), CrossRows::One)
+        && let Ok(mut model) = typed(model.clone(), CrossRows::One)
         && cross_inputs_broadcast(&model, &io.feeds)
     {
         io.cross_rows = CrossRows::One;
+        // Typed with one row to let the fused attention take them; that attention also reads
+        // one row per token row, which a batch of windows gives: their rows are `windows`.
+        cross_rows_symbolic(&mut model, &io.feeds).map_err(tract("typing the cross-attention"))?;
         return Ok(Prepared {
             path: path.to_path_buf(),
             model,
@@ -233,6 +236,27 @@ impl Inputs {
         }
         Ok(model)
     }
+}
+
+/// Gives the cross-attention inputs of `model` (which go straight into fused attentions) the
+/// symbolic number of rows `windows`, where they were typed with one.
+fn cross_rows_symbolic(model: &mut TypedModel, feeds: &[Feed]) -> TractResult<()> {
+    let windows = model.symbols.sym("windows").to_dim();
+    let outlets = model.input_outlets()?.to_vec();
+    for (feed, outlet) in feeds.iter().zip(outlets) {
+        if !feed.is_cross() {
+            continue;
+        }
+        let mut fact = model.outlet_fact(outlet)?.clone();
+        let mut dims: TVec<TDim> = fact.shape.iter().cloned().collect();
+        dims[0] = windows.clone();
+        fact.shape = dims.into();
+        model.nodes[outlet.node].op = Box::new(
+            tract_onnx::tract_core::ops::source::TypedSource::new(fact.clone()),
+        );
+        model.set_outlet_fact(outlet, fact)?;
+    }
+    model.refresh_output_facts()
 }
 
 /// Whether every cross-attention input of `model` goes straight into a fused attention as its

@@ -191,4 +191,35 @@ impl DecoderModel {
         })?;
         DecoderSession::start(self, hidden.into_arc_tensor())
     }
+
+    /// A session over a batch of windows, one row each (`features[i]` is window `i`'s
+    /// `[n_audio_ctx, d_model]`): every forward pass runs every row's tokens at once, reading
+    /// the weights once for all. A [reorder](DecoderSession::reorder) that drops rows drops
+    /// their windows.
+    pub fn batch_session(&self, features: &[&[f32]]) -> Result<DecoderSession<'_>, DecoderError> {
+        let DecoderShape {
+            n_audio_ctx,
+            d_model,
+            ..
+        } = self.shape;
+        let error = |detail: String| DecoderError::Tract {
+            path: self.files.main_file().to_path_buf(),
+            stage: "building the input",
+            detail,
+        };
+        if features.is_empty() {
+            return Err(error("a batch of no windows".into()));
+        }
+        let mut all = Vec::with_capacity(features.len() * n_audio_ctx * d_model);
+        for f in features {
+            all.extend_from_slice(f);
+        }
+        let hidden =
+            Tensor::from_shape(&[features.len(), n_audio_ctx, d_model], &all).map_err(|e| {
+                error(format!(
+                    "{e:#}; the encoder gives [{n_audio_ctx}, {d_model}] features a window"
+                ))
+            })?;
+        DecoderSession::start_batch(self, hidden.into_arc_tensor())
+    }
 }

@@ -56,6 +56,26 @@ impl<'m> DecoderSession<'m> {
         })
     }
 
+    /// A session of `model` over a batch of windows' features `hidden` (`[windows,
+    /// n_audio_ctx, d_model]`), a row each, started.
+    pub(super) fn start_batch(
+        model: &'m DecoderModel,
+        hidden: std::sync::Arc<Tensor>,
+    ) -> Result<DecoderSession<'m>, DecoderError> {
+        let mut state = State::batch(model.shape, hidden);
+        model.kind.start(&mut state)?;
+        Ok(DecoderSession {
+            model,
+            state,
+            forwards: 0,
+        })
+    }
+
+    /// The rows decoded side by side.
+    pub fn rows(&self) -> usize {
+        self.state.rows
+    }
+
     fn error(&self, stage: &'static str, detail: String) -> DecoderError {
         DecoderError::Tract {
             path: self.model.files.main_file().to_path_buf(),
@@ -119,21 +139,27 @@ impl<'m> DecoderSession<'m> {
     }
 
     /// Forgets the decoded tokens, keeping the window's cross-attention keys and values when
-    /// they came from their own graph: a fresh session for another decoding of the window.
+    /// they came from their own graph: a fresh session for another decoding of the window (of
+    /// each window left, in a batch).
     pub fn reset(&mut self) {
         let state = &mut self.state;
         state.past = None;
         if !self.model.kind.keeps_cross() {
             state.cross = None;
-        } else if let Some(cross) = &mut state.cross
+        } else if !state.windows
+            && let Some(cross) = &mut state.cross
             && cross.rows() != 1
             && cross.reorder(&[0], &mut Vec::new()).is_err()
         {
             // Computed again at the next forward pass.
             state.cross = None;
         }
-        state.history = vec![Vec::new()];
-        state.rows = 1;
+        if state.windows {
+            state.history = vec![Vec::new(); state.rows];
+        } else {
+            state.history = vec![Vec::new()];
+            state.rows = 1;
+        }
     }
 
     /// Keeps row `source[i]` as row `i` of the caches (which may change the number of rows).

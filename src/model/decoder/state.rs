@@ -24,6 +24,9 @@ pub(super) struct State {
     pub history: Vec<Vec<u32>>,
     /// The rows decoded side by side.
     pub rows: usize,
+    /// Whether each row decodes a window of its own (a batch of windows): `hidden` and the
+    /// cross-attention cache then have a row per row, which move with them.
+    pub windows: bool,
     /// Reused by in-place reorders of the caches.
     scratch: Vec<u8>,
 }
@@ -38,7 +41,20 @@ impl State {
             past: None,
             history: vec![Vec::new()],
             rows: 1,
+            windows: false,
             scratch: Vec::new(),
+        }
+    }
+
+    /// A batch of windows with features `hidden` (`[windows, n_audio_ctx, d_model]`), a row
+    /// each, nothing decoded.
+    pub(super) fn batch(shape: DecoderShape, hidden: Arc<Tensor>) -> State {
+        let rows = hidden.shape()[0];
+        State {
+            rows,
+            windows: true,
+            history: vec![Vec::new(); rows],
+            ..State::new(shape, hidden)
         }
     }
 
@@ -87,7 +103,7 @@ impl State {
 
     /// The features, `[rows, n_audio_ctx, d_model]`.
     fn hidden_rows(&self, graph: &Graph) -> Result<TValue, DecoderError> {
-        if self.rows == 1 {
+        if self.rows == 1 || self.windows {
             return Ok(self.hidden.clone().into_tvalue());
         }
         gather_rows(&self.hidden, &vec![0; self.rows])
@@ -149,7 +165,8 @@ impl State {
 
     /// Keeps row `source[i]` as row `i`: the self-attention cache is permuted in place when the
     /// number of rows stays; the cross-attention's, when it has a row per row, is only
-    /// gathered when their number changes (its rows are all the same).
+    /// gathered when their number changes (its rows are all the same), except in a batch of
+    /// windows, where the features and the cross-attention cache move with their rows.
     pub(super) fn reorder(&mut self, source: &[usize], cross_rows: CrossRows) -> TractResult<()> {
         anyhow::ensure!(
             source.iter().all(|&s| s < self.rows),
@@ -159,7 +176,13 @@ impl State {
         if let Some(past) = &mut self.past {
             past.reorder(source, &mut self.scratch)?;
         }
-        if cross_rows == CrossRows::PerRow
+        if self.windows {
+            // Each row's window goes with it.
+            if let Some(cross) = &mut self.cross {
+                cross.reorder(source, &mut self.scratch)?;
+            }
+            self.hidden = Arc::new(gather_rows(&self.hidden, source)?);
+        } else if cross_rows == CrossRows::PerRow
             && source.len() != self.rows
             && let Some(cross) = &mut self.cross
         {

@@ -8,7 +8,10 @@
 //! wheels, the same threads), all measured in this run, with the ratios; then our whole
 //! process beside faster-whisper's model load and transcription alone (its Python start,
 //! imports and exit left out); then where our time goes (load, mel, encoder, decoder, from the
-//! JSON output) and faster-whisper's (imports, load, transcribe, Python start and exit). Needs python3 with `faster-whisper` (`pip install faster-whisper`); set
+//! JSON output) and faster-whisper's (imports, load, transcribe, Python start and exit); then
+//! long audio (tests/data/transcribe/long.flac, 316 s), sequential and batched (`--batch-size
+//! 8` against `BatchedInferencePipeline`). Needs python3 with `faster-whisper` (`pip install
+//! faster-whisper`); set
 //! AMANUENSIS_PYTHON to use another Python. `AMANUENSIS_BENCH_MODELS=tiny.en` restricts the
 //! models, `AMANUENSIS_BENCH_RUNS` sets the runs (default 5).
 
@@ -29,7 +32,13 @@ t_imports = time.perf_counter()
 model = WhisperModel(sys.argv[1], device="cpu", compute_type=sys.argv[3],
                      cpu_threads=int(sys.argv[4]), num_workers=1)
 t1 = time.perf_counter()
-segments, info = model.transcribe(sys.argv[2], beam_size=1, language=sys.argv[5] or None)
+if sys.argv[6] == "sequential":
+    segments, info = model.transcribe(sys.argv[2], beam_size=1, language=sys.argv[5] or None)
+else:
+    from faster_whisper import BatchedInferencePipeline
+    segments, info = BatchedInferencePipeline(model).transcribe(
+        sys.argv[2], batch_size=int(sys.argv[6]), beam_size=1, without_timestamps=False,
+        language=sys.argv[5] or None)
 text = "".join(s.text for s in segments)
 t2 = time.perf_counter()
 import faster_whisper, ctranslate2
@@ -65,6 +74,17 @@ fn ct2_dir(name: &str) -> PathBuf {
 
 /// Our whole process: wall seconds and the JSON's timings.
 fn ours(model: &Path, audio: &Path, backend: &str, language: &str) -> (f64, serde_json::Value) {
+    ours_with(model, audio, backend, language, &[])
+}
+
+/// [`ours`] with more arguments.
+fn ours_with(
+    model: &Path,
+    audio: &Path,
+    backend: &str,
+    language: &str,
+    extra: &[&str],
+) -> (f64, serde_json::Value) {
     let tmp = tempfile::tempdir().unwrap();
     let json = tmp.path().join("out.json");
     let t = Instant::now();
@@ -73,6 +93,7 @@ fn ours(model: &Path, audio: &Path, backend: &str, language: &str) -> (f64, serd
         .args(["--backend", backend, "--language", language, "--model"])
         .arg(model)
         .arg(audio)
+        .args(extra)
         .arg("-o")
         .arg(&json)
         .output()
@@ -105,13 +126,19 @@ struct FwRun {
 
 /// faster-whisper's whole process, timed.
 fn faster_whisper(ct2: &Path, audio: &Path, compute: &str, language: &str) -> FwRun {
+    faster_whisper_as(ct2, audio, compute, language, "sequential")
+}
+
+/// [`faster_whisper`] as `mode` says: `sequential` (`WhisperModel.transcribe`) or a batch size
+/// (`BatchedInferencePipeline`, with timestamps as ours).
+fn faster_whisper_as(ct2: &Path, audio: &Path, compute: &str, language: &str, mode: &str) -> FwRun {
     let python = std::env::var("AMANUENSIS_PYTHON").unwrap_or_else(|_| "python3".into());
     let t = Instant::now();
     let out = Command::new(&python)
         .args(["-c", FASTER_WHISPER])
         .arg(ct2)
         .arg(audio)
-        .args([compute, &THREADS.to_string(), language])
+        .args([compute, &THREADS.to_string(), language, mode])
         .output()
         .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
     let wall = t.elapsed().as_secs_f64();
@@ -209,6 +236,7 @@ fn main() {
             cpu / int8
         );
     }
+    long_audio(&models);
     for (name, ours_runs, fw) in details {
         println!("\nwhere the time goes, {name} (medians, seconds):");
         for (backend, results) in ["cpu", "emu"].iter().zip(&ours_runs) {
@@ -255,5 +283,65 @@ fn main() {
                 results[0].text
             );
         }
+    }
+}
+
+/// Long audio: tests/data/transcribe/long.flac (316 s of speech with pauses), sequential and
+/// batched (8 windows), ours (whole process) and faster-whisper's (load + transcribe, float32
+/// and int8), greedy with timestamps, the medians of `AMANUENSIS_BENCH_LONG_RUNS` (default 3).
+fn long_audio(models: &str) {
+    let runs: usize = std::env::var("AMANUENSIS_BENCH_LONG_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let audio = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/transcribe/long.flac");
+    println!(
+        "\nlong audio: long.flac (316 s), {THREADS} threads, greedy, timestamps, median of {runs} \
+         runs; ours the whole process, faster-whisper its load and transcribe; batched: VAD and \
+         8 windows a batch (BatchedInferencePipeline)"
+    );
+    println!(
+        "{:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11}",
+        "model",
+        "seq s",
+        "batch s",
+        "fw f32",
+        "fw int8",
+        "fw f32 b8",
+        "fw int8 b8",
+        "seq/fw f32",
+        "b8/fw b8"
+    );
+    for name in models.split(',') {
+        let model = resolve_model(name, &mut |line| eprintln!("{line}"))
+            .unwrap_or_else(|e| panic!("cannot obtain {name}: {e:#}"));
+        let ct2 = ct2_dir(name);
+        let ours_median = |extra: &[&str]| {
+            median(
+                (0..runs)
+                    .map(|_| ours_with(&model, &audio, "cpu", "en", extra).0)
+                    .collect(),
+            )
+        };
+        let seq = ours_median(&[]);
+        let batch = ours_median(&["--batch-size", "8"]);
+        let fw = |compute: &str, mode: &str| {
+            median(
+                (0..runs)
+                    .map(|_| {
+                        let r = faster_whisper_as(&ct2, &audio, compute, "en", mode);
+                        r.load + r.transcribe
+                    })
+                    .collect(),
+            )
+        };
+        let (f32_, int8) = (fw("float32", "sequential"), fw("int8", "sequential"));
+        let (f32_b, int8_b) = (fw("float32", "8"), fw("int8", "8"));
+        println!(
+            "{name:<8} {seq:>9.2} {batch:>9.2} {f32_:>9.2} {int8:>9.2} {f32_b:>9.2} {int8_b:>10.2} \
+             {:>10.2}x {:>10.2}x",
+            seq / f32_,
+            batch / f32_b
+        );
     }
 }

@@ -117,3 +117,62 @@ fn batched_transcription_cuts_the_speech_as_faster_whisper() {
         assert!(c.agreement > 0.93, "{name}: {c:?}");
     }
 }
+
+/// Lighter decoder weights (`--decoder-precision`): against the float32 decoder on one window
+/// of news (tiny.en, 61 s), the logits of the prompt's last position move by what the weights'
+/// rounding allows, and the transcript of the whole file keeps its words.
+#[test]
+fn lighter_decoder_weights_keep_the_words() {
+    use amanuensis::model::WeightPrecision;
+    let news = Input::Path(reference("transcribe/news_en.flac"));
+    let load = |weights| {
+        let encoder = EncoderOptions {
+            backend: Backend::Cpu,
+            decoder_weights: weights,
+            ..EncoderOptions::default()
+        };
+        Transcriber::load(&catalog_model("tiny.en"), &encoder).unwrap()
+    };
+    let reference = load(WeightPrecision::F32);
+    let mut stream = AudioStream::open(&news).unwrap();
+    let mut spool = MelSpool::build(&mut stream, &LogMel::new(80), &mut |_| {}).unwrap();
+    let mut window = vec![0.0f32; 80 * N_FRAMES];
+    spool.window(0, N_FRAMES, &mut window).unwrap();
+    let features = reference.encoder().encode(&window).unwrap();
+    let prompt = vec![50257u32, 50362, 50363];
+    let logits = |t: &Transcriber| {
+        let mut s = t.decoder().unwrap().session(&features).unwrap();
+        s.forward(&[prompt.clone()]).unwrap()
+    };
+    let exact = logits(&reference);
+    let text = reference
+        .transcribe(&news, &TranscribeOptions::default(), &mut Quiet)
+        .unwrap()
+        .text;
+    for (weights, max_logit, min_agreement) in [
+        (WeightPrecision::Bf16, BF16_LOGITS, 0.98),
+        (WeightPrecision::Int8, INT8_LOGITS, 0.98),
+    ] {
+        let t = load(weights);
+        let got = logits(&t);
+        let diff = max_abs_diff(&got, &exact);
+        let ours = t
+            .transcribe(&news, &TranscribeOptions::default(), &mut Quiet)
+            .unwrap()
+            .text;
+        let c = compare_words(&text, &ours);
+        eprintln!(
+            "{weights}: logits within {diff:.3} of float32's; {:.3} of the words ({:?})",
+            c.agreement, c.differences
+        );
+        assert!(diff < max_logit, "{weights}: {diff}");
+        assert!(c.agreement >= min_agreement, "{weights}: {c:?}");
+    }
+}
+
+/// Bounds of the logits' difference against float32 weights (logits of order 10), the measured
+/// values plus half: bfloat16 0.060 (a weight's relative error is at most 2^-8), int8 1.146 (a
+/// weight's absolute error is up to half its channel's step, max |w| / 254). The words:
+/// bfloat16 all of float32's on news_en, int8 0.992 ("on" for "of").
+const BF16_LOGITS: f32 = 0.09;
+const INT8_LOGITS: f32 = 1.7;

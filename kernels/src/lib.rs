@@ -40,6 +40,7 @@ pub mod emulator;
 pub mod gelu;
 pub mod gemm;
 pub mod hw;
+pub mod low_precision;
 pub mod manifest;
 pub mod npu;
 pub mod packed_gemm;

@@ -293,7 +293,7 @@ pub fn gemv_f32(
     // Four panels a step; about 128 KB of B a task, at least two tasks when there is work.
     let per_task =
         ((32_768 / (k * NR).max(1)).max(1).div_ceil(4) * 4).min(panels.div_ceil(2).max(4));
-    let out = SharedOut(c.as_mut_ptr(), c.len());
+    let out = SharedOut::new(c);
     use rayon::prelude::*;
     (0..panels.div_ceil(per_task))
         .into_par_iter()
@@ -307,19 +307,24 @@ pub fn gemv_f32(
 
 /// C shared by tasks that write disjoint columns of it.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32, usize);
+pub(crate) struct SharedOut(*mut f32, usize);
 // SAFETY: see `gemv_f32`: the tasks' writes are disjoint.
 unsafe impl Send for SharedOut {}
 // SAFETY: as above.
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
+    /// C, to be written in disjoint parts by several tasks.
+    pub(crate) fn new(c: &mut [f32]) -> SharedOut {
+        SharedOut(c.as_mut_ptr(), c.len())
+    }
+
     /// The whole of C.
     ///
     /// # Safety
     /// Callers write disjoint parts of it only.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self) -> &mut [f32] {
+    pub(crate) unsafe fn slice(&self) -> &mut [f32] {
         // SAFETY: the pointer and length come from one live `&mut [f32]` (see `gemv_f32`).
         unsafe { std::slice::from_raw_parts_mut(self.0, self.1) }
     }
@@ -762,10 +767,66 @@ unsafe fn block_avx512<const GROUPED: bool>(
     }
 }
 
+/// [`block_body`] with fused multiply-adds in AVX2 registers: [`MR`] rows x 16 columns, twelve
+/// vector sums, each output's sum in the same order as there (so the same bits), with the
+/// broadcasts of A and the loads of B the compiler did not keep in registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block_avx2(a: &[f32], rows: usize, b: &PackedB, bias: Option<&[f32]>, c: &mut [f32]) {
-    block_body::<true, MR>(a, rows, b, bias, c)
+    use std::arch::x86_64::*;
+    let (k, n) = (b.k, b.n);
+    if rows == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        a.len() >= rows.div_ceil(MR) * MR * k,
+        "A in whole groups of MR rows"
+    );
+    assert!(b.panels.len() >= n.div_ceil(NR) * k * NR);
+    for p in 0..n.div_ceil(NR) {
+        let panel = b.panels[p * k * NR..].as_ptr();
+        let cols = NR.min(n - p * NR);
+        for r0 in (0..rows).step_by(MR) {
+            let tile = a[r0 * k..].as_ptr();
+            let mut acc_c = [[_mm256_setzero_ps(); 2]; MR];
+            for k0 in (0..k).step_by(b.k_tile) {
+                let k1 = (k0 + b.k_tile).min(k);
+                let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+                for kk in k0..k1 {
+                    // SAFETY: `kk < k`: the panel's row `kk` and the group's step `kk` are
+                    // inside B and A (asserted above).
+                    unsafe {
+                        let b0 = _mm256_loadu_ps(panel.add(kk * NR));
+                        let b1 = _mm256_loadu_ps(panel.add(kk * NR + 8));
+                        for (r, s) in acc.iter_mut().enumerate() {
+                            let av = _mm256_broadcast_ss(&*tile.add(kk * MR + r));
+                            s[0] = _mm256_fmadd_ps(av, b0, s[0]);
+                            s[1] = _mm256_fmadd_ps(av, b1, s[1]);
+                        }
+                    }
+                }
+                for (sum, part) in acc_c.iter_mut().zip(&acc) {
+                    sum[0] = _mm256_add_ps(sum[0], part[0]);
+                    sum[1] = _mm256_add_ps(sum[1], part[1]);
+                }
+            }
+            for (r, sum) in acc_c.iter().enumerate().take(MR.min(rows - r0)) {
+                let mut lanes = [0f32; NR];
+                // SAFETY: `lanes` holds 16 floats, two vectors of 8.
+                unsafe {
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), sum[0]);
+                    _mm256_storeu_ps(lanes.as_mut_ptr().add(8), sum[1]);
+                }
+                let out = &mut c[(r0 + r) * n + p * NR..][..cols];
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = match bias {
+                        Some(bias) => lanes[j] + bias[p * NR + j],
+                        None => lanes[j],
+                    };
+                }
+            }
+        }
+    }
 }
 
 /// All panels of B against `rows` rows of A (padded to whole micro-tiles). `FMA` selects

@@ -4,13 +4,20 @@
 use std::fmt;
 use std::sync::Arc;
 
+use amanuensis_kernels::low_precision::{LowPrecisionB, WeightPrecision, gemv_low_precision};
 use amanuensis_kernels::packed_gemm::{PackedB, gemm_f32, gemv_f32};
 use tract_core::internal::*;
 
-/// A linear layer's weights, packed for the CPU's micro-kernels, and its bias.
+/// A linear layer's weights, packed for the CPU's micro-kernels (or held in bfloat16 or int8),
+/// and its bias.
 pub struct LinearWeights {
-    packed: PackedB,
+    held: Held,
     bias: Option<Vec<f32>>,
+}
+
+enum Held {
+    F32(PackedB),
+    Low(LowPrecisionB),
 }
 
 impl LinearWeights {
@@ -23,22 +30,54 @@ impl LinearWeights {
         transposed: bool,
         bias: Option<Vec<f32>>,
     ) -> LinearWeights {
-        let packed = if transposed {
-            PackedB::plain_transposed(w, k, n)
-        } else {
-            PackedB::plain(w, k, n)
+        LinearWeights::with_precision(w, k, n, transposed, bias, WeightPrecision::F32)
+    }
+
+    /// [`new`](LinearWeights::new), the weights held as `precision` says
+    /// ([`amanuensis_kernels::low_precision`]).
+    pub fn with_precision(
+        w: &[f32],
+        k: usize,
+        n: usize,
+        transposed: bool,
+        bias: Option<Vec<f32>>,
+        precision: WeightPrecision,
+    ) -> LinearWeights {
+        let held = match LowPrecisionB::new(w, k, n, transposed, precision) {
+            Some(low) => Held::Low(low),
+            None if transposed => Held::F32(PackedB::plain_transposed(w, k, n)),
+            None => Held::F32(PackedB::plain(w, k, n)),
         };
-        LinearWeights { packed, bias }
+        LinearWeights { held, bias }
+    }
+
+    /// Rows of the weights (the reduction) and columns (the outputs).
+    pub fn shape(&self) -> (usize, usize) {
+        match &self.held {
+            Held::F32(p) => (p.k(), p.n()),
+            Held::Low(l) => (l.k(), l.n()),
+        }
+    }
+
+    /// How the weights are held.
+    pub fn precision(&self) -> WeightPrecision {
+        match &self.held {
+            Held::F32(_) => WeightPrecision::F32,
+            Held::Low(l) => l.precision(),
+        }
     }
 }
 
 impl fmt::Debug for LinearWeights {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (k, n) = self.shape();
         write!(
             f,
-            "[{}x{}]{}",
-            self.packed.k(),
-            self.packed.n(),
+            "[{k}x{n}]{}{}",
+            match self.precision() {
+                WeightPrecision::F32 => String::new(),
+                p => format!(" {p}"),
+            },
             if self.bias.is_some() { "+bias" } else { "" }
         )
     }
@@ -104,7 +143,7 @@ impl Op for CpuLinear {
 impl EvalOp for CpuLinear {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let x = &inputs[0];
-        let (k, n) = (self.weights.packed.k(), self.weights.packed.n());
+        let (k, n) = self.weights.shape();
         let shape = x.shape();
         ensure!(
             shape.len() >= self.k_axes,
@@ -126,10 +165,10 @@ impl EvalOp for CpuLinear {
             let mut view = out.try_as_plain_ram_mut()?;
             let c = view.as_slice_mut::<f32>()?;
             let bias = self.weights.bias.as_deref();
-            if rows >= 12 {
-                gemm_f32(a, rows, &self.weights.packed, bias, self.gelu, c);
-            } else if rows > 0 {
-                gemv_f32(a, rows, &self.weights.packed, bias, self.gelu, c);
+            match &self.weights.held {
+                Held::F32(packed) if rows >= 12 => gemm_f32(a, rows, packed, bias, self.gelu, c),
+                Held::F32(packed) => gemv_f32(a, rows, packed, bias, self.gelu, c),
+                Held::Low(low) => gemv_low_precision(a, rows, low, bias, self.gelu, c),
             }
         }
         Ok(tvec!(out.into_tvalue()))
@@ -147,14 +186,14 @@ impl TypedOp for CpuLinear {
             .take(shape.len() - self.k_axes)
             .cloned()
             .collect();
-        out.push(self.weights.packed.n().into());
+        out.push(self.weights.shape().1.into());
         Ok(tvec!(f32::fact(out)))
     }
 
     fn cost(&self, inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         let shape = &inputs[0].shape;
         let rows: TDim = shape.iter().take(shape.len() - self.k_axes).product();
-        let (k, n) = (self.weights.packed.k(), self.weights.packed.n());
+        let (k, n) = self.weights.shape();
         Ok(tvec!((Cost::FMA(f32::datum_type()), rows * (k * n) as i64)))
     }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use amanuensis_ops::DeviceHandle;
 use std::time::{Duration, Instant};
 
+use amanuensis_kernels::low_precision::WeightPrecision;
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::runtime::RunOptions;
@@ -112,6 +113,10 @@ pub struct EncoderOptions {
     /// A device to run the offloaded ops on instead of the one `backend` names (which must
     /// then be `emu`, `npu` or `auto`): another implementation of the kernel contract.
     pub device: Option<DeviceHandle>,
+    /// How the decoder's linear layers hold their weights, for a
+    /// [`Transcriber`](crate::transcribe::Transcriber) loaded with these options (the encoder
+    /// does not read it).
+    pub decoder_weights: WeightPrecision,
 }
 
 impl Default for EncoderOptions {
@@ -126,6 +131,7 @@ impl Default for EncoderOptions {
             precision: Precision::Bf16,
             family: None,
             device: None,
+            decoder_weights: WeightPrecision::F32,
         }
     }
 }

@@ -13,7 +13,7 @@ mod layout;
 
 pub use decoder::{
     DecoderError, DecoderFiles, DecoderHints, DecoderModel, DecoderSession, DecoderShape,
-    SessionBytes,
+    SessionBytes, WeightPrecision,
 };
 pub use encoder::{Encoder, EncoderError, EncoderOptions, OpTime, Profile};
 pub use fetch::{FetchError, ct2_checkpoint, fetch, resolve_model};

@@ -85,7 +85,7 @@ fn linear(op: &EinSum, x_rank: usize, w_rank: usize) -> Option<Linear> {
 }
 
 fn rule(
-    _ctx: &RewriteContext,
+    ctx: &RewriteContext,
     model: &TypedModel,
     node: &TypedNode,
     _name: &str,
@@ -135,7 +135,14 @@ fn rule(
         last = next;
     }
     let linear = CpuLinear {
-        weights: Arc::new(LinearWeights::new(values, k, n, layout.n_first, bias)),
+        weights: Arc::new(LinearWeights::with_precision(
+            values,
+            k,
+            n,
+            layout.n_first,
+            bias,
+            ctx.weights,
+        )),
         k_axes: layout.k_axes,
         gelu,
     };

@@ -32,6 +32,8 @@ mod fuse_layer_norm;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use amanuensis_kernels::low_precision::WeightPrecision;
+
 use amanuensis_ops::DeviceHandle;
 use tract_onnx::prelude::Rewriter;
 use tract_onnx::tract_core::internal::*;
@@ -52,14 +54,17 @@ pub enum Stage {
 pub struct RewriteContext {
     /// The device, for [`Stage::Device`] passes.
     pub device: Option<DeviceHandle>,
+    /// How the CPU's linear layers hold their weights (the decoder's lighter weights).
+    pub weights: WeightPrecision,
     left: Mutex<BTreeMap<String, String>>,
 }
 
 impl RewriteContext {
-    /// A context offloading to `device` (none: CPU fusions only).
+    /// A context offloading to `device` (none: CPU fusions only), weights in float32.
     pub fn new(device: Option<DeviceHandle>) -> RewriteContext {
         RewriteContext {
             device,
+            weights: WeightPrecision::F32,
             left: Mutex::default(),
         }
     }

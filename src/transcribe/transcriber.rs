@@ -277,8 +277,12 @@ impl Transcriber {
                 n_audio_ctx,
                 n_heads: config.decoder_attention_heads,
             };
-            let (files, threads) = (decoder_files.clone(), options.threads);
-            std::thread::spawn(move || DecoderModel::load(files, hints, threads))
+            let (files, threads, weights) = (
+                decoder_files.clone(),
+                options.threads,
+                options.decoder_weights,
+            );
+            std::thread::spawn(move || DecoderModel::load_with(files, hints, threads, weights))
         };
         // With the widths in config.json, the decoder loads on a thread of its own while the
         // encoder loads and runs its first window (loading is mostly one thread's work); else

@@ -59,17 +59,19 @@ if [[ -z "${AMANUENSIS:-}" ]]; then
 fi
 export AMANUENSIS
 
-status=0
-for dev in npu npu2; do
+# The two families' checks run side by side (each is one thread: Python and the harness), and
+# so do their designs' builds; each writes its own log, printed in order once both are done.
+check_kernels() {
+    local dev="$1" mmul
     case "$dev" in
         npu) mmul=(4 8 4) ;;
         npu2) mmul=(4 8 8) ;;
     esac
     echo "== kernels over the API model, mmul ${mmul[0]}x${mmul[1]}x${mmul[2]}"
-    flags=(-std=c++20 -O2 -ffp-contract=off -Wall -Wextra
+    local flags=(-std=c++20 -O2 -ffp-contract=off -Wall -Wextra
         -DDIM_M=64 -DDIM_K=64 -DDIM_N=32 -DMMUL_R="${mmul[0]}" -DMMUL_S="${mmul[1]}" -DMMUL_T="${mmul[2]}"
         -I "$here/model" -I "$aie/common")
-    objects=()
+    local objects=() source object
     for source in gemm/gemm.cc softmax/softmax.cc gelu/gelu.cc; do
         object="$work/$dev-$(basename "$source" .cc).o"
         # The GEMM with its bfloat16-output entry points too (gemm_bf16.o on the device).
@@ -79,21 +81,17 @@ for dev in npu npu2; do
     "$cxx" "${flags[@]}" "$here/harness.cc" "${objects[@]}" -o "$work/harness-$dev"
     mkdir -p "$work/data-$dev"
     python3 -B "$here/check_kernels.py" "$work/harness-$dev" "$emuref" "$AMANUENSIS" \
-        "$work/data-$dev" "$dev" || status=1
-done
+        "$work/data-$dev" "$dev"
+}
 
-echo "== designs through the IRON model, build.sh with stand-in tools, manifests parsed"
-mkdir -p "$work/tools/bin" "$work/tools/peano/bin" "$work/tools/mlir/include/aie_api"
-cp "$here/fake_toolchain/aiecc.py" "$work/tools/bin/aiecc.py"
-cp "$here/fake_toolchain/clang++" "$work/tools/peano/bin/clang++"
-chmod +x "$work/tools/bin/aiecc.py" "$work/tools/peano/bin/clang++"
-touch "$work/tools/mlir/include/aie_api/aie.hpp"
-for target in npu npu2; do
+build_designs() {
+    local target="$1" status=0 model out unchecked gemm_kinds gemm_xclbins log aiecc
+    log="$work/build-$target.log"
     for model in tiny base small medium large-v2 large-v3; do
         out="$work/out-$target-$model"
         if PATH="$work/tools/bin:$PATH" PYTHONPATH="$here/iron_model" PYTHONDONTWRITEBYTECODE=1 \
             PEANO_INSTALL_DIR="$work/tools/peano" MLIR_AIE_INSTALL_DIR="$work/tools/mlir" \
-            "$aie/build.sh" "$model" "$out" --target "$target" >"$work/build.log" 2>&1; then
+            "$aie/build.sh" "$model" "$out" --target "$target" >"$log" 2>&1; then
             unchecked="$(grep -L "IRON model" "$out"/.build/*/aie.mlir || true)"
             if [[ -n "$unchecked" ]]; then
                 echo "$model ($target): designs that did not run through the IRON model: $unchecked"
@@ -114,14 +112,48 @@ for target in npu npu2; do
             fi
         else
             echo "$model ($target): build.sh failed:"
-            cat "$work/build.log"
-            for log in "$out"/.build/*/aiecc.log; do
-                [[ -s "$log" ]] && cat "$log"
+            cat "$log"
+            for aiecc in "$out"/.build/*/aiecc.log; do
+                [[ -s "$aiecc" ]] && cat "$aiecc"
             done
             status=1
         fi
     done
-done
+    return $status
+}
+
+# Runs "$@" in the background into a log of its own; `finish NAME` prints the log and gives
+# its status.
+declare -A pids
+start() {
+    local name="$1"
+    shift
+    "$@" >"$work/$name.out" 2>&1 &
+    pids[$name]=$!
+}
+finish() {
+    local rc=0
+    wait "${pids[$1]}" || rc=$?
+    cat "$work/$1.out"
+    return $rc
+}
+
+status=0
+start kernels-npu check_kernels npu
+start kernels-npu2 check_kernels npu2
+finish kernels-npu || status=1
+finish kernels-npu2 || status=1
+
+echo "== designs through the IRON model, build.sh with stand-in tools, manifests parsed"
+mkdir -p "$work/tools/bin" "$work/tools/peano/bin" "$work/tools/mlir/include/aie_api"
+cp "$here/fake_toolchain/aiecc.py" "$work/tools/bin/aiecc.py"
+cp "$here/fake_toolchain/clang++" "$work/tools/peano/bin/clang++"
+chmod +x "$work/tools/bin/aiecc.py" "$work/tools/peano/bin/clang++"
+touch "$work/tools/mlir/include/aie_api/aie.hpp"
+start designs-npu build_designs npu
+start designs-npu2 build_designs npu2
+finish designs-npu || status=1
+finish designs-npu2 || status=1
 
 [[ $status -eq 0 ]] && echo "hostcheck: all checks passed" || echo "hostcheck: FAILURES"
 exit $status

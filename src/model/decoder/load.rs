@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use amanuensis_kernels::low_precision::WeightPrecision;
 use amanuensis_ops::CachedAttention;
 use prost::Message;
 use tract_linalg::multithread::Executor;
@@ -48,6 +49,7 @@ pub(super) fn prepare(
     path: &Path,
     proto: pb::ModelProto,
     hints: &DecoderHints,
+    weights: WeightPrecision,
 ) -> Result<Prepared, DecoderError> {
     let tract = |stage: &'static str| {
         move |e: anyhow::Error| DecoderError::Tract {
@@ -91,7 +93,7 @@ pub(super) fn prepare(
     let typed = |model: InferenceModel, cross_rows: CrossRows| {
         let model = inputs.set_facts(model, io.ids_type, hints, cross_rows, path)?;
         let typed = model.into_typed().map_err(tract("analysing the graph"))?;
-        optimize(typed).map_err(|(stage, e)| tract(stage)(e))
+        optimize(typed, weights).map_err(|(stage, e)| tract(stage)(e))
     };
     if io.feeds.iter().any(Feed::is_cross)
         && let Ok(mut model) = typed(model.clone(), CrossRows::One)

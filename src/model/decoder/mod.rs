@@ -40,6 +40,7 @@ mod tests;
 
 use std::path::PathBuf;
 
+pub use amanuensis_kernels::low_precision::WeightPrecision;
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 
@@ -137,6 +138,17 @@ impl DecoderModel {
         hints: DecoderHints,
         threads: usize,
     ) -> Result<DecoderModel, DecoderError> {
+        DecoderModel::load_with(files, hints, threads, WeightPrecision::F32)
+    }
+
+    /// [`load`](DecoderModel::load), the linear layers' weights held as `weights` says
+    /// (bfloat16 or int8: [`amanuensis_kernels::low_precision`]).
+    pub fn load_with(
+        files: DecoderFiles,
+        hints: DecoderHints,
+        threads: usize,
+        weights: WeightPrecision,
+    ) -> Result<DecoderModel, DecoderError> {
         let executor = if threads > 1 {
             Executor::multithread(threads)
         } else {
@@ -144,16 +156,16 @@ impl DecoderModel {
         };
         let kind: Box<dyn DecoderKind> = match &files {
             DecoderFiles::CrossKv { cross, step } => {
-                let cross = prepare(cross, read_proto(cross)?, &hints)?.plan(&executor)?;
-                let step = prepare(step, read_proto(step)?, &hints)?.plan(&executor)?;
+                let cross = prepare(cross, read_proto(cross)?, &hints, weights)?.plan(&executor)?;
+                let step = prepare(step, read_proto(step)?, &hints, weights)?.plan(&executor)?;
                 Box::new(CrossKv::new(cross, step, &hints)?)
             }
             DecoderFiles::Split { first, step } => {
-                split::load_files(first, step, &hints, &executor)?
+                split::load_files(first, step, &hints, weights, &executor)?
             }
-            DecoderFiles::Merged(path) => split::load_merged(path, &hints, &executor)?,
+            DecoderFiles::Merged(path) => split::load_merged(path, &hints, weights, &executor)?,
             DecoderFiles::NoCache(path) => {
-                let graph = prepare(path, read_proto(path)?, &hints)?.plan(&executor)?;
+                let graph = prepare(path, read_proto(path)?, &hints, weights)?.plan(&executor)?;
                 Box::new(NoCache::new(graph, &hints)?)
             }
         };

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use amanuensis_kernels::low_precision::WeightPrecision;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::konst::Const;
@@ -13,9 +14,12 @@ use super::super::encoder::{f16_to_f32, has_f16};
 /// Where a preparation step failed: the stage (for messages) and tract's error.
 pub(super) type StageError = (&'static str, anyhow::Error);
 
-/// Declutters, fuses for the CPU (`Stage::Cpu` and `Stage::Decoder`) and optimises `typed`,
-/// computing float16 graphs in float32.
-pub(super) fn optimize(mut typed: TypedModel) -> Result<TypedModel, StageError> {
+/// Declutters, fuses for the CPU (`Stage::Cpu` and `Stage::Decoder`, the linear layers'
+/// weights held as `weights` says) and optimises `typed`, computing float16 graphs in float32.
+pub(super) fn optimize(
+    mut typed: TypedModel,
+    weights: WeightPrecision,
+) -> Result<TypedModel, StageError> {
     let stage = |stage: &'static str| move |e: anyhow::Error| (stage, e);
     if has_f16(&typed) {
         f16_to_f32(&mut typed).map_err(stage("converting float16 to float32"))?;
@@ -24,9 +28,11 @@ pub(super) fn optimize(mut typed: TypedModel) -> Result<TypedModel, StageError> 
     // A product's constant of its own folds with its layout changes, before the rules read it.
     unshare_product_constants(&mut typed).map_err(stage("decluttering"))?;
     declutter(&mut typed, true).map_err(stage("decluttering"))?;
+    let mut context = crate::rewrite::RewriteContext::new(None);
+    context.weights = weights;
     crate::rewrite::rewrite(
         &mut typed,
-        &crate::rewrite::RewriteContext::new(None),
+        &context,
         &[crate::rewrite::Stage::Cpu, crate::rewrite::Stage::Decoder],
     )
     .map_err(|e| ("fusing for the CPU", anyhow::anyhow!(e)))?;

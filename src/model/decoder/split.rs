@@ -11,6 +11,7 @@
 
 use std::path::Path;
 
+use amanuensis_kernels::low_precision::WeightPrecision;
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 
@@ -39,10 +40,11 @@ pub(super) fn load_files(
     first: &Path,
     step: &Path,
     hints: &DecoderHints,
+    weights: WeightPrecision,
     executor: &Executor,
 ) -> Result<Box<dyn DecoderKind>, DecoderError> {
-    let first = prepare(first, read_proto(first)?, hints)?;
-    let step = prepare(step, read_proto(step)?, hints)?;
+    let first = prepare(first, read_proto(first)?, hints, weights)?;
+    let step = prepare(step, read_proto(step)?, hints, weights)?;
     load(first, step, hints, executor)
 }
 
@@ -50,6 +52,7 @@ pub(super) fn load_files(
 pub(super) fn load_merged(
     path: &Path,
     hints: &DecoderHints,
+    weights: WeightPrecision,
     executor: &Executor,
 ) -> Result<Box<dyn DecoderKind>, DecoderError> {
     let proto = read_proto(path)?;
@@ -59,8 +62,8 @@ pub(super) fn load_merged(
             detail,
         })
     };
-    let first = prepare(path, branch(Branch::WithoutCache)?, hints)?;
-    let step = prepare(path, branch(Branch::WithCache)?, hints)?;
+    let first = prepare(path, branch(Branch::WithoutCache)?, hints, weights)?;
+    let step = prepare(path, branch(Branch::WithCache)?, hints, weights)?;
     drop(proto);
     load(first, step, hints, executor)
 }

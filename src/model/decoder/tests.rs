@@ -11,6 +11,7 @@ use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::konst::Const;
 
+use super::WeightPrecision;
 use super::cache::gather_rows;
 use super::constants::{constant_bytes, share_constants};
 use super::graph::Graph;
@@ -92,7 +93,13 @@ fn two_graphs_hold_their_common_constants_once() {
     let dir = fixture("optimum-split-opset18");
     let prepared = |file: &str| {
         let path = dir.join(file);
-        prepare(&path, read_proto(&path).unwrap(), &hints()).unwrap()
+        prepare(
+            &path,
+            read_proto(&path).unwrap(),
+            &hints(),
+            WeightPrecision::F32,
+        )
+        .unwrap()
     };
     let (mut first, mut step) = (
         prepared("decoder_model.onnx"),

@@ -142,7 +142,7 @@ fn lighter_decoder_weights_keep_the_words() {
     let prompt = vec![50257u32, 50362, 50363];
     let logits = |t: &Transcriber| {
         let mut s = t.decoder().unwrap().session(&features).unwrap();
-        s.forward(&[prompt.clone()]).unwrap()
+        s.forward(std::slice::from_ref(&prompt)).unwrap()
     };
     let exact = logits(&reference);
     let text = reference

@@ -9,9 +9,11 @@
 //! process beside faster-whisper's model load and transcription alone (its Python start,
 //! imports and exit left out); then where our time goes (load, mel, encoder, decoder, from the
 //! JSON output) and faster-whisper's (imports, load, transcribe, Python start and exit); then
-//! long audio (tests/data/transcribe/long.flac, 316 s), sequential and batched (`--batch-size
-//! 8` against `BatchedInferencePipeline`). Needs python3 with `faster-whisper` (`pip install
-//! faster-whisper`); set
+//! long audio (tests/data/transcribe/long.flac, 316 s): ours sequential, with `--vad`, and
+//! batched at each decoder precision, faster-whisper sequential and batched, float32 and int8,
+//! each with its time split and its word agreement with openai-whisper's transcript, and the
+//! fastest of each side. Needs python3 with `faster-whisper` (`pip install faster-whisper`);
+//! set
 //! AMANUENSIS_PYTHON to use another Python. `AMANUENSIS_BENCH_MODELS=tiny.en` restricts the
 //! models, `AMANUENSIS_BENCH_RUNS` sets the runs (default 5).
 
@@ -286,62 +288,132 @@ fn main() {
     }
 }
 
-/// Long audio: tests/data/transcribe/long.flac (316 s of speech with pauses), sequential and
-/// batched (8 windows), ours (whole process) and faster-whisper's (load + transcribe, float32
-/// and int8), greedy with timestamps, the medians of `AMANUENSIS_BENCH_LONG_RUNS` (default 3).
+/// Long audio: tests/data/transcribe/long.flac (316 s of speech with pauses), 2 threads,
+/// greedy, timestamps, the medians of `AMANUENSIS_BENCH_LONG_RUNS` runs (default 3): ours
+/// (whole process) sequential, with `--vad`, and with `--batch-size 8` at each decoder
+/// precision; faster-whisper (load + transcribe) sequential and `BatchedInferencePipeline`
+/// (batch 8), float32 and int8. Each with its time split and its word agreement with
+/// openai-whisper's sequential transcript (tests/data/transcribe/long_openai.json).
 fn long_audio(models: &str) {
     let runs: usize = std::env::var("AMANUENSIS_BENCH_LONG_RUNS")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
-    let audio = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/transcribe/long.flac");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/transcribe");
+    let audio = data.join("long.flac");
+    let openai: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(data.join("long_openai.json")).expect("long_openai.json"),
+    )
+    .unwrap();
     println!(
         "\nlong audio: long.flac (316 s), {THREADS} threads, greedy, timestamps, median of {runs} \
-         runs; ours the whole process, faster-whisper its load and transcribe; batched: VAD and \
-         8 windows a batch (BatchedInferencePipeline)"
-    );
-    println!(
-        "{:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11}",
-        "model",
-        "seq s",
-        "batch s",
-        "fw f32",
-        "fw int8",
-        "fw f32 b8",
-        "fw int8 b8",
-        "seq/fw f32",
-        "b8/fw b8"
+         runs; ours the whole process, faster-whisper its load and transcribe; words: agreement \
+         with openai-whisper's sequential transcript"
     );
     for name in models.split(',') {
         let model = resolve_model(name, &mut |line| eprintln!("{line}"))
             .unwrap_or_else(|e| panic!("cannot obtain {name}: {e:#}"));
         let ct2 = ct2_dir(name);
-        let ours_median = |extra: &[&str]| {
-            median(
-                (0..runs)
-                    .map(|_| ours_with(&model, &audio, "cpu", "en", extra).0)
-                    .collect(),
-            )
-        };
-        let seq = ours_median(&[]);
-        let batch = ours_median(&["--batch-size", "8"]);
-        let fw = |compute: &str, mode: &str| {
-            median(
-                (0..runs)
-                    .map(|_| {
-                        let r = faster_whisper_as(&ct2, &audio, compute, "en", mode);
-                        r.load + r.transcribe
-                    })
-                    .collect(),
-            )
-        };
-        let (f32_, int8) = (fw("float32", "sequential"), fw("int8", "sequential"));
-        let (f32_b, int8_b) = (fw("float32", "8"), fw("int8", "8"));
+        let reference = openai["models"][name]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("long_openai.json has no {name}"))
+            .to_string();
+        let words = |text: &str| amanuensis::transcribe::compare_words(&reference, text).agreement;
         println!(
-            "{name:<8} {seq:>9.2} {batch:>9.2} {f32_:>9.2} {int8:>9.2} {f32_b:>9.2} {int8_b:>10.2} \
-             {:>10.2}x {:>10.2}x",
-            seq / f32_,
-            batch / f32_b
+            "{name}: {:<26} {:>8} {:>7} {:>6} {:>6} {:>8} {:>8} {:>6}",
+            "run", "total s", "load", "mel", "vad", "encoder", "decoder", "words"
+        );
+        let mut rows: Vec<(String, f64, f64)> = Vec::new();
+        let ours_configs: [(&str, &[&str]); 5] = [
+            ("sequential", &[]),
+            ("--vad", &["--vad"]),
+            ("--batch-size 8", &["--batch-size", "8"]),
+            (
+                "--batch-size 8, bf16",
+                &["--batch-size", "8", "--decoder-precision", "bf16"],
+            ),
+            (
+                "--batch-size 8, int8",
+                &["--batch-size", "8", "--decoder-precision", "int8"],
+            ),
+        ];
+        for (label, extra) in ours_configs {
+            let results: Vec<(f64, serde_json::Value)> = (0..runs)
+                .map(|_| ours_with(&model, &audio, "cpu", "en", extra))
+                .collect();
+            let field = |key: &str| {
+                median(
+                    results
+                        .iter()
+                        .map(|(_, r)| match &r["timings"][key] {
+                            serde_json::Value::Array(v) => {
+                                v.iter().filter_map(|x| x.as_f64()).sum()
+                            }
+                            v => v.as_f64().unwrap_or(0.0),
+                        })
+                        .collect(),
+                )
+            };
+            let total = median(results.iter().map(|x| x.0).collect());
+            let agreement = words(results[0].1["text"].as_str().unwrap_or(""));
+            println!(
+                "{:>w$}  ours {label:<21} {total:>8.2} {:>7.2} {:>6.2} {:>6.2} {:>8.2} {:>8.2} {agreement:>6.3}",
+                "",
+                field("load"),
+                field("mel") - field("vad"),
+                field("vad"),
+                field("encoder"),
+                field("decoder"),
+                w = name.len()
+            );
+            rows.push((format!("ours {label}"), total, agreement));
+        }
+        for (compute, mode, label) in [
+            ("float32", "sequential", "sequential float32"),
+            ("int8", "sequential", "sequential int8"),
+            ("float32", "8", "batched 8 float32"),
+            ("int8", "8", "batched 8 int8"),
+        ] {
+            let results: Vec<FwRun> = (0..runs)
+                .map(|_| faster_whisper_as(&ct2, &audio, compute, "en", mode))
+                .collect();
+            let load = median(results.iter().map(|r| r.load).collect());
+            let transcribe = median(results.iter().map(|r| r.transcribe).collect());
+            let agreement = words(&results[0].text);
+            println!(
+                "{:>w$}  faster-whisper {label:<11} {:>8.2} {load:>7.2} {:>6} {:>6} {:>8} {:>8} \
+                 {agreement:>6.3}  (transcribe {transcribe:.2})",
+                "",
+                load + transcribe,
+                "",
+                "",
+                "",
+                "",
+                w = name.len()
+            );
+            rows.push((
+                format!("faster-whisper {label}"),
+                load + transcribe,
+                agreement,
+            ));
+        }
+        let fastest = |prefix: &str| {
+            rows.iter()
+                .filter(|r| r.0.starts_with(prefix))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .cloned()
+                .expect("runs")
+        };
+        let (ours, theirs) = (fastest("ours"), fastest("faster-whisper"));
+        println!(
+            "{name}: fastest: {} {:.2} s (words {:.3}) against {} {:.2} s (words {:.3}): {:.2}x",
+            ours.0,
+            ours.1,
+            ours.2,
+            theirs.0,
+            theirs.1,
+            theirs.2,
+            ours.1 / theirs.1
         );
     }
 }

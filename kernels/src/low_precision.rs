@@ -152,20 +152,10 @@ pub fn gemv_low_precision(
     if rows == 0 || n == 0 {
         return;
     }
-    let panels = n.div_ceil(NR);
-    // Two panels a step; about 64 KB of weights a task, at least two tasks when there is work.
-    let per_task =
-        ((65_536 / (k * NR).max(1)).max(1).div_ceil(2) * 2).min(panels.div_ceil(2).max(2));
-    let out = crate::packed_gemm::SharedOut::new(c);
-    use rayon::prelude::*;
-    (0..panels.div_ceil(per_task))
-        .into_par_iter()
-        .for_each(|t| {
-            let (p0, p1) = (t * per_task, ((t + 1) * per_task).min(panels));
-            // SAFETY: the tasks write disjoint column ranges (panels p0 .. p1) of C's rows.
-            let c = unsafe { out.slice() };
-            panels_product(a, rows, b, bias, gelu, p0, p1, c);
-        });
+    // Two panels a step (the AVX2 tile's); about 64 K weights a task.
+    crate::packed_gemm::over_panel_tasks(k, n, 2, 65_536, c, |p0, p1, c| {
+        panels_product(a, rows, b, bias, gelu, p0, p1, c)
+    });
 }
 
 /// Panels `p0 .. p1` of `b` against every row of `a`, into C's columns `p0 * 16 ..`.

@@ -289,10 +289,27 @@ pub fn gemv_f32(
 ) {
     let (k, n) = (b.k, b.n);
     assert_operands(a, rows, b, bias, c);
+    // Four panels a step; about 128 KB of B a task.
+    over_panel_tasks(k, n, 4, 32_768, c, |p0, p1, c| {
+        gemv_panels(a, rows, b, bias, gelu, p0, p1, c)
+    });
+}
+
+/// Spreads the panels of a `k`-deep matrix of `n` columns over rayon's current pool, `step`
+/// panels at a time and about `floats` of its values a task, at least two tasks when there is
+/// work: `f(p0, p1, c)` for each task's panels `p0 .. p1`, which writes only the columns of C
+/// (`[rows, n]`) those panels give.
+pub(crate) fn over_panel_tasks(
+    k: usize,
+    n: usize,
+    step: usize,
+    floats: usize,
+    c: &mut [f32],
+    f: impl Fn(usize, usize, &mut [f32]) + Sync,
+) {
     let panels = n.div_ceil(NR);
-    // Four panels a step; about 128 KB of B a task, at least two tasks when there is work.
     let per_task =
-        ((32_768 / (k * NR).max(1)).max(1).div_ceil(4) * 4).min(panels.div_ceil(2).max(4));
+        ((floats / (k * NR).max(1)).max(1).div_ceil(step) * step).min(panels.div_ceil(2).max(step));
     let out = SharedOut::new(c);
     use rayon::prelude::*;
     (0..panels.div_ceil(per_task))
@@ -301,21 +318,21 @@ pub fn gemv_f32(
             let (p0, p1) = (t * per_task, ((t + 1) * per_task).min(panels));
             // SAFETY: the tasks write disjoint column ranges (panels p0 .. p1) of C's rows.
             let c = unsafe { out.slice() };
-            gemv_panels(a, rows, b, bias, gelu, p0, p1, c);
+            f(p0, p1, c);
         });
 }
 
 /// C shared by tasks that write disjoint columns of it.
 #[derive(Clone, Copy)]
-pub(crate) struct SharedOut(*mut f32, usize);
-// SAFETY: see `gemv_f32`: the tasks' writes are disjoint.
+struct SharedOut(*mut f32, usize);
+// SAFETY: see `over_panel_tasks`: the tasks' writes are disjoint.
 unsafe impl Send for SharedOut {}
 // SAFETY: as above.
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
     /// C, to be written in disjoint parts by several tasks.
-    pub(crate) fn new(c: &mut [f32]) -> SharedOut {
+    fn new(c: &mut [f32]) -> SharedOut {
         SharedOut(c.as_mut_ptr(), c.len())
     }
 
@@ -324,8 +341,9 @@ impl SharedOut {
     /// # Safety
     /// Callers write disjoint parts of it only.
     #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn slice(&self) -> &mut [f32] {
-        // SAFETY: the pointer and length come from one live `&mut [f32]` (see `gemv_f32`).
+    unsafe fn slice(&self) -> &mut [f32] {
+        // SAFETY: the pointer and length come from one live `&mut [f32]` (see
+        // `over_panel_tasks`).
         unsafe { std::slice::from_raw_parts_mut(self.0, self.1) }
     }
 }

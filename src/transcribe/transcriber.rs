@@ -539,14 +539,10 @@ impl Transcriber {
         let mut detected: Option<(Vec<f32>, Vec<f32>)> = None;
         if language.is_none() {
             detection_window(&mut spool, options.language_detection, &mut window)?;
+            let features = self.encode_timed(&window, &mut timings, progress)?;
+            let decoder = self.decoder_timed(&mut timings)?;
             let t = Instant::now();
-            let features = self.encoder.encode(&window)?;
-            timings.encoder.push(t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            self.decoder()?;
-            timings.decoder_wait += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            let mut session = self.decoder()?.session(&features)?;
+            let mut session = decoder.session(&features)?;
             let probs = self.language_probs(&mut session)?;
             timings.decoder_forwards += session.forwards();
             decoder_time += t.elapsed();
@@ -566,24 +562,13 @@ impl Transcriber {
                 size: N_FRAMES.min(content_frames - seek),
             };
             spool.window(span.seek, span.size, &mut window)?;
-            let t = Instant::now();
             let features = match detected.take() {
                 Some((mel, features)) if mel == window => features,
-                _ => {
-                    let features = self.encoder.encode(&window)?;
-                    timings.encoder.push(t.elapsed().as_secs_f64());
-                    features
-                }
+                _ => self.encode_timed(&window, &mut timings, progress)?,
             };
-            for note in self.encoder.take_notes() {
-                progress.note(&note);
-            }
+            let decoder = self.decoder_timed(&mut timings)?;
             let t = Instant::now();
-            self.decoder()?;
-            timings.decoder_wait += t.elapsed().as_secs_f64();
-
-            let t = Instant::now();
-            let mut session = self.decoder()?.session(&features)?;
+            let mut session = decoder.session(&features)?;
             let result = self.decode_with_fallback(
                 &mut session,
                 &language,
@@ -665,6 +650,30 @@ impl Transcriber {
             segments.push(segment);
         }
         segments
+    }
+
+    /// Encodes one window, its time counted in `timings` and the encoder's notes passed on.
+    fn encode_timed(
+        &self,
+        window: &[f32],
+        timings: &mut Timings,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<f32>, TranscribeError> {
+        let t = Instant::now();
+        let features = self.encoder.encode(window)?;
+        timings.encoder.push(t.elapsed().as_secs_f64());
+        for note in self.encoder.take_notes() {
+            progress.note(&note);
+        }
+        Ok(features)
+    }
+
+    /// The decoder, any wait for its loading counted in `timings`.
+    fn decoder_timed(&self, timings: &mut Timings) -> Result<&DecoderModel, TranscribeError> {
+        let t = Instant::now();
+        let decoder = self.decoder()?;
+        timings.decoder_wait += t.elapsed().as_secs_f64();
+        Ok(decoder)
     }
 
     /// Reads `stream` through the VAD model: the audio (kept for a second pass) and its speech

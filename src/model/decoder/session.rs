@@ -47,13 +47,7 @@ impl<'m> DecoderSession<'m> {
         model: &'m DecoderModel,
         hidden: std::sync::Arc<Tensor>,
     ) -> Result<DecoderSession<'m>, DecoderError> {
-        let mut state = State::new(model.shape, hidden);
-        model.kind.start(&mut state)?;
-        Ok(DecoderSession {
-            model,
-            state,
-            forwards: 0,
-        })
+        DecoderSession::started(model, State::new(model.shape, hidden))
     }
 
     /// A session of `model` over a batch of windows' features `hidden` (`[windows,
@@ -62,7 +56,14 @@ impl<'m> DecoderSession<'m> {
         model: &'m DecoderModel,
         hidden: std::sync::Arc<Tensor>,
     ) -> Result<DecoderSession<'m>, DecoderError> {
-        let mut state = State::batch(model.shape, hidden);
+        DecoderSession::started(model, State::batch(model.shape, hidden))
+    }
+
+    /// A session of `model` over `state`, which its kind starts.
+    fn started(
+        model: &'m DecoderModel,
+        mut state: State,
+    ) -> Result<DecoderSession<'m>, DecoderError> {
         model.kind.start(&mut state)?;
         Ok(DecoderSession {
             model,

@@ -78,11 +78,10 @@ impl Transcriber {
                 None => "en".to_string(),
                 Some(group) => {
                     group_window(&mut samples, group, &mel, &mut window)?;
+                    let features = self.encode_timed(&window, &mut timings, progress)?;
+                    let decoder = self.decoder_timed(&mut timings)?;
                     let t = Instant::now();
-                    let features = self.encoder.encode(&window)?;
-                    timings.encoder.push(t.elapsed().as_secs_f64());
-                    let t = Instant::now();
-                    let mut session = self.decoder()?.session(&features)?;
+                    let mut session = decoder.session(&features)?;
                     let probs = self.language_probs(&mut session)?;
                     timings.decoder += t.elapsed().as_secs_f64();
                     timings.decoder_forwards += session.forwards();
@@ -117,19 +116,12 @@ impl Transcriber {
                     continue;
                 }
                 group_window(&mut samples, group, &mel, &mut window)?;
-                let t = Instant::now();
-                features.push(self.encoder.encode(&window)?);
-                timings.encoder.push(t.elapsed().as_secs_f64());
-                for note in self.encoder.take_notes() {
-                    progress.note(&note);
-                }
+                features.push(self.encode_timed(&window, &mut timings, progress)?);
             }
-            let t = Instant::now();
-            self.decoder()?;
-            timings.decoder_wait += t.elapsed().as_secs_f64();
+            let decoder = self.decoder_timed(&mut timings)?;
             let t = Instant::now();
             let refs: Vec<&[f32]> = features.iter().map(Vec::as_slice).collect();
-            let mut session = self.decoder()?.batch_session(&refs)?;
+            let mut session = decoder.batch_session(&refs)?;
             let results = task.run_batch(&mut session, batch.len(), &mut rng)?;
             timings.decoder_forwards += session.forwards();
             timings.decoder += t.elapsed().as_secs_f64();

@@ -446,6 +446,76 @@ pub fn whisper_kernels(dims: EncoderDims, contract: &GemmContract) -> Vec<Kernel
     kernels
 }
 
+/// A predicted NPU device time for one pass of a Whisper decoder's products (every layer's
+/// self-attention Q, K, V and output projections, cross-attention Q and output projections,
+/// two feed-forward products, and the vocabulary's), `rows` tokens at once (a batch of
+/// sequences), from named hardware figures: never a measurement. The attention itself, the
+/// small ops and the decoding rules stay on the CPU and are not counted.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct DecoderPassPrediction {
+    /// The NPU family predicted for.
+    pub family: &'static str,
+    /// Token rows a pass.
+    pub rows: usize,
+    /// GEMM dispatches a pass.
+    pub dispatches: usize,
+    /// The products' weights in bfloat16 (bytes), which every pass must read.
+    pub weight_bytes: usize,
+    /// Compute at the sustained rate, padding included (ms).
+    pub compute_ms: f64,
+    /// DMA under this project's GEMM design ([`GemmContract::dma_bytes`]: A, padded to a block
+    /// of rows, read again for every block of columns) (ms).
+    pub transfer_ms: f64,
+    /// Dispatches' fixed cost (ms).
+    pub dispatch_ms: f64,
+    /// The sum, under this design (ms).
+    pub total_ms: f64,
+    /// A design that reads each operand once: the weights, the rows of A and C over the
+    /// host's rate, with compute and dispatches as above (ms).
+    pub operands_once_ms: f64,
+}
+
+/// [`DecoderPassPrediction`] of a decoder of `dims` with `vocab` tokens on `contract`'s array.
+pub fn predict_decoder_pass(
+    dims: EncoderDims,
+    vocab: usize,
+    rows: usize,
+    contract: &GemmContract,
+) -> DecoderPassPrediction {
+    let d = dims.d_model;
+    let mut products = Vec::new();
+    for _ in 0..dims.layers {
+        products.extend([(d, d); 6]);
+        products.extend([(d, 4 * d), (4 * d, d)]);
+    }
+    products.push((d, vocab));
+    let family = contract.family();
+    let (mut flops, mut dma, mut dispatches, mut once, mut weights) = (0u64, 0usize, 0, 0usize, 0);
+    for (k, n) in products {
+        let layout = contract.layout(rows, k, n);
+        flops += layout.padded_flops();
+        dma += contract.dma_bytes(&layout);
+        dispatches += layout.dispatches;
+        weights += 2 * k * n;
+        once += 2 * k * n + 2 * rows * k + 4 * rows * n;
+    }
+    let rate = family.host_bytes_per_s();
+    let compute_ms = flops as f64 / family.sustained_bf16_flops() * 1e3;
+    let transfer_ms = dma as f64 / rate * 1e3;
+    let dispatch_ms = dispatches as f64 * hw::XDNA1_DISPATCH_SECONDS * 1e3;
+    DecoderPassPrediction {
+        family: family.name(),
+        rows,
+        dispatches,
+        weight_bytes: weights,
+        compute_ms,
+        transfer_ms,
+        dispatch_ms,
+        total_ms: compute_ms + transfer_ms + dispatch_ms,
+        operands_once_ms: compute_ms + once as f64 / rate * 1e3 + dispatch_ms,
+    }
+}
+
 /// A predicted NPU device time for one window, from the traffic and named hardware
 /// figures: never a measurement.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -496,5 +566,34 @@ pub fn predict(placement: &Placement, family: DeviceFamily) -> Prediction {
         total_ms: compute_ms + transfer_ms + dispatch_ms + context_ms,
         contexts,
         per_shape_contexts_per_window,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A decoder pass reads every product's weights: 14 d^2 a layer (six d x d projections,
+    /// two feed-forward products of 4 d^2) and the vocabulary's d x vocab, in bfloat16; a
+    /// design that reads each operand once takes at least their time at the host's rate, and
+    /// padding rows to the array's block makes a few rows cost what one costs.
+    #[test]
+    fn decoder_pass_reads_every_weight() {
+        let dims = EncoderDims {
+            n_mels: 80,
+            d_model: 384,
+            layers: 4,
+            heads: 6,
+        };
+        for family in [DeviceFamily::Xdna1, DeviceFamily::Xdna2] {
+            let contract = GemmContract::for_family(family);
+            let one = predict_decoder_pass(dims, 51_864, 1, &contract);
+            assert_eq!(one.weight_bytes, 2 * (4 * 14 * 384 * 384 + 384 * 51_864));
+            assert!(one.dispatches >= 4 * 8 + 1);
+            let floor = one.weight_bytes as f64 / family.host_bytes_per_s() * 1e3;
+            assert!(one.operands_once_ms > floor && one.total_ms >= one.operands_once_ms);
+            let eight = predict_decoder_pass(dims, 51_864, 8, &contract);
+            assert_eq!(eight.compute_ms, one.compute_ms);
+        }
     }
 }

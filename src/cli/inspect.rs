@@ -51,6 +51,13 @@ pub struct InspectArgs {
     /// (the catalog's sizes).
     #[arg(long, conflicts_with = "published")]
     kernel_shapes: bool,
+
+    /// Instead of a model's report: the predicted NPU time of a pass of the decoder's products
+    /// at 1 to 16 rows (sequences decoded together) on both families, under this project's
+    /// GEMM design and under one that reads each operand once, for a catalog model (--model).
+    /// Needs no model file; predictions, not measurements.
+    #[arg(long, conflicts_with_all = ["published", "kernel_shapes"])]
+    decoder: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -79,6 +86,9 @@ pub fn run(args: InspectArgs) -> Result<()> {
     }
     if args.kernel_shapes {
         return kernel_shapes(&args);
+    }
+    if args.decoder {
+        return decoder(&args);
     }
     let options = args.plan.options(args.backend)?;
     let model_dir = args.plan.model_dir()?;
@@ -334,6 +344,66 @@ struct KernelShapes<'a> {
 }
 
 /// `inspect --kernel-shapes`: [`amanuensis::placement::whisper_kernels`] as JSON.
+fn decoder(args: &InspectArgs) -> Result<()> {
+    let model = args.plan.model.as_str();
+    let Some(entry) = amanuensis::model::catalog::lookup(model) else {
+        anyhow::bail!(
+            "--decoder takes a catalog name, whose sizes models/catalog.toml gives; {model:?} is \
+             not one of {}",
+            amanuensis::model::catalog::known_names()
+        );
+    };
+    // The vocabularies of OpenAI's checkpoints: English-only 51864 tokens, multilingual 51865,
+    // large-v3 (128 mel bins) 51866.
+    let vocab = if model.ends_with(".en") {
+        51_864
+    } else if entry.n_mels == 128 {
+        51_866
+    } else {
+        51_865
+    };
+    println!(
+        "{model}: the decoder's products a pass on the NPU (predicted from named hardware \
+         figures, not measured; attention and the rest stay on the CPU), ms"
+    );
+    println!(
+        "{:<6} {:>4} {:>10} {:>8} {:>8} {:>9} {:>8} {:>14} {:>10}",
+        "family",
+        "rows",
+        "dispatches",
+        "compute",
+        "DMA",
+        "dispatch",
+        "total",
+        "operands once",
+        "weights MB"
+    );
+    let mut rows_out = Vec::new();
+    for family in [DeviceFamily::Xdna1, DeviceFamily::Xdna2] {
+        let contract = Kernels::default().contract(family);
+        for rows in [1, 2, 4, 8, 16] {
+            let p =
+                amanuensis::placement::predict_decoder_pass(entry.dims(), vocab, rows, &contract);
+            println!(
+                "{:<6} {rows:>4} {:>10} {:>8.2} {:>8.2} {:>9.2} {:>8.2} {:>14.2} {:>10.1}",
+                p.family,
+                p.dispatches,
+                p.compute_ms,
+                p.transfer_ms,
+                p.dispatch_ms,
+                p.total_ms,
+                p.operands_once_ms,
+                p.weight_bytes as f64 / 1e6
+            );
+            rows_out.push(p);
+        }
+    }
+    if let Some(path) = &args.json {
+        write_json(path, &rows_out)?;
+    }
+    Ok(())
+}
+
 fn kernel_shapes(args: &InspectArgs) -> Result<()> {
     let model = args.plan.model.as_str();
     let Some(entry) = amanuensis::model::catalog::lookup(model) else {

@@ -589,7 +589,7 @@ mod tests {
             let contract = GemmContract::for_family(family);
             let one = predict_decoder_pass(dims, 51_864, 1, &contract);
             assert_eq!(one.weight_bytes, 2 * (4 * 14 * 384 * 384 + 384 * 51_864));
-            assert!(one.dispatches >= 4 * 8 + 1);
+            assert!(one.dispatches > 4 * 8, "{}", one.dispatches);
             let floor = one.weight_bytes as f64 / family.host_bytes_per_s() * 1e3;
             assert!(one.operands_once_ms > floor && one.total_ms >= one.operands_once_ms);
             let eight = predict_decoder_pass(dims, 51_864, 8, &contract);

@@ -110,6 +110,19 @@ fn ours_with(
     (wall, report)
 }
 
+/// The median over `results` of our JSON's timing `key` (a list of times is summed).
+fn timing(results: &[(f64, serde_json::Value)], key: &str) -> f64 {
+    median(
+        results
+            .iter()
+            .map(|(_, r)| match &r["timings"][key] {
+                serde_json::Value::Array(v) => v.iter().filter_map(|x| x.as_f64()).sum(),
+                v => v.as_f64().unwrap_or(0.0),
+            })
+            .collect(),
+    )
+}
+
 /// One run of faster-whisper's whole process.
 struct FwRun {
     /// Wall seconds of the process.
@@ -242,19 +255,7 @@ fn main() {
     for (name, ours_runs, fw) in details {
         println!("\nwhere the time goes, {name} (medians, seconds):");
         for (backend, results) in ["cpu", "emu"].iter().zip(&ours_runs) {
-            let field = |key: &str| {
-                median(
-                    results
-                        .iter()
-                        .map(|(_, r)| match &r["timings"][key] {
-                            serde_json::Value::Array(v) => {
-                                v.iter().filter_map(|x| x.as_f64()).sum()
-                            }
-                            v => v.as_f64().unwrap_or(0.0),
-                        })
-                        .collect(),
-                )
-            };
+            let field = |key: &str| timing(results, key);
             let wall = median(results.iter().map(|x| x.0).collect());
             let inside = field("load") + field("total");
             println!(
@@ -341,19 +342,7 @@ fn long_audio(models: &str) {
             let results: Vec<(f64, serde_json::Value)> = (0..runs)
                 .map(|_| ours_with(&model, &audio, "cpu", "en", extra))
                 .collect();
-            let field = |key: &str| {
-                median(
-                    results
-                        .iter()
-                        .map(|(_, r)| match &r["timings"][key] {
-                            serde_json::Value::Array(v) => {
-                                v.iter().filter_map(|x| x.as_f64()).sum()
-                            }
-                            v => v.as_f64().unwrap_or(0.0),
-                        })
-                        .collect(),
-                )
-            };
+            let field = |key: &str| timing(&results, key);
             let total = median(results.iter().map(|x| x.0).collect());
             let agreement = words(results[0].1["text"].as_str().unwrap_or(""));
             println!(

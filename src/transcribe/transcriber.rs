@@ -466,12 +466,8 @@ impl Transcriber {
         let dims = *self.encoder.dims();
         let mut stream = AudioStream::open(input)?;
         let mel = LogMel::new(dims.n_mels);
-        let vad = match &options.vad {
-            Some(_) => Some(self.vad(progress)?),
-            None => None,
-        };
         // The spectrogram is computed while the decoder loads; a decoder that fails stops it.
-        let decoder_failed = |_| {
+        let decoder_failed = || {
             if self.decoder_failed() {
                 ControlFlow::Break(())
             } else {
@@ -479,8 +475,9 @@ impl Transcriber {
             }
         };
         let mut vad_time = None;
-        let (spool, speech, duration) = match (vad, &options.vad) {
-            (Some(vad), Some(vad_options)) => {
+        let (spool, speech, duration) = match &options.vad {
+            Some(vad_options) => {
+                let vad = self.vad(progress)?;
                 let t = Instant::now();
                 let (mut samples, chunks) =
                     self.find_speech(&mut stream, vad, vad_options, progress)?;
@@ -489,14 +486,14 @@ impl Transcriber {
                 let spool = MelSpool::from_blocks(
                     SpeechBlocks::new(&mut samples, &chunks),
                     &mel,
-                    &mut |_| decoder_failed(()),
+                    &mut |_| decoder_failed(),
                 )?;
                 (spool, Some(chunks), n as f64 / SAMPLE_RATE as f64)
             }
-            _ => {
+            None => {
                 let spool = MelSpool::build_until(&mut stream, &mel, &mut |seconds| {
                     progress.audio_read(seconds);
-                    decoder_failed(())
+                    decoder_failed()
                 })?;
                 let duration = spool.as_ref().map_or(0.0, |s| s.seconds());
                 (spool, None, duration)
@@ -515,16 +512,11 @@ impl Transcriber {
         };
         let content_frames = spool.content_frames();
         let mut window = vec![0.0f32; dims.n_mels * N_FRAMES];
-        let mut decoder_time = Duration::ZERO;
         let input_stride = N_FRAMES / dims.n_audio_ctx;
         let tokenizer = &self.tokenizer;
         let special = *tokenizer.special();
-        let initial_prompt = match &options.initial_prompt {
-            Some(p) => tokenizer.encode(&format!(" {}", p.trim())),
-            None => Vec::new(),
-        };
         let mut context = PromptContext::new(
-            initial_prompt,
+            self.initial_prompt(options),
             self.n_text_ctx,
             options.carry_initial_prompt,
         );
@@ -539,16 +531,8 @@ impl Transcriber {
         let mut detected: Option<(Vec<f32>, Vec<f32>)> = None;
         if language.is_none() {
             detection_window(&mut spool, options.language_detection, &mut window)?;
-            let features = self.encode_timed(&window, &mut timings, progress)?;
-            let decoder = self.decoder_timed(&mut timings)?;
-            let t = Instant::now();
-            let mut session = decoder.session(&features)?;
-            let probs = self.language_probs(&mut session)?;
-            timings.decoder_forwards += session.forwards();
-            decoder_time += t.elapsed();
-            let (code, p) = probs[0].clone();
-            progress.language(&code, p);
-            language = Some(code);
+            let (probs, features) = self.detect_timed(&window, &mut timings, progress)?;
+            language = Some(probs[0].0.clone());
             language_probs = Some(probs);
             detected = Some((window.clone(), features));
         }
@@ -578,7 +562,7 @@ impl Transcriber {
                 progress,
             )?;
             timings.decoder_forwards += session.forwards();
-            decoder_time += t.elapsed();
+            timings.decoder += t.elapsed().as_secs_f64();
 
             if options.is_silence(&result) {
                 seek += span.size;
@@ -596,7 +580,6 @@ impl Transcriber {
             seek = cut.next_seek;
             progress.position(seek.min(content_frames), content_frames);
         }
-        timings.decoder = decoder_time.as_secs_f64();
         timings.total = started.elapsed().as_secs_f64();
         timings.realtime_factor = duration / timings.total.max(1e-9);
         Ok(Transcript {
@@ -666,6 +649,35 @@ impl Transcriber {
             progress.note(&note);
         }
         Ok(features)
+    }
+
+    /// Detects the language on `window`, which is encoded: each language's probability (best
+    /// first, the best announced to `progress`) and the window's features, the times counted
+    /// in `timings`.
+    fn detect_timed(
+        &self,
+        window: &[f32],
+        timings: &mut Timings,
+        progress: &mut dyn Progress,
+    ) -> Result<(LanguageProbs, Vec<f32>), TranscribeError> {
+        let features = self.encode_timed(window, timings, progress)?;
+        let decoder = self.decoder_timed(timings)?;
+        let t = Instant::now();
+        let mut session = decoder.session(&features)?;
+        let probs = self.language_probs(&mut session)?;
+        timings.decoder += t.elapsed().as_secs_f64();
+        timings.decoder_forwards += session.forwards();
+        let (code, p) = &probs[0];
+        progress.language(code, *p);
+        Ok((probs, features))
+    }
+
+    /// The tokens of `options.initial_prompt` (with the leading space openai-whisper gives it).
+    fn initial_prompt(&self, options: &TranscribeOptions) -> Vec<u32> {
+        match &options.initial_prompt {
+            Some(p) => self.tokenizer.encode(&format!(" {}", p.trim())),
+            None => Vec::new(),
+        }
     }
 
     /// The decoder, any wait for its loading counted in `timings`.
@@ -750,9 +762,9 @@ impl Transcriber {
         let mut spool = MelSpool::build(&mut stream, &mel, &mut |_| {})?;
         let mut window = vec![0.0f32; mel.n_mels() * N_FRAMES];
         detection_window(&mut spool, on, &mut window)?;
-        let features = self.encoder.encode(&window)?;
-        let mut session = self.decoder()?.session(&features)?;
-        self.language_probs(&mut session)
+        Ok(self
+            .detect_timed(&window, &mut Timings::default(), &mut Quiet)?
+            .0)
     }
 
     /// OpenAI's `detect_language` on a fresh `session` (reset it before decoding on it): the
@@ -818,6 +830,9 @@ impl Transcriber {
         })
     }
 }
+
+/// Each language's probability, best first.
+type LanguageProbs = Vec<(String, f64)>;
 
 /// The spectrogram the language is detected on (see [`LanguageDetection`]).
 fn detection_window(

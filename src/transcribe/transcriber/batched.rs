@@ -78,15 +78,8 @@ impl Transcriber {
                 None => "en".to_string(),
                 Some(group) => {
                     group_window(&mut samples, group, &mel, &mut window)?;
-                    let features = self.encode_timed(&window, &mut timings, progress)?;
-                    let decoder = self.decoder_timed(&mut timings)?;
-                    let t = Instant::now();
-                    let mut session = decoder.session(&features)?;
-                    let probs = self.language_probs(&mut session)?;
-                    timings.decoder += t.elapsed().as_secs_f64();
-                    timings.decoder_forwards += session.forwards();
-                    let (code, p) = probs[0].clone();
-                    progress.language(&code, p);
+                    let (probs, features) = self.detect_timed(&window, &mut timings, progress)?;
+                    let code = probs[0].0.clone();
                     language_probs = Some(probs);
                     first_features = Some(features);
                     code
@@ -96,10 +89,7 @@ impl Transcriber {
 
         let mut decoding = options.decoding_at(options.temperatures[0]);
         decoding.language = Some(language.clone());
-        decoding.prompt = match &options.initial_prompt {
-            Some(p) => tokenizer.encode(&format!(" {}", p.trim())),
-            None => Vec::new(),
-        };
+        decoding.prompt = self.initial_prompt(options);
         let task = DecodingTask::new(tokenizer, decoding, self.n_text_ctx, dims.n_audio_ctx)
             .map_err(TranscribeError::Options)?;
         let special = *tokenizer.special();

@@ -26,6 +26,11 @@ pub struct AttentionAxes {
 /// all masked gives zeros (the `IsNaN`/`Where` some exporters put after the softmax) instead
 /// of NaN.
 ///
+/// With `keep_scores` not empty, a second output holds the scores `Q K^T + mask` (before the
+/// softmax) of the batch indices it lists (flattened in the scores' batch order: the heads,
+/// for one sequence), `[keep_scores.len(), m, n]`: the cross-attention weights that word
+/// timestamps align with.
+///
 /// Numerics: float32 dot products and sums (vectorised, their order differs from tract's
 /// products), `exp` of the standard library.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -44,6 +49,8 @@ pub struct CachedAttention {
     pub masked: bool,
     /// Whether a fully masked row gives zeros rather than NaN.
     pub nan_to_zero: bool,
+    /// The flattened batch indices whose scores are a second output (none: no second output).
+    pub keep_scores: TVec<usize>,
 }
 
 impl Op for CachedAttention {
@@ -114,8 +121,27 @@ impl EvalOp for CachedAttention {
         out_shape[self.out.rows] = m;
         *out_shape.last_mut().unwrap() = dv;
         let mut output = Tensor::zero::<f32>(&out_shape)?;
+        let total: usize = batch.iter().product();
+        ensure!(
+            self.keep_scores.iter().all(|&b| b < total),
+            "scores of batch indices {:?} asked of {total}",
+            self.keep_scores
+        );
+        let mut kept = Tensor::zero::<f32>(&[self.keep_scores.len(), m, n])?;
+        // Where each batch index's scores go in `kept`, if anywhere.
+        let mut kept_at = vec![None; total];
+        for (p, &b) in self.keep_scores.iter().enumerate() {
+            kept_at[b] = Some(p);
+        }
+        let outputs = |output: Tensor, kept: Tensor| {
+            if self.keep_scores.is_empty() {
+                tvec!(output.into_tvalue())
+            } else {
+                tvec!(output.into_tvalue(), kept.into_tvalue())
+            }
+        };
         if m == 0 || dv == 0 || batch.contains(&0) {
-            return Ok(tvec!(output.into_tvalue()));
+            return Ok(outputs(output, kept));
         }
         let q_plain = q.try_as_plain_ram()?;
         let k_plain = k.try_as_plain_ram()?;
@@ -155,6 +181,8 @@ impl EvalOp for CachedAttention {
         {
             let mut out_plain = output.try_as_plain_ram_mut()?;
             let od = out_plain.as_slice_mut::<f32>()?;
+            let mut kept_plain = kept.try_as_plain_ram_mut()?;
+            let kept_ptr = SendPtr(kept_plain.as_slice_mut::<f32>()?.as_mut_ptr());
             // One task per batch index; each writes its own output rows.
             let tasks: Vec<usize> = (0..q_off.len()).collect();
             let out_ptr = SendPtr(od.as_mut_ptr());
@@ -169,6 +197,14 @@ impl EvalOp for CachedAttention {
                         .as_ref()
                         .map(|(data, offs, row, col)| (&data[offs[b] + i * row..], *col));
                     let max = kernels::scores(qr, keys, k_row, mask_row, &mut scores);
+                    if let Some(p) = kept_at[b] {
+                        // SAFETY: row `i` of kept batch `p` is this task's alone (each batch
+                        // index is kept at most once); `kept` is `[kept, m, n]`.
+                        let row = unsafe {
+                            std::slice::from_raw_parts_mut(kept_ptr.get().add((p * m + i) * n), n)
+                        };
+                        row.copy_from_slice(&scores);
+                    }
                     // SAFETY: each task writes only the rows of its own batch index, which do not
                     // overlap; the buffer outlives the parallel loop.
                     let orow = unsafe {
@@ -193,7 +229,7 @@ impl EvalOp for CachedAttention {
                 tasks.into_iter().for_each(work);
             }
         }
-        Ok(tvec!(output.into_tvalue()))
+        Ok(outputs(output, kept))
     }
 
     op_out_of_plan!();
@@ -233,7 +269,15 @@ impl TypedOp for CachedAttention {
         }
         shape[self.out.rows] = q[self.q.rows].clone();
         *shape.last_mut().unwrap() = v[v.len() - 1].clone();
-        Ok(tvec!(f32::fact(shape)))
+        let mut facts = tvec!(f32::fact(shape));
+        if !self.keep_scores.is_empty() {
+            facts.push(f32::fact([
+                TDim::from(self.keep_scores.len()),
+                q[self.q.rows].clone(),
+                k[self.k.rows].clone(),
+            ]));
+        }
+        Ok(facts)
     }
 
     as_op!();
@@ -441,6 +485,7 @@ mod tests {
             scores: axes,
             masked,
             nan_to_zero: true,
+            keep_scores: tvec![],
         }
     }
 
@@ -493,5 +538,55 @@ mod tests {
             .unwrap();
         let want = reference(&q, &k, &v, h, m, n, d, dv, true);
         assert_close(&out[0], &want);
+    }
+
+    #[test]
+    fn keeps_the_scores_of_the_batch_indices_asked() {
+        let (h, m, n, d) = (3, 4, 29, 64);
+        let q = values(h * m * d, 4);
+        let k = values(h * n * d, 5);
+        let v = values(h * n * d, 6);
+        let t =
+            |data: &[f32], shape: &[usize]| Tensor::from_shape(shape, data).unwrap().into_tvalue();
+        let op = CachedAttention {
+            keep_scores: tvec![2, 0],
+            ..canonical(false)
+        };
+        let inputs = tvec![t(&q, &[h, m, d]), t(&k, &[h, n, d]), t(&v, &[h, n, d])];
+        let out = op.eval(&EvalContext::out_of_plan(), inputs).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].shape(), &[2, m, n]);
+        let kept = out[1].try_as_plain_ram().unwrap();
+        let kept = kept.as_slice::<f32>().unwrap();
+        let mut err = 0.0f64;
+        for (p, &b) in [2usize, 0].iter().enumerate() {
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..d)
+                        .map(|c| q[(b * m + i) * d + c] as f64 * k[(b * n + j) * d + c] as f64)
+                        .sum();
+                    err = err.max((kept[(p * m + i) * n + j] as f64 - want).abs());
+                }
+            }
+        }
+        // 64 products of values in [-1, 1] summed in float32: a few ulps of sums up to ~8.
+        assert!(err < 1e-5, "{err}");
+        // The first output is unchanged by keeping scores.
+        let inputs = tvec![t(&q, &[h, m, d]), t(&k, &[h, n, d]), t(&v, &[h, n, d])];
+        let plain = canonical(false)
+            .eval(&EvalContext::out_of_plan(), inputs)
+            .unwrap();
+        assert_eq!(
+            plain[0]
+                .try_as_plain_ram()
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap(),
+            out[0]
+                .try_as_plain_ram()
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap()
+        );
     }
 }

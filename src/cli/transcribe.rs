@@ -8,10 +8,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use amanuensis::audio::AudioStream;
 use amanuensis::backend::Backend;
 use amanuensis::model::WeightPrecision;
-use amanuensis::transcribe::output::{Format, JsonContext, render, segment_line};
+use amanuensis::transcribe::output::{Format, JsonContext, SubtitleOptions, render, segment_line};
+use amanuensis::transcribe::timing::{APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS};
 use amanuensis::transcribe::{
     DecodingOptions, LanguageDetection, Progress, Segment, SuppressTokens, Task, TranscribeOptions,
-    Transcriber,
+    Transcriber, WordOptions,
 };
 use amanuensis::vad::{SileroVad, VadOptions};
 
@@ -194,9 +195,69 @@ pub struct TranscribeArgs {
     #[arg(long, value_name = "FILE", requires = "vad")]
     vad_model: Option<PathBuf>,
 
+    /// Word-level timestamps (openai-whisper's `--word_timestamps`): each segment's words with
+    /// their start, end and probability, from the decoder's cross-attention, in the JSON and
+    /// the subtitles; segment times then follow the words.
+    #[arg(long)]
+    word_timestamps: bool,
+
+    /// Word timestamps: punctuation merged into the word that follows it.
+    #[arg(long, value_name = "CHARS", default_value = PREPEND_PUNCTUATIONS, requires = "word_timestamps")]
+    prepend_punctuations: String,
+
+    /// Word timestamps: punctuation merged into the word before it.
+    #[arg(long, value_name = "CHARS", default_value = APPEND_PUNCTUATIONS, requires = "word_timestamps")]
+    append_punctuations: String,
+
+    /// Subtitles: underline each word as it is spoken (srt, vtt).
+    #[arg(long, requires = "word_timestamps")]
+    highlight_words: bool,
+
+    /// Subtitles: characters in a line before it is broken.
+    #[arg(long, value_name = "N", requires = "word_timestamps", value_parser = clap::value_parser!(u32).range(1..))]
+    max_line_width: Option<u32>,
+
+    /// Subtitles: lines in a cue (with --max-line-width).
+    #[arg(long, value_name = "N", requires = "word_timestamps", value_parser = clap::value_parser!(u32).range(1..))]
+    max_line_count: Option<u32>,
+
+    /// Subtitles: words in a cue (no effect with --max-line-width).
+    #[arg(long, value_name = "N", requires = "word_timestamps", value_parser = clap::value_parser!(u32).range(1..))]
+    max_words_per_line: Option<u32>,
+
+    /// Skip silences longer than this (seconds) before segments whose words look like a
+    /// hallucination (openai-whisper's `--hallucination_silence_threshold`).
+    #[arg(long, value_name = "SECONDS", requires = "word_timestamps")]
+    hallucination_silence_threshold: Option<f64>,
+
+    /// Transcribe only these parts: `start,end,start,end,...` in seconds, the last end the
+    /// input's end when missing (openai-whisper's `--clip_timestamps`).
+    #[arg(long, value_name = "LIST", value_parser = parse_clips)]
+    clip_timestamps: Option<Clips>,
+
     /// Print no segments and no progress.
     #[arg(short, long)]
     quiet: bool,
+}
+
+/// Seconds of `--clip-timestamps`.
+#[derive(Debug, Clone)]
+struct Clips(Vec<f64>);
+
+fn parse_clips(text: &str) -> Result<Clips, String> {
+    if text.trim().is_empty() {
+        return Ok(Clips(Vec::new()));
+    }
+    text.split(',')
+        .map(|t| {
+            t.trim().parse::<f64>().map_err(|_| {
+                format!(
+                    "{t:?} is not a number of seconds: give start,end,start,end,... such as 10,20.5"
+                )
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map(Clips)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -454,6 +515,16 @@ fn options(args: &TranscribeArgs) -> Result<TranscribeOptions> {
             speech_pad_ms: args.vad_speech_pad_ms,
         }),
         batch_size: args.batch_size,
+        word_timestamps: args.word_timestamps.then(|| WordOptions {
+            prepend_punctuations: args.prepend_punctuations.clone(),
+            append_punctuations: args.append_punctuations.clone(),
+            hallucination_silence_threshold: args.hallucination_silence_threshold,
+        }),
+        clip_timestamps: args
+            .clip_timestamps
+            .as_ref()
+            .map(|c| c.0.clone())
+            .unwrap_or_default(),
     })
 }
 
@@ -502,6 +573,12 @@ pub fn run(args: TranscribeArgs) -> Result<()> {
     }
     let backend = transcriber.encoder().backend().backend.to_string();
     let model_name = args.plan.model.clone();
+    let subtitles = SubtitleOptions {
+        highlight_words: args.highlight_words,
+        max_line_width: args.max_line_width.map(|n| n as usize),
+        max_line_count: args.max_line_count.map(|n| n as usize),
+        max_words_per_line: args.max_words_per_line.map(|n| n as usize),
+    };
 
     let mut failures = Vec::new();
     for audio in &args.audio {
@@ -536,16 +613,16 @@ pub fn run(args: TranscribeArgs) -> Result<()> {
             Target::Stdout(format) => {
                 let mut stdout = std::io::stdout().lock();
                 stdout
-                    .write_all(render(&transcript, *format, &context).as_bytes())
+                    .write_all(render(&transcript, *format, &context, &subtitles).as_bytes())
                     .and_then(|_| stdout.flush())
                     .context("cannot write to standard output")
             }
             Target::File(path, format) => {
-                write_atomic(path, &render(&transcript, *format, &context))
+                write_atomic(path, &render(&transcript, *format, &context, &subtitles))
             }
             Target::Dir(dir, formats) => formats.iter().try_for_each(|format| {
                 let path = dir.join(format!("{}.{}", stem(audio), format.extension()));
-                write_atomic(&path, &render(&transcript, *format, &context))
+                write_atomic(&path, &render(&transcript, *format, &context, &subtitles))
             }),
         };
         if let Err(err) = written {

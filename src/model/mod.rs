@@ -12,8 +12,8 @@ pub mod hf;
 mod layout;
 
 pub use decoder::{
-    DecoderError, DecoderFiles, DecoderHints, DecoderModel, DecoderSession, DecoderShape,
-    SessionBytes, WeightPrecision,
+    CrossScores, DecoderError, DecoderFiles, DecoderHints, DecoderModel, DecoderSession,
+    DecoderShape, SessionBytes, WeightPrecision,
 };
 pub use encoder::{Encoder, EncoderError, EncoderOptions, OpTime, Profile};
 pub use fetch::{FetchError, ct2_checkpoint, fetch, resolve_model};

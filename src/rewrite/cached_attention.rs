@@ -222,6 +222,7 @@ fn rule(
         },
         masked: mask.is_some(),
         nan_to_zero,
+        keep_scores: tvec![],
     };
     let mut inputs = vec![qk_node.inputs[0], qk_node.inputs[1], pv_node.inputs[1]];
     inputs.extend(mask);

@@ -7,6 +7,7 @@ pub mod languages;
 mod options;
 pub mod output;
 pub mod segments;
+pub mod timing;
 mod tokenizer;
 mod transcriber;
 mod words;
@@ -16,7 +17,8 @@ pub use decoding::{
     DecodingOptions, DecodingResult, DecodingTask, Rng, Session, SuppressTokens, compression_ratio,
     verify_options,
 };
-pub use options::{LanguageDetection, TranscribeOptions};
+pub use options::{LanguageDetection, TranscribeOptions, WordOptions};
+pub use timing::Word;
 pub use tokenizer::{N_TIMESTAMPS, SpecialTokens, Task, TokenizerError, WhisperTokenizer};
 pub use transcriber::{
     Progress, Quiet, Segment, Timings, TranscribeError, Transcriber, Transcript,

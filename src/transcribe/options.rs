@@ -39,6 +39,38 @@ pub struct TranscribeOptions {
     /// windows of up to 30 s decoded this many at a time (see
     /// [`Transcriber::transcribe`](super::Transcriber::transcribe)).
     pub batch_size: Option<usize>,
+    /// Word timestamps (openai-whisper's `word_timestamps=True`), and the options that need
+    /// them.
+    pub word_timestamps: Option<WordOptions>,
+    /// The parts of the input to transcribe, in seconds: `start, end, start, end, ...`, the
+    /// last end the input's end when missing (openai-whisper's `clip_timestamps`); empty: all
+    /// of it.
+    pub clip_timestamps: Vec<f64>,
+}
+
+/// The options of word timestamps (openai-whisper's `transcribe()` arguments that need
+/// `word_timestamps=True`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WordOptions {
+    /// Punctuation merged into the word that follows it.
+    pub prepend_punctuations: String,
+    /// Punctuation merged into the word before it.
+    pub append_punctuations: String,
+    /// Skip silences longer than this (in seconds) before a segment whose words look like a
+    /// hallucination (improbable, very short or very long words), and after the last word
+    /// of a window when the silence to its end is longer (openai-whisper's
+    /// `hallucination_silence_threshold`).
+    pub hallucination_silence_threshold: Option<f64>,
+}
+
+impl Default for WordOptions {
+    fn default() -> Self {
+        WordOptions {
+            prepend_punctuations: super::timing::PREPEND_PUNCTUATIONS.into(),
+            append_punctuations: super::timing::APPEND_PUNCTUATIONS.into(),
+            hallucination_silence_threshold: None,
+        }
+    }
 }
 
 /// What the language of a multilingual model is detected on, when it is not given: the
@@ -76,6 +108,8 @@ impl Default for TranscribeOptions {
             language_detection: LanguageDetection::default(),
             vad: None,
             batch_size: None,
+            word_timestamps: None,
+            clip_timestamps: Vec::new(),
         }
     }
 }
@@ -120,6 +154,39 @@ impl TranscribeOptions {
         }
         if let Some(vad) = &self.vad {
             vad.verify()?;
+        }
+        if let Some(t) = self
+            .clip_timestamps
+            .iter()
+            .find(|t| !t.is_finite() || **t < 0.0)
+        {
+            return Err(format!(
+                "clip timestamps are seconds from 0 (start,end,start,end,...), not {t}"
+            ));
+        }
+        if !self.clip_timestamps.is_empty() && (self.vad.is_some() || self.batch_size.is_some()) {
+            return Err(
+                "clip timestamps choose the audio to transcribe, as VAD does: give \
+                        --clip-timestamps without --vad and --batch-size"
+                    .into(),
+            );
+        }
+        if let Some(w) = &self.word_timestamps
+            && let Some(t) = w.hallucination_silence_threshold
+        {
+            if !(t.is_finite() && t >= 0.0) {
+                return Err(format!(
+                    "the hallucination silence threshold is seconds from 0, not {t}"
+                ));
+            }
+            if self.batch_size.is_some() {
+                return Err(
+                    "the hallucination silence threshold moves where the next window \
+                            starts, and batched windows are fixed by VAD: drop one of \
+                            --hallucination-silence-threshold and --batch-size"
+                        .into(),
+                );
+            }
         }
         if let Some(n) = self.batch_size {
             if n == 0 {

@@ -85,10 +85,162 @@ pub struct JsonContext<'a> {
     pub backend: &'a str,
 }
 
-/// The transcript in `format`.
-pub fn render(transcript: &Transcript, format: Format, context: &JsonContext<'_>) -> String {
+/// How subtitles are cut from words (openai-whisper's subtitle writer options; they need
+/// word timestamps).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubtitleOptions {
+    /// Underline each word as it is spoken: one cue a word, the whole line shown.
+    pub highlight_words: bool,
+    /// Characters in a line before it is broken.
+    pub max_line_width: Option<usize>,
+    /// Lines in a cue (with `max_line_width`; a pause of more than 3 s also starts a cue).
+    pub max_line_count: Option<usize>,
+    /// Words in a cue (no effect with `max_line_width`).
+    pub max_words_per_line: Option<usize>,
+}
+
+/// A subtitle cue: start, end, text.
+type Cue = (f64, f64, String);
+
+/// A word of a cue, as the writer changes it (stripped, or after a line break).
+struct CueWord {
+    word: String,
+    start: f64,
+    end: f64,
+}
+
+/// The cues cut from the words of `segments`: openai-whisper's `iterate_subtitles`
+/// (whisper/utils.py, release 20250625). A cue keeps to a segment unless both a line width
+/// and a line count are given; lengths are in characters.
+fn word_cues(segments: &[Segment], options: &SubtitleOptions) -> Vec<Vec<CueWord>> {
+    fn words_of(s: &Segment) -> &[super::timing::Word] {
+        s.words.as_deref().unwrap_or(&[])
+    }
+    let preserve_segments = options.max_line_count.is_none() || options.max_line_width.is_none();
+    let max_line_width = options.max_line_width.unwrap_or(1000);
+    let max_words_per_line = options.max_words_per_line.unwrap_or(1000);
+    let mut cues = Vec::new();
+    let mut line_len = 0usize;
+    let mut line_count = 1usize;
+    let mut cue: Vec<CueWord> = Vec::new();
+    let mut last = segments
+        .iter()
+        .flat_map(|s| words_of(s).first())
+        .map(|w| w.start)
+        .next()
+        .or_else(|| segments.first().map(|s| s.start))
+        .unwrap_or(0.0);
+    for segment in segments {
+        let words = words_of(segment);
+        let mut chunk_index = 0;
+        let mut words_count = max_words_per_line;
+        while chunk_index < words.len() {
+            let remaining = words.len() - chunk_index;
+            if max_words_per_line > remaining {
+                words_count = remaining;
+            }
+            let end = (chunk_index + words_count).min(words.len());
+            for (i, w) in words[chunk_index..end].iter().enumerate() {
+                let mut word = w.word.clone();
+                let len = word.chars().count();
+                let long_pause = !preserve_segments && w.start - last > 3.0;
+                let has_room = line_len + len <= max_line_width;
+                let seg_break = i == 0 && !cue.is_empty() && preserve_segments;
+                if line_len > 0 && has_room && !long_pause && !seg_break {
+                    line_len += len;
+                } else {
+                    word = word.trim().to_string();
+                    if (!cue.is_empty()
+                        && options.max_line_count.is_some()
+                        && (long_pause || Some(line_count) >= options.max_line_count))
+                        || seg_break
+                    {
+                        cues.push(std::mem::take(&mut cue));
+                        line_count = 1;
+                    } else if line_len > 0 {
+                        line_count += 1;
+                        word = format!("\n{word}");
+                    }
+                    line_len = word.trim().chars().count();
+                }
+                cue.push(CueWord {
+                    word,
+                    start: w.start,
+                    end: w.end,
+                });
+                last = w.start;
+            }
+            chunk_index += max_words_per_line;
+        }
+    }
+    if !cue.is_empty() {
+        cues.push(cue);
+    }
+    cues
+}
+
+/// The cues of a subtitle file, timestamps formatted by `format`: from the words when the
+/// segments have them (openai-whisper's `iterate_result`), else a segment a cue.
+fn cues(
+    transcript: &Transcript,
+    options: &SubtitleOptions,
+    format: impl Fn(f64) -> String,
+) -> Vec<(String, String, String)> {
+    let segments = &transcript.segments;
+    if segments.first().is_none_or(|s| s.words.is_none()) {
+        let plain: Vec<Cue> = segments
+            .iter()
+            .map(|s| (s.start, s.end, s.text.trim().replace("-->", "->")))
+            .collect();
+        return plain
+            .into_iter()
+            .map(|(a, b, t)| (format(a), format(b), t))
+            .collect();
+    }
+    let mut out = Vec::new();
+    for cue in word_cues(segments, options) {
+        let start = format(cue[0].start);
+        let end = format(cue[cue.len() - 1].end);
+        let text: String = cue.iter().map(|w| w.word.as_str()).collect();
+        if !options.highlight_words {
+            out.push((start, end, text));
+            continue;
+        }
+        let mut last = start;
+        for (i, this) in cue.iter().enumerate() {
+            let (start, end) = (format(this.start), format(this.end));
+            if last != start {
+                out.push((last, start.clone(), text.clone()));
+            }
+            let underlined: String = cue
+                .iter()
+                .enumerate()
+                .map(|(j, w)| {
+                    if j == i {
+                        let rest = w.word.trim_start();
+                        let space = &w.word[..w.word.len() - rest.len()];
+                        format!("{space}<u>{rest}</u>")
+                    } else {
+                        w.word.clone()
+                    }
+                })
+                .collect();
+            out.push((start, end.clone(), underlined));
+            last = end;
+        }
+    }
+    out
+}
+
+/// The transcript in `format`; subtitles (srt, vtt) cut from the words as `subtitles` says
+/// when the segments have words.
+pub fn render(
+    transcript: &Transcript,
+    format: Format,
+    context: &JsonContext<'_>,
+    subtitles: &SubtitleOptions,
+) -> String {
     let mut out = String::new();
-    let subtitle_text = |s: &Segment| s.text.trim().replace("-->", "->");
     match format {
         Format::Txt => {
             for s in &transcript.segments {
@@ -98,24 +250,16 @@ pub fn render(transcript: &Transcript, format: Format, context: &JsonContext<'_>
         }
         Format::Vtt => {
             out.push_str("WEBVTT\n\n");
-            for s in &transcript.segments {
-                out.push_str(&format!(
-                    "{} --> {}\n{}\n\n",
-                    format_timestamp(s.start, false, '.'),
-                    format_timestamp(s.end, false, '.'),
-                    subtitle_text(s)
-                ));
+            for (start, end, text) in
+                cues(transcript, subtitles, |t| format_timestamp(t, false, '.'))
+            {
+                out.push_str(&format!("{start} --> {end}\n{text}\n\n"));
             }
         }
         Format::Srt => {
-            for (i, s) in transcript.segments.iter().enumerate() {
-                out.push_str(&format!(
-                    "{}\n{} --> {}\n{}\n\n",
-                    i + 1,
-                    format_timestamp(s.start, true, ','),
-                    format_timestamp(s.end, true, ','),
-                    subtitle_text(s)
-                ));
+            let cues = cues(transcript, subtitles, |t| format_timestamp(t, true, ','));
+            for (i, (start, end, text)) in cues.into_iter().enumerate() {
+                out.push_str(&format!("{}\n{start} --> {end}\n{text}\n\n", i + 1));
             }
         }
         Format::Tsv => {

@@ -56,6 +56,8 @@ pub struct WindowCuts {
     pub cuts: Vec<Cut>,
     /// The next window's first frame (always past `window.seek`).
     pub next_seek: usize,
+    /// Whether the tokens end on a single timestamp (no speech after it in the window).
+    pub single_timestamp_ending: bool,
 }
 
 /// Cuts the sampled `tokens` of `window` (no prompt, no `<|endoftext|>`) into segments, where
@@ -116,7 +118,11 @@ pub fn cut_window(
     if next_seek == window.seek {
         next_seek += window.size;
     }
-    WindowCuts { cuts, next_seek }
+    WindowCuts {
+        cuts,
+        next_seek,
+        single_timestamp_ending,
+    }
 }
 
 #[cfg(test)]

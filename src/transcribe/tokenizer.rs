@@ -274,6 +274,61 @@ impl WhisperTokenizer {
         self.inner.decode(&text, false).unwrap_or_default()
     }
 
+    /// The words of `tokens` and their tokens, as openai-whisper's `split_to_word_tokens`
+    /// splits them: at spaces (a token that starts with one, punctuation and special tokens
+    /// begin words), or, for languages written without spaces (Chinese, Japanese, Thai, Lao,
+    /// Burmese, Cantonese), wherever the tokens so far decode to whole characters.
+    pub fn split_to_word_tokens(&self, tokens: &[u32], language: &str) -> Vec<(String, Vec<u32>)> {
+        let subwords = self.split_on_unicode(tokens);
+        if matches!(language, "zh" | "ja" | "th" | "lo" | "my" | "yue") {
+            return subwords;
+        }
+        // Python's `string.punctuation`; "in" it is a substring test, as there.
+        const PUNCTUATION: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+        let mut words: Vec<(String, Vec<u32>)> = Vec::new();
+        for (subword, subword_tokens) in subwords {
+            let special = subword_tokens[0] >= self.special.eot;
+            let with_space = subword.starts_with(' ');
+            let punctuation = PUNCTUATION.contains(subword.trim());
+            match words.last_mut() {
+                Some((word, word_tokens)) if !(special || with_space || punctuation) => {
+                    word.push_str(&subword);
+                    word_tokens.extend(subword_tokens);
+                }
+                _ => words.push((subword, subword_tokens)),
+            }
+        }
+        words
+    }
+
+    /// openai-whisper's `split_tokens_on_unicode`: `tokens` cut wherever those so far decode
+    /// without a replacement character (or with one that the whole text has there too).
+    fn split_on_unicode(&self, tokens: &[u32]) -> Vec<(String, Vec<u32>)> {
+        const REPLACEMENT: char = '\u{fffd}';
+        let full: Vec<char> = self.decode_with_specials(tokens).chars().collect();
+        let mut out = Vec::new();
+        let mut current = Vec::new();
+        let mut offset = 0;
+        for &token in tokens {
+            current.push(token);
+            let decoded = self.decode_with_specials(&current);
+            let whole = match decoded.chars().position(|c| c == REPLACEMENT) {
+                None => true,
+                Some(at) => full.get(offset + at) == Some(&REPLACEMENT),
+            };
+            if whole {
+                offset += decoded.chars().count();
+                out.push((decoded, std::mem::take(&mut current)));
+            }
+        }
+        out
+    }
+
+    /// `tokens` as text, special tokens written out (`<|endoftext|>`), timestamps left out.
+    fn decode_with_specials(&self, tokens: &[u32]) -> String {
+        self.decode(tokens)
+    }
+
     /// Tokens that would let the model write speaker tags or sound descriptions rather than
     /// speech (OpenAI's `non_speech_tokens`): each symbol of `"#()*+/:;<=>@[\]^_`{|}~「」『』`,
     /// the sequences `<< >> <<< >>> -- --- -( -[ (' (" (( )) ((( ))) [[ ]] {{ }} ♪♪ ♪♪♪`, alone

@@ -17,6 +17,9 @@ use serde::Serialize;
 use std::ops::ControlFlow;
 
 mod batched;
+mod word_times;
+
+use word_times::{HeadsSource, WindowSeek, map_segment, seek_clips, words_end};
 
 use super::context::PromptContext;
 use super::decoding::{DecodingOptions, DecodingResult, DecodingTask, Rng};
@@ -56,6 +59,9 @@ pub struct Segment {
     pub compression_ratio: f64,
     /// The window's `<|nospeech|>` probability.
     pub no_speech_prob: f64,
+    /// With word timestamps, its words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub words: Option<Vec<super::timing::Word>>,
 }
 
 /// Where the time went.
@@ -76,6 +82,9 @@ pub struct Timings {
     pub decoder_wait: f64,
     /// The decoder, language detection included.
     pub decoder: f64,
+    /// With word timestamps, their alignment passes and the rules that read them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub words: Option<f64>,
     /// The decoder's forward passes (the prompt's and one for each later token, of all beams
     /// or candidates together), for its time per token.
     pub decoder_forwards: usize,
@@ -183,6 +192,8 @@ pub struct Transcriber {
     load_time: Duration,
     /// The VAD model, loaded (fetched if need be) when first asked for.
     vad: std::sync::OnceLock<SileroVad>,
+    /// The alignment heads of word timestamps the model's files give.
+    alignment_heads: Option<(Vec<(usize, usize)>, HeadsSource)>,
 }
 
 /// A decoder being loaded on a thread of its own.
@@ -316,7 +327,9 @@ impl Transcriber {
         };
         let generation = Some(root.join("generation_config.json")).filter(|p| p.is_file());
         let tokenizer = WhisperTokenizer::load(&tokenizer_path, generation.as_deref(), n_vocab)?;
+        let alignment_heads = word_times::configured_heads(&root)?;
         Ok(Transcriber {
+            alignment_heads,
             dir: root,
             encoder,
             decoder,
@@ -539,11 +552,27 @@ impl Transcriber {
         let language = language.expect("given, English-only, or detected");
         let mut segments: Vec<Segment> = Vec::new();
 
-        let mut seek = 0usize;
-        while seek < content_frames {
+        let clips = seek_clips(&options.clip_timestamps, content_frames);
+        let mut clip = 0;
+        let mut seek = clips.first().map_or(content_frames, |c| c.0);
+        let mut last_speech = 0.0;
+        let heads = match options.word_timestamps {
+            Some(_) => Some(self.alignment_heads(progress)?),
+            None => None,
+        };
+        while clip < clips.len() {
+            let (clip_start, clip_end) = clips[clip];
+            seek = seek.max(clip_start);
+            if seek >= clip_end {
+                clip += 1;
+                if let Some(c) = clips.get(clip) {
+                    seek = c.0;
+                }
+                continue;
+            }
             let span = WindowSpan {
                 seek,
-                size: N_FRAMES.min(content_frames - seek),
+                size: N_FRAMES.min(clip_end - seek),
             };
             spool.window(span.seek, span.size, &mut window)?;
             let features = match detected.take() {
@@ -570,14 +599,47 @@ impl Transcriber {
                 continue;
             }
             let cut = cut_window(&result.tokens, special.timestamp_begin, span, input_stride);
-            for segment in self.segments(&result, span, &cut, segments.len(), to_original.as_ref())
-            {
+            let mut current = self.window_segments(&result, span, &cut, segments.len());
+            seek = cut.next_seek;
+            if let (Some(word_options), Some(heads)) = (&options.word_timestamps, &heads) {
+                let t = Instant::now();
+                self.add_words(
+                    &mut session,
+                    heads,
+                    &language,
+                    options.decoding.task,
+                    &mut current,
+                    span,
+                    word_options,
+                    last_speech,
+                )?;
+                *timings.words.get_or_insert(0.0) += t.elapsed().as_secs_f64();
+                let window_seek = WindowSeek {
+                    span,
+                    single_timestamp_ending: cut.single_timestamp_ending,
+                    content_frames,
+                    last_speech,
+                };
+                match window_seek.after_words(&mut current, seek, word_options) {
+                    ControlFlow::Continue(next) => seek = next,
+                    ControlFlow::Break(next) => {
+                        // The window's words look like a hallucination after a long
+                        // silence: decoded again from the end of the silence.
+                        seek = next.max(span.seek + 1);
+                        progress.position(seek.min(content_frames), content_frames);
+                        continue;
+                    }
+                }
+                if let Some(end) = words_end(&current) {
+                    last_speech = end;
+                }
+            }
+            for segment in self.finish_segments(current, to_original.as_ref()) {
                 context.push(&segment.tokens);
                 progress.segment(&segment);
                 segments.push(segment);
             }
             context.end_window(options.condition_on_previous_text, result.temperature);
-            seek = cut.next_seek;
             progress.position(seek.min(content_frames), content_frames);
         }
         timings.total = started.elapsed().as_secs_f64();
@@ -593,44 +655,58 @@ impl Transcriber {
         })
     }
 
-    /// The segments of a window decoded as `result` and cut as `cut`, numbered from `id`; with
-    /// `to_original`, their times mapped from the speech to the input.
-    fn segments(
+    /// The segments of a window decoded as `result` and cut as `cut`, numbered from `id`, as
+    /// openai-whisper's `new_segment` makes them (see [`finish_segments`]).
+    fn window_segments(
         &self,
         result: &DecodingResult,
         span: WindowSpan,
         cut: &WindowCuts,
         id: usize,
-        to_original: Option<&TimestampsMap>,
     ) -> Vec<Segment> {
         let eot = self.tokenizer.special().eot;
-        let mut segments = Vec::with_capacity(cut.cuts.len());
-        for c in &cut.cuts {
-            let tokens = &result.tokens[c.tokens.clone()];
-            let text_tokens: Vec<u32> = tokens.iter().copied().filter(|&t| t < eot).collect();
-            let mut segment = Segment {
-                id: id + segments.len(),
-                seek: span.seek,
-                start: c.start,
-                end: c.end,
-                text: self.tokenizer.decode(&text_tokens),
-                tokens: tokens.to_vec(),
-                temperature: result.temperature,
-                avg_logprob: result.avg_logprob,
-                compression_ratio: result.compression_ratio,
-                no_speech_prob: result.no_speech_prob,
-            };
-            // An instant or textless segment keeps its place but says nothing.
+        cut.cuts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let tokens = &result.tokens[c.tokens.clone()];
+                let text_tokens: Vec<u32> = tokens.iter().copied().filter(|&t| t < eot).collect();
+                Segment {
+                    id: id + i,
+                    seek: span.seek,
+                    start: c.start,
+                    end: c.end,
+                    text: self.tokenizer.decode(&text_tokens),
+                    tokens: tokens.to_vec(),
+                    temperature: result.temperature,
+                    avg_logprob: result.avg_logprob,
+                    compression_ratio: result.compression_ratio,
+                    no_speech_prob: result.no_speech_prob,
+                    words: None,
+                }
+            })
+            .collect()
+    }
+
+    /// A window's segments as they are kept: an instant or textless one keeps its place but
+    /// says nothing (no tokens, no words); with `to_original`, their times (and their words')
+    /// mapped from the speech to the input.
+    fn finish_segments(
+        &self,
+        mut segments: Vec<Segment>,
+        to_original: Option<&TimestampsMap>,
+    ) -> Vec<Segment> {
+        for segment in &mut segments {
             if segment.start == segment.end || segment.text.trim().is_empty() {
                 segment.text.clear();
                 segment.tokens.clear();
+                if let Some(words) = &mut segment.words {
+                    words.clear();
+                }
             }
-            // With VAD, times in the speech become times in the input.
             if let Some(map) = to_original {
-                segment.start = map.original_time(segment.start, None, false);
-                segment.end = map.original_time(segment.end, None, true);
+                map_segment(segment, map);
             }
-            segments.push(segment);
         }
         segments
     }

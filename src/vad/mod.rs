@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use tract_onnx::prelude::*;
 
+pub(crate) use timestamps::round2;
 pub use timestamps::{ChunkGroup, SpeechChunk, TimestampsMap, collect_chunks, speech_timestamps};
 
 /// Samples a second.

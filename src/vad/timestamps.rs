@@ -254,7 +254,7 @@ impl TimestampsMap {
 }
 
 /// `round(x, 2)` of Python: the decimal nearest to the exact value of `x` (ties to even).
-fn round2(x: f64) -> f64 {
+pub(crate) fn round2(x: f64) -> f64 {
     format!("{x:.2}").parse().expect("a formatted number")
 }
 

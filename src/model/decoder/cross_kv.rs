@@ -89,4 +89,8 @@ impl DecoderKind for CrossKv {
     fn keeps_cross(&self) -> bool {
         true
     }
+
+    fn prompt_graph(&self) -> &Graph {
+        &self.step
+    }
 }

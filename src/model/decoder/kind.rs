@@ -35,6 +35,9 @@ pub(super) trait DecoderKind: Send + Sync {
 
     /// Whether the cross-attention cache outlives a reset (it came from its own graph).
     fn keeps_cross(&self) -> bool;
+
+    /// The graph that runs a fresh session's first tokens (a prompt, from an empty cache).
+    fn prompt_graph(&self) -> &Graph;
 }
 
 /// The shape of a decoder whose graph `main` gives the logits and has `n_layers` layers.

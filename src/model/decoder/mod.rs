@@ -21,6 +21,7 @@
 //! (`constants`). Caches are named by [`CacheName`](cache_name::CacheName) and held per
 //! attention in a `KvCache` (`cache`).
 
+mod alignment;
 mod cache;
 mod cache_name;
 mod constants;
@@ -44,9 +45,11 @@ pub use amanuensis_kernels::low_precision::WeightPrecision;
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 
+pub use alignment::CrossScores;
 pub use files::DecoderFiles;
 pub use session::{DecoderSession, SessionBytes};
 
+use alignment::AlignmentGraph;
 use cross_kv::CrossKv;
 use kind::DecoderKind;
 use load::{prepare, read_proto};
@@ -119,6 +122,9 @@ pub struct DecoderModel {
     files: DecoderFiles,
     shape: DecoderShape,
     kind: Box<dyn DecoderKind>,
+    executor: Executor,
+    /// The graph of word timestamps' alignment pass, planned when first asked for.
+    alignment: std::sync::Mutex<Option<std::sync::Arc<AlignmentGraph>>>,
 }
 
 impl std::fmt::Debug for DecoderModel {
@@ -173,7 +179,31 @@ impl DecoderModel {
             files,
             shape: kind.shape(),
             kind,
+            executor,
+            alignment: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The alignment pass's graph for `heads` (layer, head), planned the first time (and
+    /// again for other heads).
+    fn alignment_graph(
+        &self,
+        heads: &[(usize, usize)],
+    ) -> Result<std::sync::Arc<AlignmentGraph>, DecoderError> {
+        let mut held = self.alignment.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(graph) = held.as_ref()
+            && graph.heads == heads
+        {
+            return Ok(graph.clone());
+        }
+        let graph = std::sync::Arc::new(AlignmentGraph::build(
+            self.kind.prompt_graph(),
+            heads,
+            &self.shape,
+            &self.executor,
+        )?);
+        *held = Some(graph.clone());
+        Ok(graph)
     }
 
     /// The files read.

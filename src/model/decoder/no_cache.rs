@@ -52,4 +52,8 @@ impl DecoderKind for NoCache {
     fn keeps_cross(&self) -> bool {
         false
     }
+
+    fn prompt_graph(&self) -> &Graph {
+        &self.graph
+    }
 }

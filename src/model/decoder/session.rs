@@ -133,6 +133,75 @@ impl<'m> DecoderSession<'m> {
         Ok(ops)
     }
 
+    /// openai-whisper's alignment pass (whisper/timing.py, `find_alignment`): runs `tokens`
+    /// as one sequence from an empty cache over the window, and gives the scores of the
+    /// cross-attention heads `heads` (layer, head) and the logits of every position. The
+    /// session's own tokens are neither read nor changed; it must have one row (a fresh
+    /// session, or one [reset](DecoderSession::reset)).
+    pub fn cross_scores(
+        &mut self,
+        tokens: &[u32],
+        heads: &[(usize, usize)],
+    ) -> Result<super::CrossScores, DecoderError> {
+        if self.state.rows != 1 {
+            return Err(self.error(
+                "building the input",
+                format!(
+                    "the alignment pass runs one sequence, and the session has {} rows: reset                      it first",
+                    self.state.rows
+                ),
+            ));
+        }
+        let graph = self.model.alignment_graph(heads)?;
+        if self.state.cross.is_none() && self.model.kind.keeps_cross() {
+            self.model.kind.start(&mut self.state)?;
+        }
+        let shape = self.model.shape;
+        let head_dim = self
+            .model
+            .kind
+            .prompt_graph()
+            .cache_dims(Some(super::cache_name::Attention::SelfAttention))
+            .map_or(shape.d_model / shape.n_heads.max(1), |d| d.1);
+        let empty = KvCache::empty(shape.n_layers, 1, shape.n_heads, head_dim)
+            .map_err(|e| self.error("building the input", format!("{e:#}")))?;
+        let inputs = self
+            .state
+            .inputs_with_past(&graph.graph, &[tokens.to_vec()], Some(&empty))?;
+        self.forwards += 1;
+        let out = graph.graph.run(inputs, None)?;
+        let read = |value: &TValue| -> Result<Vec<f32>, DecoderError> {
+            let plain = value
+                .try_as_plain_ram()
+                .and_then(|p| Ok(p.as_slice::<f32>()?.to_vec()))
+                .map_err(|e| graph.graph.error("reading the alignment outputs", e))?;
+            Ok(plain)
+        };
+        let n = tokens.len();
+        let frames = shape.n_audio_ctx;
+        let logits = read(&out[0])?;
+        let mut by_head = std::collections::HashMap::new();
+        for (ix, (layer, kept)) in graph.layers.iter().enumerate() {
+            let scores = read(&out[ix + 1])?;
+            for (p, &head) in kept.iter().enumerate() {
+                by_head.insert(
+                    (*layer, head),
+                    scores[p * n * frames..(p + 1) * n * frames].to_vec(),
+                );
+            }
+        }
+        let scores = heads
+            .iter()
+            .map(|h| by_head.get(h).cloned().expect("every head has its output"))
+            .collect();
+        Ok(super::CrossScores {
+            tokens: n,
+            frames,
+            scores,
+            logits,
+        })
+    }
+
     /// The forward passes run so far (a prompt counts one, as does each later token of all
     /// rows together), resets included.
     pub fn forwards(&self) -> usize {

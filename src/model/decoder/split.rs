@@ -240,6 +240,10 @@ impl DecoderKind for Split {
     fn keeps_cross(&self) -> bool {
         false
     }
+
+    fn prompt_graph(&self) -> &Graph {
+        &self.first
+    }
 }
 
 #[cfg(test)]

@@ -65,6 +65,16 @@ impl State {
         graph: &Graph,
         tokens: &[Vec<u32>],
     ) -> Result<TVec<TValue>, DecoderError> {
+        self.inputs_with_past(graph, tokens, self.past.as_ref())
+    }
+
+    /// [`inputs`](State::inputs) with `past` as the self-attention cache.
+    pub(super) fn inputs_with_past(
+        &self,
+        graph: &Graph,
+        tokens: &[Vec<u32>],
+        past: Option<&KvCache>,
+    ) -> Result<TVec<TValue>, DecoderError> {
         let missing = |what: &str| {
             graph.error(
                 "building the input",
@@ -80,9 +90,7 @@ impl State {
                     layer,
                     attention: Attention::SelfAttention,
                     part,
-                }) => self
-                    .past
-                    .as_ref()
+                }) => past
                     .ok_or_else(|| missing("self-attention"))?
                     .get(layer, part)
                     .clone(),

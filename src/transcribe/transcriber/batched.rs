@@ -98,6 +98,11 @@ impl Transcriber {
         let mut segments: Vec<Segment> = Vec::new();
         let mut text_tokens: Vec<u32> = Vec::new();
         let mut done_frames = 0;
+        let heads = match options.word_timestamps {
+            Some(_) => Some(self.alignment_heads(progress)?),
+            None => None,
+        };
+        let mut last_speech = 0.0;
         for batch in groups.chunks(batch_size) {
             let mut features = Vec::with_capacity(batch.len());
             for group in batch {
@@ -115,14 +120,34 @@ impl Transcriber {
             let results = task.run_batch(&mut session, batch.len(), &mut rng)?;
             timings.decoder_forwards += session.forwards();
             timings.decoder += t.elapsed().as_secs_f64();
-            for (group, result) in batch.iter().zip(&results) {
+            for ((group, result), features) in batch.iter().zip(&results).zip(&features) {
                 let span = WindowSpan {
                     seek: frames(group.offset),
                     size: frames(group.duration).min(N_FRAMES),
                 };
                 let cut = cut_window(&result.tokens, special.timestamp_begin, span, input_stride);
-                for segment in self.segments(result, span, &cut, segments.len(), Some(&to_original))
-                {
+                let mut current = self.window_segments(result, span, &cut, segments.len());
+                if let (Some(word_options), Some(heads)) = (&options.word_timestamps, &heads) {
+                    // The window alone: its own alignment pass.
+                    let t = Instant::now();
+                    let mut session = decoder.session(features)?;
+                    self.add_words(
+                        &mut session,
+                        heads,
+                        &language,
+                        options.decoding.task,
+                        &mut current,
+                        span,
+                        word_options,
+                        last_speech,
+                    )?;
+                    if let Some(end) = super::words_end(&current) {
+                        last_speech = end;
+                    }
+                    timings.decoder_forwards += session.forwards();
+                    *timings.words.get_or_insert(0.0) += t.elapsed().as_secs_f64();
+                }
+                for segment in self.finish_segments(current, Some(&to_original)) {
                     text_tokens.extend(segment.tokens.iter().filter(|&&t| t < special.eot));
                     progress.segment(&segment);
                     segments.push(segment);

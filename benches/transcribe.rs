@@ -12,10 +12,11 @@
 //! long audio (tests/data/transcribe/long.flac, 316 s): ours sequential, with `--vad`, and
 //! batched at each decoder precision, faster-whisper sequential and batched, float32 and int8,
 //! each with its time split and its word agreement with openai-whisper's transcript, and the
-//! fastest of each side. Needs python3 with `faster-whisper` (`pip install faster-whisper`);
-//! set
-//! AMANUENSIS_PYTHON to use another Python. `AMANUENSIS_BENCH_MODELS=tiny.en` restricts the
-//! models, `AMANUENSIS_BENCH_RUNS` sets the runs (default 5).
+//! fastest of each side; and what word timestamps cost (news_en, 61 s: ours and
+//! faster-whisper's, each without and with them). Needs python3 with `faster-whisper` (`pip
+//! install faster-whisper`); set AMANUENSIS_PYTHON to use another Python.
+//! `AMANUENSIS_BENCH_MODELS=tiny.en` restricts the models, `AMANUENSIS_BENCH_RUNS` sets the
+//! runs (default 5), `AMANUENSIS_BENCH_ONLY=words` runs the word timestamps' section alone.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,7 +36,8 @@ model = WhisperModel(sys.argv[1], device="cpu", compute_type=sys.argv[3],
                      cpu_threads=int(sys.argv[4]), num_workers=1)
 t1 = time.perf_counter()
 if sys.argv[6] == "sequential":
-    segments, info = model.transcribe(sys.argv[2], beam_size=1, language=sys.argv[5] or None)
+    segments, info = model.transcribe(sys.argv[2], beam_size=1, language=sys.argv[5] or None,
+                                      word_timestamps=sys.argv[7] == "words")
 else:
     from faster_whisper import BatchedInferencePipeline
     segments, info = BatchedInferencePipeline(model).transcribe(
@@ -147,6 +149,18 @@ fn faster_whisper(ct2: &Path, audio: &Path, compute: &str, language: &str) -> Fw
 /// [`faster_whisper`] as `mode` says: `sequential` (`WhisperModel.transcribe`) or a batch size
 /// (`BatchedInferencePipeline`, with timestamps as ours).
 fn faster_whisper_as(ct2: &Path, audio: &Path, compute: &str, language: &str, mode: &str) -> FwRun {
+    faster_whisper_run(ct2, audio, compute, language, mode, false)
+}
+
+/// [`faster_whisper_as`], with word timestamps when `words` (sequential only).
+fn faster_whisper_run(
+    ct2: &Path,
+    audio: &Path,
+    compute: &str,
+    language: &str,
+    mode: &str,
+    words: bool,
+) -> FwRun {
     let python = std::env::var("AMANUENSIS_PYTHON").unwrap_or_else(|_| "python3".into());
     let t = Instant::now();
     let out = Command::new(&python)
@@ -154,6 +168,7 @@ fn faster_whisper_as(ct2: &Path, audio: &Path, compute: &str, language: &str, mo
         .arg(ct2)
         .arg(audio)
         .args([compute, &THREADS.to_string(), language, mode])
+        .arg(if words { "words" } else { "plain" })
         .output()
         .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
     let wall = t.elapsed().as_secs_f64();
@@ -190,6 +205,10 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
+    if std::env::var("AMANUENSIS_BENCH_ONLY").as_deref() == Ok("words") {
+        word_timestamps(&models, runs);
+        return;
+    }
     let audio = reference_dir().join("audio/jfk.flac");
     assert!(audio.is_file(), "{} is missing", audio.display());
     println!(
@@ -251,6 +270,7 @@ fn main() {
             cpu / int8
         );
     }
+    word_timestamps(&models, runs);
     long_audio(&models);
     for (name, ours_runs, fw) in details {
         println!("\nwhere the time goes, {name} (medians, seconds):");
@@ -403,6 +423,56 @@ fn long_audio(models: &str) {
             theirs.1,
             theirs.2,
             ours.1 / theirs.1
+        );
+    }
+}
+
+/// What word timestamps cost: news_en (61 s, tests/data/reference/transcribe), sequential,
+/// greedy, 2 threads, medians of `runs`: ours (whole process) without and with
+/// `--word-timestamps`, the alignment passes' share from the JSON's timings; faster-whisper
+/// float32 (load and transcribe) without and with `word_timestamps=True`; each side's ratio.
+fn word_timestamps(models: &str, runs: usize) {
+    let audio = reference_dir().join("transcribe/news_en.flac");
+    println!(
+        "\nword timestamps: news_en (61 s), {THREADS} threads, greedy, sequential, median of {runs} \
+         runs; ours the whole process, faster-whisper float32 its load and transcribe"
+    );
+    println!(
+        "{:<8} {:>9} {:>10} {:>10} {:>7} {:>9} {:>10} {:>7}",
+        "model", "ours s", "words s", "of it", "ratio", "fw s", "fw words s", "ratio"
+    );
+    for name in models.split(',') {
+        let model = resolve_model(name, &mut |line| eprintln!("{line}"))
+            .unwrap_or_else(|e| panic!("cannot obtain {name}: {e:#}"));
+        let ct2 = ct2_dir(name);
+        let mut medians = Vec::new();
+        let mut aligning = 0.0;
+        for extra in [&[][..], &["--word-timestamps"][..]] {
+            ours_with(&model, &audio, "cpu", "en", extra);
+            let results: Vec<(f64, serde_json::Value)> = (0..runs)
+                .map(|_| ours_with(&model, &audio, "cpu", "en", extra))
+                .collect();
+            medians.push(median(results.iter().map(|x| x.0).collect()));
+            aligning = timing(&results, "words");
+        }
+        let mut fw = Vec::new();
+        for words in [false, true] {
+            faster_whisper_run(&ct2, &audio, "float32", "en", "sequential", words);
+            let results: Vec<FwRun> = (0..runs)
+                .map(|_| faster_whisper_run(&ct2, &audio, "float32", "en", "sequential", words))
+                .collect();
+            fw.push(median(
+                results.iter().map(|r| r.load + r.transcribe).collect(),
+            ));
+        }
+        println!(
+            "{name:<8} {:>9.2} {:>10.2} {aligning:>10.2} {:>6.2}x {:>9.2} {:>10.2} {:>6.2}x",
+            medians[0],
+            medians[1],
+            medians[1] / medians[0],
+            fw[0],
+            fw[1],
+            fw[1] / fw[0]
         );
     }
 }

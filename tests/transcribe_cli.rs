@@ -256,6 +256,71 @@ fn vad_options_need_vad() {
     );
 }
 
+/// Word timestamps from the command line: the JSON's segments carry their words (each word of
+/// the text, in order, with times inside the segment's), and the options that need word
+/// timestamps, a bad clip list or a negative threshold are refused with a message.
+#[test]
+fn word_timestamps_from_the_command_line() {
+    let audio = jfk();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("jfk.json");
+    let out = run(&[
+        audio.as_os_str(),
+        "--word-timestamps".as_ref(),
+        "-o".as_ref(),
+        json.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let t: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let mut words = Vec::new();
+    for s in t["segments"].as_array().unwrap() {
+        let (start, end) = (s["start"].as_f64().unwrap(), s["end"].as_f64().unwrap());
+        let list = s["words"].as_array().expect("words on every segment");
+        let text: String = list.iter().map(|w| w["word"].as_str().unwrap()).collect();
+        assert_eq!(text, s["text"].as_str().unwrap());
+        for w in list {
+            let (a, b) = (w["start"].as_f64().unwrap(), w["end"].as_f64().unwrap());
+            assert!(start <= a && a <= b && b <= end, "{w} in [{start}, {end}]");
+            let p = w["probability"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&p), "{w}");
+            words.push(w["word"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(words.len(), 22, "{words:?}");
+
+    for (args, says) in [
+        (&["--highlight-words"][..], "--word-timestamps"),
+        (&["--max-line-width", "42"][..], "--word-timestamps"),
+        (
+            &["--hallucination-silence-threshold", "2"][..],
+            "--word-timestamps",
+        ),
+        (&["--word-timestamps", "--max-line-width", "0"][..], "0"),
+        (
+            &["--clip-timestamps", "1,abc"][..],
+            "\"abc\" is not a number of seconds",
+        ),
+        (&["--clip-timestamps", "-1"][..], "seconds from 0"),
+        (
+            &[
+                "--word-timestamps",
+                "--hallucination-silence-threshold",
+                "-2",
+            ][..],
+            "seconds from 0",
+        ),
+        (&["--clip-timestamps", "1,5", "--vad"][..], "without --vad"),
+    ] {
+        let mut all: Vec<&std::ffi::OsStr> = vec![audio.as_os_str()];
+        all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+        let out = run(&all);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = stderr(&out);
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
 /// A bad input fails with one line that names it and the problem, and leaves no output.
 fn assert_refused(input: &Path, problem: &str) {
     let out_dir = tempfile::tempdir().unwrap();

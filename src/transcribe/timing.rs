@@ -117,9 +117,7 @@ pub fn dtw(x: &[f64], n: usize, m: usize) -> (Vec<isize>, Vec<isize>) {
             trace[i * w + j] = t;
         }
     }
-    for j in 0..=m {
-        trace[j] = 2;
-    }
+    trace[..=m].fill(2);
     for i in 0..=n {
         trace[i * w] = 1;
     }

@@ -193,7 +193,7 @@ pub struct Transcriber {
     /// The VAD model, loaded (fetched if need be) when first asked for.
     vad: std::sync::OnceLock<SileroVad>,
     /// The alignment heads of word timestamps the model's files give.
-    alignment_heads: Option<(Vec<(usize, usize)>, HeadsSource)>,
+    alignment_heads: Option<(word_times::AlignmentHeads, HeadsSource)>,
 }
 
 /// A decoder being loaded on a thread of its own.

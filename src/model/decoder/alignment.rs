@@ -78,12 +78,16 @@ impl AlignmentGraph {
                 shape.n_layers
             )));
         }
+        // The heads a sequence has: the cross-attention's batch axes, every symbol at 1 (the
+        // decoder's shape guesses them when no cache input declares them).
+        let node = model.node(cross[0]);
+        let op = node.op_as::<CachedAttention>().expect("found above");
+        let n_heads = heads_of(&model, node, op).map_err(tract)?;
         for &(layer, head) in heads {
-            if layer >= n_layers || head >= shape.n_heads {
+            if layer >= n_layers || head >= n_heads {
                 return Err(prompt.not_a_decoder(format!(
                     "alignment head ({layer}, {head}) is outside the decoder's {n_layers} layers \
-                     of {} heads: fix alignment_heads in generation_config.json",
-                    shape.n_heads
+                     of {n_heads} heads: fix alignment_heads in generation_config.json"
                 )));
             }
         }
@@ -104,7 +108,12 @@ impl AlignmentGraph {
             }
             let node = model.node(id).clone();
             let op = node.op_as::<CachedAttention>().expect("found above");
-            check_heads(&model, &node, op, shape.n_heads).map_err(tract)?;
+            let heads_here = heads_of(&model, &node, op).map_err(tract)?;
+            if heads_here != n_heads {
+                return Err(tract(anyhow::anyhow!(
+                    "the cross-attentions have {n_heads} and {heads_here} heads"
+                )));
+            }
             let scored = CachedAttention {
                 keep_scores: keep.iter().copied().collect(),
                 ..op.clone()
@@ -185,14 +194,9 @@ fn every_position(model: &mut TypedModel) -> TractResult<()> {
     model.refresh_output_facts()
 }
 
-/// Checks that the batch axes of a cross-attention's scores are its heads when one sequence
-/// runs: their sizes, every symbol (sequences, windows) at 1, multiply to `n_heads`.
-fn check_heads(
-    model: &TypedModel,
-    node: &TypedNode,
-    op: &CachedAttention,
-    n_heads: usize,
-) -> TractResult<()> {
+/// The heads of a cross-attention when one sequence runs: the sizes of its scores' batch
+/// axes, every symbol (sequences, windows) at 1, multiplied.
+fn heads_of(model: &TypedModel, node: &TypedNode, op: &CachedAttention) -> TractResult<usize> {
     let facts: Vec<&TypedFact> = node
         .inputs
         .iter()
@@ -217,10 +221,5 @@ fn check_heads(
             .unwrap_or(1);
         product *= size as usize;
     }
-    anyhow::ensure!(
-        product == n_heads,
-        "the cross-attention's batch axes hold {product} heads a sequence, the decoder has \
-         {n_heads}"
-    );
-    Ok(())
+    Ok(product)
 }

@@ -137,6 +137,8 @@ fn two_graphs_hold_their_common_constants_once() {
         },
         shape: split.shape(),
         kind: Box::new(split),
+        executor: tract_linalg::multithread::Executor::SingleThread,
+        alignment: std::sync::Mutex::new(None),
     };
     let got = model
         .session(&features)

@@ -15,6 +15,9 @@ use crate::transcribe::timing::{
 use crate::transcribe::tokenizer::Task;
 use crate::vad::TimestampsMap;
 
+/// Alignment heads: (decoder layer, head).
+pub(super) type AlignmentHeads = Vec<(usize, usize)>;
+
 /// Where the alignment heads of a model come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum HeadsSource {
@@ -27,162 +30,35 @@ pub(super) enum HeadsSource {
 /// OpenAI's alignment heads of its models, `(layer, head)`: `_ALIGNMENT_HEADS` of
 /// openai-whisper's whisper/__init__.py (release 20250625), decoded from its base85 gzip
 /// masks. Hugging Face's `generation_config.json` files carry the same lists.
+#[rustfmt::skip]
 pub(super) const OPENAI_ALIGNMENT_HEADS: &[(&str, &[(u8, u8)])] = &[
-    (
-        "tiny.en",
-        &[
-            (1, 0),
-            (2, 0),
-            (2, 5),
-            (3, 0),
-            (3, 1),
-            (3, 2),
-            (3, 3),
-            (3, 4),
-        ],
-    ),
+    ("tiny.en", &[(1, 0), (2, 0), (2, 5), (3, 0), (3, 1), (3, 2), (3, 3), (3, 4)]),
     ("tiny", &[(2, 2), (3, 0), (3, 2), (3, 3), (3, 4), (3, 5)]),
     ("base.en", &[(3, 3), (4, 7), (5, 1), (5, 5), (5, 7)]),
-    (
-        "base",
-        &[
-            (3, 1),
-            (4, 2),
-            (4, 3),
-            (4, 7),
-            (5, 1),
-            (5, 2),
-            (5, 4),
-            (5, 6),
-        ],
-    ),
-    (
-        "small.en",
-        &[
-            (6, 6),
-            (7, 0),
-            (7, 3),
-            (7, 8),
-            (8, 2),
-            (8, 5),
-            (8, 7),
-            (9, 0),
-            (9, 4),
-            (9, 8),
-            (9, 10),
-            (10, 0),
-            (10, 1),
-            (10, 2),
-            (10, 3),
-            (10, 6),
-            (10, 11),
-            (11, 2),
-            (11, 4),
-        ],
-    ),
-    (
-        "small",
-        &[
-            (5, 3),
-            (5, 9),
-            (8, 0),
-            (8, 4),
-            (8, 7),
-            (8, 8),
-            (9, 0),
-            (9, 7),
-            (9, 9),
-            (10, 5),
-        ],
-    ),
-    (
-        "medium.en",
-        &[
-            (11, 4),
-            (14, 1),
-            (14, 12),
-            (14, 14),
-            (15, 4),
-            (16, 0),
-            (16, 4),
-            (16, 9),
-            (17, 12),
-            (17, 14),
-            (18, 7),
-            (18, 10),
-            (18, 15),
-            (20, 0),
-            (20, 3),
-            (20, 9),
-            (20, 14),
-            (21, 12),
-        ],
-    ),
-    (
-        "medium",
-        &[(13, 15), (15, 4), (15, 15), (16, 1), (20, 0), (23, 4)],
-    ),
-    (
-        "large-v1",
-        &[
-            (9, 19),
-            (11, 2),
-            (11, 4),
-            (11, 17),
-            (22, 7),
-            (22, 11),
-            (22, 17),
-            (23, 2),
-            (23, 15),
-        ],
-    ),
-    (
-        "large-v2",
-        &[
-            (10, 12),
-            (13, 17),
-            (16, 11),
-            (16, 12),
-            (16, 13),
-            (17, 15),
-            (17, 16),
-            (18, 4),
-            (18, 11),
-            (18, 19),
-            (19, 11),
-            (21, 2),
-            (21, 3),
-            (22, 3),
-            (22, 9),
-            (22, 12),
-            (23, 5),
-            (23, 7),
-            (23, 13),
-            (25, 5),
-            (26, 1),
-            (26, 12),
-            (27, 15),
-        ],
-    ),
-    (
-        "large-v3",
-        &[
-            (7, 0),
-            (10, 17),
-            (12, 18),
-            (13, 12),
-            (16, 1),
-            (17, 14),
-            (19, 11),
-            (21, 4),
-            (24, 1),
-            (25, 6),
-        ],
-    ),
-    (
-        "large-v3-turbo",
-        &[(2, 4), (2, 11), (3, 3), (3, 6), (3, 11), (3, 14)],
-    ),
+    ("base", &[(3, 1), (4, 2), (4, 3), (4, 7), (5, 1), (5, 2), (5, 4), (5, 6)]),
+    ("small.en", &[
+        (6, 6), (7, 0), (7, 3), (7, 8), (8, 2), (8, 5), (8, 7), (9, 0), (9, 4), (9, 8),
+        (9, 10), (10, 0), (10, 1), (10, 2), (10, 3), (10, 6), (10, 11), (11, 2), (11, 4),
+    ]),
+    ("small", &[(5, 3), (5, 9), (8, 0), (8, 4), (8, 7), (8, 8), (9, 0), (9, 7), (9, 9), (10, 5)]),
+    ("medium.en", &[
+        (11, 4), (14, 1), (14, 12), (14, 14), (15, 4), (16, 0), (16, 4), (16, 9), (17, 12),
+        (17, 14), (18, 7), (18, 10), (18, 15), (20, 0), (20, 3), (20, 9), (20, 14), (21, 12),
+    ]),
+    ("medium", &[(13, 15), (15, 4), (15, 15), (16, 1), (20, 0), (23, 4)]),
+    ("large-v1", &[
+        (9, 19), (11, 2), (11, 4), (11, 17), (22, 7), (22, 11), (22, 17), (23, 2), (23, 15),
+    ]),
+    ("large-v2", &[
+        (10, 12), (13, 17), (16, 11), (16, 12), (16, 13), (17, 15), (17, 16), (18, 4),
+        (18, 11), (18, 19), (19, 11), (21, 2), (21, 3), (22, 3), (22, 9), (22, 12), (23, 5),
+        (23, 7), (23, 13), (25, 5), (26, 1), (26, 12), (27, 15),
+    ]),
+    ("large-v3", &[
+        (7, 0), (10, 17), (12, 18), (13, 12), (16, 1), (17, 14), (19, 11), (21, 4), (24, 1),
+        (25, 6),
+    ]),
+    ("large-v3-turbo", &[(2, 4), (2, 11), (3, 3), (3, 6), (3, 11), (3, 14)]),
 ];
 
 /// The alignment heads of the model in `dir`: `alignment_heads` of its
@@ -191,7 +67,7 @@ pub(super) const OPENAI_ALIGNMENT_HEADS: &[(&str, &[(u8, u8)])] = &[
 /// `None`: the decoder's upper half, known once it is loaded.
 pub(super) fn configured_heads(
     dir: &std::path::Path,
-) -> Result<Option<(Vec<(usize, usize)>, HeadsSource)>, TranscribeError> {
+) -> Result<Option<(AlignmentHeads, HeadsSource)>, TranscribeError> {
     for name in ["generation_config.json", "config.json"] {
         let path = dir.join(name);
         let Ok(bytes) = std::fs::read(&path) else {
@@ -503,4 +379,62 @@ fn softmax_at(logits: &[f32], token: usize) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f32 = logits.iter().map(|&x| (x - max).exp()).sum();
     ((logits[token] - max).exp() / sum) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table's tiny.en heads are those of Hugging Face's own generation_config.json for
+    /// openai/whisper-tiny.en (tests/data/reference/tiny.en), which its directory gives first.
+    #[test]
+    fn alignment_heads_from_the_config_then_the_table() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/reference/tiny.en");
+        let (heads, source) = configured_heads(&dir).unwrap().expect("heads");
+        assert_eq!(source, HeadsSource::Config);
+        let table: AlignmentHeads = OPENAI_ALIGNMENT_HEADS[0]
+            .1
+            .iter()
+            .map(|&(l, h)| (l as usize, h as usize))
+            .collect();
+        assert_eq!(OPENAI_ALIGNMENT_HEADS[0].0, "tiny.en");
+        assert_eq!(heads, table);
+        // A directory named after an OpenAI model, without configuration: its table.
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("base");
+        std::fs::create_dir(&base).unwrap();
+        let (heads, source) = configured_heads(&base).unwrap().expect("heads");
+        assert_eq!(source, HeadsSource::Table("base"));
+        assert_eq!(heads.len(), 8);
+        // Another name: none (the decoder's upper half, once it is loaded).
+        let other = tmp.path().join("my-model");
+        std::fs::create_dir(&other).unwrap();
+        assert!(configured_heads(&other).unwrap().is_none());
+        // A malformed list is an error that names the file.
+        std::fs::write(
+            other.join("generation_config.json"),
+            r#"{"alignment_heads": [1, 2]}"#,
+        )
+        .unwrap();
+        let err = configured_heads(&other).unwrap_err().to_string();
+        assert!(
+            err.contains("generation_config.json") && err.contains("[layer, head]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn clips_pair_up_as_openai_whispers() {
+        // Nothing given: everything.
+        assert_eq!(seek_clips(&[], 1000), vec![(0, 1000)]);
+        // An odd list ends at the input's end; ends past it are its end.
+        assert_eq!(
+            seek_clips(&[1.5, 3.0, 7.25], 1000),
+            vec![(150, 300), (725, 1000)]
+        );
+        assert_eq!(seek_clips(&[2.0, 50.0], 1000), vec![(200, 1000)]);
+        // Frames are rounded half to even, as Python's round().
+        assert_eq!(seek_clips(&[0.125, 0.135], 1000), vec![(12, 14)]);
+    }
 }

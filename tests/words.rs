@@ -452,13 +452,14 @@ fn words_with_vad_and_batches_stay_in_their_segments_and_speech() {
                 });
                 assert!(inside, "{label}: {w:?} outside the speech {speech:?}");
                 words += 1;
-                if let Some(r) = reference_words
-                    .iter()
-                    .find(|r| r.word == w.word && (r.start - w.start).abs() < 1.0)
+                let near = |r: &&amanuensis::transcribe::Word| {
+                    r.word == w.word && (r.start - w.start).abs() < 1.0
+                };
+                if let Some(r) = reference_words.iter().find(near)
+                    && (r.start - w.start).abs() <= 0.1
+                    && (r.end - w.end).abs() <= 0.1
                 {
-                    if (r.start - w.start).abs() <= 0.1 && (r.end - w.end).abs() <= 0.1 {
-                        close += 1;
-                    }
+                    close += 1;
                 }
             }
         }

@@ -60,10 +60,18 @@ pub struct WordTiming {
 /// `unfold(...).sort()[0][..., width // 2]` as openai-whisper's `median_filter` computes it;
 /// rows of at most `width / 2` values are left as they are. NaN sorts last.
 pub fn median_filter(row: &[f32], width: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; row.len()];
+    median_filter_into(row, width, &mut out);
+    out
+}
+
+/// [`median_filter`] into `out` (as long as `row`).
+fn median_filter_into(row: &[f32], width: usize, out: &mut [f32]) {
     let pad = width / 2;
     let n = row.len();
     if n <= pad {
-        return row.to_vec();
+        out.copy_from_slice(row);
+        return;
     }
     let at = |i: isize| -> f32 {
         // Reflection without repeating the edge: -1 -> 1, n -> n - 2.
@@ -76,19 +84,17 @@ pub fn median_filter(row: &[f32], width: usize) -> Vec<f32> {
         };
         row[j as usize]
     };
+    let nan_last = |a: &f32, b: &f32| {
+        a.partial_cmp(b)
+            .unwrap_or_else(|| a.is_nan().cmp(&b.is_nan()))
+    };
     let mut window = vec![0.0f32; width];
-    (0..n)
-        .map(|i| {
-            for (k, w) in window.iter_mut().enumerate() {
-                *w = at(i as isize + k as isize - pad as isize);
-            }
-            window.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
-                (false, false) => a.partial_cmp(b).expect("not NaN"),
-                (a, b) => a.cmp(&b),
-            });
-            window[pad]
-        })
-        .collect()
+    for (i, o) in out.iter_mut().enumerate() {
+        for (k, w) in window.iter_mut().enumerate() {
+            *w = at(i as isize + k as isize - pad as isize);
+        }
+        *o = *window.select_nth_unstable_by(pad, nan_last).1;
+    }
 }
 
 /// The path of least cost through `x` (`[n, m]`, row-major) from its first cell to its last,
@@ -202,9 +208,10 @@ pub fn find_alignment(input: AlignmentInput<'_>) -> Vec<WordTiming> {
                 *v = (*v - mean) / std;
             }
         }
+        let mut filtered = vec![0.0f32; cols];
         for t in 0..tokens {
-            let filtered = median_filter(&w[t * cols..][..cols], 7);
-            for (s, f) in sum[t * cols..][..cols].iter_mut().zip(filtered) {
+            median_filter_into(&w[t * cols..][..cols], 7, &mut filtered);
+            for (s, f) in sum[t * cols..][..cols].iter_mut().zip(&filtered) {
                 *s += f;
             }
         }

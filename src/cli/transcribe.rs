@@ -227,12 +227,12 @@ pub struct TranscribeArgs {
 
     /// Skip silences longer than this (seconds) before segments whose words look like a
     /// hallucination (openai-whisper's `--hallucination_silence_threshold`).
-    #[arg(long, value_name = "SECONDS", requires = "word_timestamps")]
+    #[arg(long, value_name = "SECONDS", requires = "word_timestamps", allow_negative_numbers = true)]
     hallucination_silence_threshold: Option<f64>,
 
     /// Transcribe only these parts: `start,end,start,end,...` in seconds, the last end the
     /// input's end when missing (openai-whisper's `--clip_timestamps`).
-    #[arg(long, value_name = "LIST", value_parser = parse_clips)]
+    #[arg(long, value_name = "LIST", value_parser = parse_clips, allow_hyphen_values = true)]
     clip_timestamps: Option<Clips>,
 
     /// Print no segments and no progress.

@@ -656,7 +656,7 @@ impl Transcriber {
     }
 
     /// The segments of a window decoded as `result` and cut as `cut`, numbered from `id`, as
-    /// openai-whisper's `new_segment` makes them (see [`finish_segments`]).
+    /// openai-whisper's `new_segment` makes them (then kept as `finish_segments` keeps them).
     fn window_segments(
         &self,
         result: &DecodingResult,

@@ -180,6 +180,15 @@ impl<'m> DecoderSession<'m> {
         let n = tokens.len();
         let frames = shape.n_audio_ctx;
         let logits = read(&out[0])?;
+        if logits.len() != n * shape.n_vocab {
+            return Err(graph.graph.not_a_decoder(format!(
+                "its alignment pass gives {} logits for {n} positions of {} tokens: the graph \
+                 computes the logits of fewer positions than it is given, in a way this project \
+                 does not undo, so it cannot give word probabilities",
+                logits.len(),
+                shape.n_vocab
+            )));
+        }
         let mut by_head = std::collections::HashMap::new();
         for (ix, (layer, kept)) in graph.layers.iter().enumerate() {
             let scores = read(&out[ix + 1])?;

@@ -6,6 +6,7 @@ mod encode;
 mod inspect;
 mod mel;
 mod models;
+mod serve;
 mod transcribe;
 
 use std::path::Path;
@@ -39,6 +40,7 @@ enum Command {
     Inspect(inspect::InspectArgs),
     Doctor(doctor::DoctorArgs),
     Models(models::ModelsArgs),
+    Serve(Box<serve::ServeArgs>),
 }
 
 /// Runs the parsed command line.
@@ -51,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Models(args) => models::run(args),
+        Command::Serve(args) => serve::run(*args),
     }
 }
 

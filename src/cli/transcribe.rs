@@ -227,7 +227,12 @@ pub struct TranscribeArgs {
 
     /// Skip silences longer than this (seconds) before segments whose words look like a
     /// hallucination (openai-whisper's `--hallucination_silence_threshold`).
-    #[arg(long, value_name = "SECONDS", requires = "word_timestamps", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        requires = "word_timestamps",
+        allow_negative_numbers = true
+    )]
     hallucination_silence_threshold: Option<f64>,
 
     /// Transcribe only these parts: `start,end,start,end,...` in seconds, the last end the

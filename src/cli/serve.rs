@@ -1,0 +1,693 @@
+//! `amanuensis serve`: OpenAI's transcription API (`/v1/audio/transcriptions` and
+//! `/v1/audio/translations`) over this project's transcriber, on axum and tokio.
+//!
+//! The models are loaded once the socket is bound (`/health` says `loading` until then). The
+//! encoder's device serves one request at a time: requests wait for it in a bounded queue, and
+//! one that finds the queue full is answered 503 with `Retry-After`. Every upload goes to a
+//! temporary file that is removed with the request, whatever happens. Errors have OpenAI's
+//! shape, `{"error": {"message", "type", "param", "code"}}`. Ctrl-C or SIGTERM stops taking
+//! requests and finishes those in flight.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use axum::extract::{DefaultBodyLimit, Multipart, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Args;
+use serde_json::json;
+
+use amanuensis::audio::Input;
+use amanuensis::backend::Backend;
+use amanuensis::transcribe::output::{Format, JsonContext, SubtitleOptions, render};
+use amanuensis::transcribe::{
+    Quiet, Task, TranscribeError, TranscribeOptions, Transcriber, Transcript, WordOptions,
+};
+
+/// Serve transcription over HTTP, as OpenAI's audio API.
+///
+/// `POST /v1/audio/transcriptions` and `/v1/audio/translations` take OpenAI's multipart
+/// fields (file, model, language, prompt, response_format, temperature,
+/// timestamp_granularities[]); `GET /v1/models` lists the models, `GET /health` says whether
+/// they are loaded. The model `whisper-1` is the first `--model`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    amanuensis serve\n  \
+    amanuensis serve --model base --model tiny.en --port 8080\n  \
+    curl -F file=@talk.flac -F model=whisper-1 http://127.0.0.1:8000/v1/audio/transcriptions")]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+
+    /// Port to listen on (0: any free port; the address is printed).
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+
+    /// A model to serve (catalog name or directory), loaded at start; repeat for several. The
+    /// first also answers to `whisper-1`.
+    #[arg(short, long = "model", value_name = "MODEL", default_value = "tiny.en")]
+    models: Vec<String>,
+
+    /// Where the encoder runs (the decoder runs on the CPU).
+    #[arg(long, value_parser = super::named::<Backend>(Backend::NAMES), default_value_t = Backend::Auto)]
+    backend: Backend,
+
+    /// Threads of the encoder and decoder (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+
+    /// Largest upload accepted, in megabytes (413 beyond).
+    #[arg(long, value_name = "MB", default_value_t = 25)]
+    max_upload_mb: usize,
+
+    /// Requests that may wait for the encoder; more are answered 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    max_queue: usize,
+
+    /// Require `Authorization: Bearer KEY` (401 otherwise).
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "AMANUENSIS_API_KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
+}
+
+/// A loaded model.
+struct Served {
+    transcriber: Arc<Transcriber>,
+    backend: String,
+}
+
+/// What the handlers share.
+struct Shared {
+    /// The models by name, once loaded (empty while loading).
+    models: RwLock<HashMap<String, Arc<Served>>>,
+    /// The names in the order given (the first is `whisper-1`).
+    names: Vec<String>,
+    /// Why loading failed, if it did.
+    failed: RwLock<Option<String>>,
+    /// The encoder's turn: one request at a time.
+    device: tokio::sync::Semaphore,
+    /// Requests waiting for the device or holding it.
+    queued: AtomicUsize,
+    max_queue: usize,
+    api_key: Option<String>,
+    /// The upload limit, in megabytes.
+    limit_mb: usize,
+}
+
+/// An error in OpenAI's shape.
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    kind: &'static str,
+    param: Option<&'static str>,
+    code: Option<&'static str>,
+    retry_after: Option<u32>,
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>, param: Option<&'static str>) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param,
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: message.into(),
+            kind: "server_error",
+            param: None,
+            code: Some("overloaded"),
+            retry_after: Some(1),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }});
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    anyhow::ensure!(
+        args.max_upload_mb >= 1,
+        "--max-upload-mb must be at least 1"
+    );
+    anyhow::ensure!(args.max_queue >= 1, "--max-queue must be at least 1");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the server's runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let address = format!("{}:{}", args.host, args.port);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let bound = listener.local_addr()?;
+    let shared = Arc::new(Shared {
+        models: RwLock::new(HashMap::new()),
+        names: args.models.clone(),
+        failed: RwLock::new(None),
+        device: tokio::sync::Semaphore::new(1),
+        queued: AtomicUsize::new(0),
+        max_queue: args.max_queue,
+        api_key: args.api_key.clone(),
+        limit_mb: args.max_upload_mb,
+    });
+    // The models load beside the listening socket: /health says `loading` meanwhile.
+    let loading = shared.clone();
+    let (models, backend, threads) = (args.models.clone(), args.backend, args.threads);
+    tokio::task::spawn_blocking(move || {
+        for name in models {
+            match load(&name, backend, threads) {
+                Ok(served) => {
+                    eprintln!("{name}: loaded, encoder on {}", served.backend);
+                    write(&loading.models).insert(name, Arc::new(served));
+                }
+                Err(e) => {
+                    eprintln!("error: {name}: {e:#}");
+                    *write(&loading.failed) = Some(format!("{name}: {e:#}"));
+                    return;
+                }
+            }
+        }
+    });
+    let limit = args.max_upload_mb * 1024 * 1024;
+    // The API asks for the key when one is set; /health never does (for load balancers).
+    let api = Router::new()
+        .route("/v1/audio/transcriptions", post(transcriptions))
+        .route("/v1/audio/translations", post(translations))
+        .route("/v1/models", get(list_models))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(shared.clone(), authorize));
+    let app = api.route("/health", get(health)).with_state(shared);
+    println!("listening on http://{bound}");
+    std::io::stdout().flush().ok();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("the server failed")?;
+    eprintln!("stopped: the requests in flight are answered");
+    Ok(())
+}
+
+/// Loads one model for serving.
+fn load(name: &str, backend: Backend, threads: Option<usize>) -> Result<Served> {
+    let dir = amanuensis::model::resolve_model(name, &mut |line| eprintln!("{line}"))?;
+    let mut options = amanuensis::model::EncoderOptions {
+        backend,
+        ..Default::default()
+    };
+    if let Some(t) = threads {
+        options.threads = t;
+    }
+    let transcriber = Transcriber::load(&dir, &options)?;
+    let backend = transcriber.encoder().backend().backend.to_string();
+    Ok(Served {
+        transcriber: Arc::new(transcriber),
+        backend,
+    })
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    eprintln!("stopping: no new requests; finishing those in flight");
+}
+
+/// `Authorization: Bearer KEY` when a key is set.
+async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if let Some(key) = &shared.api_key {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(key.as_str()) {
+            return ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                message: match given {
+                    None => "no API key given: send `Authorization: Bearer KEY`".into(),
+                    Some(_) => "incorrect API key".into(),
+                },
+                kind: "invalid_request_error",
+                param: None,
+                code: Some("invalid_api_key"),
+                retry_after: None,
+            }
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn health(State(shared): State<Arc<Shared>>) -> Response {
+    if let Some(e) = read(&shared.failed).clone() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "failed", "error": e})),
+        )
+            .into_response();
+    }
+    let loaded = read(&shared.models).len();
+    if loaded < shared.names.len() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "loading", "loaded": loaded, "models": shared.names.len()})),
+        )
+            .into_response();
+    }
+    Json(json!({"status": "ready", "models": shared.names})).into_response()
+}
+
+async fn list_models(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let loaded = read(&shared.models);
+    let mut data = Vec::new();
+    let entry = |id: &str, loaded: bool| {
+        json!({"id": id, "object": "model", "created": 0, "owned_by": "amanuensis",
+               "loaded": loaded})
+    };
+    data.push(entry("whisper-1", !loaded.is_empty()));
+    for name in &shared.names {
+        data.push(entry(name, loaded.contains_key(name)));
+    }
+    for model in amanuensis::model::catalog::catalog() {
+        if !shared.names.contains(&model.name) {
+            data.push(entry(&model.name, false));
+        }
+    }
+    Json(json!({"object": "list", "data": data}))
+}
+
+async fn transcriptions(state: State<Arc<Shared>>, multipart: Multipart) -> Response {
+    handle(state, multipart, Task::Transcribe).await
+}
+
+async fn translations(state: State<Arc<Shared>>, multipart: Multipart) -> Response {
+    handle(state, multipart, Task::Translate).await
+}
+
+/// A request's fields.
+#[derive(Default)]
+struct Fields {
+    file: Option<(String, tempfile::NamedTempFile, usize)>,
+    model: Option<String>,
+    language: Option<String>,
+    prompt: Option<String>,
+    response_format: Option<String>,
+    temperature: Option<String>,
+    granularities: Vec<String>,
+}
+
+/// Reads the multipart fields; the file goes to a temporary file.
+async fn fields(mut multipart: Multipart, limit_mb: usize) -> Result<Fields, ApiError> {
+    let mut f = Fields::default();
+    let too_large = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!(
+                    "the upload is larger than this server's limit of {limit_mb} MB: send a \
+                     smaller file, or start the server with a larger --max-upload-mb"
+                ),
+                kind: "invalid_request_error",
+                param: Some("file"),
+                code: Some("file_too_large"),
+                retry_after: None,
+            }
+        } else {
+            ApiError::bad_request(format!("cannot read the form: {}", e.body_text()), None)
+        }
+    };
+    while let Some(mut field) = multipart.next_field().await.map_err(too_large)? {
+        let name = field.name().unwrap_or("").to_string();
+        if name == "file" {
+            let filename = field.file_name().unwrap_or("upload").to_string();
+            let mut tmp = tempfile::Builder::new()
+                .prefix("amanuensis-upload-")
+                .tempfile()
+                .map_err(|e| ApiError::unavailable(format!("cannot store the upload: {e}")))?;
+            let mut bytes = 0;
+            while let Some(chunk) = field.chunk().await.map_err(too_large)? {
+                bytes += chunk.len();
+                tmp.write_all(&chunk)
+                    .map_err(|e| ApiError::unavailable(format!("cannot store the upload: {e}")))?;
+            }
+            f.file = Some((filename, tmp, bytes));
+            continue;
+        }
+        let text = field.text().await.map_err(too_large)?;
+        match name.as_str() {
+            "model" => f.model = Some(text),
+            "language" => f.language = Some(text).filter(|t| !t.is_empty()),
+            "prompt" => f.prompt = Some(text).filter(|t| !t.is_empty()),
+            "response_format" => f.response_format = Some(text),
+            "temperature" => f.temperature = Some(text),
+            "timestamp_granularities[]" | "timestamp_granularities" => f.granularities.push(text),
+            // OpenAI's other fields (stream, chunking_strategy, include[]) are not taken here.
+            _ => {}
+        }
+    }
+    Ok(f)
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, multipart: Multipart, task: Task) -> Response {
+    let started = Instant::now();
+    match transcribe(&shared, multipart, task).await {
+        Ok((response, log)) => {
+            eprintln!(
+                "{} {log} in {:.2} s",
+                now(),
+                started.elapsed().as_secs_f64()
+            );
+            response
+        }
+        Err(e) => {
+            eprintln!(
+                "{} {} {}: {}",
+                now(),
+                task_name(task),
+                e.status.as_u16(),
+                e.message
+            );
+            e.into_response()
+        }
+    }
+}
+
+/// The time now, UTC, as `2026-12-07T08:15:02Z` (days to a civil date by Howard Hinnant's
+/// algorithm).
+fn now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rest) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+fn task_name(task: Task) -> &'static str {
+    match task {
+        Task::Transcribe => "transcription",
+        Task::Translate => "translation",
+    }
+}
+
+async fn transcribe(
+    shared: &Arc<Shared>,
+    multipart: Multipart,
+    task: Task,
+) -> Result<(Response, String), ApiError> {
+    let f = fields(multipart, shared.limit_mb).await?;
+    let Some((filename, upload, bytes)) = f.file else {
+        return Err(ApiError::bad_request(
+            "no file: send the audio as the multipart field `file`",
+            Some("file"),
+        ));
+    };
+    let requested = f
+        .model
+        .ok_or_else(|| ApiError::bad_request("no model: send the field `model`", Some("model")))?;
+    let name = if requested == "whisper-1" {
+        shared.names[0].clone()
+    } else {
+        requested.clone()
+    };
+    let served = {
+        let models = read(&shared.models);
+        match models.get(&name) {
+            Some(s) => s.clone(),
+            None if shared.names.contains(&name) => {
+                return Err(ApiError::unavailable(format!(
+                    "the model `{requested}` is loading: retry shortly"
+                )));
+            }
+            None => {
+                return Err(ApiError {
+                    status: StatusCode::NOT_FOUND,
+                    message: format!(
+                        "the model `{requested}` is not served here: serve it with `--model \
+                         {requested}`, or ask for one of {} (GET /v1/models)",
+                        shared.names.join(", ")
+                    ),
+                    kind: "invalid_request_error",
+                    param: Some("model"),
+                    code: Some("model_not_found"),
+                    retry_after: None,
+                });
+            }
+        }
+    };
+    let format = f.response_format.as_deref().unwrap_or("json").to_string();
+    if !["json", "text", "srt", "vtt", "verbose_json"].contains(&format.as_str()) {
+        return Err(ApiError::bad_request(
+            format!("response_format `{format}` is not one of json, text, srt, verbose_json, vtt"),
+            Some("response_format"),
+        ));
+    }
+    let mut options = TranscribeOptions::default();
+    options.decoding.task = task;
+    options.decoding.language = f.language.clone();
+    options.initial_prompt = f.prompt.clone();
+    if let Some(t) = &f.temperature {
+        let t: f32 = t.trim().parse().map_err(|_| {
+            ApiError::bad_request(
+                format!("temperature `{t}` is not a number"),
+                Some("temperature"),
+            )
+        })?;
+        if !(0.0..=1.0).contains(&t) {
+            return Err(ApiError::bad_request(
+                format!("temperature {t} is outside 0 to 1"),
+                Some("temperature"),
+            ));
+        }
+        // As OpenAI's: 0 lets the fallback raise it; above 0, that temperature alone.
+        if t > 0.0 {
+            options.temperatures = vec![t];
+        }
+    }
+    let words = f.granularities.iter().any(|g| g == "word");
+    if let Some(g) = f
+        .granularities
+        .iter()
+        .find(|g| !["word", "segment"].contains(&g.as_str()))
+    {
+        return Err(ApiError::bad_request(
+            format!("timestamp granularity `{g}` is not word or segment"),
+            Some("timestamp_granularities"),
+        ));
+    }
+    if words {
+        options.word_timestamps = Some(WordOptions::default());
+    }
+    served
+        .transcriber
+        .check_options(&options)
+        .map_err(|e| ApiError::bad_request(e.to_string(), Some("language")))?;
+
+    // The queue: waiting or running, at most max_queue.
+    if shared.queued.fetch_add(1, Ordering::SeqCst) >= shared.max_queue {
+        shared.queued.fetch_sub(1, Ordering::SeqCst);
+        return Err(ApiError::unavailable(format!(
+            "{} requests are waiting for the encoder: retry later",
+            shared.max_queue
+        )));
+    }
+    let permit = shared.device.acquire().await;
+    let transcriber = served.transcriber.clone();
+    let path = upload.path().to_path_buf();
+    let result = tokio::task::spawn_blocking(move || {
+        let r = transcriber.transcribe(&Input::Path(path), &options, &mut Quiet);
+        drop(upload);
+        r
+    })
+    .await;
+    drop(permit);
+    shared.queued.fetch_sub(1, Ordering::SeqCst);
+    let transcript = match result {
+        Ok(Ok(t)) => t,
+        Ok(Err(TranscribeError::Audio(e))) => {
+            return Err(ApiError::bad_request(
+                format!("{filename}: {}", strip_path(&e.to_string())),
+                Some("file"),
+            ));
+        }
+        Ok(Err(e)) => {
+            return Err(ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: e.to_string(),
+                kind: "server_error",
+                param: None,
+                code: None,
+                retry_after: None,
+            });
+        }
+        Err(e) => {
+            return Err(ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("the transcription failed: {e}"),
+                kind: "server_error",
+                param: None,
+                code: None,
+                retry_after: None,
+            });
+        }
+    };
+    let log = format!(
+        "{} {requested} ({name}): {bytes} bytes, {:.2} s of audio, {:.1}x realtime, encoder on {}",
+        task_name(task),
+        transcript.duration,
+        transcript.timings.realtime_factor,
+        served.backend
+    );
+    let mut response = respond(&transcript, &format, task, words, &name, &served.backend);
+    response.headers_mut().insert(
+        "x-amanuensis-backend",
+        HeaderValue::from_str(&served.backend).unwrap_or(HeaderValue::from_static("unknown")),
+    );
+    Ok((response, log))
+}
+
+/// An audio error's message without the temporary file's path (its first `: `-separated
+/// part).
+fn strip_path(message: &str) -> String {
+    match message.split_once(": ") {
+        Some((path, rest)) if path.contains("amanuensis-upload-") => rest.to_string(),
+        _ => message.to_string(),
+    }
+}
+
+/// The transcript in OpenAI's `response_format`.
+fn respond(
+    t: &Transcript,
+    format: &str,
+    task: Task,
+    words: bool,
+    model: &str,
+    backend: &str,
+) -> Response {
+    let text = || t.text.trim().to_string();
+    let context = JsonContext {
+        audio: "upload",
+        model,
+        backend,
+    };
+    let plain = |body: String| {
+        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    };
+    match format {
+        "text" => plain(format!("{}\n", text())),
+        "srt" => plain(render(
+            t,
+            Format::Srt,
+            &context,
+            &SubtitleOptions::default(),
+        )),
+        "vtt" => plain(render(
+            t,
+            Format::Vtt,
+            &context,
+            &SubtitleOptions::default(),
+        )),
+        "verbose_json" => {
+            let segments: Vec<serde_json::Value> = t
+                .segments
+                .iter()
+                .map(|s| {
+                    json!({"id": s.id, "seek": s.seek, "start": s.start, "end": s.end,
+                           "text": s.text, "tokens": s.tokens, "temperature": s.temperature,
+                           "avg_logprob": s.avg_logprob,
+                           "compression_ratio": s.compression_ratio,
+                           "no_speech_prob": s.no_speech_prob})
+                })
+                .collect();
+            let mut body = json!({
+                "task": match task { Task::Transcribe => "transcribe", Task::Translate => "translate" },
+                "language": amanuensis::transcribe::languages::language_name(&t.language).to_lowercase(),
+                "duration": t.duration,
+                "text": text(),
+                "segments": segments,
+            });
+            if words {
+                let list: Vec<serde_json::Value> = t
+                    .segments
+                    .iter()
+                    .flat_map(|s| s.words.iter().flatten())
+                    .map(|w| json!({"word": w.word.trim(), "start": w.start, "end": w.end}))
+                    .collect();
+                body["words"] = serde_json::Value::Array(list);
+            }
+            Json(body).into_response()
+        }
+        _ => Json(json!({"text": text()})).into_response(),
+    }
+}

@@ -19,7 +19,7 @@ use std::ops::ControlFlow;
 mod batched;
 mod word_times;
 
-use word_times::{HeadsSource, WindowSeek, map_segment, seek_clips, words_end};
+use word_times::{HeadsSource, WindowSeek, map_segment, seek_clips, word_pass, words_end};
 
 use super::context::PromptContext;
 use super::decoding::{DecodingOptions, DecodingResult, DecodingTask, Rng};
@@ -560,6 +560,7 @@ impl Transcriber {
             Some(_) => Some(self.alignment_heads(progress)?),
             None => None,
         };
+        let pass = word_pass(options, heads.as_deref(), &language);
         while clip < clips.len() {
             let (clip_start, clip_end) = clips[clip];
             seek = seek.max(clip_start);
@@ -601,18 +602,10 @@ impl Transcriber {
             let cut = cut_window(&result.tokens, special.timestamp_begin, span, input_stride);
             let mut current = self.window_segments(&result, span, &cut, segments.len());
             seek = cut.next_seek;
-            if let (Some(word_options), Some(heads)) = (&options.word_timestamps, &heads) {
+            if let Some(pass) = &pass {
+                let word_options = pass.options;
                 let t = Instant::now();
-                self.add_words(
-                    &mut session,
-                    heads,
-                    &language,
-                    options.decoding.task,
-                    &mut current,
-                    span,
-                    word_options,
-                    last_speech,
-                )?;
+                self.add_words(&mut session, pass, &mut current, span, last_speech)?;
                 *timings.words.get_or_insert(0.0) += t.elapsed().as_secs_f64();
                 let window_seek = WindowSeek {
                     span,

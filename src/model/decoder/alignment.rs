@@ -13,7 +13,7 @@ use amanuensis_ops::CachedAttention;
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 
-use super::graph::{Graph, Io};
+use super::graph::{Graph, Io, drop_unread_inputs};
 use super::load::Prepared;
 use super::{DecoderError, DecoderShape};
 
@@ -138,19 +138,7 @@ impl AlignmentGraph {
         model.select_output_outlets(&outputs).map_err(tract)?;
         every_position(&mut model).map_err(tract)?;
         model.compact().map_err(tract)?;
-        // Compaction keeps every input: those nothing reads any more are dropped first.
-        let kept = model.output_outlets().map_err(tract)?.to_vec();
-        let inputs = model.input_outlets().map_err(tract)?.to_vec();
-        let mut feeds = Vec::new();
-        let mut used = Vec::new();
-        for (feed, outlet) in prompt.io.feeds.iter().zip(inputs) {
-            if !model.outlet_successors(outlet).is_empty() || kept.contains(&outlet) {
-                used.push(outlet);
-                feeds.push(*feed);
-            }
-        }
-        model.inputs = used;
-        model.compact().map_err(tract)?;
+        let feeds = drop_unread_inputs(&mut model, &prompt.io.feeds).map_err(tract)?;
         let io = Io {
             feeds,
             logits: Some(0),

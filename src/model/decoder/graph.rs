@@ -64,6 +64,24 @@ pub(super) struct Graph {
     pub io: Io,
 }
 
+/// Drops the inputs of `model` that nothing reads any more (compaction keeps every input),
+/// then compacts it: the feeds of the inputs kept, of `feeds` (one per input, in order).
+pub(super) fn drop_unread_inputs(model: &mut TypedModel, feeds: &[Feed]) -> TractResult<Vec<Feed>> {
+    let outputs = model.output_outlets()?.to_vec();
+    let inputs = model.input_outlets()?.to_vec();
+    let mut kept_feeds = Vec::new();
+    let mut used = Vec::new();
+    for (feed, outlet) in feeds.iter().zip(inputs) {
+        if !model.outlet_successors(outlet).is_empty() || outputs.contains(&outlet) {
+            used.push(outlet);
+            kept_feeds.push(*feed);
+        }
+    }
+    model.inputs = used;
+    model.compact()?;
+    Ok(kept_feeds)
+}
+
 impl Feed {
     /// Whether the input is a cross-attention cache tensor.
     pub(super) fn is_cross(&self) -> bool {
@@ -100,19 +118,7 @@ impl Graph {
         }
         model.select_output_outlets(&kept).map_err(tract)?;
         model.compact().map_err(tract)?;
-        // Compaction keeps every input: those nothing reads any more are dropped first.
-        let kept = model.output_outlets().map_err(tract)?.to_vec();
-        let inputs = model.input_outlets().map_err(tract)?.to_vec();
-        let mut feeds = Vec::new();
-        let mut used = Vec::new();
-        for (feed, outlet) in self.io.feeds.iter().zip(inputs) {
-            if !model.outlet_successors(outlet).is_empty() || kept.contains(&outlet) {
-                used.push(outlet);
-                feeds.push(*feed);
-            }
-        }
-        model.inputs = used;
-        model.compact().map_err(tract)?;
+        let feeds = drop_unread_inputs(&mut model, &self.io.feeds).map_err(tract)?;
         let Graph { path, plan, io } = self;
         drop(plan);
         let io = Io {

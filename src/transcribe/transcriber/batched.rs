@@ -102,6 +102,7 @@ impl Transcriber {
             Some(_) => Some(self.alignment_heads(progress)?),
             None => None,
         };
+        let pass = super::word_pass(options, heads.as_deref(), &language);
         let mut last_speech = 0.0;
         for batch in groups.chunks(batch_size) {
             let mut features = Vec::with_capacity(batch.len());
@@ -127,20 +128,11 @@ impl Transcriber {
                 };
                 let cut = cut_window(&result.tokens, special.timestamp_begin, span, input_stride);
                 let mut current = self.window_segments(result, span, &cut, segments.len());
-                if let (Some(word_options), Some(heads)) = (&options.word_timestamps, &heads) {
+                if let Some(pass) = &pass {
                     // The window alone: its own alignment pass.
                     let t = Instant::now();
                     let mut session = decoder.session(features)?;
-                    self.add_words(
-                        &mut session,
-                        heads,
-                        &language,
-                        options.decoding.task,
-                        &mut current,
-                        span,
-                        word_options,
-                        last_speech,
-                    )?;
+                    self.add_words(&mut session, pass, &mut current, span, last_speech)?;
                     if let Some(end) = super::words_end(&current) {
                         last_speech = end;
                     }

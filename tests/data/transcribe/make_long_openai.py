@@ -67,7 +67,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import whisper  # noqa: E402
 
-from make import ct2_checkpoint, openai_whisper_model  # noqa: E402
+from make import ct2_checkpoint, link_wheels, openai_whisper_model  # noqa: E402
 
 MODELS = ("tiny.en", "base")
 THREADS = 2
@@ -139,10 +139,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if args.wheels:
-            (work / "wheels").mkdir()
-            for d in args.wheels.iterdir():
-                if d.is_dir():
-                    (work / "wheels" / d.name).symlink_to(d.resolve())
+            link_wheels(work, args.wheels)
         for name in names:
             ct2 = args.models / name if args.models else ct2_checkpoint(name, work)
             model = openai_whisper_model(name, ct2)

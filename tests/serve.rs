@@ -118,6 +118,46 @@ impl Server {
         (status, text, backend, retry)
     }
 
+    /// POSTs `file` as the form's file over a plain socket, the body written on a thread of
+    /// its own: a server that answers before reading the whole body (413) and closes the
+    /// connection fails the writing, not the reading of its answer. The status and the body.
+    fn post_oversized(&self, route: &str, file: &[u8], key: &str) -> (u16, String) {
+        use std::io::Write;
+        let boundary = "amanuensis-test-boundary";
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n\
+             whisper-1\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
+             filename=\"big.flac\"\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend(file);
+        body.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let address = self.url.strip_prefix("http://").unwrap().to_string();
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        let head = format!(
+            "POST {route} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        );
+        let mut writer = stream.try_clone().unwrap();
+        let writing = std::thread::spawn(move || {
+            let _ = writer.write_all(head.as_bytes());
+            let _ = writer.write_all(&body);
+        });
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let _ = writing.join();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {answer:?}"));
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (status, body)
+    }
+
     /// The upload files left in the server's temporary directory.
     fn leftovers(&self) -> Vec<String> {
         std::fs::read_dir(self.tmp.path())
@@ -257,6 +297,43 @@ fn formats_and_errors_as_openais_api() {
         assert_eq!((&a["start"], &a["end"]), (&b["start"], &b["end"]));
     }
 
+    // Streamed: a delta a segment, then the whole text.
+    let (status, body, backend, _) = server.post(
+        route,
+        file,
+        &[("model", "whisper-1"), ("stream", "true")],
+        None,
+    );
+    assert_eq!((status, backend.as_deref()), (200, Some("cpu")), "{body}");
+    let events: Vec<serde_json::Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(json)
+        .collect();
+    let (last, deltas) = events.split_last().expect("events");
+    assert_eq!(last["type"], "transcript.text.done", "{body}");
+    assert_eq!(last["text"], cli_text.as_str());
+    assert_eq!(deltas.len(), 2, "{body}");
+    let joined: String = deltas
+        .iter()
+        .map(|e| {
+            assert_eq!(e["type"], "transcript.text.delta");
+            e["delta"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(joined.trim(), cli_text);
+    let (status, body, _, _) = server.post(
+        route,
+        Some(("notes.txt", b"not audio".repeat(100).as_slice())),
+        &[("model", "whisper-1"), ("stream", "true")],
+        None,
+    );
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("event: error") && body.contains("notes.txt"),
+        "{body}"
+    );
+
     // The list of models and health.
     let models: serde_json::Value = ureq::get(&format!("{}/v1/models", server.url))
         .call()
@@ -360,14 +437,12 @@ fn limits_keys_and_a_full_queue() {
     let route = "/v1/audio/transcriptions";
     let jfk = std::fs::read(reference("audio/jfk.flac")).unwrap();
     assert!(jfk.len() > 1 << 20, "jfk.flac is over 1 MB");
-    let (status, body, _, _) = server.post(
-        route,
-        Some(("jfk.flac", &jfk)),
-        &[("model", "whisper-1")],
-        Some("k3y"),
-    );
+    let (status, body) = server.post_oversized(route, &jfk, "k3y");
     assert_eq!(status, 413, "{body}");
-    assert!(body.contains("1 MB"), "{body}");
+    assert!(
+        body.contains("1 MB") && body.contains("file_too_large"),
+        "{body}"
+    );
     // A small file: the same speech cut to 3 s, as a 16 kHz WAV.
     let small = {
         let (samples, _) = amanuensis::audio::load_audio(&amanuensis::audio::Input::Path(

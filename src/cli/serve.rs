@@ -18,6 +18,7 @@ use anyhow::{Context, Result};
 use axum::extract::{DefaultBodyLimit, Multipart, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -35,7 +36,7 @@ use amanuensis::transcribe::{
 ///
 /// `POST /v1/audio/transcriptions` and `/v1/audio/translations` take OpenAI's multipart
 /// fields (file, model, language, prompt, response_format, temperature,
-/// timestamp_granularities[]); `GET /v1/models` lists the models, `GET /health` says whether
+/// timestamp_granularities[], stream); `GET /v1/models` lists the models, `GET /health` says whether
 /// they are loaded. The model `whisper-1` is the first `--model`.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
@@ -352,6 +353,7 @@ struct Fields {
     response_format: Option<String>,
     temperature: Option<String>,
     granularities: Vec<String>,
+    stream: bool,
 }
 
 /// Reads the multipart fields; the file goes to a temporary file.
@@ -399,6 +401,7 @@ async fn fields(mut multipart: Multipart, limit_mb: usize) -> Result<Fields, Api
             "response_format" => f.response_format = Some(text),
             "temperature" => f.temperature = Some(text),
             "timestamp_granularities[]" | "timestamp_granularities" => f.granularities.push(text),
+            "stream" => f.stream = text.trim() == "true",
             // OpenAI's other fields (stream, chunking_strategy, include[]) are not taken here.
             _ => {}
         }
@@ -562,6 +565,12 @@ async fn transcribe(
             shared.max_queue
         )));
     }
+    if f.stream {
+        return Ok((
+            stream(shared.clone(), served, options, upload, filename, name),
+            format!("{} {requested}: streaming", task_name(task)),
+        ));
+    }
     let permit = shared.device.acquire().await;
     let transcriber = served.transcriber.clone();
     let path = upload.path().to_path_buf();
@@ -615,6 +624,90 @@ async fn transcribe(
         HeaderValue::from_str(&served.backend).unwrap_or(HeaderValue::from_static("unknown")),
     );
     Ok((response, log))
+}
+
+/// Segments as server-sent events, as they are decoded.
+struct Streamer {
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+}
+
+impl amanuensis::transcribe::Progress for Streamer {
+    fn segment(&mut self, segment: &amanuensis::transcribe::Segment) {
+        let data = json!({"type": "transcript.text.delta", "delta": segment.text});
+        let _ = self.events.send(Event::default().data(data.to_string()));
+    }
+}
+
+/// OpenAI's streamed transcription: a `transcript.text.delta` event a segment as it is
+/// decoded, then `transcript.text.done` with the whole text (or an `error` event). The request
+/// holds its place in the queue until the transcription ends.
+fn stream(
+    shared: Arc<Shared>,
+    served: Arc<Served>,
+    options: TranscribeOptions,
+    upload: tempfile::NamedTempFile,
+    filename: String,
+    name: String,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let backend = served.backend.clone();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let permit = shared.device.acquire().await;
+        let mut streamer = Streamer { events: tx.clone() };
+        let transcriber = served.transcriber.clone();
+        let path = upload.path().to_path_buf();
+        let result = tokio::task::spawn_blocking(move || {
+            let r = transcriber.transcribe(&Input::Path(path), &options, &mut streamer);
+            drop(upload);
+            r
+        })
+        .await;
+        drop(permit);
+        shared.queued.fetch_sub(1, Ordering::SeqCst);
+        let event = match result {
+            Ok(Ok(t)) => {
+                eprintln!(
+                    "{} streamed {name}: {:.2} s of audio, {:.1}x realtime, encoder on {} in \
+                     {:.2} s",
+                    now(),
+                    t.duration,
+                    t.timings.realtime_factor,
+                    served.backend,
+                    started.elapsed().as_secs_f64()
+                );
+                let data = json!({"type": "transcript.text.done", "text": t.text.trim()});
+                Event::default().data(data.to_string())
+            }
+            Ok(Err(e)) => {
+                let message = match e {
+                    TranscribeError::Audio(e) => {
+                        format!("{filename}: {}", strip_path(&e.to_string()))
+                    }
+                    e => e.to_string(),
+                };
+                eprintln!("{} streamed {name}: {message}", now());
+                let data = json!({"type": "error", "error": {"message": message}});
+                Event::default().event("error").data(data.to_string())
+            }
+            Err(e) => {
+                let data = json!({"type": "error", "error": {"message": e.to_string()}});
+                Event::default().event("error").data(data.to_string())
+            }
+        };
+        let _ = tx.send(event);
+    });
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|e| (Ok::<Event, std::convert::Infallible>(e), rx))
+    });
+    let mut response = Sse::new(events).into_response();
+    response.headers_mut().insert(
+        "x-amanuensis-backend",
+        HeaderValue::from_str(&backend).unwrap_or(HeaderValue::from_static("unknown")),
+    );
+    response
 }
 
 /// An audio error's message without the temporary file's path (its first `: `-separated

@@ -471,3 +471,44 @@ fn words_with_vad_and_batches_stay_in_their_segments_and_speech() {
         );
     }
 }
+
+/// The NPU plan's numerics (`emu`: bf16 products in the encoder) keep jfk's words and times
+/// (tiny.en) as openai-whisper gives them; the probabilities move with the encoder's
+/// features: measured within 4.3e-3 of openai-whisper's, bound 1e-2.
+#[test]
+fn emu_keeps_jfks_words_and_times() {
+    let _turn = turn();
+    let t = Transcriber::load(
+        &catalog_model("tiny.en"),
+        &EncoderOptions {
+            backend: amanuensis::backend::Backend::Emu,
+            ..EncoderOptions::default()
+        },
+    )
+    .unwrap();
+    let ours = transcribe(&t, &reference("audio/jfk.flac"), &with_words());
+    let all = json("transcribe/openai_words.json");
+    let reference = &all["results"]["jfk.flac"]["tiny.en"];
+    let mut worst = 0.0f64;
+    let theirs: Vec<amanuensis::transcribe::Word> = reference["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| serde_json::from_value::<Vec<_>>(s["words"].clone()).unwrap())
+        .collect();
+    let words: Vec<&amanuensis::transcribe::Word> = ours
+        .segments
+        .iter()
+        .flat_map(|s| s.words.iter().flatten())
+        .collect();
+    assert_eq!(words.len(), theirs.len());
+    for (a, b) in words.iter().zip(&theirs) {
+        assert_eq!((&a.word, a.start, a.end), (&b.word, b.start, b.end));
+        worst = worst.max((a.probability - b.probability).abs());
+    }
+    eprintln!(
+        "emu: {} words, probabilities within {worst:.2e}",
+        words.len()
+    );
+    assert!(worst <= 1e-2, "{worst}");
+}

@@ -297,6 +297,24 @@ fn formats_and_errors_as_openais_api() {
         assert_eq!((&a["start"], &a["end"]), (&b["start"], &b["end"]));
     }
 
+    // Two at once (--max-concurrent 2 by default): both answered, each with its own text.
+    let texts: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let (status, body, _, _) =
+                        server.post(route, file, &[("model", "whisper-1")], None);
+                    (status, body)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (status, body) in texts {
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(json(&body)["text"], cli_text.as_str());
+    }
+
     // Streamed: a delta a segment, then the whole text.
     let (status, body, backend, _) = server.post(
         route,
@@ -433,6 +451,8 @@ fn limits_keys_and_a_full_queue() {
         "k3y",
         "--max-queue",
         "1",
+        "--max-concurrent",
+        "1",
     ]);
     let route = "/v1/audio/transcriptions";
     let jfk = std::fs::read(reference("audio/jfk.flac")).unwrap();
@@ -460,7 +480,7 @@ fn limits_keys_and_a_full_queue() {
         assert_eq!(status, 401, "{body}");
         assert!(body.contains("invalid_api_key"), "{body}");
     }
-    // Four at once into a queue of one: the first is taken, some are turned away.
+    // Four at once, one running and a queue of one: the first is taken, some are turned away.
     let answers: Vec<(u16, String)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
             .map(|_| {

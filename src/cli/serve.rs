@@ -1,9 +1,11 @@
 //! `amanuensis serve`: OpenAI's transcription API (`/v1/audio/transcriptions` and
 //! `/v1/audio/translations`) over this project's transcriber, on axum and tokio.
 //!
-//! The models are loaded once the socket is bound (`/health` says `loading` until then). The
-//! encoder's device serves one request at a time: requests wait for it in a bounded queue, and
-//! one that finds the queue full is answered 503 with `Retry-After`. Every upload goes to a
+//! The models are loaded once the socket is bound (`/health` says `loading` until then).
+//! `--max-concurrent` transcriptions run at once: their encoder runs take the device's turn one
+//! window at a time ([`EncoderTurn`](amanuensis::transcribe::EncoderTurn)), their decoding runs
+//! side by side. Others wait in a bounded queue; one that finds it full is answered 503 with
+//! `Retry-After`. Every upload goes to a
 //! temporary file that is removed with the request, whatever happens. Errors have OpenAI's
 //! shape, `{"error": {"message", "type", "param", "code"}}`. Ctrl-C or SIGTERM stops taking
 //! requests and finishes those in flight.
@@ -69,9 +71,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MB", default_value_t = 25)]
     max_upload_mb: usize,
 
-    /// Requests that may wait for the encoder; more are answered 503 with Retry-After.
+    /// Requests that may wait for a turn; more are answered 503 with Retry-After.
     #[arg(long, value_name = "N", default_value_t = 8)]
     max_queue: usize,
+
+    /// Transcriptions at once: their encoder runs take turns on the device, their decoding
+    /// runs side by side on the CPU.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    max_concurrent: usize,
 
     /// Require `Authorization: Bearer KEY` (401 otherwise).
     #[arg(
@@ -97,10 +104,12 @@ struct Shared {
     names: Vec<String>,
     /// Why loading failed, if it did.
     failed: RwLock<Option<String>>,
-    /// The encoder's turn: one request at a time.
+    /// Transcriptions running (`--max-concurrent` permits); their encoder runs also take the
+    /// device's turn, one window at a time.
     device: tokio::sync::Semaphore,
-    /// Requests waiting for the device or holding it.
+    /// Requests waiting for a permit or holding one.
     queued: AtomicUsize,
+    /// How many may: `--max-queue` waiting beyond `--max-concurrent` running.
     max_queue: usize,
     api_key: Option<String>,
     /// The upload limit, in megabytes.
@@ -165,6 +174,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         "--max-upload-mb must be at least 1"
     );
     anyhow::ensure!(args.max_queue >= 1, "--max-queue must be at least 1");
+    anyhow::ensure!(
+        args.max_concurrent >= 1,
+        "--max-concurrent must be at least 1"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -182,18 +195,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
         models: RwLock::new(HashMap::new()),
         names: args.models.clone(),
         failed: RwLock::new(None),
-        device: tokio::sync::Semaphore::new(1),
+        device: tokio::sync::Semaphore::new(args.max_concurrent),
         queued: AtomicUsize::new(0),
-        max_queue: args.max_queue,
+        max_queue: args.max_queue + args.max_concurrent,
         api_key: args.api_key.clone(),
         limit_mb: args.max_upload_mb,
     });
     // The models load beside the listening socket: /health says `loading` meanwhile.
     let loading = shared.clone();
     let (models, backend, threads) = (args.models.clone(), args.backend, args.threads);
+    let turn = amanuensis::transcribe::EncoderTurn::default();
     tokio::task::spawn_blocking(move || {
         for name in models {
-            match load(&name, backend, threads) {
+            match load(&name, backend, threads, &turn) {
                 Ok(served) => {
                     eprintln!("{name}: loaded, encoder on {}", served.backend);
                     write(&loading.models).insert(name, Arc::new(served));
@@ -226,7 +240,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
 }
 
 /// Loads one model for serving.
-fn load(name: &str, backend: Backend, threads: Option<usize>) -> Result<Served> {
+fn load(
+    name: &str,
+    backend: Backend,
+    threads: Option<usize>,
+    turn: &amanuensis::transcribe::EncoderTurn,
+) -> Result<Served> {
     let dir = amanuensis::model::resolve_model(name, &mut |line| eprintln!("{line}"))?;
     let mut options = amanuensis::model::EncoderOptions {
         backend,
@@ -236,6 +255,8 @@ fn load(name: &str, backend: Backend, threads: Option<usize>) -> Result<Served> 
         options.threads = t;
     }
     let transcriber = Transcriber::load(&dir, &options)?;
+    // One device: every model's encoder takes the same turn.
+    transcriber.share_encoder(turn.clone())?;
     let backend = transcriber.encoder().backend().backend.to_string();
     Ok(Served {
         transcriber: Arc::new(transcriber),
@@ -561,7 +582,7 @@ async fn transcribe(
     if shared.queued.fetch_add(1, Ordering::SeqCst) >= shared.max_queue {
         shared.queued.fetch_sub(1, Ordering::SeqCst);
         return Err(ApiError::unavailable(format!(
-            "{} requests are waiting for the encoder: retry later",
+            "{} requests are running or waiting: retry later",
             shared.max_queue
         )));
     }

@@ -21,6 +21,6 @@ pub use options::{LanguageDetection, TranscribeOptions, WordOptions};
 pub use timing::Word;
 pub use tokenizer::{N_TIMESTAMPS, SpecialTokens, Task, TokenizerError, WhisperTokenizer};
 pub use transcriber::{
-    Progress, Quiet, Segment, Timings, TranscribeError, Transcriber, Transcript,
+    EncoderTurn, Progress, Quiet, Segment, Timings, TranscribeError, Transcriber, Transcript,
 };
 pub use words::{WordComparison, compare_words, words};

@@ -194,7 +194,13 @@ pub struct Transcriber {
     vad: std::sync::OnceLock<SileroVad>,
     /// The alignment heads of word timestamps the model's files give.
     alignment_heads: Option<(word_times::AlignmentHeads, HeadsSource)>,
+    /// A turn that encoder runs take, shared with other transcribers of the same device.
+    encoder_turn: std::sync::OnceLock<EncoderTurn>,
 }
+
+/// The turn of a device that serves one encoder run at a time: transcriptions that share it
+/// run their encoders one after another and everything else (decoding) side by side.
+pub type EncoderTurn = std::sync::Arc<std::sync::Mutex<()>>;
 
 /// A decoder being loaded on a thread of its own.
 type DecoderLoad = std::thread::JoinHandle<Result<DecoderModel, crate::model::DecoderError>>;
@@ -338,6 +344,7 @@ impl Transcriber {
             n_text_ctx: config.max_target_positions.unwrap_or(448),
             load_time: started.elapsed(),
             vad: std::sync::OnceLock::new(),
+            encoder_turn: std::sync::OnceLock::new(),
         })
     }
 
@@ -403,6 +410,15 @@ impl Transcriber {
     pub fn set_vad(&self, vad: SileroVad) -> Result<(), TranscribeError> {
         self.vad.set(vad).map_err(|_| {
             TranscribeError::Options("the VAD model is already set for this model".into())
+        })
+    }
+
+    /// Makes the encoder runs of this transcriber's transcriptions take `turn` (shared with the
+    /// other users of the same device), so that concurrent transcriptions encode one window at
+    /// a time and decode side by side. Set once.
+    pub fn share_encoder(&self, turn: EncoderTurn) -> Result<(), TranscribeError> {
+        self.encoder_turn.set(turn).map_err(|_| {
+            TranscribeError::Options("the encoder's turn is already set for this model".into())
         })
     }
 
@@ -712,7 +728,13 @@ impl Transcriber {
         progress: &mut dyn Progress,
     ) -> Result<Vec<f32>, TranscribeError> {
         let t = Instant::now();
-        let features = self.encoder.encode(window)?;
+        let features = {
+            let _turn = self
+                .encoder_turn
+                .get()
+                .map(|turn| turn.lock().unwrap_or_else(|e| e.into_inner()));
+            self.encoder.encode(window)?
+        };
         timings.encoder.push(t.elapsed().as_secs_f64());
         for note in self.encoder.take_notes() {
             progress.note(&note);

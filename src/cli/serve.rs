@@ -592,46 +592,7 @@ async fn transcribe(
             format!("{} {requested}: streaming", task_name(task)),
         ));
     }
-    let permit = shared.device.acquire().await;
-    let transcriber = served.transcriber.clone();
-    let path = upload.path().to_path_buf();
-    let result = tokio::task::spawn_blocking(move || {
-        let r = transcriber.transcribe(&Input::Path(path), &options, &mut Quiet);
-        drop(upload);
-        r
-    })
-    .await;
-    drop(permit);
-    shared.queued.fetch_sub(1, Ordering::SeqCst);
-    let transcript = match result {
-        Ok(Ok(t)) => t,
-        Ok(Err(TranscribeError::Audio(e))) => {
-            return Err(ApiError::bad_request(
-                format!("{filename}: {}", strip_path(&e.to_string())),
-                Some("file"),
-            ));
-        }
-        Ok(Err(e)) => {
-            return Err(ApiError {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                message: e.to_string(),
-                kind: "server_error",
-                param: None,
-                code: None,
-                retry_after: None,
-            });
-        }
-        Err(e) => {
-            return Err(ApiError {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                message: format!("the transcription failed: {e}"),
-                kind: "server_error",
-                param: None,
-                code: None,
-                retry_after: None,
-            });
-        }
-    };
+    let transcript = take_turn(shared, &served, options, upload, &filename, Quiet).await?;
     let log = format!(
         "{} {requested} ({name}): {bytes} bytes, {:.2} s of audio, {:.1}x realtime, encoder on {}",
         task_name(task),
@@ -639,12 +600,59 @@ async fn transcribe(
         transcript.timings.realtime_factor,
         served.backend
     );
-    let mut response = respond(&transcript, &format, task, words, &name, &served.backend);
+    let response = respond(&transcript, &format, task, words, &name, &served.backend);
+    Ok((with_backend(response, &served.backend), log))
+}
+
+/// Runs `options` over `upload` once a transcription's turn comes (`--max-concurrent`), on a
+/// blocking thread, `progress` hearing of it; the upload is removed and the request leaves
+/// the queue when it ends, whatever happens. Audio that cannot be read is a 400 naming
+/// `filename`.
+async fn take_turn(
+    shared: &Shared,
+    served: &Served,
+    options: TranscribeOptions,
+    upload: tempfile::NamedTempFile,
+    filename: &str,
+    mut progress: impl amanuensis::transcribe::Progress + Send + 'static,
+) -> Result<Transcript, ApiError> {
+    let permit = shared.device.acquire().await;
+    let transcriber = served.transcriber.clone();
+    let path = upload.path().to_path_buf();
+    let result = tokio::task::spawn_blocking(move || {
+        let r = transcriber.transcribe(&Input::Path(path), &options, &mut progress);
+        drop(upload);
+        r
+    })
+    .await;
+    drop(permit);
+    shared.queued.fetch_sub(1, Ordering::SeqCst);
+    let server_error = |message: String| ApiError {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message,
+        kind: "server_error",
+        param: None,
+        code: None,
+        retry_after: None,
+    };
+    match result {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(TranscribeError::Audio(e))) => Err(ApiError::bad_request(
+            format!("{filename}: {}", strip_path(&e.to_string())),
+            Some("file"),
+        )),
+        Ok(Err(e)) => Err(server_error(e.to_string())),
+        Err(e) => Err(server_error(format!("the transcription failed: {e}"))),
+    }
+}
+
+/// `response` with the backend that served it in `x-amanuensis-backend`.
+fn with_backend(mut response: Response, backend: &str) -> Response {
     response.headers_mut().insert(
         "x-amanuensis-backend",
-        HeaderValue::from_str(&served.backend).unwrap_or(HeaderValue::from_static("unknown")),
+        HeaderValue::from_str(backend).unwrap_or(HeaderValue::from_static("unknown")),
     );
-    Ok((response, log))
+    response
 }
 
 /// Segments as server-sent events, as they are decoded.
@@ -674,20 +682,10 @@ fn stream(
     let backend = served.backend.clone();
     tokio::spawn(async move {
         let started = Instant::now();
-        let permit = shared.device.acquire().await;
-        let mut streamer = Streamer { events: tx.clone() };
-        let transcriber = served.transcriber.clone();
-        let path = upload.path().to_path_buf();
-        let result = tokio::task::spawn_blocking(move || {
-            let r = transcriber.transcribe(&Input::Path(path), &options, &mut streamer);
-            drop(upload);
-            r
-        })
-        .await;
-        drop(permit);
-        shared.queued.fetch_sub(1, Ordering::SeqCst);
+        let streamer = Streamer { events: tx.clone() };
+        let result = take_turn(&shared, &served, options, upload, &filename, streamer).await;
         let event = match result {
-            Ok(Ok(t)) => {
+            Ok(t) => {
                 eprintln!(
                     "{} streamed {name}: {:.2} s of audio, {:.1}x realtime, encoder on {} in \
                      {:.2} s",
@@ -700,19 +698,9 @@ fn stream(
                 let data = json!({"type": "transcript.text.done", "text": t.text.trim()});
                 Event::default().data(data.to_string())
             }
-            Ok(Err(e)) => {
-                let message = match e {
-                    TranscribeError::Audio(e) => {
-                        format!("{filename}: {}", strip_path(&e.to_string()))
-                    }
-                    e => e.to_string(),
-                };
-                eprintln!("{} streamed {name}: {message}", now());
-                let data = json!({"type": "error", "error": {"message": message}});
-                Event::default().event("error").data(data.to_string())
-            }
             Err(e) => {
-                let data = json!({"type": "error", "error": {"message": e.to_string()}});
+                eprintln!("{} streamed {name}: {}", now(), e.message);
+                let data = json!({"type": "error", "error": {"message": e.message}});
                 Event::default().event("error").data(data.to_string())
             }
         };
@@ -723,12 +711,7 @@ fn stream(
             .await
             .map(|e| (Ok::<Event, std::convert::Infallible>(e), rx))
     });
-    let mut response = Sse::new(events).into_response();
-    response.headers_mut().insert(
-        "x-amanuensis-backend",
-        HeaderValue::from_str(&backend).unwrap_or(HeaderValue::from_static("unknown")),
-    );
-    response
+    with_backend(Sse::new(events).into_response(), &backend)
 }
 
 /// An audio error's message without the temporary file's path (its first `: `-separated

@@ -301,12 +301,17 @@ async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Ne
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(key.as_str()) {
+            let message = match given {
+                None => "no API key given: send `Authorization: Bearer KEY`".into(),
+                Some(_) => "incorrect API key".into(),
+            };
+            // The upload is read (up to the limit) and dropped, so that a client still sending
+            // it reads the answer instead of a connection closed under it.
+            let limit = shared.limit_mb * 1024 * 1024;
+            let _ = axum::body::to_bytes(request.into_body(), limit).await;
             return ApiError {
                 status: StatusCode::UNAUTHORIZED,
-                message: match given {
-                    None => "no API key given: send `Authorization: Bearer KEY`".into(),
-                    Some(_) => "incorrect API key".into(),
-                },
+                message,
                 kind: "invalid_request_error",
                 param: None,
                 code: Some("invalid_api_key"),

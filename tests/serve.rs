@@ -4,208 +4,20 @@
 //! 503, no upload left behind, and a clean stop on SIGTERM. Uses the catalog's tiny.en.
 
 mod common;
-
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "common/server.rs"]
+mod server;
 
 use common::*;
+use server::Server;
 
-/// A running server; stopped (SIGTERM) when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    /// The server's TMPDIR: uploads go there.
-    tmp: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Server {
-        let model = catalog_model("tiny.en");
-        let tmp = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_amanuensis"))
-            .args([
-                "serve",
-                "--port",
-                "0",
-                "--backend",
-                "cpu",
-                "--threads",
-                "2",
-                "--model",
-            ])
-            .arg(&model)
-            .args(extra)
-            .env("TMPDIR", tmp.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the binary runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first line: {line:?}"))
-            .to_string();
-        let server = Server { child, url, tmp };
-        let started = Instant::now();
-        loop {
-            match ureq::get(&format!("{}/health", server.url)).call() {
-                Ok(r) if r.status() == 200 => break,
-                Ok(_) | Err(ureq::Error::Status(503, _)) => {}
-                Err(e) => panic!("health: {e}"),
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "the model never loaded"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
-    }
-
-    /// POSTs a multipart form to `route`: `fields` as text, `file` as the file field.
-    fn post(
-        &self,
-        route: &str,
-        file: Option<(&str, &[u8])>,
-        fields: &[(&str, &str)],
-        key: Option<&str>,
-    ) -> (u16, String, Option<String>, String) {
-        let boundary = "amanuensis-test-boundary";
-        let mut body = Vec::new();
-        for (name, value) in fields {
-            body.extend(
-                format!(
-                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n\
-                     {value}\r\n"
-                )
-                .as_bytes(),
-            );
-        }
-        if let Some((name, bytes)) = file {
-            body.extend(
-                format!(
-                    "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
-                     filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-                )
-                .as_bytes(),
-            );
-            body.extend(bytes);
-            body.extend(b"\r\n");
-        }
-        body.extend(format!("--{boundary}--\r\n").as_bytes());
-        let mut request = ureq::post(&format!("{}{route}", self.url)).set(
-            "Content-Type",
-            &format!("multipart/form-data; boundary={boundary}"),
-        );
-        if let Some(key) = key {
-            request = request.set("Authorization", &format!("Bearer {key}"));
-        }
-        let response = match request.send_bytes(&body) {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{route}: {e}"),
-        };
-        let status = response.status();
-        let backend = response.header("x-amanuensis-backend").map(str::to_string);
-        let retry = response.header("retry-after").unwrap_or("").to_string();
-        let mut text = String::new();
-        response.into_reader().read_to_string(&mut text).unwrap();
-        (status, text, backend, retry)
-    }
-
-    /// POSTs `file` as the form's file over a plain socket, the body written on a thread of
-    /// its own: a server that answers before reading the whole body (413) and closes the
-    /// connection fails the writing, not the reading of its answer. The status and the body.
-    fn post_oversized(&self, route: &str, file: &[u8], key: &str) -> (u16, String) {
-        use std::io::Write;
-        let boundary = "amanuensis-test-boundary";
-        let mut body = format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n\
-             whisper-1\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
-             filename=\"big.flac\"\r\n\r\n"
-        )
-        .into_bytes();
-        body.extend(file);
-        body.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
-        let address = self.url.strip_prefix("http://").unwrap().to_string();
-        let mut stream = std::net::TcpStream::connect(&address).unwrap();
-        let head = format!(
-            "POST {route} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\n\
-             Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {}\r\n\
-             Connection: close\r\n\r\n",
-            body.len()
-        );
-        let mut writer = stream.try_clone().unwrap();
-        let writing = std::thread::spawn(move || {
-            let _ = writer.write_all(head.as_bytes());
-            let _ = writer.write_all(&body);
-        });
-        let mut answer = Vec::new();
-        let _ = stream.read_to_end(&mut answer);
-        let _ = writing.join();
-        let answer = String::from_utf8_lossy(&answer).into_owned();
-        let status = answer
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no status in {answer:?}"));
-        let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-        (status, body)
-    }
-
-    /// The upload files left in the server's temporary directory.
-    fn leftovers(&self) -> Vec<String> {
-        std::fs::read_dir(self.tmp.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
-    }
-
-    /// Sends SIGTERM and waits: the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id() as i32;
-        // SAFETY: sending a signal to our own child process.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `amanuensis transcribe`'s output of jfk in `format` (its JSON's text for `json`).
+/// `amanuensis transcribe`'s output of jfk with tiny.en in `format`.
 fn cli(format: &str, extra: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_amanuensis"))
-        .args([
-            "transcribe",
-            "--quiet",
-            "--threads",
-            "2",
-            "--backend",
-            "cpu",
-            "--model",
-        ])
-        .arg(catalog_model("tiny.en"))
-        .arg(reference("audio/jfk.flac"))
-        .args(["--format", format, "-o", "-"])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    server::cli_output(
+        &catalog_model("tiny.en"),
+        &reference("audio/jfk.flac"),
+        format,
+        extra,
+    )
 }
 
 fn json(text: &str) -> serde_json::Value {
@@ -499,6 +311,148 @@ fn limits_keys_and_a_full_queue() {
         .filter(|a| a.0 == 503 && !a.1.is_empty())
         .count();
     assert!(ok >= 1 && busy >= 1 && ok + busy == 4, "{answers:?}");
+    // Clients that leave before their answer give their place back: once their
+    // transcriptions end, a request is taken again (a place kept would answer 503 forever).
+    for _ in 0..3 {
+        server.post_and_leave(route, &small, "k3y");
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body, _, _) = server.post(route, file, &[("model", "whisper-1")], Some("k3y"));
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "still 503 a minute after the clients left: their places were kept"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
     assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+    assert!(server.stop().success());
+}
+
+/// Sixteen requests at once (a queue of 16): every one answered with the text of
+/// `amanuensis transcribe`, and the server's peak memory that of two transcriptions running
+/// (`--max-concurrent 2`) plus what the waiting requests hold (their uploads are on disk).
+#[test]
+fn sixteen_at_once_in_bounded_memory() {
+    let server = Server::start(&["--max-queue", "16"]);
+    let jfk = std::fs::read(reference("audio/jfk.flac")).unwrap();
+    let file = Some(("jfk.flac", &jfk[..]));
+    let route = "/v1/audio/transcriptions";
+    let cli_text = json(&cli("json", &[]))["text"]
+        .as_str()
+        .unwrap()
+        .trim()
+        .to_string();
+    // `clients` at once, each sending `each` requests one after another.
+    let at_once = |clients: usize, each: usize| -> Vec<(u16, String)> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..clients)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..each)
+                            .map(|_| {
+                                let (status, body, _, _) =
+                                    server.post(route, file, &[("model", "whisper-1")], None);
+                                (status, body)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        })
+    };
+    let loaded = server.rss_mb();
+    // The peak of two running: two clients, four requests each.
+    for (status, body) in at_once(2, 4) {
+        assert_eq!(status, 200, "{body}");
+    }
+    let two = server.peak_mb();
+    let answers = at_once(16, 1);
+    let sixteen = server.peak_mb();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(json(body)["text"], cli_text.as_str());
+    }
+    eprintln!(
+        "memory: {loaded:.1} MB resident once loaded; peak {two:.1} MB after two at once, \
+         {sixteen:.1} MB after sixteen"
+    );
+    // What one transcription running adds: half of what two add to the loaded server. The
+    // fourteen waiting (their uploads on disk, their buffers passing) must add less than
+    // one more: measured 13 to 21 MB against 39 to 46 MB a transcription (tiny.en, jfk).
+    let one = (two - loaded) / 2.0;
+    assert!(
+        sixteen - two < one,
+        "sixteen at once peaked {:.1} MB above two at once, more than one transcription's \
+         {one:.1} MB: requests past --max-concurrent hold memory",
+        sixteen - two
+    );
+    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+    assert!(server.stop().success());
+}
+
+/// `--unload-after`: an idle model leaves memory (the model list says so), the next request
+/// loads it again and gets the same text; the page is served at `/`.
+#[test]
+fn idle_models_unload_and_load_again() {
+    let server = Server::start(&["--unload-after", "1"]);
+    let jfk = std::fs::read(reference("audio/jfk.flac")).unwrap();
+    let file = Some(("jfk.flac", &jfk[..]));
+    let route = "/v1/audio/transcriptions";
+    let loaded = || -> bool {
+        let models: serde_json::Value = ureq::get(&format!("{}/v1/models", server.url))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        models["data"][0]["loaded"].as_bool().unwrap()
+    };
+    let (status, first, _, _) = server.post(route, file, &[("model", "whisper-1")], None);
+    assert_eq!(status, 200, "{first}");
+    let started = std::time::Instant::now();
+    while loaded() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "still loaded 10 s after the last request, with --unload-after 1"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    let health: serde_json::Value = ureq::get(&format!("{}/health", server.url))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(health["status"], "ready");
+    assert_eq!(health["loaded"], serde_json::json!([]));
+    let (status, again, _, _) = server.post(route, file, &[("model", "whisper-1")], None);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(json(&again)["text"], json(&first)["text"]);
+
+    let page = ureq::get(&format!("{}/", server.url)).call().unwrap();
+    assert_eq!(page.content_type(), "text/html");
+    let html = page.into_string().unwrap();
+    assert!(
+        html.contains("<title>amanuensis</title>") && html.contains(r#"["en","English"]"#),
+        "{html}"
+    );
+    assert!(!html.contains("__LANGUAGES__"));
+    // `outputs` only come with a stream.
+    let (status, body, _, _) = server.post(
+        route,
+        file,
+        &[("model", "whisper-1"), ("outputs", "srt")],
+        None,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("stream=true"), "{body}");
     assert!(server.stop().success());
 }

@@ -80,6 +80,18 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 2)]
     max_concurrent: usize,
 
+    /// Transcribe with faster-whisper's batched pipeline (the speech VAD finds, in windows of
+    /// up to 30 s decoded N at a time), the windows of requests running at once sharing the
+    /// decoder's batches; raise --max-concurrent with it. Without it, each request follows
+    /// openai-whisper's sequential rules (as `amanuensis transcribe`).
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
+
+    /// Unload a model after this many seconds without a request (0: keep them loaded); the
+    /// next request for it loads it again.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    unload_after: u64,
+
     /// Require `Authorization: Bearer KEY` (401 otherwise).
     #[arg(
         long,
@@ -90,23 +102,96 @@ pub struct ServeArgs {
     api_key: Option<String>,
 }
 
+/// The threads transcriptions run on, `--max-concurrent` of them, kept for the server's
+/// life: a transcription on a fresh thread would leave the memory it freed in that thread's
+/// allocator arena, and a server of many requests would hold an arena's worth for each.
+struct Workers {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Workers {
+    fn new(n: usize) -> Result<Workers> {
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..n {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("transcribe-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .context("cannot start the transcription threads")?;
+        }
+        Ok(Workers {
+            jobs: std::sync::Mutex::new(tx),
+        })
+    }
+
+    /// `f` on a worker: its value, or `None` if it panicked.
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = Box::new(move || {
+            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+        });
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job);
+        if sent.is_err() {
+            return None;
+        }
+        rx.await.ok().and_then(Result::ok)
+    }
+}
+
+/// How models are loaded.
+#[derive(Clone)]
+struct Loader {
+    backend: Backend,
+    threads: Option<usize>,
+    turn: amanuensis::transcribe::EncoderTurn,
+}
+
 /// A loaded model.
 struct Served {
+    name: String,
     transcriber: Arc<Transcriber>,
     backend: String,
 }
 
 /// What the handlers share.
 struct Shared {
-    /// The models by name, once loaded (empty while loading).
+    /// The models loaded now, by name (empty while loading).
     models: RwLock<HashMap<String, Arc<Served>>>,
     /// The names in the order given (the first is `whisper-1`).
     names: Vec<String>,
     /// Why loading failed, if it did.
     failed: RwLock<Option<String>>,
+    /// Whether the models given have been loaded once (later, an unloaded model loads on
+    /// demand).
+    preloaded: std::sync::atomic::AtomicBool,
+    /// How models load: backend, threads, and the device's one turn.
+    loader: Loader,
+    /// One load at a time per model.
+    loading: HashMap<String, tokio::sync::Mutex<()>>,
+    /// When each model last served a request.
+    last_used: std::sync::Mutex<HashMap<String, Instant>>,
+    /// `--unload-after`, if set.
+    unload_after: Option<std::time::Duration>,
+    /// `--batch-size`, if set.
+    batch_size: Option<usize>,
     /// Transcriptions running (`--max-concurrent` permits); their encoder runs also take the
     /// device's turn, one window at a time.
-    device: tokio::sync::Semaphore,
+    device: Arc<tokio::sync::Semaphore>,
+    /// The threads transcriptions run on.
+    workers: Workers,
     /// Requests waiting for a permit or holding one.
     queued: AtomicUsize,
     /// How many may: `--max-queue` waiting beyond `--max-concurrent` running.
@@ -175,14 +260,33 @@ pub fn run(args: ServeArgs) -> Result<()> {
     );
     anyhow::ensure!(args.max_queue >= 1, "--max-queue must be at least 1");
     anyhow::ensure!(
+        args.batch_size != Some(0),
+        "--batch-size must be at least 1"
+    );
+    anyhow::ensure!(
         args.max_concurrent >= 1,
         "--max-concurrent must be at least 1"
     );
+    limit_arenas(args.max_concurrent + 1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the server's runtime")?;
     runtime.block_on(serve(args))
+}
+
+/// Caps glibc's malloc arenas at `n` (unless `MALLOC_ARENA_MAX` says otherwise), before any
+/// thread starts. By default glibc gives a thread that contends for the lock an arena of its
+/// own, up to 8 a core, each keeping the memory freed in it: a server whose transcriptions and
+/// uploads pass through many threads held 80 MB more for it (`tests/serve.rs`).
+fn limit_arenas(n: usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; no thread of ours runs yet.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, n.min(64) as libc::c_int) };
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = n;
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
@@ -191,11 +295,28 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {address}"))?;
     let bound = listener.local_addr()?;
+    let loader = Loader {
+        backend: args.backend,
+        threads: args.threads,
+        turn: amanuensis::transcribe::EncoderTurn::default(),
+    };
     let shared = Arc::new(Shared {
         models: RwLock::new(HashMap::new()),
         names: args.models.clone(),
         failed: RwLock::new(None),
-        device: tokio::sync::Semaphore::new(args.max_concurrent),
+        preloaded: false.into(),
+        loader: loader.clone(),
+        loading: args
+            .models
+            .iter()
+            .map(|n| (n.clone(), tokio::sync::Mutex::new(())))
+            .collect(),
+        last_used: std::sync::Mutex::new(HashMap::new()),
+        batch_size: args.batch_size,
+        unload_after: (args.unload_after > 0)
+            .then(|| std::time::Duration::from_secs(args.unload_after)),
+        device: Arc::new(tokio::sync::Semaphore::new(args.max_concurrent)),
+        workers: Workers::new(args.max_concurrent)?,
         queued: AtomicUsize::new(0),
         max_queue: args.max_queue + args.max_concurrent,
         api_key: args.api_key.clone(),
@@ -203,13 +324,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
     });
     // The models load beside the listening socket: /health says `loading` meanwhile.
     let loading = shared.clone();
-    let (models, backend, threads) = (args.models.clone(), args.backend, args.threads);
-    let turn = amanuensis::transcribe::EncoderTurn::default();
+    let models = args.models.clone();
     tokio::task::spawn_blocking(move || {
         for name in models {
-            match load(&name, backend, threads, &turn) {
+            match load(&name, &loader) {
                 Ok(served) => {
                     eprintln!("{name}: loaded, encoder on {}", served.backend);
+                    touch(&loading, &name);
                     write(&loading.models).insert(name, Arc::new(served));
                 }
                 Err(e) => {
@@ -219,7 +340,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 }
             }
         }
+        loading.preloaded.store(true, Ordering::SeqCst);
     });
+    if let Some(ttl) = shared.unload_after {
+        tokio::spawn(unload_idle(shared.clone(), ttl));
+    }
     let limit = args.max_upload_mb * 1024 * 1024;
     // The API asks for the key when one is set; /health never does (for load balancers).
     let api = Router::new()
@@ -228,7 +353,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .route("/v1/models", get(list_models))
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(shared.clone(), authorize));
-    let app = api.route("/health", get(health)).with_state(shared);
+    // The page and /health are open; the page asks for the key when the API wants one.
+    let app = api
+        .route("/", get(page))
+        .route("/health", get(health))
+        .with_state(shared);
     println!("listening on http://{bound}");
     std::io::stdout().flush().ok();
     axum::serve(listener, app)
@@ -240,28 +369,103 @@ async fn serve(args: ServeArgs) -> Result<()> {
 }
 
 /// Loads one model for serving.
-fn load(
-    name: &str,
-    backend: Backend,
-    threads: Option<usize>,
-    turn: &amanuensis::transcribe::EncoderTurn,
-) -> Result<Served> {
+fn load(name: &str, loader: &Loader) -> Result<Served> {
     let dir = amanuensis::model::resolve_model(name, &mut |line| eprintln!("{line}"))?;
     let mut options = amanuensis::model::EncoderOptions {
-        backend,
+        backend: loader.backend,
         ..Default::default()
     };
-    if let Some(t) = threads {
+    if let Some(t) = loader.threads {
         options.threads = t;
     }
     let transcriber = Transcriber::load(&dir, &options)?;
     // One device: every model's encoder takes the same turn.
-    transcriber.share_encoder(turn.clone())?;
+    transcriber.share_encoder(loader.turn.clone())?;
     let backend = transcriber.encoder().backend().backend.to_string();
     Ok(Served {
+        name: name.to_string(),
         transcriber: Arc::new(transcriber),
         backend,
     })
+}
+
+/// Notes that `name` serves a request now.
+fn touch(shared: &Shared, name: &str) {
+    shared
+        .last_used
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name.to_string(), Instant::now());
+}
+
+/// Unloads the models that have served no request for `ttl` and serve none now; a later
+/// request loads them again.
+async fn unload_idle(shared: Arc<Shared>, ttl: std::time::Duration) {
+    let period = (ttl / 4).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(10),
+    );
+    loop {
+        tokio::time::sleep(period).await;
+        let idle: Vec<String> = {
+            let used = shared.last_used.lock().unwrap_or_else(|e| e.into_inner());
+            let mut models = write(&shared.models);
+            let idle: Vec<String> = models
+                .iter()
+                // A request holding the model holds a reference to it.
+                .filter(|(name, served)| {
+                    Arc::strong_count(served) == 1
+                        && used.get(*name).is_none_or(|t| t.elapsed() >= ttl)
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in &idle {
+                models.remove(name);
+            }
+            idle
+        };
+        for name in idle {
+            eprintln!(
+                "{} {name}: unloaded after {} s without a request",
+                now(),
+                ttl.as_secs()
+            );
+        }
+    }
+}
+
+/// The model `name` (one of `--model`), loading it if it was unloaded.
+async fn model(shared: &Shared, name: &str) -> Result<Arc<Served>, ApiError> {
+    if let Some(served) = read(&shared.models).get(name).cloned() {
+        touch(shared, name);
+        return Ok(served);
+    }
+    if !shared.preloaded.load(Ordering::SeqCst) {
+        return Err(ApiError::unavailable(format!(
+            "the model `{name}` is loading: retry shortly"
+        )));
+    }
+    let _one_load = shared.loading[name].lock().await;
+    if let Some(served) = read(&shared.models).get(name).cloned() {
+        touch(shared, name);
+        return Ok(served);
+    }
+    let started = Instant::now();
+    let (owned, loader) = (name.to_string(), shared.loader.clone());
+    let served = tokio::task::spawn_blocking(move || load(&owned, &loader))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("loading `{name}` failed: {e}")))?
+        .map_err(|e| ApiError::unavailable(format!("loading `{name}` failed: {e:#}")))?;
+    eprintln!(
+        "{} {name}: loaded again in {:.2} s, encoder on {}",
+        now(),
+        started.elapsed().as_secs_f64(),
+        served.backend
+    );
+    let served = Arc::new(served);
+    touch(shared, name);
+    write(&shared.models).insert(name.to_string(), served.clone());
+    Ok(served)
 }
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
@@ -323,6 +527,31 @@ async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Ne
     next.run(request).await
 }
 
+/// The web page: plain HTML and JavaScript, the language list filled in.
+async fn page() -> Response {
+    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let page = PAGE.get_or_init(|| {
+        let languages: Vec<(&str, String)> = amanuensis::transcribe::languages::LANGUAGES
+            .iter()
+            .map(|(code, _)| {
+                (
+                    *code,
+                    amanuensis::transcribe::languages::language_name(code),
+                )
+            })
+            .collect();
+        include_str!("serve/index.html").replace(
+            "__LANGUAGES__",
+            &serde_json::to_string(&languages).expect("the languages serialise"),
+        )
+    });
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        page.as_str(),
+    )
+        .into_response()
+}
+
 async fn health(State(shared): State<Arc<Shared>>) -> Response {
     if let Some(e) = read(&shared.failed).clone() {
         return (
@@ -331,31 +560,43 @@ async fn health(State(shared): State<Arc<Shared>>) -> Response {
         )
             .into_response();
     }
-    let loaded = read(&shared.models).len();
-    if loaded < shared.names.len() {
+    let loaded: Vec<String> = {
+        let models = read(&shared.models);
+        (shared.names.iter())
+            .filter(|n| models.contains_key(*n))
+            .cloned()
+            .collect()
+    };
+    if !shared.preloaded.load(Ordering::SeqCst) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "loading", "loaded": loaded, "models": shared.names.len()})),
+            Json(json!({"status": "loading", "loaded": loaded, "models": shared.names})),
         )
             .into_response();
     }
-    Json(json!({"status": "ready", "models": shared.names})).into_response()
+    // Ready: every model answers (one unloaded for being idle loads with its next request).
+    Json(json!({"status": "ready", "models": shared.names, "loaded": loaded})).into_response()
 }
 
 async fn list_models(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
     let loaded = read(&shared.models);
     let mut data = Vec::new();
-    let entry = |id: &str, loaded: bool| {
+    // `served`: answered here (by `--model`); `loaded`: in memory now.
+    let entry = |id: &str, served: bool, loaded: bool| {
         json!({"id": id, "object": "model", "created": 0, "owned_by": "amanuensis",
-               "loaded": loaded})
+               "served": served, "loaded": loaded})
     };
-    data.push(entry("whisper-1", !loaded.is_empty()));
+    data.push(entry(
+        "whisper-1",
+        true,
+        loaded.contains_key(&shared.names[0]),
+    ));
     for name in &shared.names {
-        data.push(entry(name, loaded.contains_key(name)));
+        data.push(entry(name, true, loaded.contains_key(name)));
     }
     for model in amanuensis::model::catalog::catalog() {
         if !shared.names.contains(&model.name) {
-            data.push(entry(&model.name, false));
+            data.push(entry(&model.name, false, false));
         }
     }
     Json(json!({"object": "list", "data": data}))
@@ -380,6 +621,8 @@ struct Fields {
     temperature: Option<String>,
     granularities: Vec<String>,
     stream: bool,
+    /// With `stream`: the formats (txt, srt, vtt, json) the done event carries.
+    outputs: Vec<Format>,
 }
 
 /// Reads the multipart fields; the file goes to a temporary file.
@@ -428,6 +671,23 @@ async fn fields(mut multipart: Multipart, limit_mb: usize) -> Result<Fields, Api
             "temperature" => f.temperature = Some(text),
             "timestamp_granularities[]" | "timestamp_granularities" => f.granularities.push(text),
             "stream" => f.stream = text.trim() == "true",
+            "outputs" => {
+                for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    let format = match name {
+                        "txt" => Format::Txt,
+                        "srt" => Format::Srt,
+                        "vtt" => Format::Vtt,
+                        "json" => Format::Json,
+                        _ => {
+                            return Err(ApiError::bad_request(
+                                format!("output `{name}` is not one of txt, srt, vtt, json"),
+                                Some("outputs"),
+                            ));
+                        }
+                    };
+                    f.outputs.push(format);
+                }
+            }
             // OpenAI's other fields (stream, chunking_strategy, include[]) are not taken here.
             _ => {}
         }
@@ -510,31 +770,20 @@ async fn transcribe(
     } else {
         requested.clone()
     };
-    let served = {
-        let models = read(&shared.models);
-        match models.get(&name) {
-            Some(s) => s.clone(),
-            None if shared.names.contains(&name) => {
-                return Err(ApiError::unavailable(format!(
-                    "the model `{requested}` is loading: retry shortly"
-                )));
-            }
-            None => {
-                return Err(ApiError {
-                    status: StatusCode::NOT_FOUND,
-                    message: format!(
-                        "the model `{requested}` is not served here: serve it with `--model \
-                         {requested}`, or ask for one of {} (GET /v1/models)",
-                        shared.names.join(", ")
-                    ),
-                    kind: "invalid_request_error",
-                    param: Some("model"),
-                    code: Some("model_not_found"),
-                    retry_after: None,
-                });
-            }
-        }
-    };
+    if !shared.names.contains(&name) {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!(
+                "the model `{requested}` is not served here: serve it with `--model \
+                 {requested}`, or ask for one of {} (GET /v1/models)",
+                shared.names.join(", ")
+            ),
+            kind: "invalid_request_error",
+            param: Some("model"),
+            code: Some("model_not_found"),
+            retry_after: None,
+        });
+    }
     let format = f.response_format.as_deref().unwrap_or("json").to_string();
     if !["json", "text", "srt", "vtt", "verbose_json"].contains(&format.as_str()) {
         return Err(ApiError::bad_request(
@@ -542,10 +791,17 @@ async fn transcribe(
             Some("response_format"),
         ));
     }
+    if !f.stream && !f.outputs.is_empty() {
+        return Err(ApiError::bad_request(
+            "`outputs` comes with `stream=true` (the done event carries them)",
+            Some("outputs"),
+        ));
+    }
     let mut options = TranscribeOptions::default();
     options.decoding.task = task;
     options.decoding.language = f.language.clone();
     options.initial_prompt = f.prompt.clone();
+    options.batch_size = shared.batch_size;
     if let Some(t) = &f.temperature {
         let t: f32 = t.trim().parse().map_err(|_| {
             ApiError::bad_request(
@@ -578,6 +834,8 @@ async fn transcribe(
     if words {
         options.word_timestamps = Some(WordOptions::default());
     }
+    // The model, loaded again if it was unloaded for being idle.
+    let served = model(shared, &name).await?;
     served
         .transcriber
         .check_options(&options)
@@ -585,53 +843,81 @@ async fn transcribe(
 
     // The queue: waiting or running, at most max_queue.
     if shared.queued.fetch_add(1, Ordering::SeqCst) >= shared.max_queue {
-        shared.queued.fetch_sub(1, Ordering::SeqCst);
+        drop(QueueSlot(shared.clone()));
         return Err(ApiError::unavailable(format!(
             "{} requests are running or waiting: retry later",
             shared.max_queue
         )));
     }
     if f.stream {
+        let request = Streamed {
+            filename,
+            model: name,
+            outputs: f.outputs,
+        };
         return Ok((
-            stream(shared.clone(), served, options, upload, filename, name),
+            stream(QueueSlot(shared.clone()), served, options, upload, request),
             format!("{} {requested}: streaming", task_name(task)),
         ));
     }
-    let transcript = take_turn(shared, &served, options, upload, &filename, Quiet).await?;
-    let log = format!(
+    let slot = QueueSlot(shared.clone());
+    let transcript = take_turn(slot, &served, options, upload, &filename, Quiet).await?;
+    let mut log = format!(
         "{} {requested} ({name}): {bytes} bytes, {:.2} s of audio, {:.1}x realtime, encoder on {}",
         task_name(task),
         transcript.duration,
         transcript.timings.realtime_factor,
         served.backend
     );
+    if shared.batch_size.is_some() {
+        log += &format!(
+            ", {} windows of other requests in its batches",
+            transcript.timings.shared_batch_windows
+        );
+    }
     let response = respond(&transcript, &format, task, words, &name, &served.backend);
     Ok((with_backend(response, &served.backend), log))
 }
 
+/// A request's place in the queue, given back when dropped: when its transcription ends,
+/// or when it is refused, or its client leaves before its turn.
+struct QueueSlot(Arc<Shared>);
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Runs `options` over `upload` once a transcription's turn comes (`--max-concurrent`), on a
-/// blocking thread, `progress` hearing of it; the upload is removed and the request leaves
-/// the queue when it ends, whatever happens. Audio that cannot be read is a 400 naming
-/// `filename`.
+/// transcription thread, `progress` hearing of it. The upload is removed, and the turn and
+/// the request's `slot` given back, when the transcription ends, whatever happens (also when
+/// the client has gone meanwhile). Audio that cannot be read is a 400 naming `filename`.
 async fn take_turn(
-    shared: &Shared,
+    slot: QueueSlot,
     served: &Served,
     options: TranscribeOptions,
     upload: tempfile::NamedTempFile,
     filename: &str,
     mut progress: impl amanuensis::transcribe::Progress + Send + 'static,
 ) -> Result<Transcript, ApiError> {
-    let permit = shared.device.acquire().await;
+    let shared = slot.0.clone();
+    let permit = shared.device.clone().acquire_owned().await;
     let transcriber = served.transcriber.clone();
+    let name = served.name.clone();
     let path = upload.path().to_path_buf();
-    let result = tokio::task::spawn_blocking(move || {
-        let r = transcriber.transcribe(&Input::Path(path), &options, &mut progress);
-        drop(upload);
-        r
-    })
-    .await;
-    drop(permit);
-    shared.queued.fetch_sub(1, Ordering::SeqCst);
+    let result = shared
+        .workers
+        .run(move || {
+            let r = transcriber.transcribe(&Input::Path(path), &options, &mut progress);
+            drop(upload);
+            // Idle from now on.
+            touch(&slot.0, &name);
+            drop(permit);
+            drop(slot);
+            r
+        })
+        .await;
     let server_error = |message: String| ApiError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         message,
@@ -641,13 +927,13 @@ async fn take_turn(
         retry_after: None,
     };
     match result {
-        Ok(Ok(t)) => Ok(t),
-        Ok(Err(TranscribeError::Audio(e))) => Err(ApiError::bad_request(
+        Some(Ok(t)) => Ok(t),
+        Some(Err(TranscribeError::Audio(e))) => Err(ApiError::bad_request(
             format!("{filename}: {}", strip_path(&e.to_string())),
             Some("file"),
         )),
-        Ok(Err(e)) => Err(server_error(e.to_string())),
-        Err(e) => Err(server_error(format!("the transcription failed: {e}"))),
+        Some(Err(e)) => Err(server_error(e.to_string())),
+        None => Err(server_error("the transcription panicked".into())),
     }
 }
 
@@ -667,28 +953,44 @@ struct Streamer {
 
 impl amanuensis::transcribe::Progress for Streamer {
     fn segment(&mut self, segment: &amanuensis::transcribe::Segment) {
-        let data = json!({"type": "transcript.text.delta", "delta": segment.text});
+        // OpenAI's event, and the segment with its times (clients ignore fields they do not
+        // know; the web page shows them).
+        let data = json!({"type": "transcript.text.delta", "delta": segment.text,
+            "segment": {"id": segment.id, "start": segment.start, "end": segment.end,
+                        "text": segment.text}});
         let _ = self.events.send(Event::default().data(data.to_string()));
     }
 }
 
+/// A streamed request.
+struct Streamed {
+    filename: String,
+    model: String,
+    outputs: Vec<Format>,
+}
+
 /// OpenAI's streamed transcription: a `transcript.text.delta` event a segment as it is
-/// decoded, then `transcript.text.done` with the whole text (or an `error` event). The request
-/// holds its place in the queue until the transcription ends.
+/// decoded, then `transcript.text.done` with the whole text (and the `outputs` asked for,
+/// as `amanuensis transcribe` writes them), or an `error` event. The request holds its place in
+/// the queue until the transcription ends.
 fn stream(
-    shared: Arc<Shared>,
+    slot: QueueSlot,
     served: Arc<Served>,
     options: TranscribeOptions,
     upload: tempfile::NamedTempFile,
-    filename: String,
-    name: String,
+    request: Streamed,
 ) -> Response {
+    let Streamed {
+        filename,
+        model: name,
+        outputs,
+    } = request;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let backend = served.backend.clone();
     tokio::spawn(async move {
         let started = Instant::now();
         let streamer = Streamer { events: tx.clone() };
-        let result = take_turn(&shared, &served, options, upload, &filename, streamer).await;
+        let result = take_turn(slot, &served, options, upload, &filename, streamer).await;
         let event = match result {
             Ok(t) => {
                 eprintln!(
@@ -700,7 +1002,22 @@ fn stream(
                     served.backend,
                     started.elapsed().as_secs_f64()
                 );
-                let data = json!({"type": "transcript.text.done", "text": t.text.trim()});
+                let mut data = json!({"type": "transcript.text.done", "text": t.text.trim()});
+                if !outputs.is_empty() {
+                    let context = JsonContext {
+                        audio: &filename,
+                        model: &name,
+                        backend: &served.backend,
+                    };
+                    let rendered: serde_json::Map<String, serde_json::Value> = outputs
+                        .iter()
+                        .map(|&format| {
+                            let body = render(&t, format, &context, &SubtitleOptions::default());
+                            (format.extension().to_string(), body.into())
+                        })
+                        .collect();
+                    data["outputs"] = rendered.into();
+                }
                 Event::default().data(data.to_string())
             }
             Err(e) => {

@@ -77,7 +77,7 @@ impl std::str::FromStr for SuppressTokens {
 }
 
 /// How to decode one window (OpenAI's `DecodingOptions`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DecodingOptions {
     /// Transcribe, or translate to English.
     pub task: Task,

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use std::ops::ControlFlow;
 
+mod batch_queue;
 mod batched;
 mod word_times;
 
@@ -88,10 +89,18 @@ pub struct Timings {
     /// The decoder's forward passes (the prompt's and one for each later token, of all beams
     /// or candidates together), for its time per token.
     pub decoder_forwards: usize,
+    /// Batched transcription: the windows of other transcriptions (running at the same time
+    /// on the same [`Transcriber`]) that shared the decoder's batches with this one's.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub shared_batch_windows: usize,
     /// From the start of [`Transcriber::transcribe`] to the transcript.
     pub total: f64,
     /// Seconds of audio per second of `total`.
     pub realtime_factor: f64,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A transcript.
@@ -196,6 +205,8 @@ pub struct Transcriber {
     alignment_heads: Option<(word_times::AlignmentHeads, HeadsSource)>,
     /// A turn that encoder runs take, shared with other transcribers of the same device.
     encoder_turn: std::sync::OnceLock<EncoderTurn>,
+    /// The windows of concurrent batched transcriptions, decoded in shared batches.
+    batches: batch_queue::BatchQueue<batched::Window, batched::Decoded>,
 }
 
 /// The turn of a device that serves one encoder run at a time: transcriptions that share it
@@ -345,6 +356,7 @@ impl Transcriber {
             load_time: started.elapsed(),
             vad: std::sync::OnceLock::new(),
             encoder_turn: std::sync::OnceLock::new(),
+            batches: Default::default(),
         })
     }
 

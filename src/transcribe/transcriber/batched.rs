@@ -10,12 +10,21 @@
 //! into the next window). Segments take their times from the window's place in the speech,
 //! and from its timestamps within it unless `without_timestamps`; the times are then mapped
 //! back to the input, as `--vad` maps them.
+//!
+//! Transcriptions running at the same time on one [`Transcriber`] decode in the same batches
+//! ([`batch_queue`](super::batch_queue)): a window joins the batch of any other window with
+//! the same decoding options (language, task, prompt), up to `batch_size`. Sampling (a
+//! temperature above 0) decodes alone, so that a seed gives the same draws.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+use super::batch_queue::Batchable;
 
 use super::{Segment, SpeechBlocks, Timings, TranscribeError, Transcriber, Transcript};
 use crate::audio::{AudioStream, CHUNK_LENGTH, FloatSpool, Input, LogMel, MelSpool, N_FRAMES};
-use crate::transcribe::decoding::{DecodingTask, Rng};
+use crate::transcribe::decoding::{DecodingOptions, DecodingResult, DecodingTask, Rng};
 use crate::transcribe::languages::language_code;
 use crate::transcribe::segments::{WindowSpan, cut_window};
 use crate::transcribe::{Progress, TranscribeOptions};
@@ -32,7 +41,77 @@ fn batch_vad_options(given: Option<&VadOptions>) -> VadOptions {
     options
 }
 
+/// A window waiting for the decoder's batch.
+pub(super) struct Window {
+    /// The transcription it is part of.
+    owner: u64,
+    options: Arc<DecodingOptions>,
+    features: Arc<Vec<f32>>,
+    batch_size: usize,
+}
+
+impl Batchable for Window {
+    fn same_batch(&self, other: &Self) -> bool {
+        self.options == other.options
+    }
+    fn limit(&self) -> usize {
+        self.batch_size
+    }
+}
+
+/// A window decoded.
+pub(super) struct Decoded {
+    result: DecodingResult,
+    /// Its batch, numbered.
+    batch: u64,
+    /// The forward passes of its batch.
+    forwards: usize,
+    /// The windows of other transcriptions in its batch.
+    others: usize,
+}
+
+/// Numbers transcriptions, for [`Window::owner`], and batches.
+static OWNERS: AtomicU64 = AtomicU64::new(0);
+static BATCHES: AtomicU64 = AtomicU64::new(0);
+
 impl Transcriber {
+    /// Decodes a batch of windows (of any transcriptions) that share their options.
+    fn decode_batch(&self, batch: Vec<Window>) -> Vec<Result<Decoded, String>> {
+        let n = batch.len();
+        let run = || -> Result<(Vec<DecodingResult>, usize), TranscribeError> {
+            let decoder = self.decoder()?;
+            let task = DecodingTask::new(
+                &self.tokenizer,
+                (*batch[0].options).clone(),
+                self.n_text_ctx,
+                self.encoder.dims().n_audio_ctx,
+            )
+            .map_err(TranscribeError::Options)?;
+            let refs: Vec<&[f32]> = batch.iter().map(|w| w.features.as_slice()).collect();
+            let mut session = decoder.batch_session(&refs)?;
+            // Greedy (the queue takes temperature 0 only): no draws.
+            let results = task.run_batch(&mut session, n, &mut Rng::new(0))?;
+            Ok((results, session.forwards()))
+        };
+        let id = BATCHES.fetch_add(1, Ordering::Relaxed);
+        match run() {
+            Ok((results, forwards)) => results
+                .into_iter()
+                .zip(&batch)
+                .map(|(result, window)| {
+                    let others = batch.iter().filter(|w| w.owner != window.owner).count();
+                    Ok(Decoded {
+                        result,
+                        batch: id,
+                        forwards,
+                        others,
+                    })
+                })
+                .collect(),
+            Err(e) => (0..n).map(|_| Err(e.to_string())).collect(),
+        }
+    }
+
     /// [`transcribe`](Transcriber::transcribe) with `options.batch_size` set: see the module's
     /// documentation.
     pub(super) fn transcribe_batched(
@@ -90,8 +169,15 @@ impl Transcriber {
         let mut decoding = options.decoding_at(options.temperatures[0]);
         decoding.language = Some(language.clone());
         decoding.prompt = self.initial_prompt(options);
-        let task = DecodingTask::new(tokenizer, decoding, self.n_text_ctx, dims.n_audio_ctx)
-            .map_err(TranscribeError::Options)?;
+        let task = DecodingTask::new(
+            tokenizer,
+            decoding.clone(),
+            self.n_text_ctx,
+            dims.n_audio_ctx,
+        )
+        .map_err(TranscribeError::Options)?;
+        let decoding = Arc::new(decoding);
+        let owner = OWNERS.fetch_add(1, Ordering::Relaxed);
         let special = *tokenizer.special();
         let input_stride = N_FRAMES / dims.n_audio_ctx;
         let mut rng = Rng::new(options.seed);
@@ -108,18 +194,48 @@ impl Transcriber {
             let mut features = Vec::with_capacity(batch.len());
             for group in batch {
                 if let Some(f) = first_features.take() {
-                    features.push(f);
+                    features.push(Arc::new(f));
                     continue;
                 }
                 group_window(&mut samples, group, &mel, &mut window)?;
-                features.push(self.encode_timed(&window, &mut timings, progress)?);
+                features.push(Arc::new(self.encode_timed(
+                    &window,
+                    &mut timings,
+                    progress,
+                )?));
             }
             let decoder = self.decoder_timed(&mut timings)?;
             let t = Instant::now();
-            let refs: Vec<&[f32]> = features.iter().map(Vec::as_slice).collect();
-            let mut session = decoder.batch_session(&refs)?;
-            let results = task.run_batch(&mut session, batch.len(), &mut rng)?;
-            timings.decoder_forwards += session.forwards();
+            let results = if decoding.temperature > 0.0 {
+                // Draws: alone, from this transcription's generator.
+                let refs: Vec<&[f32]> = features.iter().map(|f| f.as_slice()).collect();
+                let mut session = decoder.batch_session(&refs)?;
+                let results = task.run_batch(&mut session, batch.len(), &mut rng)?;
+                timings.decoder_forwards += session.forwards();
+                results
+            } else {
+                let windows = features
+                    .iter()
+                    .map(|f| Window {
+                        owner,
+                        options: decoding.clone(),
+                        features: f.clone(),
+                        batch_size,
+                    })
+                    .collect();
+                let mut results = Vec::with_capacity(batch.len());
+                let mut batches = std::collections::HashSet::new();
+                for decoded in self.batches.submit(windows, &mut |b| self.decode_batch(b)) {
+                    let decoded = decoded.map_err(TranscribeError::Model)?;
+                    // Each batch's passes once (its windows report the same count).
+                    if batches.insert(decoded.batch) {
+                        timings.decoder_forwards += decoded.forwards;
+                        timings.shared_batch_windows += decoded.others;
+                    }
+                    results.push(decoded.result);
+                }
+                results
+            };
             timings.decoder += t.elapsed().as_secs_f64();
             for ((group, result), features) in batch.iter().zip(&results).zip(&features) {
                 let span = WindowSpan {
@@ -131,7 +247,7 @@ impl Transcriber {
                 if let Some(pass) = &pass {
                     // The window alone: its own alignment pass.
                     let t = Instant::now();
-                    let mut session = decoder.session(features)?;
+                    let mut session = decoder.session(features.as_slice())?;
                     self.add_words(&mut session, pass, &mut current, span, last_speech)?;
                     if let Some(end) = super::words_end(&current) {
                         last_speech = end;

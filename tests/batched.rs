@@ -176,3 +176,45 @@ fn lighter_decoder_weights_keep_the_words() {
 /// bfloat16 all of float32's on news_en, int8 0.992 ("on" for "of").
 const BF16_LOGITS: f32 = 0.09;
 const INT8_LOGITS: f32 = 1.7;
+
+/// Six batched transcriptions at once on one transcriber: the windows that come while a batch
+/// decodes share the next batch (the library's `shared_batch_windows`), and each transcript
+/// is the one it gets alone (a batch decodes each window as alone, above).
+#[test]
+fn concurrent_transcriptions_share_the_decoders_batches() {
+    let t = tiny();
+    // 25 s of dense speech: one window each, encoded side by side (the CPU's threads shared
+    // fairly, they end about together), then about 70 tokens to decode: the windows that
+    // come while the first batch decodes wait for the next, together.
+    let (samples, _) =
+        amanuensis::audio::load_audio(&Input::Path(reference("transcribe/news_en.flac"))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.wav");
+    write_wav_f32(&clip, 16000, &samples[..25 * 16000]);
+    let options = TranscribeOptions {
+        batch_size: Some(8),
+        ..TranscribeOptions::default()
+    };
+    let input = Input::Path(clip);
+    let alone = t.transcribe(&input, &options, &mut Quiet).unwrap();
+    assert_eq!(alone.timings.shared_batch_windows, 0);
+    let together: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| s.spawn(|| t.transcribe(&input, &options, &mut Quiet).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for transcript in &together {
+        assert_eq!(transcript.text, alone.text);
+        let times = |t: &amanuensis::transcribe::Transcript| -> Vec<(f64, f64)> {
+            t.segments.iter().map(|s| (s.start, s.end)).collect()
+        };
+        assert_eq!(times(transcript), times(&alone));
+    }
+    let shared: Vec<usize> = together
+        .iter()
+        .map(|t| t.timings.shared_batch_windows)
+        .collect();
+    eprintln!("windows of others in each transcription's batches: {shared:?}");
+    assert!(shared.iter().sum::<usize>() >= 2, "{shared:?}");
+}

@@ -456,3 +456,112 @@ fn idle_models_unload_and_load_again() {
     assert!(body.contains("stream=true"), "{body}");
     assert!(server.stop().success());
 }
+
+/// Requests no client should send: not a form, a form without its boundary, a body cut
+/// short, a field that is not UTF-8, and cuts and byte flips of a good request (a fixed
+/// generator, so every run sends the same). Each is answered 4xx in OpenAI's shape or, for a
+/// body cut short, the connection closed; none is a 500 or takes the server down, and no
+/// upload is left behind.
+#[test]
+fn malformed_requests_are_refused_and_the_server_lives() {
+    let server = Server::start(&[]);
+    let route = "POST /v1/audio/transcriptions HTTP/1.1";
+    let boundary = "b0undary";
+    let form = |ctype: &str, len: usize| {
+        format!("{route}\r\nContent-Type: {ctype}\r\nContent-Length: {len}")
+    };
+    let multipart = format!("multipart/form-data; boundary={boundary}");
+    let openai_400 = |status: Option<u16>, body: &str, says: &str| {
+        assert_eq!(status, Some(400), "{body}");
+        let v = json(body);
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(says),
+            "{body}"
+        );
+    };
+
+    let body = br#"{"file": "jfk.flac", "model": "whisper-1"}"#;
+    let (status, answer) = server.raw(&form("application/json", body.len()), body, false);
+    openai_400(status, &answer, "multipart/form-data");
+    let (status, answer) = server.raw(&form("multipart/form-data", body.len()), body, false);
+    openai_400(status, &answer, "multipart/form-data");
+
+    // A good request, to cut and flip.
+    let mut good = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\
+         \r\n"
+    )
+    .into_bytes();
+    let small = {
+        let (samples, _) = amanuensis::audio::load_audio(&amanuensis::audio::Input::Path(
+            reference("audio/jfk.flac"),
+        ))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("small.wav");
+        write_wav_f32(&path, 16000, &samples[..16000]);
+        std::fs::read(&path).unwrap()
+    };
+    good.extend(&small);
+    good.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let (status, answer) = server.raw(&form(&multipart, good.len()), &good, false);
+    assert_eq!(status, Some(200), "{answer}");
+
+    // Not UTF-8 in a text field, and no file.
+    let bad_text = [
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n")
+            .into_bytes(),
+        vec![0xff, 0xfe, 0x80],
+        format!("\r\n--{boundary}--\r\n").into_bytes(),
+    ]
+    .concat();
+    let (status, answer) = server.raw(&form(&multipart, bad_text.len()), &bad_text, false);
+    // (read with replacement characters, it is a form without a file)
+    openai_400(status, &answer, "no file");
+
+    // A body shorter than its Content-Length: the server gives up on it.
+    let half = &good[..good.len() / 2];
+    let (status, answer) = server.raw(&form(&multipart, good.len()), half, true);
+    assert!(matches!(status, None | Some(400)), "{status:?} {answer}");
+
+    // Cuts and flips, from a fixed generator (SplitMix64).
+    let mut state = 0x5eed_u64;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut seen = std::collections::BTreeMap::new();
+    for case in 0..48 {
+        let mut body = good.clone();
+        if case % 2 == 0 {
+            body.truncate((next() as usize) % good.len());
+        } else {
+            for _ in 0..1 + next() % 8 {
+                let at = (next() as usize) % body.len();
+                body[at] = next() as u8;
+            }
+        }
+        let (status, answer) = server.raw(&form(&multipart, body.len()), &body, false);
+        assert!(
+            matches!(status, Some(200 | 400 | 404)),
+            "case {case}: {status:?} {answer}"
+        );
+        if status != Some(200) {
+            assert!(json(&answer)["error"]["message"].is_string(), "{answer}");
+        }
+        *seen.entry(status).or_insert(0) += 1;
+    }
+    eprintln!("cut and flipped requests answered: {seen:?}");
+    let health: serde_json::Value = ureq::get(&format!("{}/health", server.url))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(health["status"], "ready");
+    assert!(server.leftovers().is_empty(), "{:?}", server.leftovers());
+    assert!(server.stop().success());
+}

@@ -602,11 +602,14 @@ async fn list_models(State(shared): State<Arc<Shared>>) -> Json<serde_json::Valu
     Json(json!({"object": "list", "data": data}))
 }
 
-async fn transcriptions(state: State<Arc<Shared>>, multipart: Multipart) -> Response {
+/// A multipart body, or why the request has none.
+type Form = Result<Multipart, axum::extract::multipart::MultipartRejection>;
+
+async fn transcriptions(state: State<Arc<Shared>>, multipart: Form) -> Response {
     handle(state, multipart, Task::Transcribe).await
 }
 
-async fn translations(state: State<Arc<Shared>>, multipart: Multipart) -> Response {
+async fn translations(state: State<Arc<Shared>>, multipart: Form) -> Response {
     handle(state, multipart, Task::Translate).await
 }
 
@@ -695,9 +698,20 @@ async fn fields(mut multipart: Multipart, limit_mb: usize) -> Result<Fields, Api
     Ok(f)
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, multipart: Multipart, task: Task) -> Response {
+async fn handle(State(shared): State<Arc<Shared>>, multipart: Form, task: Task) -> Response {
     let started = Instant::now();
-    match transcribe(&shared, multipart, task).await {
+    let result = match multipart {
+        Ok(multipart) => transcribe(&shared, multipart, task).await,
+        Err(e) => Err(ApiError::bad_request(
+            format!(
+                "the request is not a multipart form ({}): send the audio as \
+                 multipart/form-data with the fields file and model",
+                e.body_text()
+            ),
+            None,
+        )),
+    };
+    match result {
         Ok((response, log)) => {
             eprintln!(
                 "{} {log} in {:.2} s",

@@ -182,6 +182,33 @@ impl Server {
         let _ = stream.shutdown(std::net::Shutdown::Both);
     }
 
+    /// Sends `head` (the request line and headers, without the blank line) and `body` over a
+    /// plain socket (closing the writing side after it when `close`: a body cut short), and
+    /// reads the answer: its status (`None` when the server closed without one) and its body.
+    pub fn raw(&self, head: &str, body: &[u8], close: bool) -> (Option<u16>, String) {
+        use std::io::Write;
+        let address = self.url.strip_prefix("http://").unwrap().to_string();
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let head = format!("{head}\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+        let _ = stream.write_all(head.as_bytes());
+        let _ = stream.write_all(body);
+        if close {
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        }
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok());
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (status, body)
+    }
+
     /// The server's peak resident memory so far (VmHWM), in MB.
     pub fn peak_mb(&self) -> f64 {
         self.status_mb("VmHWM:")

@@ -12,23 +12,72 @@ use symphonia::core::meta::MetadataOptions;
 use super::AudioError;
 use super::mp4_edit::{Edit, audio_edit};
 
-/// Where audio comes from: a file, or standard input.
+/// Where audio comes from: a file, standard input, or samples in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// A file on disk.
     Path(PathBuf),
     /// Standard input, read once as a stream.
     Stdin,
+    /// Mono samples at 16 kHz (Whisper's rate), in -1 to 1, already decoded.
+    Samples(Samples),
 }
 
+/// Mono 16 kHz samples held in memory, shared (cloning an [`Input`] does not copy them).
+#[derive(Debug, Clone)]
+pub struct Samples(pub std::sync::Arc<[f32]>);
+
+impl PartialEq for Samples {
+    /// The same samples, bit for bit.
+    fn eq(&self, other: &Samples) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(other.0.iter())
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+}
+
+impl Eq for Samples {}
+
 impl Input {
-    /// The name used in messages: the path as given, or `<stdin>`.
+    /// Samples in memory: mono, at 16 kHz.
+    pub fn samples(samples: impl Into<std::sync::Arc<[f32]>>) -> Input {
+        Input::Samples(Samples(samples.into()))
+    }
+
+    /// The name used in messages: the path as given, `<stdin>` or `<samples>`.
     pub fn name(&self) -> String {
         match self {
             Input::Path(path) => path.display().to_string(),
             Input::Stdin => "<stdin>".to_string(),
+            Input::Samples(_) => "<samples>".to_string(),
         }
     }
+}
+
+/// `samples` as a mono 16 kHz IEEE float WAV file, for [`Decoder::open`] (streams read
+/// samples directly).
+fn float_wav(samples: &[f32]) -> Vec<u8> {
+    let data = (samples.len() * 4) as u32;
+    let mut wav = Vec::with_capacity(44 + samples.len() * 4);
+    wav.extend(b"RIFF");
+    wav.extend((36 + data).to_le_bytes());
+    wav.extend(b"WAVEfmt ");
+    wav.extend(16u32.to_le_bytes());
+    wav.extend(3u16.to_le_bytes()); // IEEE float
+    wav.extend(1u16.to_le_bytes());
+    wav.extend(16000u32.to_le_bytes());
+    wav.extend((16000u32 * 4).to_le_bytes());
+    wav.extend(4u16.to_le_bytes());
+    wav.extend(32u16.to_le_bytes());
+    wav.extend(b"data");
+    wav.extend(data.to_le_bytes());
+    for s in samples {
+        wav.extend(s.to_le_bytes());
+    }
+    wav
 }
 
 /// What the container says about the audio track.
@@ -97,6 +146,10 @@ impl Decoder {
                 Box::new(file)
             }
             Input::Stdin => Box::new(ReadOnlySource::new(io::stdin())),
+            Input::Samples(samples) => {
+                // Samples need no decoding; as a stream source they are a 32-bit float WAV.
+                Box::new(io::Cursor::new(float_wav(&samples.0)))
+            }
         };
         let mut decoder = Decoder::from_source(name, source, &hint)?;
         if let Input::Path(path) = input

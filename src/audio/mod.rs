@@ -17,7 +17,7 @@ mod resample;
 mod spool;
 mod stream;
 
-pub use decode::{AudioInfo, Decoder, Input};
+pub use decode::{AudioInfo, Decoder, Input, Samples};
 pub use error::AudioError;
 pub use filters::MelFilters;
 pub(crate) use float_spool::FloatSpool;

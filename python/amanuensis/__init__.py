@@ -117,7 +117,8 @@ def _segments(run: Any, info: TranscriptionInfo) -> Iterator[Segment]:
         yield Segment(words=words, **s)
     result = run.result()
     info.duration = result["duration"]
-    info.duration_after_vad = result["duration_after_vad"] or result["duration"]
+    after_vad = result["duration_after_vad"]
+    info.duration_after_vad = result["duration"] if after_vad is None else after_vad
     probs = result["all_language_probs"]
     info.all_language_probs = [tuple(p) for p in probs] if probs is not None else None
 
@@ -248,8 +249,15 @@ class Model:
             audio = os.fspath(audio)
         run = self._core.transcribe(audio, options)
         vad_options = None
-        if options["vad_filter"] or batch_size:
-            vad_options = VadOptions(**(options["vad_parameters"] or {}))
+        if options["vad_parameters"] is not None and (options["vad_filter"] or batch_size):
+            vad_options = VadOptions(**options["vad_parameters"])
+        elif batch_size:
+            # The batched pipeline's own (faster-whisper's): speech ends at 160 ms pauses.
+            vad_options = VadOptions(min_silence_duration_ms=160, max_speech_duration_s=30.0)
+        elif options["vad_filter"]:
+            vad_options = VadOptions()
+        if vad_options is not None and batch_size:
+            vad_options.max_speech_duration_s = 30.0
         info = TranscriptionInfo(
             language=run.language,
             language_probability=run.language_probability,
@@ -300,4 +308,6 @@ class BatchedInferencePipeline:
         self, audio: Any, batch_size: int = 8, **kwargs: Any
     ) -> Tuple[Iterable[Segment], TranscriptionInfo]:
         kwargs.setdefault("condition_on_previous_text", False)
+        # faster-whisper's batched pipeline's default: text only.
+        kwargs.setdefault("without_timestamps", True)
         return self.model.transcribe(audio, batch_size=batch_size, **kwargs)

@@ -8,12 +8,14 @@ line). The files go through an actor pool: each actor loads the model once (one 
 actor; with `--npus-per-actor 1`, one actor per NPU, each node declaring its NPU as a Ray
 resource) and transcribes the files it is given.
 
-Each file's transcript is written to OUTPUT/<its path under INPUT>.json, atomically: to a
-`.partial` file first, renamed into place once whole, so an output is whole or absent. A run
+Each file's transcript is written to OUTPUT/<its path under INPUT>.json, atomically: to
+`<output>.partial` first, renamed into place once whole, so an output is whole or absent. A run
 skips the files whose output exists, so a re-run after a failure does only what is left. An
 actor that dies (killed, or its node lost) is restarted by Ray and its files retried (Ray
 Data's actors have `max_restarts=-1`, `max_task_retries=-1`); a file it had finished is
-skipped, one it had started is done again and written once.
+skipped, one it had started is done again and written once (over its own partial file). A
+file that cannot be transcribed (not audio, say) gets `<output>.error` with the reason instead,
+the others go on, and the run ends with status 1 naming it; a re-run tries it again.
 
 On a cluster: start Ray on every node (`ray start --head` on one, `ray start
 --address=HEAD:6379` on the others; add `--resources='{"NPU": 1}'` on the nodes with an NPU),
@@ -30,7 +32,6 @@ import os
 import pathlib
 import socket
 import sys
-import tempfile
 
 import numpy
 import ray
@@ -48,27 +49,22 @@ def inputs(source: pathlib.Path) -> list[tuple[str, str]]:
         lines = [l.strip() for l in source.read_text().splitlines()]
         paths = [pathlib.Path(l) for l in lines if l and not l.startswith("#")]
         base = source.parent
-        resolved = [p if p.is_absolute() else base / p for p in paths]
+        # Absolute and normalised, so that a name under OUTPUT has no `..` to climb out.
+        resolved = [(p if p.is_absolute() else base / p).resolve() for p in paths]
         return [(str(p), str(p).lstrip("/")) for p in resolved]
     raise SystemExit(f"{source}: no such directory or manifest")
 
 
 def write_atomically(path: str, text: str) -> None:
-    """`text` to `path`, whole or not at all."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".",
-                                   suffix=".partial")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        if os.path.exists(partial):
-            os.remove(partial)
-        raise
+    """`text` to `path`, whole or not at all: through `path.partial` (one name per output, so
+    that a retry writes over what a killed worker left), readable as other files are."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = path + ".partial"
+    with open(partial, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
 
 
 class Transcribe:
@@ -87,8 +83,17 @@ class Transcribe:
             if os.path.exists(output):
                 statuses.append("skipped")
                 continue
-            segments, info = self.model.transcribe(str(path), **self.options)
+            try:
+                segments, info = self.model.transcribe(str(path), **self.options)
+                segments = list(segments)
+            except Exception as e:  # the file's own failure: said, and the others go on
+                write_atomically(str(output)[: -len(".json")] + ".error", f"{e}\n")
+                statuses.append(f"failed: {e}")
+                continue
             segments = [dataclasses.asdict(s) for s in segments]
+            error = str(output)[: -len(".json")] + ".error"
+            if os.path.exists(error):
+                os.remove(error)
             record = {
                 "audio": str(path),
                 "text": "".join(s["text"] for s in segments).strip(),
@@ -149,9 +154,9 @@ def main(argv: list[str]) -> int:
         done += row["status"] == "done"
         print(f"{row['status']}: {row['path']}", flush=True)
     missing = [t["path"] for t in todo if not os.path.exists(t["output"])]
-    print(f"{done} transcribed, {len(missing)} missing", flush=True)
+    print(f"{done} transcribed, {len(missing)} not transcribed", flush=True)
     for path in missing:
-        print(f"missing: {path}", file=sys.stderr)
+        print(f"not transcribed: {path}", file=sys.stderr)
     return 1 if missing else 0
 
 

@@ -5,8 +5,10 @@
 //! are decoded, and Python waits for them with the GIL released, so other Python threads run
 //! meanwhile and an iterator left half read stops nothing but its own thread.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use numpy::PyReadonlyArray1;
 use pyo3::create_exception;
@@ -142,8 +144,7 @@ impl Model {
         let input = input_of(audio)?;
         let options = transcribe_options(options)?;
         self.transcriber.check_options(&options).map_err(py_error)?;
-        let transcriber = self.transcriber.clone();
-        py.detach(move || Run::start(transcriber, input, options))
+        Run::start(py, self.transcriber.clone(), input, options)
     }
 }
 
@@ -257,9 +258,16 @@ fn transcribe_options(d: &Bound<'_, PyDict>) -> PyResult<TranscribeOptions> {
         words.hallucination_silence_threshold = get(d, "hallucination_silence_threshold")?;
         o.word_timestamps = Some(words);
     }
-    if get::<bool>(d, "vad_filter")? == Some(true) {
+    o.batch_size = get(d, "batch_size")?;
+    // VAD's options: given, or VadOptions' defaults for the sequential rules with
+    // `vad_filter`; batching always finds the speech, with faster-whisper's batched defaults
+    // unless given others.
+    let parameters = d.get_item("vad_parameters")?.filter(|v| !v.is_none());
+    let vad_filter = get::<bool>(d, "vad_filter")? == Some(true);
+    let batched = o.batch_size.is_some();
+    if (vad_filter || batched) && (parameters.is_some() || !batched) {
         let mut vad = VadOptions::default();
-        if let Some(p) = d.get_item("vad_parameters")?.filter(|v| !v.is_none()) {
+        if let Some(p) = parameters {
             let p = p.cast::<PyDict>().map_err(|_| {
                 PyTypeError::new_err("vad_parameters: a dict of VadOptions' fields")
             })?;
@@ -292,7 +300,6 @@ fn transcribe_options(d: &Bound<'_, PyDict>) -> PyResult<TranscribeOptions> {
         }
         o.vad = Some(vad);
     }
-    o.batch_size = get(d, "batch_size")?;
     if let Some(clips) = get::<Vec<f64>>(d, "clip_timestamps")? {
         o.clip_timestamps = clips;
     }
@@ -307,10 +314,13 @@ enum Event {
     Done(Box<Result<Transcript, TranscribeError>>),
 }
 
-/// Segments to the channel, as they are decoded.
-struct Sender(mpsc::Sender<Event>);
+/// Segments to the channel, as they are decoded, while the run is wanted.
+struct Sender(mpsc::Sender<Event>, Arc<AtomicBool>);
 
 impl Progress for Sender {
+    fn keep_going(&mut self) -> bool {
+        !self.1.load(Ordering::SeqCst)
+    }
     fn language(&mut self, code: &str, p: f64) {
         let _ = self.0.send(Event::Language(code.to_string(), p));
     }
@@ -324,7 +334,7 @@ impl Progress for Sender {
 struct Run {
     events: Mutex<mpsc::Receiver<Event>>,
     /// Segments received while waiting for the language.
-    early: Vec<Segment>,
+    early: std::collections::VecDeque<Segment>,
     /// The language, once known, and its probability.
     #[pyo3(get)]
     language: Option<String>,
@@ -332,58 +342,99 @@ struct Run {
     language_probability: f64,
     /// The transcript, once done.
     done: Option<Transcript>,
+    /// Set when the run is dropped: the transcription stops at its next window.
+    dropped: Arc<AtomicBool>,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The next event, waiting with the GIL released a tenth of a second at a time so that
+/// Ctrl-C (a signal Python handles) is heard; `None` when the thread has gone without one.
+fn next_event(py: Python<'_>, events: &Mutex<mpsc::Receiver<Event>>) -> PyResult<Option<Event>> {
+    loop {
+        let event = py.detach(|| {
+            events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .recv_timeout(Duration::from_millis(100))
+        });
+        match event {
+            Ok(event) => return Ok(Some(event)),
+            Err(mpsc::RecvTimeoutError::Timeout) => py.check_signals()?,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
+        }
+    }
+}
+
+fn thread_gone() -> PyErr {
+    ModelError::new_err("the transcription's thread ended without its transcript")
 }
 
 impl Run {
     /// Starts the thread, and waits for the language (given, English, detected, or told by
-    /// the first segment) or for an error, which is raised here.
+    /// the end) or for an error, which is raised here.
     fn start(
+        py: Python<'_>,
         transcriber: Arc<Transcriber>,
         input: Input,
         options: TranscribeOptions,
     ) -> PyResult<Run> {
-        // Audio that cannot be opened fails here, as faster-whisper's does.
-        amanuensis::audio::Decoder::open(&input)
-            .map_err(|e| py_error(TranscribeError::Audio(e)))?;
+        // A file that cannot be opened fails here, as faster-whisper's does (samples were
+        // checked already).
+        if !matches!(input, Input::Samples(_)) {
+            py.detach(|| amanuensis::audio::Decoder::open(&input).map(drop))
+                .map_err(|e| py_error(TranscribeError::Audio(e)))?;
+        }
         let given = options
             .decoding
             .language
             .clone()
             .or_else(|| (!transcriber.tokenizer().is_multilingual()).then(|| "en".to_string()));
         let (tx, rx) = mpsc::channel();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let wanted = dropped.clone();
         std::thread::Builder::new()
             .name("amanuensis-transcribe".into())
             .spawn(move || {
-                let mut progress = Sender(tx.clone());
-                let result = transcriber.transcribe(&input, &options, &mut progress);
+                let mut progress = Sender(tx.clone(), wanted);
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    transcriber.transcribe(&input, &options, &mut progress)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(TranscribeError::Model("the transcription panicked".into()))
+                });
                 let _ = tx.send(Event::Done(Box::new(result)));
             })
             .map_err(|e| ModelError::new_err(format!("cannot start a thread: {e}")))?;
         let mut run = Run {
             events: Mutex::new(rx),
-            early: Vec::new(),
+            early: Default::default(),
             language: given.clone(),
             language_probability: 1.0,
             done: None,
+            dropped,
         };
         if given.is_none() {
             // Detection: wait for it (or for the end, which carries it).
             loop {
-                let event = run.events.get_mut().unwrap().recv();
-                match event {
-                    Ok(Event::Language(code, p)) => {
+                match next_event(py, &run.events)? {
+                    Some(Event::Language(code, p)) => {
                         run.language = Some(code);
                         run.language_probability = p;
                         break;
                     }
-                    Ok(Event::Segment(s)) => run.early.push(*s),
-                    Ok(Event::Done(result)) => {
+                    Some(Event::Segment(s)) => run.early.push_back(*s),
+                    Some(Event::Done(result)) => {
                         let t = (*result).map_err(py_error)?;
                         run.language = Some(t.language.clone());
                         run.done = Some(t);
                         break;
                     }
-                    Err(_) => return Err(ModelError::new_err("the transcription thread ended")),
+                    None => return Err(thread_gone()),
                 }
             }
         }
@@ -430,29 +481,25 @@ impl Run {
 
     /// The next segment, waiting for it with the GIL released; a failure is raised here.
     fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        if !self.early.is_empty() {
-            let s = self.early.remove(0);
+        if let Some(s) = self.early.pop_front() {
             return segment_dict(py, &s).map(Some);
         }
-        if let Some(t) = &mut self.done {
-            // Done while waiting for the language: its segments, then the end.
-            let _ = t;
+        if self.done.is_some() {
+            // Done (while waiting for the language, or before): its segments came first.
             return Ok(None);
         }
         loop {
-            let events = &self.events;
-            let event = py.detach(|| events.lock().unwrap().recv());
-            match event {
-                Ok(Event::Language(code, p)) => {
+            match next_event(py, &self.events)? {
+                Some(Event::Language(code, p)) => {
                     self.language = Some(code);
                     self.language_probability = p;
                 }
-                Ok(Event::Segment(s)) => return segment_dict(py, &s).map(Some),
-                Ok(Event::Done(result)) => {
+                Some(Event::Segment(s)) => return segment_dict(py, &s).map(Some),
+                Some(Event::Done(result)) => {
                     self.done = Some((*result).map_err(py_error)?);
                     return Ok(None);
                 }
-                Err(_) => return Ok(None),
+                None => return Err(thread_gone()),
             }
         }
     }

@@ -114,3 +114,35 @@ def test_bad_input_raises_clearly(tiny, tmp_path):
         amanuensis.Model("tiny.en", backend="gpu")
     # Still usable after all that.
     assert "country" in "".join(s.text for s in tiny.transcribe(JFK, beam_size=1)[0])
+
+
+def _transcribe_threads():
+    import os
+
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                names.append(f.read().strip())
+        except FileNotFoundError:
+            pass
+    return sum(1 for n in names if n.startswith("amanuensis-tran"))
+
+
+def test_a_run_dropped_early_stops_its_transcription(tiny):
+    """316 s of speech, one segment read, the rest dropped: its thread ends at the next
+    window (faster-whisper's generator would stop too), not after the whole file."""
+    import gc
+
+    from conftest import REPO
+
+    before = _transcribe_threads()
+    segments, _ = tiny.transcribe(REPO / "tests/data/transcribe/long.flac", beam_size=1)
+    next(iter(segments))
+    assert _transcribe_threads() == before + 1
+    del segments
+    gc.collect()
+    start = time.perf_counter()
+    while _transcribe_threads() > before:
+        assert time.perf_counter() - start < 10, "the transcription went on after its run was dropped"
+        time.sleep(0.05)

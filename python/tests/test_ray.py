@@ -50,7 +50,9 @@ def test_a_killed_worker_does_not_stop_the_job(tmp_path):
     command = [sys.executable, str(RECIPE), str(inputs), str(out), "--model", "tiny.en",
                "--backend", "cpu", "--actors", "2", "--threads", "1", "--beam-size", "1",
                "--num-cpus", "2"]
-    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The job's output goes to a file (a pipe unread while polling could fill and block it).
+    log_file = tmp_path / "job.log"
+    job = subprocess.Popen(command, stdout=log_file.open("w"), stderr=subprocess.STDOUT)
 
     # Once the first transcript is written, kill the worker that wrote it (it goes on to
     # another file meanwhile).
@@ -63,10 +65,14 @@ def test_a_killed_worker_does_not_stop_the_job(tmp_path):
             killed = int(worker.rsplit(":", 1)[1])
             os.kill(killed, signal.SIGKILL)
         time.sleep(0.05)
-    log, _ = job.communicate(timeout=600)
+    job.wait(timeout=600)
+    log = log_file.read_text()
     print(log)
     assert killed is not None, f"no transcript before the job ended:\n{log}"
     assert job.returncode == 0, log
+    # The worker was killed with a file in hand, and Ray retried it (Ray 2.60's words).
+    assert "died or was killed while executing a task" in log, log
+    assert "will be retried" in log, log
 
     outputs = sorted(out.rglob("*.json"))
     assert len(outputs) == 12, log
@@ -79,9 +85,19 @@ def test_a_killed_worker_does_not_stop_the_job(tmp_path):
         alone = "".join(s.text for s in model.transcribe(path, beam_size=1)[0]).strip()
         assert record["text"] == alone, (name, record["text"], alone)
         workers.add(record["worker"])
-    # The killed worker's files went to the others, or to its restarted self (a new process).
+    # The killed worker's later files went to other processes (its restarted self is one).
     pids = {int(w.rsplit(":", 1)[1]) for w in workers}
     assert len(pids - {killed}) >= 1, (workers, killed)
+
+    # A file that is not audio: said in its `.error`, the others unharmed, status 1; once it
+    # is gone, a re-run ends well.
+    bad = inputs / "notes.wav"
+    bad.write_text("not audio at all " * 100)
+    failed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "not transcribed: " + str(bad) in failed.stderr, failed.stderr
+    assert "notes.wav" in (out / "notes.wav.error").read_text()
+    bad.unlink()
 
     # A re-run finds everything done and touches nothing.
     times = {p: p.stat().st_mtime_ns for p in outputs}

@@ -57,6 +57,9 @@ impl Input {
     }
 }
 
+/// The most samples a float WAV's 32-bit sizes hold.
+const MAX_WAV_SAMPLES: usize = (u32::MAX as usize - 36) / 4;
+
 /// `samples` as a mono 16 kHz IEEE float WAV file, for [`Decoder::open`] (streams read
 /// samples directly).
 fn float_wav(samples: &[f32]) -> Vec<u8> {
@@ -147,7 +150,21 @@ impl Decoder {
             }
             Input::Stdin => Box::new(ReadOnlySource::new(io::stdin())),
             Input::Samples(samples) => {
-                // Samples need no decoding; as a stream source they are a 32-bit float WAV.
+                // Samples need no decoding; as a stream source they are a 32-bit float WAV,
+                // whose sizes are 32-bit.
+                if samples.0.len() > MAX_WAV_SAMPLES {
+                    return Err(AudioError::Io {
+                        name,
+                        err: io::Error::new(
+                            ErrorKind::InvalidInput,
+                            format!(
+                                "{} samples are more than {MAX_WAV_SAMPLES} (18.6 hours) held \
+                                 in memory: pass a file instead",
+                                samples.0.len()
+                            ),
+                        ),
+                    });
+                }
                 Box::new(io::Cursor::new(float_wav(&samples.0)))
             }
         };

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -436,7 +436,10 @@ async fn unload_idle(shared: Arc<Shared>, ttl: std::time::Duration) {
 
 /// The model `name` (one of `--model`), loading it if it was unloaded.
 async fn model(shared: &Shared, name: &str) -> Result<Arc<Served>, ApiError> {
-    if let Some(served) = read(&shared.models).get(name).cloned() {
+    // (The models' lock is let go before `touch` takes the times': `unload_idle` takes the
+    // times', then the models'.)
+    let loaded = read(&shared.models).get(name).cloned();
+    if let Some(served) = loaded {
         touch(shared, name);
         return Ok(served);
     }
@@ -446,7 +449,8 @@ async fn model(shared: &Shared, name: &str) -> Result<Arc<Served>, ApiError> {
         )));
     }
     let _one_load = shared.loading[name].lock().await;
-    if let Some(served) = read(&shared.models).get(name).cloned() {
+    let loaded = read(&shared.models).get(name).cloned();
+    if let Some(served) = loaded {
         touch(shared, name);
         return Ok(served);
     }
@@ -509,10 +513,17 @@ async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Ne
                 None => "no API key given: send `Authorization: Bearer KEY`".into(),
                 Some(_) => "incorrect API key".into(),
             };
-            // The upload is read (up to the limit) and dropped, so that a client still sending
-            // it reads the answer instead of a connection closed under it.
+            // The upload is read (up to the limit) and dropped as it comes, so that a client
+            // still sending it reads the answer instead of a connection closed under it.
             let limit = shared.limit_mb * 1024 * 1024;
-            let _ = axum::body::to_bytes(request.into_body(), limit).await;
+            let mut body = request.into_body().into_data_stream();
+            let mut read = 0;
+            while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut body).await {
+                read += chunk.len();
+                if read > limit {
+                    break;
+                }
+            }
             return ApiError {
                 status: StatusCode::UNAUTHORIZED,
                 message,
@@ -909,29 +920,39 @@ impl Drop for QueueSlot {
 /// the client has gone meanwhile). Audio that cannot be read is a 400 naming `filename`.
 async fn take_turn(
     slot: QueueSlot,
-    served: &Served,
+    served: &Arc<Served>,
     options: TranscribeOptions,
     upload: tempfile::NamedTempFile,
     filename: &str,
-    mut progress: impl amanuensis::transcribe::Progress + Send + 'static,
+    progress: impl amanuensis::transcribe::Progress + Send + 'static,
 ) -> Result<Transcript, ApiError> {
     let shared = slot.0.clone();
+    // Set when this request's future is dropped (its client gone): the transcription then
+    // stops at its next window.
+    let gone = Gone(Arc::new(AtomicBool::new(false)));
+    let mut progress = Watched {
+        inner: progress,
+        gone: gone.0.clone(),
+    };
     let permit = shared.device.clone().acquire_owned().await;
-    let transcriber = served.transcriber.clone();
-    let name = served.name.clone();
+    // The model, held while it runs (an idle unload leaves it alone).
+    let served = served.clone();
     let path = upload.path().to_path_buf();
     let result = shared
         .workers
         .run(move || {
-            let r = transcriber.transcribe(&Input::Path(path), &options, &mut progress);
+            let r = served
+                .transcriber
+                .transcribe(&Input::Path(path), &options, &mut progress);
             drop(upload);
             // Idle from now on.
-            touch(&slot.0, &name);
+            touch(&slot.0, &served.name);
             drop(permit);
             drop(slot);
             r
         })
         .await;
+    drop(gone);
     let server_error = |message: String| ApiError {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         message,
@@ -951,6 +972,42 @@ async fn take_turn(
     }
 }
 
+/// Sets its flag when dropped.
+struct Gone(Arc<AtomicBool>);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A transcription's progress, stopped when its request is gone.
+struct Watched<P> {
+    inner: P,
+    gone: Arc<AtomicBool>,
+}
+
+impl<P: amanuensis::transcribe::Progress> amanuensis::transcribe::Progress for Watched<P> {
+    fn audio_read(&mut self, seconds: f64) {
+        self.inner.audio_read(seconds)
+    }
+    fn language(&mut self, code: &str, p: f64) {
+        self.inner.language(code, p)
+    }
+    fn segment(&mut self, segment: &amanuensis::transcribe::Segment) {
+        self.inner.segment(segment)
+    }
+    fn position(&mut self, done: usize, total: usize) {
+        self.inner.position(done, total)
+    }
+    fn note(&mut self, message: &str) {
+        self.inner.note(message)
+    }
+    fn keep_going(&mut self) -> bool {
+        !self.gone.load(Ordering::SeqCst) && self.inner.keep_going()
+    }
+}
+
 /// `response` with the backend that served it in `x-amanuensis-backend`.
 fn with_backend(mut response: Response, backend: &str) -> Response {
     response.headers_mut().insert(
@@ -966,6 +1023,11 @@ struct Streamer {
 }
 
 impl amanuensis::transcribe::Progress for Streamer {
+    fn keep_going(&mut self) -> bool {
+        // The client reads the events while it is there.
+        !self.events.is_closed()
+    }
+
     fn segment(&mut self, segment: &amanuensis::transcribe::Segment) {
         // OpenAI's event, and the segment with its times (clients ignore fields they do not
         // know; the web page shows them).
@@ -1004,7 +1066,16 @@ fn stream(
     tokio::spawn(async move {
         let started = Instant::now();
         let streamer = Streamer { events: tx.clone() };
-        let result = take_turn(slot, &served, options, upload, &filename, streamer).await;
+        let turn = take_turn(slot, &served, options, upload, &filename, streamer);
+        // A client that leaves while waiting gives its place back at once (and one that
+        // leaves while its transcription runs stops it: `Streamer::keep_going`).
+        let result = tokio::select! {
+            result = turn => result,
+            () = tx.closed() => {
+                eprintln!("{} streamed {name}: the client left", now());
+                return;
+            }
+        };
         let event = match result {
             Ok(t) => {
                 eprintln!(

@@ -136,6 +136,11 @@ pub trait Progress {
     fn position(&mut self, _done: usize, _total: usize) {}
     /// A window was decoded again at a higher temperature, or skipped as silence.
     fn note(&mut self, _message: &str) {}
+    /// Asked before each window (and each 30 s read while VAD reads the audio): `false`
+    /// stops the transcription with [`TranscribeError::Cancelled`] (its reader has gone).
+    fn keep_going(&mut self) -> bool {
+        true
+    }
 }
 
 /// A [`Progress`] that shows nothing.
@@ -186,6 +191,9 @@ pub enum TranscribeError {
     /// the encoder's width and the decoder's), or its decoder failed to load (the message).
     #[error("{0}")]
     Model(String),
+    /// [`Progress::keep_going`] said to stop.
+    #[error("the transcription was cancelled")]
+    Cancelled,
 }
 
 /// A Whisper model ready to transcribe: encoder (on the chosen backend), decoder (CPU) and
@@ -590,6 +598,9 @@ impl Transcriber {
         };
         let pass = word_pass(options, heads.as_deref(), &language);
         while clip < clips.len() {
+            if !progress.keep_going() {
+                return Err(TranscribeError::Cancelled);
+            }
             let (clip_start, clip_end) = clips[clip];
             seek = seek.max(clip_start);
             if seek >= clip_end {
@@ -804,6 +815,9 @@ impl Transcriber {
         let mut probs = vad.stream();
         for window in stream {
             let window = window?;
+            if !progress.keep_going() {
+                return Err(TranscribeError::Cancelled);
+            }
             probs.push(&window.samples)?;
             samples.push(&window.samples).map_err(temporary_audio)?;
             progress.audio_read(samples.len() as f64 / SAMPLE_RATE as f64);

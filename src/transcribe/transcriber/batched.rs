@@ -191,6 +191,9 @@ impl Transcriber {
         let pass = super::word_pass(options, heads.as_deref(), &language);
         let mut last_speech = 0.0;
         for batch in groups.chunks(batch_size) {
+            if !progress.keep_going() {
+                return Err(TranscribeError::Cancelled);
+            }
             let mut features = Vec::with_capacity(batch.len());
             for group in batch {
                 if let Some(f) = first_features.take() {

@@ -121,15 +121,7 @@ impl Server {
     /// connection fails the writing, not the reading of its answer. The status and the body.
     pub fn post_oversized(&self, route: &str, file: &[u8], key: &str) -> (u16, String) {
         use std::io::Write;
-        let boundary = "amanuensis-test-boundary";
-        let mut body = format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n\
-             whisper-1\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
-             filename=\"big.flac\"\r\n\r\n"
-        )
-        .into_bytes();
-        body.extend(file);
-        body.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let (boundary, body) = whisper_form("big.flac", file);
         let address = self.url.strip_prefix("http://").unwrap().to_string();
         let mut stream = std::net::TcpStream::connect(&address).unwrap();
         let head = format!(
@@ -160,15 +152,7 @@ impl Server {
     /// without reading the answer.
     pub fn post_and_leave(&self, route: &str, file: &[u8], key: &str) {
         use std::io::Write;
-        let boundary = "amanuensis-test-boundary";
-        let mut body = format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n\
-             whisper-1\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
-             filename=\"left.wav\"\r\n\r\n"
-        )
-        .into_bytes();
-        body.extend(file);
-        body.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let (boundary, body) = whisper_form("left.wav", file);
         let address = self.url.strip_prefix("http://").unwrap().to_string();
         let mut stream = std::net::TcpStream::connect(&address).unwrap();
         let head = format!(
@@ -251,6 +235,20 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A form of `model=whisper-1` and `file` named `filename`: its boundary and its body.
+fn whisper_form(filename: &str, file: &[u8]) -> (&'static str, Vec<u8>) {
+    let boundary = "amanuensis-test-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n\
+         whisper-1\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
+         filename=\"{filename}\"\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend(file);
+    body.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (boundary, body)
 }
 
 /// `amanuensis transcribe`'s output of `audio` with `model` in `format`, on the CPU.

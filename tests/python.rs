@@ -6,51 +6,37 @@
 //!
 //! Needs python3 with venv and pip (Debian: python3-venv, python3-pip) and PyPI.
 
+#[path = "common/pip.rs"]
+mod pip;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn run(what: &str, command: &mut Command) {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use pip::run;
 
 /// The venv with the tests' requirements (made once, again when they change).
 fn venv(repo: &Path) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-venv");
     let requirements = repo.join("python/tests/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).unwrap();
-    let stamp = dir.join(".requirements");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
-        return dir;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    run(
-        "making a venv (needs python3 with venv: Debian's python3-venv)",
-        Command::new("python3").args(["-m", "venv"]).arg(&dir),
-    );
-    run(
-        "installing python/tests/requirements.txt with pip (PyPI must be reachable)",
-        Command::new(dir.join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&requirements),
-    );
-    std::fs::write(&stamp, wanted).unwrap();
-    dir
+    pip::installed_once(&dir, &requirements, |dir| {
+        run(
+            "making a venv (needs python3 with venv: Debian's python3-venv)",
+            Command::new("python3").args(["-m", "venv"]).arg(dir),
+        );
+        run(
+            "installing python/tests/requirements.txt with pip (PyPI must be reachable)",
+            Command::new(dir.join("bin/python"))
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                ])
+                .arg(&requirements),
+        );
+    })
 }
 
 #[test]

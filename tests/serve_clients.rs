@@ -8,6 +8,8 @@
 //! `chromium-driver`.
 
 mod common;
+#[path = "common/pip.rs"]
+mod pip;
 #[path = "common/server.rs"]
 mod server;
 
@@ -23,37 +25,25 @@ fn python_clients() -> PathBuf {
     static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _turn = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/requirements.txt");
-    let wanted = std::fs::read_to_string(&requirements).unwrap();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-clients");
-    let stamp = dir.join(".requirements");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
-        return dir;
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--target",
-        ])
-        .arg(&dir)
-        .arg("-r")
-        .arg(&requirements)
-        .output();
-    match out {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "cannot install the test clients of {} with pip (PyPI must be reachable): {}",
-            requirements.display(),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => panic!("these tests need python3 with pip (install python3-pip): {e}"),
-    }
-    std::fs::write(&stamp, wanted).unwrap();
-    dir
+    pip::installed_once(&dir, &requirements, |dir| {
+        pip::run(
+            "installing the test clients of tests/clients/requirements.txt with pip (needs \
+             python3 with pip, python3-pip on Debian, and PyPI)",
+            Command::new("python3")
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--target",
+                ])
+                .arg(dir)
+                .arg("-r")
+                .arg(&requirements),
+        );
+    })
 }
 
 /// Runs a client script of `tests/clients` with `args`; its JSON output.

@@ -48,7 +48,7 @@ fn python_package_and_ray_recipe() {
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
     run(
         "building and installing the package (pip install ./python)",
-        Command::new(&python)
+        pip::outside_cargo(&mut Command::new(&python))
             .args([
                 "-m",
                 "pip",

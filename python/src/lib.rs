@@ -344,6 +344,10 @@ struct Run {
     done: Option<Transcript>,
     /// Set when the run is dropped: the transcription stops at its next window.
     dropped: Arc<AtomicBool>,
+    /// The operating system's id of the transcription's thread (as Python's
+    /// `threading.get_native_id()` gives), on Linux.
+    #[pyo3(get)]
+    native_id: Option<u64>,
 }
 
 impl Drop for Run {
@@ -367,6 +371,19 @@ fn next_event(py: Python<'_>, events: &Mutex<mpsc::Receiver<Event>>) -> PyResult
             Err(mpsc::RecvTimeoutError::Timeout) => py.check_signals()?,
             Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
         }
+    }
+}
+
+/// This thread's id in the operating system (Linux only).
+fn native_thread_id() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions.
+        u64::try_from(unsafe { libc::gettid() }).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
     }
 }
 
@@ -397,9 +414,11 @@ impl Run {
         let (tx, rx) = mpsc::channel();
         let dropped = Arc::new(AtomicBool::new(false));
         let wanted = dropped.clone();
+        let (id_tx, id_rx) = mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("amanuensis-transcribe".into())
             .spawn(move || {
+                let _ = id_tx.send(native_thread_id());
                 let mut progress = Sender(tx.clone(), wanted);
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     transcriber.transcribe(&input, &options, &mut progress)
@@ -417,6 +436,7 @@ impl Run {
             language_probability: 1.0,
             done: None,
             dropped,
+            native_id: id_rx.recv().ok().flatten(),
         };
         if given.is_none() {
             // Detection: wait for it (or for the end, which carries it).

@@ -19,6 +19,32 @@ pub fn run(what: &str, command: &mut Command) {
     );
 }
 
+/// `command` without the variables `cargo test` sets for a test (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_*`, ...): a cargo started by it (maturin's) would see build scripts' inputs
+/// changed (ring's reads `CARGO_MANIFEST_DIR`) and build them and all that depends on them
+/// again, here and in the test build that follows.
+pub fn outside_cargo(command: &mut Command) -> &mut Command {
+    const SET_BY_CARGO: [&str; 6] = [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+    ];
+    for (name, _) in std::env::vars_os() {
+        let name_str = name.to_string_lossy();
+        if name_str == "CARGO"
+            || name_str == "OUT_DIR"
+            || name_str == "CARGO_RUSTC_CURRENT_DIR"
+            || SET_BY_CARGO.iter().any(|p| name_str.starts_with(p))
+        {
+            command.env_remove(&name);
+        }
+    }
+    command
+}
+
 /// `dir` with `requirements` installed by `install(dir)`: done once, again when the
 /// requirements change (their text is kept in `dir/.requirements`).
 pub fn installed_once(dir: &Path, requirements: &Path, install: impl FnOnce(&Path)) -> PathBuf {

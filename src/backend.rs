@@ -12,7 +12,8 @@ use amanuensis_ops::DeviceHandle;
 use tract_onnx::prelude::TypedModel;
 
 use crate::placement::{Placement, kernel_needs, placement};
-use crate::rewrite::{OffloadError, Stage, offload};
+use crate::precision::{OpPrecision, PrecisionDevices, PrecisionPlan};
+use crate::rewrite::{OffloadError, Stage, offload, offload_with};
 
 /// A backend as the user names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -202,6 +203,47 @@ pub fn resolve(backend: Backend, strict: bool, kernels: Kernels) -> Result<Resol
     }
 }
 
+/// The devices `plan` sends ops to, beside `resolved`'s: `bf16x3` on the same kind of device
+/// (another emulator, or the NPU opened again with that contract's kernels) and float32 on the
+/// host. `None` when the plan runs nothing on a device (`tract`, `cpu`). A device given by
+/// the caller runs one contract, so a plan of it may not ask for the other.
+pub fn precision_devices(
+    resolved: &Resolved,
+    kernels: Kernels,
+    given: bool,
+    plan: &PrecisionPlan,
+) -> Result<Option<PrecisionDevices>, BackendError> {
+    let Some(device) = resolved.device.clone().filter(|d| !d.is_cpu()) else {
+        return Ok(None);
+    };
+    let bf16x3 = if plan.uses(OpPrecision::Bf16x3) {
+        let wide = Kernels {
+            precision: Precision::Bf16x3,
+            ..kernels
+        };
+        Some(match resolved.backend {
+            _ if given => {
+                return Err(BackendError::NoNpu(format!(
+                    "the precision plan {plan} asks for bf16x3, and the device given runs one \
+                     contract ({})",
+                    device.contract().precision
+                )));
+            }
+            Backend::Emu => DeviceHandle::new(Arc::new(Emulator::new(
+                wide.contract(kernels.family.unwrap_or(DeviceFamily::Xdna1)),
+            ))),
+            _ => open_npu(wide).map_err(BackendError::NoNpu)?,
+        })
+    } else {
+        None
+    };
+    Ok(Some(PrecisionDevices {
+        bf16: device,
+        bf16x3,
+        f32: cpu_device(),
+    }))
+}
+
 /// A rewritten model ready to optimise, with what was decided on the way.
 pub struct DevicePlan {
     /// The rewritten model, its weights uploaded.
@@ -275,6 +317,7 @@ pub fn plan(
     requested: Backend,
     strict: bool,
     resolved: Resolved,
+    precision: Option<(&PrecisionPlan, &PrecisionDevices)>,
 ) -> Result<DevicePlan, PlanError> {
     if resolved.backend == Backend::Cpu {
         return cpu_plan(model, resolved.note);
@@ -290,7 +333,7 @@ pub fn plan(
         });
     };
     let original = (requested == Backend::Auto).then(|| model.clone());
-    let (rewritten, placement) = match offload(model, device) {
+    let (rewritten, placement) = match offload_with(model, device, precision) {
         Ok(plan) => plan,
         Err(OffloadError::Rewrite(detail)) => return Err(rewrite_failed(detail)),
         Err(OffloadError::Device(why)) => {

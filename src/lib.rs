@@ -14,6 +14,7 @@ pub mod calibration;
 pub mod model;
 pub mod npy;
 pub mod placement;
+pub mod precision;
 pub mod rewrite;
 pub mod transcribe;
 pub mod vad;

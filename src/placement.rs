@@ -7,7 +7,7 @@ use amanuensis_kernels::contexts::{ContextLimit, created_per_window};
 use amanuensis_kernels::device::{AttentionDims, Kernel, KernelNeed, Snapshot, Traffic};
 use amanuensis_kernels::gemm::GemmContract;
 use amanuensis_kernels::hw::{self, DeviceFamily};
-use amanuensis_ops::{DeviceCall, OpKind, as_device_op, classify};
+use amanuensis_ops::{DeviceCall, DeviceHandle, OpKind, as_device_op, classify};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::Cost;
 
@@ -52,6 +52,21 @@ pub struct Placement {
     /// kernels in turn, head after head).
     #[serde(skip)]
     pub kernel_order: Vec<KernelNeed>,
+    /// Under a precision plan: each product's role and the precision it computes in, in
+    /// the order they run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub precisions: Vec<OpChoice>,
+}
+
+/// A product of the encoder under a precision plan ([`crate::precision`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OpChoice {
+    /// The node's name.
+    pub node: String,
+    /// Its role (`fc2@3`).
+    pub role: String,
+    /// `bf16`, `bf16x3` or `f32` (on the host).
+    pub precision: String,
 }
 
 /// How the kernels are built into xclbins, each of which needs a hardware context.
@@ -282,6 +297,35 @@ pub fn kernel_needs(model: &TypedModel) -> Vec<KernelNeed> {
     needs.sort();
     needs.dedup();
     needs
+}
+
+/// [`kernel_needs`] by the device that runs them (a precision plan puts ops on several): the
+/// plan each device checks. The device's own answer, so that an op on the CPU device adds
+/// none.
+pub fn kernel_needs_by_device(model: &TypedModel) -> Vec<(DeviceHandle, Vec<KernelNeed>)> {
+    let mut by_device: Vec<(DeviceHandle, Vec<KernelNeed>)> = Vec::new();
+    for node in model.nodes() {
+        let Some(op) = as_device_op(node.op.as_op()) else {
+            continue;
+        };
+        let needs: Vec<KernelNeed> = device_calls(model, node)
+            .into_iter()
+            .map(|call| call.need)
+            .collect();
+        if needs.is_empty() {
+            continue;
+        }
+        let device = op.device();
+        match by_device.iter_mut().find(|(d, _)| d == device) {
+            Some((_, all)) => all.extend(needs),
+            None => by_device.push((device.clone(), needs)),
+        }
+    }
+    for (_, needs) in &mut by_device {
+        needs.sort();
+        needs.dedup();
+    }
+    by_device
 }
 
 /// The sizes of a Whisper encoder, as the catalog gives them (`models/catalog.toml`).

@@ -51,6 +51,10 @@ impl DeviceAttention {
 }
 
 impl crate::device::DeviceOp for DeviceAttention {
+    fn device(&self) -> &DeviceHandle {
+        &self.device
+    }
+
     /// The three kernels of one head (`Q K^T`, softmax, `P V`), once a head.
     fn device_calls(&self, _output_shape: &[usize]) -> Vec<crate::device::DeviceCall> {
         if self.device.is_cpu() {

@@ -125,4 +125,7 @@ impl DeviceCall {
 pub trait DeviceOp {
     /// The device calls of one evaluation with an output of `output_shape`.
     fn device_calls(&self, output_shape: &[usize]) -> Vec<DeviceCall>;
+
+    /// The device it runs on.
+    fn device(&self) -> &DeviceHandle;
 }

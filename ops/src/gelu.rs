@@ -13,6 +13,10 @@ pub struct DeviceGelu {
 }
 
 impl crate::device::DeviceOp for DeviceGelu {
+    fn device(&self) -> &DeviceHandle {
+        &self.device
+    }
+
     /// One gelu call over the output's rows (its values).
     fn device_calls(&self, output_shape: &[usize]) -> Vec<crate::device::DeviceCall> {
         if self.device.is_cpu() {

@@ -516,6 +516,10 @@ impl DeviceMatMul {
 }
 
 impl DeviceOp for DeviceMatMul {
+    fn device(&self) -> &DeviceHandle {
+        &self.device
+    }
+
     /// One GEMM kernel: with weights, its bias and GELU in the epilogue and the weights
     /// uploaded once; without, one call a batch index, and a GELU after the products as its
     /// own kernel (as [`DeviceMatMul`]'s evaluation runs them).

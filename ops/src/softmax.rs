@@ -13,6 +13,10 @@ pub struct DeviceSoftmax {
 }
 
 impl crate::device::DeviceOp for DeviceSoftmax {
+    fn device(&self) -> &DeviceHandle {
+        &self.device
+    }
+
     /// One softmax call over the output's rows.
     fn device_calls(&self, output_shape: &[usize]) -> Vec<crate::device::DeviceCall> {
         if self.device.is_cpu() {

@@ -58,6 +58,20 @@ pub struct InspectArgs {
     /// Needs no model file; predictions, not measurements.
     #[arg(long, conflicts_with_all = ["published", "kernel_shapes"])]
     decoder: bool,
+
+    /// Instead of a model's report: where bfloat16 changes the model's decisions, on these
+    /// audio files (every 30 s window). Each group of ops (each kind over all layers, then
+    /// each layer) runs in bf16 on `emu` while everything else stays float32 on the host; for
+    /// each: the encoder output's error against the cpu plan's, the change of the reference
+    /// tokens' log-probabilities under the decoder, the positions whose most likely token
+    /// changes, and the windows whose greedy decoding changes. Then the plan of --precision on
+    /// the same windows, with its predicted NPU time beside plain bf16's.
+    #[arg(long, value_name = "AUDIO", num_args = 1.., conflicts_with_all = ["published", "kernel_shapes", "decoder"])]
+    sensitivity: Vec<PathBuf>,
+
+    /// With --sensitivity: also each op of each layer alone.
+    #[arg(long, requires = "sensitivity")]
+    per_op: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -90,6 +104,9 @@ pub fn run(args: InspectArgs) -> Result<()> {
     if args.decoder {
         return decoder(&args);
     }
+    if !args.sensitivity.is_empty() {
+        return sensitivity(&args);
+    }
     let options = args.plan.options(args.backend)?;
     let model_dir = args.plan.model_dir()?;
     let encoder = Encoder::load(&model_dir, &options)?;
@@ -114,6 +131,30 @@ pub fn run(args: InspectArgs) -> Result<()> {
     println!("{:<22} {:>8} {:>8}", "op kind", "device", "cpu");
     for k in &p.kinds {
         println!("{:<22} {:>8} {:>8}", k.kind, k.device, k.cpu);
+    }
+    if !p.precisions.is_empty() {
+        println!();
+        println!("precision plan: {}", args.plan.precision);
+        for precision in ["bf16", "bf16x3", "f32"] {
+            let roles: Vec<&str> = p
+                .precisions
+                .iter()
+                .filter(|c| c.precision == precision)
+                .map(|c| c.role.as_str())
+                .collect();
+            if !roles.is_empty() {
+                let place = if precision == "f32" {
+                    "on the host"
+                } else {
+                    "on the NPU"
+                };
+                println!(
+                    "  {precision} {place} ({}): {}",
+                    roles.len(),
+                    roles.join(" ")
+                );
+            }
+        }
     }
     println!();
     println!(
@@ -414,7 +455,12 @@ fn kernel_shapes(args: &InspectArgs) -> Result<()> {
         );
     };
     let family = args.plan.device_family.unwrap_or(DeviceFamily::Xdna1);
-    let precision = args.plan.precision;
+    let Some(precision) = args.plan.precision.contract_precision() else {
+        anyhow::bail!(
+            "--kernel-shapes takes --precision bf16 or bf16x3 (a plan of several precisions \
+             needs the kernels of both)"
+        );
+    };
     let contract = Kernels {
         precision,
         ..Kernels::default()
@@ -431,6 +477,119 @@ fn kernel_shapes(args: &InspectArgs) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(&report)?);
     if let Some(path) = &args.json {
         write_json(path, &report)?;
+    }
+    Ok(())
+}
+
+/// One line of `inspect --sensitivity`: a plan and its errors over every window.
+#[derive(serde::Serialize)]
+struct SensitivityRow {
+    group: String,
+    plan: String,
+    windows: Vec<(String, amanuensis::precision::study::WindowError)>,
+    /// Predicted NPU time of a window on XDNA1 and XDNA2, ms.
+    predicted_ms: [f64; 2],
+}
+
+/// `inspect --sensitivity`: [`amanuensis::precision::study`] over the groups, then the plan
+/// of `--precision`.
+fn sensitivity(args: &InspectArgs) -> Result<()> {
+    use amanuensis::precision::study::{Study, groups, isolating};
+    use amanuensis::precision::{Layers, OpKind, OpPrecision, PrecisionPlan};
+    let threads = args.plan.options(Backend::Cpu)?.threads;
+    let model_dir = args.plan.model_dir()?;
+    let files: Vec<&std::path::Path> = args.sensitivity.iter().map(|p| p.as_path()).collect();
+    let study = Study::prepare(&model_dir, &files, threads)?;
+    let n_layers = study.n_layers();
+    eprintln!(
+        "{} windows; each group of ops in bf16 alone, the rest float32 on the host",
+        study.windows.len()
+    );
+    println!(
+        "{:<16} {:>10} {:>9} {:>9} {:>10} {:>7} {:>8}",
+        "group", "features", "max", "dlogp", "dlogp max", "flips", "changed"
+    );
+    let mut plans: Vec<(String, PrecisionPlan)> = vec![
+        ("all bf16".into(), PrecisionPlan::uniform(OpPrecision::Bf16)),
+        (
+            "all bf16x3".into(),
+            PrecisionPlan::uniform(OpPrecision::Bf16x3),
+        ),
+    ];
+    for (name, kind, layers) in groups(n_layers) {
+        plans.push((name, isolating(kind, layers, OpPrecision::Bf16)));
+    }
+    if args.per_op {
+        for l in 0..n_layers {
+            for k in OpKind::ALL.iter().filter(|k| k.in_layer()) {
+                plans.push((
+                    format!("{k}@{l}"),
+                    isolating(Some(*k), Layers::Index(l), OpPrecision::Bf16),
+                ));
+            }
+        }
+    }
+    plans.push((
+        format!("--precision {}", args.plan.precision),
+        args.plan.precision.clone(),
+    ));
+    let mut rows = Vec::new();
+    for (group, plan) in plans {
+        let encoder = study.encoder(&plan, threads)?;
+        let errors = study.measure(&encoder)?;
+        let n = errors.len().max(1) as f64;
+        let flips: usize = errors.iter().map(|e| e.flips).sum();
+        let positions: usize = errors.iter().map(|e| e.positions).sum();
+        let changed = errors.iter().filter(|e| !e.same_tokens).count();
+        println!(
+            "{:<16} {:>10.2e} {:>9.3} {:>9.2e} {:>10.3} {:>7} {:>8}",
+            group,
+            errors.iter().map(|e| e.features_rel).sum::<f64>() / n,
+            errors.iter().map(|e| e.features_max).fold(0.0, f64::max),
+            errors.iter().map(|e| e.logprob_mean).sum::<f64>() / n,
+            errors.iter().map(|e| e.logprob_max).fold(0.0, f64::max),
+            format!("{flips}/{positions}"),
+            format!("{changed}/{}", errors.len()),
+        );
+        let predicted_ms = [DeviceFamily::Xdna1, DeviceFamily::Xdna2].map(|family| {
+            study
+                .encoder_for(&plan, family, threads)
+                .map(|e| predict(e.placement(), family).total_ms)
+                .unwrap_or(f64::NAN)
+        });
+        rows.push(SensitivityRow {
+            group,
+            plan: plan.to_string(),
+            windows: study
+                .windows
+                .iter()
+                .map(|w| w.name.clone())
+                .zip(errors)
+                .collect(),
+            predicted_ms,
+        });
+    }
+    let last = rows.last().expect("the --precision plan");
+    let bf16 = &rows[0];
+    println!();
+    println!(
+        "--precision {}: predicted NPU time a window {:.1} ms on XDNA1 ({:.2}x plain bf16's {:.1}), \
+         {:.1} ms on XDNA2 ({:.2}x of {:.1}); predictions, not measurements",
+        args.plan.precision,
+        last.predicted_ms[0],
+        last.predicted_ms[0] / bf16.predicted_ms[0],
+        bf16.predicted_ms[0],
+        last.predicted_ms[1],
+        last.predicted_ms[1] / bf16.predicted_ms[1],
+        bf16.predicted_ms[1],
+    );
+    for (name, e) in &last.windows {
+        if !e.same_tokens {
+            println!("  greedy decoding changed under it: {name}");
+        }
+    }
+    if let Some(path) = &args.json {
+        write_json(path, &rows)?;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use amanuensis::audio::Input;
 use amanuensis::backend::{DeviceFamily, Precision, Rounding};
+use amanuensis::precision::PrecisionPlan;
 use clap::{Parser, Subcommand};
 
 /// Whisper on AMD Ryzen AI NPUs: a Whisper-exact audio frontend, encoder offload through
@@ -95,11 +96,13 @@ struct PlanArgs {
     #[arg(long, value_parser = named::<Rounding>(Rounding::NAMES), default_value_t = Rounding::NearestEven)]
     rounding: Rounding,
 
-    /// bfloat16 products per float32 product in the NPU kernels (emu, npu): bf16, or bf16x3
-    /// for near-float32 products at three times the work (softmax and GELU then in float32 on
-    /// the CPU).
-    #[arg(long, value_parser = named::<Precision>(Precision::NAMES), default_value_t = Precision::Bf16)]
-    precision: Precision,
+    /// How the NPU kernels (emu, npu) compute: bf16; bf16x3 for near-float32 products at
+    /// three times the work (softmax and GELU then in float32 on the CPU); or a precision per
+    /// op, as `bf16,fc2=bf16x3,attention@-1=f32` (KIND[@LAYER]=bf16|bf16x3|f32, f32 on the
+    /// host; kinds conv1, conv2, q, k, v, attention, out, fc1, fc2, *; layers from 0, or -1
+    /// for the last).
+    #[arg(long, value_name = "PRECISION", default_value = "bf16")]
+    precision: PrecisionPlan,
 
     /// The NPU family to lay the work out for under emu and inspect (default XDNA1); under
     /// npu it must be the device's.
@@ -121,7 +124,14 @@ impl PlanArgs {
             backend,
             strict: self.strict,
             rounding: self.rounding,
-            precision: self.precision,
+            precision: self
+                .precision
+                .contract_precision()
+                .unwrap_or(Precision::Bf16),
+            precision_plan: match self.precision.contract_precision() {
+                Some(_) => None,
+                None => Some(self.precision.clone()),
+            },
             family: self.device_family,
             ..Default::default()
         };

@@ -20,6 +20,7 @@ use crate::backend::{
     Rounding,
 };
 use crate::placement::Placement;
+use crate::precision::PrecisionPlan;
 
 /// Why an encoder cannot be loaded or run. Messages name the file and, when there is one, the
 /// fix.
@@ -105,8 +106,11 @@ pub struct EncoderOptions {
     pub strict: bool,
     /// How the NPU kernels round operands to bfloat16 (`emu` and `npu`).
     pub rounding: Rounding,
-    /// bfloat16 products per float32 product in the NPU kernels (`emu`).
+    /// bfloat16 products per float32 product in the NPU kernels (`emu`, `npu`).
     pub precision: Precision,
+    /// A precision per op instead of `precision` for all (`emu`, `npu`):
+    /// [`crate::precision`].
+    pub precision_plan: Option<PrecisionPlan>,
     /// The NPU family (`emu`: which array to lay the work out for; `npu`: must be the
     /// device's); `None` for XDNA1 under `emu` and the device's own under `npu`.
     pub family: Option<DeviceFamily>,
@@ -129,6 +133,7 @@ impl Default for EncoderOptions {
             strict: false,
             rounding: Rounding::NearestEven,
             precision: Precision::Bf16,
+            precision_plan: None,
             family: None,
             device: None,
             decoder_weights: WeightPrecision::F32,
@@ -375,22 +380,43 @@ impl Encoder {
             });
         }
 
+        let kernels = Kernels {
+            rounding: options.rounding,
+            // Under a plan the device's own contract is plain bf16, the plan's other
+            // precisions on devices of their own.
+            precision: match options.precision_plan {
+                Some(_) => Precision::Bf16,
+                None => options.precision,
+            },
+            family: options.family,
+        };
         let resolved = backend::resolve_with(
             options.device.as_ref(),
             options.backend,
             options.strict,
-            Kernels {
-                rounding: options.rounding,
-                precision: options.precision,
-                family: options.family,
-            },
+            kernels,
         )?;
+        let devices = match &options.precision_plan {
+            Some(plan) => {
+                backend::precision_devices(&resolved, kernels, options.device.is_some(), plan)?
+                    .map(|d| (plan, d))
+            }
+            None => None,
+        };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.threads.max(1))
             .build()
             .map_err(|e| tract("starting threads", e.into()))?;
         let plan = pool
-            .install(|| backend::plan(typed, options.backend, options.strict, resolved))
+            .install(|| {
+                backend::plan(
+                    typed,
+                    options.backend,
+                    options.strict,
+                    resolved,
+                    devices.as_ref().map(|(p, d)| (*p, d)),
+                )
+            })
             .map_err(|e| match e {
                 PlanError::Backend(e) => EncoderError::Backend(e),
                 PlanError::Tract { stage, detail } => EncoderError::Tract {

@@ -159,17 +159,37 @@ pub enum OffloadError {
 /// ready for `into_optimized` and a plan; the placement reports FLOPs and device traffic per
 /// evaluation.
 pub fn offload(
+    model: TypedModel,
+    device: DeviceHandle,
+) -> Result<(TypedModel, crate::placement::Placement), OffloadError> {
+    offload_with(model, device, None)
+}
+
+/// [`offload`], then each product moved to the device of its precision under a plan
+/// ([`crate::precision::apply`]), before the devices check the plan and take the weights.
+pub fn offload_with(
     mut model: TypedModel,
     device: DeviceHandle,
+    precision: Option<(
+        &crate::precision::PrecisionPlan,
+        &crate::precision::PrecisionDevices,
+    )>,
 ) -> Result<(TypedModel, crate::placement::Placement), OffloadError> {
     let ctx = RewriteContext::new(Some(device.clone()));
     rewrite(&mut model, &ctx, &[Stage::Cpu, Stage::Device])?;
-    let needs = crate::placement::kernel_needs(&model);
-    device
-        .check_plan(&needs)
-        .map_err(|e| OffloadError::Device(e.to_string()))?;
+    let precisions = match precision {
+        Some((plan, devices)) => crate::precision::apply(&mut model, plan, devices)
+            .map_err(|e| OffloadError::Rewrite(format!("{e:#}")))?,
+        None => Vec::new(),
+    };
+    for (device, needs) in crate::placement::kernel_needs_by_device(&model) {
+        device
+            .check_plan(&needs)
+            .map_err(|e| OffloadError::Device(e.to_string()))?;
+    }
     amanuensis_ops::upload_weights(&model).map_err(|e| OffloadError::Device(format!("{e:#}")))?;
-    let placement = crate::placement::placement(&model, &ctx.left());
+    let mut placement = crate::placement::placement(&model, &ctx.left());
+    placement.precisions = precisions;
     Ok((model, placement))
 }
 

@@ -841,7 +841,19 @@ impl Transcriber {
         super::decoding::verify_options(options).map_err(TranscribeError::Options)?;
         self.check_decoding(options)?;
         let features = self.encoder.encode(mel)?;
-        let mut session = self.decoder()?.session(&features)?;
+        self.decode_features(&features, options)
+    }
+
+    /// [`decode`](Transcriber::decode) of a window already encoded (`[n_audio_ctx, d_model]`,
+    /// by this model's encoder or another plan of it).
+    pub fn decode_features(
+        &self,
+        features: &[f32],
+        options: &DecodingOptions,
+    ) -> Result<DecodingResult, TranscribeError> {
+        super::decoding::verify_options(options).map_err(TranscribeError::Options)?;
+        self.check_decoding(options)?;
+        let mut session = self.decoder()?.session(features)?;
         let language = match options.language.as_deref() {
             Some(l) => language_code(l).expect("checked").to_string(),
             None if !self.tokenizer.is_multilingual() => "en".to_string(),

@@ -216,30 +216,37 @@ pub fn precision_devices(
     let Some(device) = resolved.device.clone().filter(|d| !d.is_cpu()) else {
         return Ok(None);
     };
-    let bf16x3 = if plan.uses(OpPrecision::Bf16x3) {
-        let wide = Kernels {
-            precision: Precision::Bf16x3,
+    let other = |precision: Precision| -> Result<Option<DeviceHandle>, BackendError> {
+        let wanted = match precision {
+            Precision::Bf16x3 => OpPrecision::Bf16x3,
+            _ => OpPrecision::Bf16Host,
+        };
+        if !plan.uses(wanted) {
+            return Ok(None);
+        }
+        if given {
+            return Err(BackendError::NoNpu(format!(
+                "the precision plan {plan} asks for {precision}, and the device given runs one \
+                 contract ({})",
+                device.contract().precision
+            )));
+        }
+        let kernels = Kernels {
+            precision,
             ..kernels
         };
-        Some(match resolved.backend {
-            _ if given => {
-                return Err(BackendError::NoNpu(format!(
-                    "the precision plan {plan} asks for bf16x3, and the device given runs one \
-                     contract ({})",
-                    device.contract().precision
-                )));
-            }
+        Ok(Some(match resolved.backend {
             Backend::Emu => DeviceHandle::new(Arc::new(Emulator::new(
-                wide.contract(kernels.family.unwrap_or(DeviceFamily::Xdna1)),
+                kernels.contract(kernels.family.unwrap_or(DeviceFamily::Xdna1)),
             ))),
-            _ => open_npu(wide).map_err(BackendError::NoNpu)?,
-        })
-    } else {
-        None
+            _ => open_npu(kernels).map_err(BackendError::NoNpu)?,
+        }))
     };
+    let (bf16x3, bf16_host) = (other(Precision::Bf16x3)?, other(Precision::Bf16Host)?);
     Ok(Some(PrecisionDevices {
         bf16: device,
         bf16x3,
+        bf16_host,
         f32: cpu_device(),
     }))
 }

@@ -376,16 +376,26 @@ fn concurrent_encodes_on_one_encoder() {
 /// context after the first window.
 #[test]
 fn npu_on_the_fake_device_is_emu_under_bf16x3() {
-    use amanuensis::backend::Precision;
+    host_softmax_on_the_fake_device(amanuensis::backend::Precision::Bf16x3);
+}
+
+/// `--precision bf16-host` likewise: the bfloat16 GEMMs, attention's scores read back in
+/// float32 and its probabilities sent, softmax and GELU on the host.
+#[test]
+fn npu_on_the_fake_device_is_emu_under_bf16_host() {
+    host_softmax_on_the_fake_device(amanuensis::backend::Precision::Bf16Host);
+}
+
+fn host_softmax_on_the_fake_device(precision: amanuensis::backend::Precision) {
     let (_, jfk) = read_npy(&reference("jfk.mel80_openai.npy"));
     let dir = catalog_model("tiny.en");
     let opts = |backend| EncoderOptions {
-        precision: Precision::Bf16x3,
+        precision,
         ..options(backend)
     };
     let emu = Encoder::load(&dir, &opts(Backend::Emu)).unwrap();
-    let kernels = TempKernels::new("bf16x3");
-    let contract = GemmContract::XDNA1.with_precision(amanuensis_kernels::gemm::Precision::Bf16x3);
+    let kernels = TempKernels::new(&precision.to_string());
+    let contract = GemmContract::XDNA1.with_precision(precision);
     let (device, fake) = per_kind_npu(&emu, contract, &kernels);
     let npu = Encoder::load(
         &dir,
@@ -439,8 +449,8 @@ fn npu_on_the_fake_device_is_emu_under_bf16x3() {
     }
     assert_eq!(contexts[1], 0, "contexts created in the second window");
     eprintln!(
-        "tiny.en bf16x3 on the fake XDNA1: {} kernels, {} dispatches a window, {} contexts \
-         created in the first window, {} in the second",
+        "tiny.en {precision} on the fake XDNA1: {} kernels, {} dispatches a window, {} \
+         contexts created in the first window, {} in the second",
         emu.kernel_needs().len(),
         report.total().dispatches,
         contexts[0],

@@ -1,6 +1,6 @@
 //! The kernel build and the plans agree on shapes. `amanuensis inspect --kernel-shapes`, the
 //! list `kernels/aie/build.sh` builds from, gives for every catalog encoder, on XDNA1 and
-//! XDNA2, under bf16 and bf16x3, exactly the kernels the plan dispatches (the placement from
+//! XDNA2, under bf16, bf16x3 and bf16-host, exactly the kernels the plan dispatches (the placement from
 //! the encoder's sizes, `placement::whisper_placement`), each with its calls a window, plus
 //! the standalone GELUs that `DeviceGelu` would ask for if a GELU were not fused; the device finds
 //! each of them in a manifest written from that list; and the real plans of the encoders at
@@ -24,12 +24,13 @@ use amanuensis_ops::{DeviceGelu, DeviceHandle, DeviceOp};
 use common::catalog_model;
 
 const FAMILIES: [DeviceFamily; 2] = [DeviceFamily::Xdna1, DeviceFamily::Xdna2];
-const PRECISIONS: [Precision; 2] = [Precision::Bf16, Precision::Bf16x3];
+const PRECISIONS: [Precision; 3] = [Precision::Bf16, Precision::Bf16x3, Precision::Bf16Host];
 
 fn name(p: Precision) -> &'static str {
     match p {
         Precision::Bf16 => "bf16",
         Precision::Bf16x3 => "bf16x3",
+        Precision::Bf16Host => "bf16-host",
     }
 }
 
@@ -214,7 +215,7 @@ fn lists_what_the_plan_dispatches(
     );
     assert_eq!(
         expected.is_empty(),
-        precision == Precision::Bf16x3,
+        precision != Precision::Bf16,
         "{what}: GELU on the device under bf16 only"
     );
 

@@ -4,7 +4,7 @@
 # and the manifest.toml that kernels/src/manifest.rs reads.
 #
 #   kernels/aie/build.sh MODEL OUTDIR [--target npu|npu2] [--n-mels N]
-#                        [--precision bf16|bf16x3|all] [--plan]
+#                        [--precision bf16|bf16x3|bf16-host|all] [--plan]
 #
 # MODEL is a catalog name (tiny, base.en, small, medium, large-v2, large-v3, ...: the names of
 # models/catalog.toml), or `large`: large-v3 (128 mel bins) or, with --n-mels 80, large-v2.
@@ -14,8 +14,10 @@
 # --release` in this repository). --plan prints them and the commands without building (no
 # mlir-aie toolchain needed). --precision chooses the shapes of `--precision bf16` (the GEMMs
 # with their epilogues, softmax, GELU), of bf16x3 (the same GEMM kinds at K three times as
-# long, no GELU epilogue, no softmax: kernels/NUMERICS.md 7), or both (the default): bf16x3
-# adds instruction streams to the GEMM xclbins, no xclbin.
+# long, no GELU epilogue, no softmax: kernels/NUMERICS.md 7), of bf16-host (the bf16 GEMMs
+# with attention's scores in float32 and no GELU epilogue or softmax: NUMERICS.md 7.4), or
+# all three (the default): the others add instruction streams to the GEMM xclbins, no
+# xclbin.
 #
 # Needs the mlir-aie toolchain: the IRON Python package (`aie`), aiecc, and Peano (llvm-aie)
 # for the AIE2/AIE2P kernels. The flow is that of mlir-aie's programming_examples makefiles
@@ -26,7 +28,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 usage() {
-    echo "usage: $0 MODEL OUTDIR [--target npu|npu2] [--n-mels N] [--precision bf16|bf16x3|all] [--plan]" >&2
+    echo "usage: $0 MODEL OUTDIR [--target npu|npu2] [--n-mels N] [--precision bf16|bf16x3|bf16-host|all] [--plan]" >&2
     echo "  MODEL: a catalog name (tiny, base.en, large-v3, ...: amanuensis models list), or large" >&2
     exit 2
 }
@@ -43,12 +45,12 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --target) target="${2:?--target needs npu or npu2}"; shift 2 ;;
         --n-mels) n_mels="${2:?--n-mels needs a number}"; shift 2 ;;
-        --precision) precision="${2:?--precision needs bf16, bf16x3 or all}"; shift 2 ;;
+        --precision) precision="${2:?--precision needs bf16, bf16x3, bf16-host or all}"; shift 2 ;;
         --plan) plan_only=1; shift ;;
         *) usage ;;
     esac
 done
-case "$precision" in bf16 | bf16x3 | all) ;; *) usage ;; esac
+case "$precision" in bf16 | bf16x3 | bf16-host | all) ;; *) usage ;; esac
 case "$target" in
     npu)
         # XDNA1 (Phoenix, Hawk Point): AIE2, the bfloat16 mmul 4 x 8 x 4 (mm.cc).
@@ -88,7 +90,7 @@ if [[ -n "${AMANUENSIS:-}" ]]; then
 else
     amanuensis=(cargo run --release --quiet --manifest-path "$here/../../Cargo.toml" --bin amanuensis --)
 fi
-case "$precision" in all) precisions=(bf16 bf16x3) ;; *) precisions=("$precision") ;; esac
+case "$precision" in all) precisions=(bf16 bf16x3 bf16-host) ;; *) precisions=("$precision") ;; esac
 reports=()
 for p in "${precisions[@]}"; do
     report="$("${amanuensis[@]}" inspect --kernel-shapes --model "$catalog_name" \

@@ -48,7 +48,7 @@ impl Emulator {
     /// ([`split::expand_b`]) for [`Precision::Bf16x3`].
     fn pack_b(&self, b: &[f32], k: usize, n: usize) -> PackedB {
         match self.contract.precision {
-            Precision::Bf16 => PackedB::new(&self.contract, b, k, n),
+            Precision::Bf16 | Precision::Bf16Host => PackedB::new(&self.contract, b, k, n),
             Precision::Bf16x3 => {
                 let expanded = split::expand_b(&self.contract, b, k, n);
                 let k3 = split::expanded_k(&self.contract, k);
@@ -57,19 +57,20 @@ impl Emulator {
         }
     }
 
-    /// The GELU kernel's values: the bfloat16 contract's, or float32 for
-    /// [`Precision::Bf16x3`].
+    /// The GELU kernel's values: the bfloat16 contract's, or float32 on the host
+    /// ([`GemmContract::softmax_gelu_on_device`]).
     fn gelu_values(&self, x: &mut [f32]) {
-        match self.contract.precision {
-            Precision::Bf16 => gelu::gelu(self.contract.rounding, x),
-            Precision::Bf16x3 => cpu_math::gelu_par(x),
+        if self.contract.softmax_gelu_on_device() {
+            gelu::gelu(self.contract.rounding, x)
+        } else {
+            cpu_math::gelu_par(x)
         }
     }
 
     /// A as the packed B of [`Emulator::pack_b`] takes it: as it is, or split.
     fn expand_a<'a>(&self, a: &'a [f32], m: usize, k: usize) -> std::borrow::Cow<'a, [f32]> {
         match self.contract.precision {
-            Precision::Bf16 => std::borrow::Cow::Borrowed(a),
+            Precision::Bf16 | Precision::Bf16Host => std::borrow::Cow::Borrowed(a),
             Precision::Bf16x3 => std::borrow::Cow::Owned(split::expand_a(&self.contract, a, m, k)),
         }
     }
@@ -211,7 +212,7 @@ impl Device for Emulator {
                     )
                 })
                 .collect();
-            let bf16x3 = self.contract.precision == Precision::Bf16x3;
+            let on_host = !self.contract.softmax_gelu_on_device();
             thread_local! {
                 // One block's scores, reused block after block.
                 static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -221,11 +222,13 @@ impl Device for Emulator {
                 SCORES.with_borrow_mut(|scores| {
                     scores.clear();
                     scores.resize(rows * n, 0.0);
-                    if bf16x3 {
-                        let q = split::expand_a(&self.contract, q, rows, d);
+                    if on_host {
+                        // The scores back in float32, the softmax on the host, the
+                        // probabilities sent as `P V`'s A (expanded under bf16x3).
+                        let q = self.expand_a(q, rows, d);
                         packed_gemm::gemm_rows(rounding, &q, rows, kt, None, scores);
                         cpu_math::softmax_rows(scores, n);
-                        let p = split::expand_a(&self.contract, scores, rows, n);
+                        let p = self.expand_a(scores, rows, n);
                         packed_gemm::gemm_rows(rounding, &p, rows, v, None, o);
                         return;
                     }
@@ -250,14 +253,12 @@ impl Device for Emulator {
         if x.is_empty() {
             return Ok(());
         }
-        match self.contract.precision {
-            Precision::Bf16 => softmax::softmax_rows(self.contract.rounding, x, cols),
-            // On the host (GemmContract::softmax_gelu_on_device): nothing crosses.
-            Precision::Bf16x3 => {
-                cpu_math::softmax_rows_par(x, cols);
-                return Ok(());
-            }
+        if !self.contract.softmax_gelu_on_device() {
+            // On the host: nothing crosses.
+            cpu_math::softmax_rows_par(x, cols);
+            return Ok(());
         }
+        softmax::softmax_rows(self.contract.rounding, x, cols);
         self.counters.record(
             Kernel::Softmax,
             Traffic::stream(&StreamLayout::new(&self.contract, x.len() / cols, cols)),

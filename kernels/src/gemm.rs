@@ -49,16 +49,22 @@ pub enum Precision {
     /// significant bits, and `a b` taken as `a_hi b_hi + a_hi b_lo + a_lo b_hi` (the dropped
     /// `a_lo b_lo` is below `2^-16` of the product). See [`split`].
     Bf16x3,
+    /// One, as [`Precision::Bf16`], with softmax and GELU in float32 on the host as under
+    /// [`Precision::Bf16x3`]: attention's scores come back in float32 and its probabilities
+    /// go out rounded to bfloat16 as `P V`'s A (NUMERICS.md 7.4). The bfloat16 softmax's
+    /// first step, rounding the scores to 8 significant bits, is most of the error bfloat16
+    /// attention makes (`inspect --sensitivity`).
+    Bf16Host,
 }
 
-crate::named_variants!(Precision { Bf16 => "bf16", Bf16x3 => "bf16x3" });
+crate::named_variants!(Precision { Bf16 => "bf16", Bf16x3 => "bf16x3", Bf16Host => "bf16-host" });
 
 impl Precision {
     /// bfloat16 products per float32 product (1 or 3): the factor on the reduction length
     /// the device runs ([`split`]).
     pub fn passes(self) -> usize {
         match self {
-            Precision::Bf16 => 1,
+            Precision::Bf16 | Precision::Bf16Host => 1,
             Precision::Bf16x3 => 3,
         }
     }
@@ -148,8 +154,8 @@ impl GemmContract {
         self.layout_with_k_pad(m, k, n, k_pad * self.precision.passes())
     }
 
-    /// Whether softmax and GELU run on the device. Under [`Precision::Bf16x3`] they are
-    /// float32 kernels (NUMERICS.md 7), and run on the host's CPU with `cpu_math`'s numerics: an
+    /// Whether softmax and GELU run on the device. Under [`Precision::Bf16x3`] and
+    /// [`Precision::Bf16Host`] they are float32 kernels (NUMERICS.md 7), and run on the host's CPU with `cpu_math`'s numerics: an
     /// AIE2 core multiplies bfloat16 natively and float32 only as a sequence of bfloat16
     /// products chosen by its compiler, whose rounding no kernel of this contract states yet.
     /// The GELU epilogue of a GEMM then runs on the host after the GEMM's bias.

@@ -72,6 +72,10 @@ pub struct InspectArgs {
     /// With --sensitivity: also each op of each layer alone.
     #[arg(long, requires = "sensitivity")]
     per_op: bool,
+
+    /// With --sensitivity: no groups, only plain bf16 and the plan of --precision.
+    #[arg(long, requires = "sensitivity", conflicts_with = "per_op")]
+    plan_only: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -516,7 +520,10 @@ fn sensitivity(args: &InspectArgs) -> Result<()> {
             PrecisionPlan::uniform(OpPrecision::Bf16x3),
         ),
     ];
-    for (name, kind, layers) in groups(n_layers) {
+    if args.plan_only {
+        plans.truncate(1);
+    }
+    for (name, kind, layers) in groups(n_layers).into_iter().filter(|_| !args.plan_only) {
         plans.push((name, isolating(kind, layers, OpPrecision::Bf16)));
     }
     if args.per_op {

@@ -102,6 +102,9 @@ pub enum OpPrecision {
     Bf16,
     /// On the NPU, each operand split into two bfloat16 parts, three products (section 7).
     Bf16x3,
+    /// On the NPU in bfloat16, with the softmax and GELU in float32 on the host (section
+    /// 7.4): for attention, the scores come back in float32.
+    Bf16Host,
     /// On the host in float32 (the `cpu` backend's kernels): nothing of it reaches the NPU.
     F32,
 }
@@ -109,6 +112,7 @@ pub enum OpPrecision {
 amanuensis_kernels::named_variants!(OpPrecision {
     Bf16 => "bf16",
     Bf16x3 => "bf16x3",
+    Bf16Host => "bf16-host",
     F32 => "f32",
 });
 
@@ -202,6 +206,7 @@ impl PrecisionPlan {
         ) {
             (OpPrecision::Bf16, true) => Some(Precision::Bf16),
             (OpPrecision::Bf16x3, true) => Some(Precision::Bf16x3),
+            (OpPrecision::Bf16Host, true) => Some(Precision::Bf16Host),
             _ => None,
         }
     }
@@ -235,7 +240,10 @@ impl std::str::FromStr for PrecisionPlan {
         let mut plan = PrecisionPlan::uniform(OpPrecision::Bf16);
         let precision = |p: &str| {
             p.trim().parse::<OpPrecision>().map_err(|_| {
-                format!("{p:?} is not a precision: bf16, bf16x3 or f32 (float32 on the host)")
+                format!(
+                    "{p:?} is not a precision: bf16, bf16x3, bf16-host (softmax and GELU on \
+                     the host) or f32 (float32 on the host)"
+                )
             })
         };
         for (i, part) in text.split(',').map(str::trim).enumerate() {
@@ -429,6 +437,8 @@ pub struct PrecisionDevices {
     pub bf16: DeviceHandle,
     /// `bf16x3` on the NPU, when the plan uses it.
     pub bf16x3: Option<DeviceHandle>,
+    /// `bf16-host` on the NPU, when the plan uses it.
+    pub bf16_host: Option<DeviceHandle>,
     /// The host in float32.
     pub f32: DeviceHandle,
 }
@@ -438,6 +448,7 @@ impl PrecisionDevices {
         match p {
             OpPrecision::Bf16 => Some(&self.bf16),
             OpPrecision::Bf16x3 => self.bf16x3.as_ref(),
+            OpPrecision::Bf16Host => self.bf16_host.as_ref(),
             OpPrecision::F32 => Some(&self.f32),
         }
     }

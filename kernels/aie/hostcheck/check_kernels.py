@@ -314,10 +314,13 @@ ok &= check_attention(300, 64, 2100, 40)
 # bf16x3 (kernels/NUMERICS.md 7) runs the same kernels over operands the host expands, K
 # three times as long: its new runtime parameters are k-tile counts, checked on tiny's and
 # base's shapes and at the largest count of any size (large-v3's FFN down-projection under
-# bf16x3: 5120 x 3 = 15360, 240 k-tiles) on one column block.
+# bf16x3: 5120 x 3 = 15360, 240 k-tiles) on one column block. bf16-host (7.4) adds the
+# float32 output of attention's scores and P V's K padded as any product's, on tiny and base.
 seen = set()
 sizes = ("tiny", "base", "small", "medium", "large-v2", "large-v3")
-runs = [(model, "bf16") for model in sizes] + [("tiny", "bf16x3"), ("base", "bf16x3")]
+runs = [(model, "bf16") for model in sizes] + [
+    (model, precision) for precision in ("bf16x3", "bf16-host") for model in ("tiny", "base")
+]
 for model, precision in runs:
     for kernel in whisper_kernels(model, precision):
         if kernel["kind"] != "gemm":

@@ -434,7 +434,7 @@ impl<X: Xrt> Npu<X> {
         layout: &GemmLayout,
     ) -> (std::borrow::Cow<'a, [f32]>, GemmLayout) {
         match self.contract.precision {
-            Precision::Bf16 => (a.into(), *layout),
+            Precision::Bf16 | Precision::Bf16Host => (a.into(), *layout),
             Precision::Bf16x3 => {
                 let a = split::expand_a(&self.contract, a, layout.m, layout.k);
                 let k = split::expanded_k(&self.contract, layout.k);
@@ -447,7 +447,7 @@ impl<X: Xrt> Npu<X> {
     /// ([`split::expand_b`]), its rows as many as [`Npu::device_a`]'s layout's `k`.
     fn device_b<'a>(&self, b: &'a [f32], k: usize, n: usize) -> std::borrow::Cow<'a, [f32]> {
         match self.contract.precision {
-            Precision::Bf16 => b.into(),
+            Precision::Bf16 | Precision::Bf16Host => b.into(),
             Precision::Bf16x3 => split::expand_b(&self.contract, b, k, n).into(),
         }
     }
@@ -658,7 +658,7 @@ impl<X: Xrt> Device for Npu<X> {
         let loaded = self.load(index)?;
         let mut b_bo = self.data_bo(&loaded.kernel, 1, layout.weight_bytes())?;
         let b_rows = match self.contract.precision {
-            Precision::Bf16 => k,
+            Precision::Bf16 | Precision::Bf16Host => k,
             Precision::Bf16x3 => split::expanded_k(&self.contract, k),
         };
         let b_bytes = padded_bf16(
@@ -855,6 +855,10 @@ impl<X: Xrt> Device for Npu<X> {
             Precision::Bf16x3 => {
                 " (bf16x3's shapes come with kernels/aie/build.sh --precision all, the \
                  default, or --precision bf16x3)"
+            }
+            Precision::Bf16Host => {
+                " (bf16-host's shapes come with kernels/aie/build.sh --precision all, the \
+                 default, or --precision bf16-host)"
             }
         };
         Err(DeviceError::Unavailable(format!(

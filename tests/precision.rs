@@ -136,3 +136,78 @@ fn bad_plans_are_refused_with_the_fix() {
         assert!(err.contains(says), "{plan}: {err}");
     }
 }
+
+/// `inspect --sensitivity` on jfk (tiny.en, one window): its plain-bf16 row's features error
+/// is the relative L2 distance between `emu`'s and `cpu`'s encodings of that window computed
+/// here from the two encoders; bf16x3's error and log-probability changes are of float32's
+/// order and bf16's of bfloat16's, and neither changes jfk's greedy decoding.
+#[test]
+fn the_sensitivity_study_measures_the_encoders() {
+    let dir = catalog_model("tiny.en");
+    let jfk = reference_dir().join("audio/jfk.flac");
+    let json = tempfile::NamedTempFile::new().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_amanuensis"))
+        .args(["inspect", "--model"])
+        .arg(&dir)
+        .arg("--sensitivity")
+        .arg(&jfk)
+        .args(["--plan-only", "--precision", "bf16x3", "--json"])
+        .arg(json.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(json.path()).unwrap()).unwrap();
+    let error = |row: usize, field: &str| rows[row]["windows"][0][1][field].as_f64().unwrap();
+    assert_eq!(rows[0]["plan"], "bf16");
+    assert_eq!(rows[1]["plan"], "bf16x3");
+
+    // The window as the study makes it: jfk's 11 s padded with silence to 30 s.
+    let (samples, _) =
+        amanuensis::audio::load_audio(&amanuensis::audio::Input::Path(jfk.clone())).unwrap();
+    let mut window = samples;
+    window.resize(amanuensis::audio::N_SAMPLES, 0.0);
+    let mel = amanuensis::audio::LogMel::new(80).compute(&window);
+    let encode = |backend| {
+        let options = EncoderOptions {
+            backend,
+            ..EncoderOptions::default()
+        };
+        Encoder::load(&dir, &options).unwrap().encode(&mel).unwrap()
+    };
+    let (cpu, emu) = (encode(Backend::Cpu), encode(Backend::Emu));
+    let distance: f64 = cpu
+        .iter()
+        .zip(&emu)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
+    let norm: f64 = cpu.iter().map(|a| (*a as f64).powi(2)).sum();
+    let expected = (distance / norm).sqrt();
+    assert!(
+        (error(0, "features_rel") - expected).abs() <= 1e-9 * expected,
+        "{} against {expected}",
+        error(0, "features_rel")
+    );
+    // Measured: bf16 6.9e-3 relative, log-probabilities moved 0.008 at most; bf16x3 7.6e-6
+    // and 1.2e-5 (about 2^-16 per operand through four layers).
+    assert!((1e-3..2e-2).contains(&error(0, "features_rel")));
+    assert!((1e-3..2e-2).contains(&error(0, "logprob_max")));
+    assert!(
+        error(1, "features_rel") < 2e-5,
+        "{}",
+        error(1, "features_rel")
+    );
+    assert!(
+        error(1, "logprob_max") < 5e-5,
+        "{}",
+        error(1, "logprob_max")
+    );
+    for row in 0..2 {
+        assert_eq!(rows[row]["windows"][0][1]["same_tokens"], true);
+        assert_eq!(rows[row]["windows"][0][1]["flips"], 0);
+    }
+}

@@ -506,11 +506,16 @@ fn sensitivity(args: &InspectArgs) -> Result<()> {
     let study = Study::prepare(&model_dir, &files, threads)?;
     let n_layers = study.n_layers();
     eprintln!(
-        "{} windows; each group of ops in bf16 alone, the rest float32 on the host",
-        study.windows.len()
+        "{} windows{}",
+        study.windows.len(),
+        if args.plan_only {
+            ""
+        } else {
+            "; each group of ops in bf16 alone, the rest float32 on the host"
+        }
     );
     println!(
-        "{:<16} {:>10} {:>9} {:>9} {:>10} {:>7} {:>8}",
+        "{:<24} {:>10} {:>9} {:>9} {:>10} {:>7} {:>8}",
         "group", "features", "max", "dlogp", "dlogp max", "flips", "changed"
     );
     let mut plans: Vec<(String, PrecisionPlan)> = vec![
@@ -549,7 +554,7 @@ fn sensitivity(args: &InspectArgs) -> Result<()> {
         let positions: usize = errors.iter().map(|e| e.positions).sum();
         let changed = errors.iter().filter(|e| !e.same_tokens).count();
         println!(
-            "{:<16} {:>10.2e} {:>9.3} {:>9.2e} {:>10.3} {:>7} {:>8}",
+            "{:<24} {:>10.2e} {:>9.3} {:>9.2e} {:>10.3} {:>7} {:>8}",
             group,
             errors.iter().map(|e| e.features_rel).sum::<f64>() / n,
             errors.iter().map(|e| e.features_max).fold(0.0, f64::max),

@@ -123,7 +123,8 @@ fn a_plan_of_one_precision_is_that_precisions_plan() {
     assert!(moved >= 2 * 1500 * 384 * (240 + 1152), "{moved}");
 }
 
-/// Options that do not make a plan are refused with a message naming the fix.
+/// Plans that cannot be read, or name layers the encoder lacks, are refused with a message
+/// naming the fix.
 #[test]
 fn bad_plans_are_refused_with_the_fix() {
     for (plan, says) in [
@@ -134,6 +135,15 @@ fn bad_plans_are_refused_with_the_fix() {
     ] {
         let err = plan.parse::<PrecisionPlan>().unwrap_err();
         assert!(err.contains(says), "{plan}: {err}");
+    }
+    // A layer the encoder does not have (tiny.en has 4) is refused when the plan is applied.
+    let dir = catalog_model("tiny.en");
+    for plan in ["bf16,fc2@4=f32", "bf16,q@-5=bf16x3"] {
+        let err = Encoder::load(&dir, &planned(plan)).unwrap_err().to_string();
+        assert!(
+            err.contains("has 4 layers (0 to 3, or -1 to -4)"),
+            "{plan}: {err}"
+        );
     }
 }
 

@@ -462,6 +462,20 @@ pub fn apply(
     devices: &PrecisionDevices,
 ) -> TractResult<Vec<crate::placement::OpChoice>> {
     let (roles, n_layers) = roles(model)?;
+    for rule in &plan.rules {
+        let beyond = match rule.layers {
+            Layers::All => None,
+            Layers::Index(i) => (i >= n_layers).then(|| i.to_string()),
+            Layers::FromEnd(i) => (i > n_layers).then(|| format!("-{i}")),
+        };
+        if let Some(layer) = beyond {
+            bail!(
+                "the precision plan {plan} names layer {layer}, and this encoder has {n_layers} \
+                 layers (0 to {}, or -1 to -{n_layers})",
+                n_layers.saturating_sub(1)
+            );
+        }
+    }
     let order = model.eval_order()?;
     let mut chosen = Vec::new();
     for id in order {

@@ -25,15 +25,8 @@ fn venv(repo: &Path) -> PathBuf {
         );
         run(
             "installing python/tests/requirements.txt with pip (PyPI must be reachable)",
-            Command::new(dir.join("bin/python"))
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "-r",
-                ])
+            pip::install(dir.join("bin/python"))
+                .arg("-r")
                 .arg(&requirements),
         );
     })
@@ -48,16 +41,8 @@ fn python_package_and_ray_recipe() {
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
     run(
         "building and installing the package (pip install ./python)",
-        pip::outside_cargo(&mut Command::new(&python))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--force-reinstall",
-                "--no-deps",
-            ])
+        pip::outside_cargo(&mut pip::install(&python))
+            .args(["--force-reinstall", "--no-deps"])
             .arg(repo.join("python"))
             .env("CARGO_TARGET_DIR", target),
     );

@@ -30,15 +30,8 @@ fn python_clients() -> PathBuf {
         pip::run(
             "installing the test clients of tests/clients/requirements.txt with pip (needs \
              python3 with pip, python3-pip on Debian, and PyPI)",
-            Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "--target",
-                ])
+            pip::install("python3")
+                .arg("--target")
                 .arg(dir)
                 .arg("-r")
                 .arg(&requirements),

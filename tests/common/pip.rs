@@ -45,6 +45,19 @@ pub fn outside_cargo(command: &mut Command) -> &mut Command {
     command
 }
 
+/// `python -m pip install --quiet --disable-pip-version-check`, for the caller's arguments.
+pub fn install(python: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new(python);
+    command.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]);
+    command
+}
+
 /// `dir` with `requirements` installed by `install(dir)`: done once, again when the
 /// requirements change (their text is kept in `dir/.requirements`).
 pub fn installed_once(dir: &Path, requirements: &Path, install: impl FnOnce(&Path)) -> PathBuf {

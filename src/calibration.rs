@@ -25,7 +25,7 @@ use amanuensis_kernels::contexts::{ContextLimit, created_per_window};
 use amanuensis_kernels::gemm::GemmContract;
 use amanuensis_kernels::hw::DeviceFamily;
 
-use crate::placement::{EncoderDims, predict, whisper_placement};
+use crate::placement::{EncoderDims, Prediction, predict, whisper_placement};
 
 /// whisper-xdna's GEMM rate: the mean of its three published best rates on large shapes,
 /// 1761, 1514 and 1409 GFLOP/s (README lines 238-243).
@@ -145,6 +145,76 @@ pub fn whisper_xdna(dims: EncoderDims) -> XdnaPrediction {
     }
 }
 
+/// This project's GEMM cost model ([`amanuensis_kernels::hw::cost`],
+/// [`GemmContract::dataflow_with_group`]) applied to mlir-aie's whole-array design, which
+/// whisper-xdna's GEMMs follow: groups of one output tile, so A crosses once per column tile.
+/// One row per product shape of an encoder layer of `dims` (the projections, the two FFN
+/// products), on XDNA1: the useful FLOP/s the model predicts for one call, dispatches
+/// included. whisper-xdna measured 1.41 to 1.76 TFLOP/s on large shapes
+/// ([`XDNA_GEMM_FLOPS`] is their mean): the model's compute was derived from the kernels'
+/// loops and the array's figures, not from those measurements, so the difference is its
+/// error on another design.
+pub fn whole_array_rates(dims: EncoderDims) -> Vec<((usize, usize, usize), f64)> {
+    use amanuensis_kernels::hw::{self, cost::TileEnd};
+    let contract = GemmContract::XDNA1;
+    let d = dims.d_model;
+    [(1500, d, d), (1500, d, 4 * d), (1500, 4 * d, d)]
+        .into_iter()
+        .map(|(m, k, n)| {
+            let layout = contract.layout(m, k, n);
+            let flow = contract.dataflow_with_group(&layout, TileEnd::None, 1);
+            let seconds = flow.seconds + layout.dispatches as f64 * hw::XDNA1_DISPATCH_SECONDS;
+            ((m, k, n), layout.flops() as f64 / seconds)
+        })
+        .collect()
+}
+
+/// This project's design on each product of one window of an encoder of `dims` on `family`
+/// ([`crate::placement::whisper_calls`], [`GemmContract::dataflow`]): the product's name, and
+/// over the window its compute, its DMA alone (per dispatch the longer of reading and writing)
+/// and its time with the two overlapped (ms), and the bytes its DMAs read and write.
+pub fn gemm_parts(
+    dims: EncoderDims,
+    family: DeviceFamily,
+) -> Vec<(&'static str, [f64; 3], [u64; 2])> {
+    use amanuensis_kernels::device::Kernel;
+    let contract = GemmContract::for_family(family);
+    let clock = amanuensis_kernels::hw::cost::clock_hz(family);
+    let mut parts: Vec<(&'static str, [f64; 3], [u64; 2])> = Vec::new();
+    for (name, calls) in crate::placement::whisper_calls(dims, &contract) {
+        for call in calls.iter().filter(|c| c.need.kernel == Kernel::MatMul) {
+            let name = if call.need.bf16_out {
+                "attention Q K^T"
+            } else {
+                name
+            };
+            let name = if name == "attention" {
+                "attention P V"
+            } else {
+                name
+            };
+            let t = call.traffic;
+            let times = [
+                t.core_cycles as f64 / clock * 1e3,
+                t.dma_ns as f64 * 1e-6,
+                t.model_ns as f64 * 1e-6,
+            ];
+            let bytes = [t.dma_bytes - t.dma_out_bytes, t.dma_out_bytes];
+            match parts.iter_mut().find(|p| p.0 == name) {
+                Some(part) => {
+                    for (sum, t) in part.1.iter_mut().zip(times) {
+                        *sum += t;
+                    }
+                    part.2[0] += bytes[0];
+                    part.2[1] += bytes[1];
+                }
+                None => parts.push((name, times, bytes)),
+            }
+        }
+    }
+    parts
+}
+
 /// One row of the calibration table: a published window, the prediction of it, and this
 /// project's prediction for the same encoder.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -161,6 +231,10 @@ pub struct Calibration {
     pub ours_xdna1_ms: f64,
     /// The same on XDNA2.
     pub ours_xdna2_ms: f64,
+    /// This project's XDNA1 prediction in parts.
+    pub ours_xdna1: Prediction,
+    /// This project's XDNA2 prediction in parts.
+    pub ours_xdna2: Prediction,
 }
 
 /// The calibration table for the published points, the encoders' sizes from the catalog.
@@ -175,15 +249,18 @@ pub fn calibration() -> Vec<Calibration> {
             let theirs = whisper_xdna(dims);
             let ours = |family: DeviceFamily| {
                 let placement = whisper_placement(dims, &GemmContract::for_family(family));
-                predict(&placement, family).total_ms
+                predict(&placement, family)
             };
+            let (ours_xdna1, ours_xdna2) = (ours(DeviceFamily::Xdna1), ours(DeviceFamily::Xdna2));
             Some(Calibration {
                 model: model.to_string(),
                 published_ms,
                 theirs,
                 error: (theirs.total_ms - published_ms) / published_ms,
-                ours_xdna1_ms: ours(DeviceFamily::Xdna1),
-                ours_xdna2_ms: ours(DeviceFamily::Xdna2),
+                ours_xdna1_ms: ours_xdna1.total_ms,
+                ours_xdna2_ms: ours_xdna2.total_ms,
+                ours_xdna1,
+                ours_xdna2,
             })
         })
         .collect()

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use amanuensis_kernels::contexts::{ContextLimit, created_per_window};
 use amanuensis_kernels::device::{AttentionDims, Kernel, KernelNeed, Snapshot, Traffic};
 use amanuensis_kernels::gemm::GemmContract;
+use amanuensis_kernels::hw::cost::TileEnd;
 use amanuensis_kernels::hw::{self, DeviceFamily};
 use amanuensis_ops::{DeviceCall, DeviceHandle, OpKind, as_device_op, classify};
 use tract_onnx::prelude::*;
@@ -349,23 +350,36 @@ pub struct EncoderDims {
 /// the device's only). `tests/calibration.rs` holds it to the placement of the real plans of
 /// tiny.en and base.
 pub fn whisper_placement(dims: EncoderDims, contract: &GemmContract) -> Placement {
-    const HEAD: usize = 64;
-    let d = dims.d_model;
-    let gemm = |(m, k, n), gelu| DeviceCall::gemm_with_weights(contract, (m, k, n), 1, true, gelu);
     let mut p = Placement::default();
-    let add = |p: &mut Placement, calls: Vec<DeviceCall>| {
+    for (_, calls) in whisper_calls(dims, contract) {
         for call in &calls {
             add_traffic(&mut p.traffic, call.need.kernel, call.traffic);
             p.weight_bytes += call.upload_bytes;
             p.device_flops += call.traffic.flops;
         }
         push_order(&mut p.kernel_order, &calls);
-    };
-    add(
-        &mut p,
-        vec![gemm((WHISPER_FRAMES, 3 * dims.n_mels, d), true)],
-    );
-    add(&mut p, vec![gemm((WHISPER_POSITIONS, 3 * d, d), true)]);
+    }
+    p.total_flops = p.device_flops;
+    p
+}
+
+/// The device calls of one window of a Whisper encoder of `dims` in the order the plan makes
+/// them, each group named by its product (`conv1`, `conv2`, `q k v`, `attention`, `out`,
+/// `fc1`, `fc2`): what [`whisper_placement`] adds up.
+pub fn whisper_calls(
+    dims: EncoderDims,
+    contract: &GemmContract,
+) -> Vec<(&'static str, Vec<DeviceCall>)> {
+    const HEAD: usize = 64;
+    let d = dims.d_model;
+    let gemm = |(m, k, n), gelu| DeviceCall::gemm_with_weights(contract, (m, k, n), 1, true, gelu);
+    let mut calls = vec![
+        (
+            "conv1",
+            vec![gemm((WHISPER_FRAMES, 3 * dims.n_mels, d), true)],
+        ),
+        ("conv2", vec![gemm((WHISPER_POSITIONS, 3 * d, d), true)]),
+    ];
     let head = AttentionDims {
         m: WHISPER_POSITIONS,
         d: HEAD,
@@ -374,15 +388,17 @@ pub fn whisper_placement(dims: EncoderDims, contract: &GemmContract) -> Placemen
     };
     for _ in 0..dims.layers {
         for _ in 0..3 {
-            add(&mut p, vec![gemm((WHISPER_POSITIONS, d, d), false)]);
+            calls.push(("q k v", vec![gemm((WHISPER_POSITIONS, d, d), false)]));
         }
-        add(&mut p, DeviceCall::attention(contract, head, dims.heads));
-        add(&mut p, vec![gemm((WHISPER_POSITIONS, d, d), false)]);
-        add(&mut p, vec![gemm((WHISPER_POSITIONS, d, 4 * d), true)]);
-        add(&mut p, vec![gemm((WHISPER_POSITIONS, 4 * d, d), false)]);
+        calls.push((
+            "attention",
+            DeviceCall::attention(contract, head, dims.heads),
+        ));
+        calls.push(("out", vec![gemm((WHISPER_POSITIONS, d, d), false)]));
+        calls.push(("fc1", vec![gemm((WHISPER_POSITIONS, d, 4 * d), true)]));
+        calls.push(("fc2", vec![gemm((WHISPER_POSITIONS, 4 * d, d), false)]));
     }
-    p.total_flops = p.device_flops;
-    p
+    calls
 }
 
 /// Whisper's sizes behind [`whisper_placement`]: mel frames of a window, and positions after
@@ -493,8 +509,9 @@ pub fn whisper_kernels(dims: EncoderDims, contract: &GemmContract) -> Vec<Kernel
 /// A predicted NPU device time for one pass of a Whisper decoder's products (every layer's
 /// self-attention Q, K, V and output projections, cross-attention Q and output projections,
 /// two feed-forward products, and the vocabulary's), `rows` tokens at once (a batch of
-/// sequences), from named hardware figures: never a measurement. The attention itself, the
-/// small ops and the decoding rules stay on the CPU and are not counted.
+/// sequences), from the GEMM design's cost ([`GemmContract::dataflow`]): never a measurement.
+/// The attention itself, the small ops and the decoding rules stay on the CPU and are not
+/// counted.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct DecoderPassPrediction {
     /// The NPU family predicted for.
@@ -505,18 +522,18 @@ pub struct DecoderPassPrediction {
     pub dispatches: usize,
     /// The products' weights in bfloat16 (bytes), which every pass must read.
     pub weight_bytes: usize,
-    /// Compute at the sustained rate, padding included (ms).
+    /// The cores' compute, padding included (ms).
     pub compute_ms: f64,
-    /// DMA under this project's GEMM design ([`GemmContract::dma_bytes`]: A, padded to a block
-    /// of rows, read again for every block of columns) (ms).
+    /// The design's DMA alone (ms): B read once per 256-row block, A once per group of
+    /// column tiles, C written once.
     pub transfer_ms: f64,
     /// Dispatches' fixed cost (ms).
     pub dispatch_ms: f64,
-    /// The sum, under this design (ms).
+    /// The design's time, compute and DMA overlapped, plus the dispatches (ms).
     pub total_ms: f64,
-    /// A design that reads each operand once: the weights, the rows of A and C over the
-    /// host's rate, with compute and dispatches as above (ms).
-    pub operands_once_ms: f64,
+    /// Reading the weights alone at the host's rate, with the dispatches: the floor of any
+    /// design that streams the weights every pass (ms).
+    pub weights_floor_ms: f64,
 }
 
 /// [`DecoderPassPrediction`] of a decoder of `dims` with `vocab` tokens on `contract`'s array.
@@ -534,42 +551,48 @@ pub fn predict_decoder_pass(
     }
     products.push((d, vocab));
     let family = contract.family();
-    let (mut flops, mut dma, mut dispatches, mut once, mut weights) = (0u64, 0usize, 0, 0usize, 0);
+    let (mut compute, mut dma, mut time, mut dispatches, mut weights) = (0.0, 0.0, 0.0, 0, 0);
     for (k, n) in products {
         let layout = contract.layout(rows, k, n);
-        flops += layout.padded_flops();
-        dma += contract.dma_bytes(&layout);
+        let flow = contract.dataflow(&layout, TileEnd::Bias);
+        compute += flow.compute_seconds;
+        dma += flow.dma_seconds;
+        time += flow.seconds;
         dispatches += layout.dispatches;
         weights += 2 * k * n;
-        once += 2 * k * n + 2 * rows * k + 4 * rows * n;
     }
-    let rate = family.host_bytes_per_s();
-    let compute_ms = flops as f64 / family.sustained_bf16_flops() * 1e3;
-    let transfer_ms = dma as f64 / rate * 1e3;
     let dispatch_ms = dispatches as f64 * hw::XDNA1_DISPATCH_SECONDS * 1e3;
     DecoderPassPrediction {
         family: family.name(),
         rows,
         dispatches,
         weight_bytes: weights,
-        compute_ms,
-        transfer_ms,
+        compute_ms: compute * 1e3,
+        transfer_ms: dma * 1e3,
         dispatch_ms,
-        total_ms: compute_ms + transfer_ms + dispatch_ms,
-        operands_once_ms: compute_ms + once as f64 / rate * 1e3 + dispatch_ms,
+        total_ms: time * 1e3 + dispatch_ms,
+        weights_floor_ms: weights as f64 / family.host_bytes_per_s() * 1e3 + dispatch_ms,
     }
 }
 
-/// A predicted NPU device time for one window, from the traffic and named hardware
-/// figures: never a measurement.
+/// A predicted NPU device time for one window, from the traffic, the GEMM design's cost
+/// ([`amanuensis_kernels::hw::cost`]) and named hardware figures: never a measurement.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Prediction {
     /// The NPU family predicted for (`XDNA1`, `XDNA2`).
     pub family: &'static str,
-    /// Time in the GEMM kernels at the sustained rate, padding included (ms).
+    /// The GEMMs' compute: the cycles of one core from the kernels' loops, padding included
+    /// (ms).
     pub compute_ms: f64,
-    /// Time of the array's DMA traffic with memory, operands re-read per block included (ms).
+    /// The GEMMs' DMA alone: per dispatch the longer of reading (A, B, the bias) and writing
+    /// (C) at the shim channels' and the host's rates (ms).
     pub transfer_ms: f64,
+    /// The GEMMs as the design runs them: per dispatch the longest of compute, reading and
+    /// writing, which overlap, plus the first objects' fill and the last drain (ms).
+    pub gemm_ms: f64,
+    /// Softmax and GELU kernels: their bytes in and out at the host's rate, not overlapped,
+    /// their compute not derived (ms).
+    pub stream_ms: f64,
     /// Fixed cost of the dispatches (ms).
     pub dispatch_ms: f64,
     /// Hardware contexts created per window once running, with `kernels/aie/build.sh`'s one
@@ -578,7 +601,7 @@ pub struct Prediction {
     pub contexts_per_window: u64,
     /// Their creation (ms).
     pub context_ms: f64,
-    /// The sum (ms): the parts do not overlap in this model, an upper estimate.
+    /// The sum of the GEMMs, the streams, the dispatches and the contexts (ms).
     pub total_ms: f64,
     /// Contexts the plan needs (one per kernel kind), all created in the first window.
     pub contexts: u64,
@@ -591,8 +614,15 @@ pub struct Prediction {
 /// an NPU of `family`.
 pub fn predict(placement: &Placement, family: DeviceFamily) -> Prediction {
     let t = placement.total_traffic();
-    let compute_ms = t.padded_flops as f64 / family.sustained_bf16_flops() * 1e3;
-    let transfer_ms = t.dma_bytes as f64 / family.host_bytes_per_s() * 1e3;
+    let gemm = placement
+        .traffic
+        .get(&format!("{:?}", Kernel::MatMul))
+        .copied()
+        .unwrap_or_default();
+    let compute_ms = gemm.core_cycles as f64 / hw::cost::clock_hz(family) * 1e3;
+    let transfer_ms = gemm.dma_ns as f64 * 1e-6;
+    let gemm_ms = gemm.model_ns as f64 * 1e-6;
+    let stream_ms = (t.dma_bytes - gemm.dma_bytes) as f64 / family.host_bytes_per_s() * 1e3;
     let dispatch_ms = t.dispatches as f64 * hw::XDNA1_DISPATCH_SECONDS * 1e3;
     let limit = ContextLimit::for_family(family);
     let (contexts, contexts_per_window) =
@@ -604,10 +634,12 @@ pub fn predict(placement: &Placement, family: DeviceFamily) -> Prediction {
         family: family.name(),
         compute_ms,
         transfer_ms,
+        gemm_ms,
+        stream_ms,
         dispatch_ms,
         contexts_per_window,
         context_ms,
-        total_ms: compute_ms + transfer_ms + dispatch_ms + context_ms,
+        total_ms: gemm_ms + stream_ms + dispatch_ms + context_ms,
         contexts,
         per_shape_contexts_per_window,
     }
@@ -635,7 +667,7 @@ mod tests {
             assert_eq!(one.weight_bytes, 2 * (4 * 14 * 384 * 384 + 384 * 51_864));
             assert!(one.dispatches > 4 * 8, "{}", one.dispatches);
             let floor = one.weight_bytes as f64 / family.host_bytes_per_s() * 1e3;
-            assert!(one.operands_once_ms > floor && one.total_ms >= one.operands_once_ms);
+            assert!(one.weights_floor_ms > floor && one.total_ms >= one.weights_floor_ms);
             let eight = predict_decoder_pass(dims, 51_864, 8, &contract);
             assert_eq!(eight.compute_ms, one.compute_ms);
         }

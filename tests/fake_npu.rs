@@ -143,6 +143,13 @@ fn npu_is_emu_on(config: FakeConfig, dir: &std::path::Path, mels: [&[f32]; 2]) -
                     "{kernel:?}: measured on the fake device against the placement report"
                 );
                 assert_eq!(c, r, "{kernel:?}: the device's counters");
+                if kernel == Kernel::MatMul {
+                    assert_eq!(
+                        m.array_bytes, r.dma_bytes,
+                        "the GEMM design's DMA bytes, walked task by task by the fake device, \
+                         against the prediction's (GemmContract::dataflow)"
+                    );
+                }
             }
             let total = report.total();
             assert_eq!(window.synced_in, total.bytes_in);
@@ -443,6 +450,13 @@ fn host_softmax_on_the_fake_device(precision: amanuensis::backend::Precision) {
                 "{kernel:?}: measured on the fake device against the placement report"
             );
             assert_eq!(c, r, "{kernel:?}: the device's counters");
+            if kernel == Kernel::MatMul {
+                assert_eq!(
+                    m.array_bytes, r.dma_bytes,
+                    "the GEMM design's DMA bytes, walked by the fake device, against the \
+                     prediction's"
+                );
+            }
         }
         assert_eq!(report.get(Kernel::Softmax).dispatches, 0);
         assert_eq!(report.get(Kernel::Gelu).dispatches, 0);

@@ -23,6 +23,7 @@
 
 use crate::device::{AttentionDims, KernelNeed, Traffic};
 use crate::gemm::{GemmContract, GemmLayout};
+use crate::hw::cost::TileEnd;
 use crate::strided::{Heads, HeadsMut};
 
 /// How one head of attention is padded and cut into dispatches.
@@ -90,18 +91,19 @@ impl AttentionLayout {
             return vec![
                 (
                     KernelNeed::gemm(qk, false, false),
-                    Traffic::gemm(contract, qk, false),
+                    Traffic::gemm(contract, qk, false, TileEnd::None),
                 ),
                 (
                     KernelNeed::gemm(pv, false, false),
-                    Traffic::gemm(contract, pv, false),
+                    Traffic::gemm(contract, pv, false, TileEnd::None),
                 ),
             ];
         }
+        // The scores stay on the device in bfloat16: nothing read back, but the array's DMAs
+        // write them (the design's C).
         let qk_traffic = Traffic {
             bytes_out: 0,
-            dma_bytes: (contract.dma_operand_bytes(qk) + self.scores_bytes()) as u64,
-            ..Traffic::gemm(contract, qk, false)
+            ..Traffic::gemm(contract, qk, false, TileEnd::Bf16)
         };
         // The softmax's DMAs read the `n` values of each of the `m` rows and write as many.
         let softmax_traffic = Traffic {
@@ -112,7 +114,7 @@ impl AttentionLayout {
         };
         let pv_traffic = Traffic {
             bytes_in: pv.weight_bytes() as u64,
-            ..Traffic::gemm(contract, pv, false)
+            ..Traffic::gemm(contract, pv, false, TileEnd::None)
         };
         vec![
             (KernelNeed::gemm_bf16_out(qk), qk_traffic),

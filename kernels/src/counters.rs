@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::device::Kernel;
 use crate::gemm::{GemmContract, GemmLayout};
+use crate::hw::cost::TileEnd;
 use crate::stream::StreamLayout;
 
 #[derive(Debug, Default)]
@@ -16,6 +17,10 @@ struct KernelCounters {
     flops: AtomicU64,
     padded_flops: AtomicU64,
     dma_bytes: AtomicU64,
+    dma_out_bytes: AtomicU64,
+    core_cycles: AtomicU64,
+    model_ns: AtomicU64,
+    dma_ns: AtomicU64,
 }
 
 /// Counts of the device's work and traffic since it was made, per kernel kind. Thread-safe.
@@ -40,15 +45,32 @@ pub struct Traffic {
     pub flops: u64,
     /// Floating-point operations including the padding to tiles (GEMM only).
     pub padded_flops: u64,
-    /// Bytes the array's DMAs move between memory and the cores, operands re-read per block
-    /// included ([`GemmContract::dma_bytes`]); for Softmax and GELU, what goes in and out.
+    /// Bytes the array's DMAs move between memory and the cores, operands re-read by the
+    /// design included ([`GemmContract::dataflow`]); for Softmax and GELU, what goes in and
+    /// out.
     pub dma_bytes: u64,
+    /// Of [`Traffic::dma_bytes`], those written to memory (GEMM only).
+    pub dma_out_bytes: u64,
+    /// Cycles of one core of the array (GEMM only: [`crate::hw::cost`]).
+    pub core_cycles: u64,
+    /// The design's predicted time (ns), compute and DMA overlapped as it overlaps them
+    /// ([`crate::gemm::Dataflow::seconds`]; GEMM only).
+    pub model_ns: u64,
+    /// Of which the DMA alone (ns).
+    pub dma_ns: u64,
 }
 
 impl Traffic {
-    /// One GEMM call of `layout` under `contract`; `b_is_weight` says whether B was uploaded
-    /// before (a weight) or is sent now (an activation).
-    pub fn gemm(contract: &GemmContract, layout: &GemmLayout, b_is_weight: bool) -> Traffic {
+    /// One GEMM call of `layout` under `contract` whose output tiles end with `end`;
+    /// `b_is_weight` says whether B was uploaded before (a weight) or is sent now (an
+    /// activation).
+    pub fn gemm(
+        contract: &GemmContract,
+        layout: &GemmLayout,
+        b_is_weight: bool,
+        end: TileEnd,
+    ) -> Traffic {
+        let flow = contract.dataflow(layout, end);
         Traffic {
             calls: 1,
             dispatches: layout.dispatches as u64,
@@ -56,7 +78,11 @@ impl Traffic {
             bytes_out: layout.bytes_out() as u64,
             flops: layout.flops(),
             padded_flops: layout.padded_flops(),
-            dma_bytes: contract.dma_bytes(layout) as u64,
+            dma_bytes: flow.bytes() as u64,
+            dma_out_bytes: flow.c_bytes as u64,
+            core_cycles: flow.core_cycles,
+            model_ns: (flow.seconds * 1e9).round() as u64,
+            dma_ns: (flow.dma_seconds * 1e9).round() as u64,
         }
     }
 
@@ -67,9 +93,8 @@ impl Traffic {
             dispatches: stream.dispatches as u64,
             bytes_in: stream.bytes as u64,
             bytes_out: stream.bytes as u64,
-            flops: 0,
-            padded_flops: 0,
             dma_bytes: 2 * stream.bytes as u64,
+            ..Traffic::default()
         }
     }
 
@@ -83,6 +108,10 @@ impl Traffic {
             flops: self.flops * n,
             padded_flops: self.padded_flops * n,
             dma_bytes: self.dma_bytes * n,
+            dma_out_bytes: self.dma_out_bytes * n,
+            core_cycles: self.core_cycles * n,
+            model_ns: self.model_ns * n,
+            dma_ns: self.dma_ns * n,
         }
     }
 }
@@ -98,6 +127,10 @@ impl std::ops::Add for Traffic {
             flops: self.flops + t.flops,
             padded_flops: self.padded_flops + t.padded_flops,
             dma_bytes: self.dma_bytes + t.dma_bytes,
+            dma_out_bytes: self.dma_out_bytes + t.dma_out_bytes,
+            core_cycles: self.core_cycles + t.core_cycles,
+            model_ns: self.model_ns + t.model_ns,
+            dma_ns: self.dma_ns + t.dma_ns,
         }
     }
 }
@@ -113,6 +146,10 @@ impl std::ops::Sub for Traffic {
             flops: self.flops - t.flops,
             padded_flops: self.padded_flops - t.padded_flops,
             dma_bytes: self.dma_bytes - t.dma_bytes,
+            dma_out_bytes: self.dma_out_bytes - t.dma_out_bytes,
+            core_cycles: self.core_cycles - t.core_cycles,
+            model_ns: self.model_ns - t.model_ns,
+            dma_ns: self.dma_ns - t.dma_ns,
         }
     }
 }
@@ -159,6 +196,11 @@ impl Counters {
         k.flops.fetch_add(t.flops, Ordering::Relaxed);
         k.padded_flops.fetch_add(t.padded_flops, Ordering::Relaxed);
         k.dma_bytes.fetch_add(t.dma_bytes, Ordering::Relaxed);
+        k.dma_out_bytes
+            .fetch_add(t.dma_out_bytes, Ordering::Relaxed);
+        k.core_cycles.fetch_add(t.core_cycles, Ordering::Relaxed);
+        k.model_ns.fetch_add(t.model_ns, Ordering::Relaxed);
+        k.dma_ns.fetch_add(t.dma_ns, Ordering::Relaxed);
     }
 
     /// Records the upload of a weight matrix.
@@ -181,6 +223,10 @@ impl Counters {
                 flops: k.flops.load(Ordering::Relaxed),
                 padded_flops: k.padded_flops.load(Ordering::Relaxed),
                 dma_bytes: k.dma_bytes.load(Ordering::Relaxed),
+                dma_out_bytes: k.dma_out_bytes.load(Ordering::Relaxed),
+                core_cycles: k.core_cycles.load(Ordering::Relaxed),
+                model_ns: k.model_ns.load(Ordering::Relaxed),
+                dma_ns: k.dma_ns.load(Ordering::Relaxed),
             };
         }
         s

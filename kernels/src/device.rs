@@ -123,6 +123,19 @@ impl KernelNeed {
         }
     }
 
+    /// How a GEMM's output tiles end in its kernel (the bias, GELU, the bfloat16 rounding):
+    /// what the design's cost depends on besides the shape ([`crate::hw::cost`]). A GELU
+    /// without a bias runs the `bias_gelu` kernel over a bias of zeros.
+    pub fn tile_end(&self) -> crate::hw::cost::TileEnd {
+        use crate::hw::cost::TileEnd;
+        match (self.bf16_out, self.bias, self.gelu) {
+            (true, _, _) => TileEnd::Bf16,
+            (false, _, true) => TileEnd::BiasGelu,
+            (false, true, false) => TileEnd::Bias,
+            (false, false, false) => TileEnd::None,
+        }
+    }
+
     /// The GEMM of `layout` with no epilogue and C in bfloat16, left on the device.
     pub fn gemm_bf16_out(layout: &GemmLayout) -> KernelNeed {
         KernelNeed {

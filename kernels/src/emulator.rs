@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use crate::attention::for_each_query_block;
 use crate::device::{
-    AttentionDims, Counters, Device, DeviceError, Epilogue, Heads, HeadsMut, Kernel, StreamLayout,
-    Traffic, Weights, checks,
+    AttentionDims, Counters, Device, DeviceError, Epilogue, Heads, HeadsMut, Kernel, KernelNeed,
+    StreamLayout, Traffic, Weights, checks,
 };
 use crate::gemm::{GemmContract, Precision, split};
+use crate::hw::cost::TileEnd;
 use crate::packed_gemm::{self, PackedB};
 use crate::{cpu_math, gelu, softmax};
 
@@ -129,8 +130,12 @@ impl Device for Emulator {
             self.gelu_values(c);
         }
         let layout = self.contract.layout(m, w.k(), w.n());
-        self.counters
-            .record(Kernel::MatMul, Traffic::gemm(&self.contract, &layout, true));
+        let gelu = epilogue == Epilogue::Gelu && self.contract.softmax_gelu_on_device();
+        let end = KernelNeed::gemm(&layout, ew.bias.is_some(), gelu).tile_end();
+        self.counters.record(
+            Kernel::MatMul,
+            Traffic::gemm(&self.contract, &layout, true, end),
+        );
         Ok(())
     }
 
@@ -154,7 +159,7 @@ impl Device for Emulator {
         let layout = self.contract.layout(m, k, n);
         self.counters.record(
             Kernel::MatMul,
-            Traffic::gemm(&self.contract, &layout, false),
+            Traffic::gemm(&self.contract, &layout, false, TileEnd::None),
         );
         Ok(())
     }

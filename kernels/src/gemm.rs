@@ -199,25 +199,159 @@ impl GemmContract {
     }
 }
 
-impl GemmContract {
-    /// Bytes the array's DMAs move between memory and the cores for one call of `layout`:
-    /// the whole-array design streams each `rows x m` block of A once per `columns x n`
-    /// block of N and each block of B once per block of M (neither stays in the memory
-    /// tiles: A, B and C together do not fit them at Whisper's sizes), and writes C once.
-    pub fn dma_bytes(&self, layout: &GemmLayout) -> usize {
-        self.dma_operand_bytes(layout) + layout.bytes_out()
+/// Output tiles a core accumulates at once with float32 C (`gemm.py`'s `GROUP`): each k-tile
+/// of A it receives serves them all, so A crosses from memory once per group of column tiles
+/// rather than once per column tile. Four is what a core's 64 KiB hold: A and B double-buffered
+/// (16 + 8 KiB), four C tiles of 8 KiB, the bias stash and the stack.
+pub const GROUP: usize = 4;
+/// The same for bfloat16 C (attention's scores): three, the float32 accumulator tiles of
+/// `gemm_bf16.o` (24 KiB) being the core's own beside its three bfloat16 C objects.
+pub const GROUP_BF16: usize = 3;
+
+/// What one call of the GEMM design moves and computes (every dispatch of a layout): the
+/// bytes its shim DMAs read and write, and the cycles of each core (all cores of the array
+/// do the same work at once). `kernels/aie/gemm/gemm.py` is the design; its access patterns
+/// move exactly these bytes (the hostcheck counts them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dataflow {
+    /// Rows of 256 (4 core rows x 64) in one dispatch.
+    pub row_blocks: usize,
+    /// Column tiles of one core column.
+    pub col_tiles: usize,
+    /// k-tiles of the reduction.
+    pub k_tiles: usize,
+    /// Output tiles a core accumulates at once ([`GROUP`], [`GROUP_BF16`]).
+    pub group: usize,
+    /// B objects the bias occupies at the head of each column's B stream (0 without a bias).
+    pub bias_parts: usize,
+    /// Bytes of A read: each row block once per group of column tiles.
+    pub a_bytes: usize,
+    /// Bytes of B read: once per row block.
+    pub b_bytes: usize,
+    /// Bytes of the bias read (whole B objects, the slice repeated to fill them).
+    pub bias_bytes: usize,
+    /// Bytes of C written: once.
+    pub c_bytes: usize,
+    /// Cycles of one core.
+    pub core_cycles: u64,
+    /// Predicted time (s): per dispatch the longest of compute, reading and writing (the
+    /// objects are double-buffered, so they overlap), plus the first objects' fill and the
+    /// last group's drain, which do not.
+    pub seconds: f64,
+    /// Of which the reading and writing alone (s), the longer of the two a dispatch.
+    pub dma_seconds: f64,
+    /// Reading alone (s): A through the shims of as many columns as core rows, B and the bias
+    /// through every column's, all of it at most the host's rate.
+    pub read_seconds: f64,
+    /// Writing C alone (s).
+    pub write_seconds: f64,
+    /// Of which the compute alone (s).
+    pub compute_seconds: f64,
+}
+
+impl Dataflow {
+    /// Bytes read from memory.
+    pub fn bytes_in(&self) -> usize {
+        self.a_bytes + self.b_bytes + self.bias_bytes
     }
 
-    /// The part of [`GemmContract::dma_bytes`] that reads A and B: what a GEMM whose C
-    /// stays on the device in bfloat16 adds to its own `m_pad * n_pad * 2` bytes of C.
-    pub fn dma_operand_bytes(&self, layout: &GemmLayout) -> usize {
-        let row_block = self.rows * self.tile.m;
-        let col_block = self.columns * self.tile.n;
-        let rows = layout.rows_sent();
-        let a = rows * layout.k_pad * 2 * (layout.n_pad / col_block);
-        let b = layout.k_pad * layout.n_pad * 2 * (rows / row_block);
-        a + b
+    /// Every byte the shim DMAs move.
+    pub fn bytes(&self) -> usize {
+        self.bytes_in() + self.c_bytes
     }
+}
+
+impl GemmContract {
+    /// The design's work for one call of `layout` whose output tiles end with `end`.
+    pub fn dataflow(&self, layout: &GemmLayout, end: hw::cost::TileEnd) -> Dataflow {
+        let group = if end == hw::cost::TileEnd::Bf16 {
+            GROUP_BF16
+        } else {
+            GROUP
+        };
+        self.dataflow_with_group(layout, end, group)
+    }
+
+    /// [`GemmContract::dataflow`] with groups of `group` output tiles: 1 is mlir-aie's
+    /// whole-array design, which reads A once per column tile (the cost model applied to
+    /// another design, for comparison with published measurements of it).
+    pub fn dataflow_with_group(
+        &self,
+        layout: &GemmLayout,
+        end: hw::cost::TileEnd,
+        group: usize,
+    ) -> Dataflow {
+        use hw::cost;
+        let family = self.family();
+        let Tile { m, k, n } = self.tile;
+        let row_blocks = layout.m_chunk / (self.rows * m);
+        let col_tiles = layout.n_pad / (self.columns * n);
+        let k_tiles = layout.k_pad / k;
+        let bf16_out = end == cost::TileEnd::Bf16;
+        let group = group.max(1);
+        let groups = col_tiles.div_ceil(group);
+        let bias = matches!(end, cost::TileEnd::Bias | cost::TileEnd::BiasGelu);
+        let object = k * n;
+        let bias_parts = if bias {
+            let units = col_tiles * 2 * n;
+            units / gcd(units, object)
+        } else {
+            0
+        };
+        let c_value = if bf16_out { 2 } else { 4 };
+        let d = layout.dispatches;
+        let a = layout.m_chunk * layout.k_pad * 2 * groups;
+        let b = layout.k_pad * layout.n_pad * 2 * row_blocks;
+        let bias_b = self.columns * bias_parts * object * 2;
+        let c = layout.m_chunk * layout.n_pad * c_value;
+        let tiles = (row_blocks * col_tiles) as u64;
+        let cycles = tiles * k_tiles as u64 * cost::ktile_cycles(family, (m, k, n))
+            + tiles * cost::tile_cycles(m, n, end)
+            + (bias_parts * object / 2) as u64;
+        let clock = cost::clock_hz(family);
+        let channel = cost::channel_bytes_per_s(family);
+        let host = family.host_bytes_per_s();
+        // A through the shims of the first `rows` columns, B and the bias through every
+        // column's, C out of every column's; each direction at most the host's rate.
+        let a_lanes = self.rows.min(self.columns) as f64 * channel;
+        let lanes = self.columns as f64 * channel;
+        let read = (a as f64 / a_lanes)
+            .max((b + bias_b) as f64 / lanes)
+            .max((a + b + bias_b) as f64 / host);
+        let write = (c as f64 / lanes).max(c as f64 / host);
+        let compute = cycles as f64 / clock;
+        let fill = ((m * k + k * n) * 2) as f64 / channel;
+        // The last group's C tiles leave after its last k-tile, through one channel a column.
+        let drain = (group.min(col_tiles) * self.rows * m * n * c_value) as f64 / channel;
+        let per_dispatch = compute.max(read).max(write) + fill + drain;
+        Dataflow {
+            row_blocks,
+            col_tiles,
+            k_tiles,
+            group,
+            bias_parts,
+            a_bytes: a * d,
+            b_bytes: b * d,
+            bias_bytes: bias_b * d,
+            c_bytes: c * d,
+            core_cycles: cycles * d as u64,
+            seconds: per_dispatch * d as f64,
+            dma_seconds: read.max(write) * d as f64,
+            read_seconds: read * d as f64,
+            write_seconds: write * d as f64,
+            compute_seconds: compute * d as f64,
+        }
+    }
+
+    /// Bytes the array's DMAs move between memory and the cores for one call of `layout`
+    /// with float32 C and no bias ([`GemmContract::dataflow`]).
+    pub fn dma_bytes(&self, layout: &GemmLayout) -> usize {
+        self.dataflow(layout, hw::cost::TileEnd::None).bytes()
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// The padded shape of one GEMM and its cut into dispatches.
@@ -443,11 +577,54 @@ mod tests {
         assert_eq!(l.flops(), 2 * 1500 * 64 * 1500);
         assert_eq!(l.bytes_in(false), 1536 * 64 * 2 + 64 * 1536 * 2);
         assert_eq!(l.bytes_out(), 1536 * 1536 * 4);
-        // A crosses once per 128 columns, B once per 256 rows.
+        // A crosses once per group of 4 column tiles of 128 columns (12 tiles: 3 groups), B
+        // once per 256 rows.
         assert_eq!(
             c.dma_bytes(&l),
-            1536 * 64 * 2 * 12 + 64 * 1536 * 2 * 6 + 1536 * 1536 * 4
+            1536 * 64 * 2 * 3 + 64 * 1536 * 2 * 6 + 1536 * 1536 * 4
         );
+    }
+
+    /// The design's bytes per part: A once per group of column tiles (the last group
+    /// smaller), one per tile for bfloat16 C; the bias in whole B objects; and its cycles grow
+    /// with the k-tiles, the GELU epilogue costing more than the bias alone.
+    #[test]
+    fn dataflow_counts_groups_and_the_bias() {
+        use hw::cost::TileEnd;
+        let c = GemmContract::XDNA1;
+        // tiny's FFN up-projection, 1536 x 384 x 1536: 12 column tiles a core column, 3
+        // groups; one dispatch of 6 row blocks.
+        let l = c.layout(1500, 384, 1536);
+        assert_eq!((l.m_chunk, l.dispatches), (1536, 1));
+        let f = c.dataflow(&l, TileEnd::BiasGelu);
+        assert_eq!(
+            (f.row_blocks, f.col_tiles, f.k_tiles, f.group),
+            (6, 12, 6, 4)
+        );
+        assert_eq!(f.a_bytes, 1536 * 384 * 2 * 3);
+        assert_eq!(f.b_bytes, 384 * 1536 * 2 * 6);
+        // A column's slice is 12 x 32 floats = 768 halves; an object is 64 x 32 = 2048:
+        // 3 objects hold 8 slices exactly.
+        assert_eq!((f.bias_parts, f.bias_bytes), (3, 4 * 3 * 2048 * 2));
+        assert_eq!(f.c_bytes, 1536 * 1536 * 4);
+        // 10 column tiles: groups of 4, 4, 2.
+        let l = c.layout(256, 64, 1280);
+        let f = c.dataflow(&l, TileEnd::None);
+        assert_eq!(f.a_bytes, 256 * 64 * 2 * 3);
+        let g = c.dataflow(&l, TileEnd::Bf16);
+        assert_eq!(
+            (g.group, g.a_bytes, g.c_bytes),
+            (3, 256 * 64 * 2 * 4, 256 * 1280 * 2)
+        );
+        let bias = c.dataflow(&l, TileEnd::Bias);
+        let gelu = c.dataflow(&l, TileEnd::BiasGelu);
+        assert!(gelu.core_cycles > bias.core_cycles && bias.core_cycles > f.core_cycles);
+        // Nine k-tiles more for each of the core's 10 output tiles: 9 x 10 k-tile calls of 32
+        // quads of 4 x 8 mmul cycles, 8 for the accumulators' stores (4 x 64 bytes at 32 a
+        // cycle) and 8 of pipeline, plus 32 for the call: 1568 cycles each.
+        let long = c.dataflow(&c.layout(256, 640, 1280), TileEnd::None);
+        assert_eq!(long.core_cycles - f.core_cycles, 9 * 10 * 1568);
+        assert!(f.seconds >= f.compute_seconds.max(f.dma_seconds));
     }
 
     /// XDNA2's whole array: 256-row and 256-column blocks, 4 MiB of staging; the numerics'

@@ -38,10 +38,11 @@ pub const XDNA1_PEAK_BF16_FLOPS: f64 =
 /// micro-kernel (PR #415). Whisper's products (1500 x 512 x 512 to 1500 x 5120 x 1280) sit
 /// between the two: 1 TFLOP/s, a quarter of the peak.
 pub const XDNA1_SUSTAINED_BF16_FLOPS: f64 = 1.0e12;
-/// Host memory <-> NPU transfer rate, bytes/s, for predictions: an estimate, no measurement
-/// being published. Each of the 4 shim tiles has 2 input and 2 output DMA channels of 32 bits
-/// a cycle (Riallto), about 8 GB/s per column each way at 1 GHz, 32 GB/s in all; half of that
-/// is assumed sustained from DDR.
+/// Host memory <-> NPU transfer rate, bytes/s, each way (reads and writes use different
+/// channels), for predictions: an estimate, no measurement being published. Each of the 4 shim
+/// tiles has 2 input and 2 output DMA channels of 32 bits a cycle (Riallto), about 8 GB/s per
+/// column each way at 1 GHz, 32 GB/s each way in all; half of that is assumed sustained from
+/// DDR.
 pub const XDNA1_HOST_BYTES_PER_S: f64 = 16.0e9;
 /// Fixed cost of one dispatch (submit, run, wait) through XRT's C++ API with buffers
 /// allocated beforehand, seconds, for predictions: about 45 us for an empty kernel
@@ -147,5 +148,117 @@ impl DeviceFamily {
             DeviceFamily::Xdna1 => XDNA1_HOST_BYTES_PER_S,
             DeviceFamily::Xdna2 => XDNA2_HOST_BYTES_PER_S,
         }
+    }
+}
+
+/// The GEMM design's cost, derived from its loops (`kernels/aie/gemm/gemm.cc`, `gemm.py`) and
+/// the array's figures, for predictions: cycles of one core, and the DMA channels' rates.
+///
+/// A core's work in one dispatch (every core of the array does the same, in parallel):
+///
+/// - each k-tile call (`gemm_ktile_bf16_f32`) runs `(m / 2r) (n / 2t)` quads of the `r x s x t`
+///   mmul; a quad issues `4 k / s` mmuls, one a cycle ([`MMUL_ISSUE_CYCLES`]), then adds its
+///   four accumulators into C: four loads, adds and stores of `r t` floats, bound by the one
+///   256-bit store port ([`STORE_BYTES_PER_CYCLE`]), after the multiplier's pipeline has
+///   drained ([`MAC_PIPELINE_CYCLES`]); the call then releases its A and B objects and
+///   acquires the next ([`CALL_CYCLES`]);
+/// - each output tile is zeroed first (stores of `m n` floats), and after its last k-tile goes
+///   through the epilogue: the bias, a load, add and store per 16 lanes (store-bound again), and
+///   for `bias_gelu` `gelu16` on every 16 lanes ([`GELU16_VECTOR_OPS`] vector operations, one
+///   a cycle); the bfloat16-output kernel instead rounds its accumulator tile into the C
+///   object ([`ROUND16_VECTOR_OPS`] a 16 lanes);
+/// - the bias's parts are copied into the core's stash once a dispatch, a word a cycle.
+///
+/// What no public figure gives is marked as an estimate where it is defined: the pipeline
+/// drain, the call's synchronisation and the one-operation-a-cycle issue of the epilogues
+/// (a VLIW core can issue more). A device's trace would replace them.
+pub mod cost {
+    use super::DeviceFamily;
+
+    /// Cycles between two bf16 `mmul` issues in a quad's inner loop: the multiplier takes one a
+    /// cycle (AM020: 128 bf16 multiply-accumulates a cycle on AIE-ML, one 4x8x4 `mmul`; AIE2P's
+    /// 4x8x8 likewise at [`super::AIE2P_BF16_MACS_PER_CYCLE`]).
+    pub const MMUL_ISSUE_CYCLES: u64 = 1;
+    /// Bytes one core stores a cycle: one 256-bit store port (AM020, "AIE-ML Memory": two 256-bit
+    /// load ports and one 256-bit store port).
+    pub const STORE_BYTES_PER_CYCLE: u64 = 32;
+    /// Cycles of the multiplier's pipeline a quad waits out before its accumulators can be
+    /// added into C: an estimate (no public figure; AM020 states a multi-stage MAC pipeline).
+    pub const MAC_PIPELINE_CYCLES: u64 = 8;
+    /// Cycles a k-tile call spends outside its quads: the call, the release of its A and B
+    /// objects and the acquisition of the next two (lock operations that do not wait when the
+    /// DMA is ahead): an estimate.
+    pub const CALL_CYCLES: u64 = 32;
+    /// Cycles an output tile spends acquiring and releasing its C object: an estimate.
+    pub const TILE_SYNC_CYCLES: u64 = 16;
+    /// Vector operations of `gelu16` on 16 lanes, counted in `kernels/aie/common/vmath.h`
+    /// (the roundings to bfloat16 are six operations each: 5 in `gelu16` itself, 8 in `exp16`,
+    /// 6 in `recip16`; with the products, additions, comparisons and selects, about 180),
+    /// issued one a cycle.
+    pub const GELU16_VECTOR_OPS: u64 = 180;
+    /// Vector operations of rounding 16 float32 lanes to bfloat16 with the NaN select
+    /// (`gemm_acc_store_bf16`): the rounding's 5, the NaN test's 2, the select and the narrowing.
+    pub const ROUND16_VECTOR_OPS: u64 = 9;
+    /// Bytes a shim DMA channel moves a cycle: 32 bits (Riallto's description of the shim tile:
+    /// two input and two output DMA channels, each 32 bits wide, as [`super::XDNA1_HOST_BYTES_PER_S`]
+    /// cites).
+    pub const CHANNEL_BYTES_PER_CYCLE: f64 = 4.0;
+
+    /// The clock of `family`'s cores, Hz.
+    pub fn clock_hz(family: DeviceFamily) -> f64 {
+        match family {
+            DeviceFamily::Xdna1 => super::XDNA1_CLOCK_HZ,
+            DeviceFamily::Xdna2 => super::XDNA2_CLOCK_HZ,
+        }
+    }
+
+    /// The bf16 `mmul` shape of `family` (rows x inner x columns).
+    pub fn mmul(family: DeviceFamily) -> (usize, usize, usize) {
+        match family {
+            DeviceFamily::Xdna1 => super::MMUL_SHAPE,
+            DeviceFamily::Xdna2 => super::AIE2P_MMUL_SHAPE,
+        }
+    }
+
+    /// Bytes a second of one shim DMA channel of `family`.
+    pub fn channel_bytes_per_s(family: DeviceFamily) -> f64 {
+        CHANNEL_BYTES_PER_CYCLE * clock_hz(family)
+    }
+
+    /// Cycles of one k-tile call on an `m x k x n` tile.
+    pub fn ktile_cycles(family: DeviceFamily, (m, k, n): (usize, usize, usize)) -> u64 {
+        let (r, s, t) = mmul(family);
+        let quads = ((m / (2 * r)) * (n / (2 * t))) as u64;
+        let macs = 4 * (k / s) as u64 * MMUL_ISSUE_CYCLES;
+        let update = 4 * (r * t * 4) as u64 / STORE_BYTES_PER_CYCLE;
+        quads * (macs + update + MAC_PIPELINE_CYCLES) + CALL_CYCLES
+    }
+
+    /// What follows an output tile's last k-tile in a core.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum TileEnd {
+        /// C in float32 as summed.
+        None,
+        /// The bias added.
+        Bias,
+        /// The bias added, then GELU.
+        BiasGelu,
+        /// The accumulator rounded to bfloat16 into the C object.
+        Bf16,
+    }
+
+    /// Cycles an `m x n` output tile spends outside its k-tiles: zeroing, its end, its C
+    /// object's synchronisation.
+    pub fn tile_cycles(m: usize, n: usize, end: TileEnd) -> u64 {
+        let values = (m * n) as u64;
+        let stores = values * 4 / STORE_BYTES_PER_CYCLE;
+        let vectors = values / 16;
+        let end = match end {
+            TileEnd::None => 0,
+            TileEnd::Bias => stores,
+            TileEnd::BiasGelu => stores + vectors * GELU16_VECTOR_OPS,
+            TileEnd::Bf16 => vectors * ROUND16_VECTOR_OPS,
+        };
+        stores + end + TILE_SYNC_CYCLES
     }
 }

@@ -92,9 +92,10 @@ impl DeviceCall {
         gelu: bool,
     ) -> DeviceCall {
         let layout = contract.layout(m, k, n);
+        let need = KernelNeed::gemm(&layout, bias, gelu && contract.softmax_gelu_on_device());
         DeviceCall {
-            need: KernelNeed::gemm(&layout, bias, gelu && contract.softmax_gelu_on_device()),
-            traffic: Traffic::gemm(contract, &layout, true).times(batch as u64),
+            traffic: Traffic::gemm(contract, &layout, true, need.tile_end()).times(batch as u64),
+            need,
             upload_bytes: layout.upload_bytes(bias) as u64,
         }
     }

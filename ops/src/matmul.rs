@@ -2,6 +2,8 @@
 //! device's GEMM kernel.
 
 use std::borrow::Cow;
+
+use amanuensis_kernels::hw::cost::TileEnd;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -541,7 +543,8 @@ impl DeviceOp for DeviceMatMul {
             None => {
                 let mut calls = vec![DeviceCall {
                     need: KernelNeed::gemm(&layout, false, false),
-                    traffic: Traffic::gemm(contract, &layout, false).times(g.batch as u64),
+                    traffic: Traffic::gemm(contract, &layout, false, TileEnd::None)
+                        .times(g.batch as u64),
                     upload_bytes: 0,
                 }];
                 if gelu {

@@ -239,21 +239,26 @@ pub fn run(args: InspectArgs) -> Result<()> {
         println!();
         println!(
             "predicted {} device time per window (a prediction from the counts above, not a \
-             measurement): {:.1} ms = compute {:.1} ms + DMA {:.1} ms + dispatches {:.1} ms + {} \
-             hardware contexts created {:.1} ms",
+             measurement): {:.1} ms = GEMMs {:.1} ms (compute {:.1} ms and DMA {:.1} ms, \
+             overlapped) + softmax/GELU {:.1} ms + dispatches {:.1} ms + {} hardware contexts \
+             created {:.1} ms",
             pr.family,
             pr.total_ms,
+            pr.gemm_ms,
             pr.compute_ms,
             pr.transfer_ms,
+            pr.stream_ms,
             pr.dispatch_ms,
             pr.contexts_per_window,
             pr.context_ms
         );
         println!(
-            "  assuming {:.2} TFLOP/s sustained bf16 GEMM, {:.0} GB/s DMA with memory, {:.0} us \
-             per dispatch, {:.1} ms per context created, not overlapped (kernels/src/hw.rs gives \
-             the sources)",
-            family.sustained_bf16_flops() / 1e12,
+            "  the GEMMs' compute from the kernels' loops at {:.1} GHz, their DMA from the bytes \
+             the design moves at {:.0} GB/s a shim channel and {:.0} GB/s each way with memory; \
+             {:.0} us per dispatch, {:.1} ms per context created (kernels/src/hw.rs gives the \
+             sources and the estimates)",
+            hw::cost::clock_hz(family) / 1e9,
+            hw::cost::channel_bytes_per_s(family) / 1e9,
             family.host_bytes_per_s() / 1e9,
             hw::XDNA1_DISPATCH_SECONDS * 1e6,
             hw::XDNA1_CONTEXT_CREATE_SECONDS * 1e3
@@ -369,6 +374,65 @@ fn published(json: Option<&std::path::Path>) -> Result<()> {
         c::XDNA_SWITCH_SECONDS * 1e3,
         c::XDNA_CONTEXT_SECONDS * 1e3
     );
+    println!();
+    let dims = amanuensis::model::catalog::lookup("large-v3")
+        .expect("large-v3 is in the catalog")
+        .dims();
+    let rates: Vec<String> = c::whole_array_rates(dims)
+        .iter()
+        .map(|((m, k, n), r)| format!("{m}x{k}x{n} {:.2}", r / 1e12))
+        .collect();
+    println!(
+        "the GEMM cost model applied to mlir-aie's whole-array design (A read once per column \
+         tile, as whisper-xdna's GEMMs), large-v3's products on XDNA1, TFLOP/s: {} (whisper-xdna \
+         measured 1.41 to 1.76 on large shapes, mean {:.2})",
+        rates.join(", "),
+        c::XDNA_GEMM_FLOPS / 1e12
+    );
+    for family in [DeviceFamily::Xdna1, DeviceFamily::Xdna2] {
+        println!();
+        println!(
+            "large-v3's products on {} under this project's design, a window: ms, and MB the \
+             DMAs read and write",
+            family.name()
+        );
+        println!(
+            "  {:<16} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "product", "compute", "DMA", "GEMM", "MB in", "MB out"
+        );
+        for (name, [compute, dma, time], [bytes_in, bytes_out]) in c::gemm_parts(dims, family) {
+            println!(
+                "  {name:<16} {compute:>8.1} {dma:>8.1} {time:>8.1} {:>8.0} {:>8.0}",
+                bytes_in as f64 / 1e6,
+                bytes_out as f64 / 1e6
+            );
+        }
+    }
+    println!();
+    println!(
+        "this project's prediction in parts, ms (GEMM compute from the kernels' loops, GEMM DMA \
+         from the bytes the design moves; the GEMMs overlap the two per dispatch):"
+    );
+    println!(
+        "{:<9} {:<6} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8}",
+        "model", "family", "compute", "DMA", "GEMMs", "softmax", "dispatch", "total", "DMA/cmp"
+    );
+    for row in &table {
+        for p in [&row.ours_xdna1, &row.ours_xdna2] {
+            println!(
+                "{:<9} {:<6} {:>8.0} {:>8.0} {:>8.0} {:>9.0} {:>9.0} {:>8.0} {:>8.2}",
+                row.model,
+                p.family,
+                p.compute_ms,
+                p.transfer_ms,
+                p.gemm_ms,
+                p.stream_ms,
+                p.dispatch_ms,
+                p.total_ms,
+                p.transfer_ms / p.compute_ms
+            );
+        }
+    }
     if let Some(path) = json {
         write_json(path, &table)?;
     }
@@ -420,7 +484,7 @@ fn decoder(args: &InspectArgs) -> Result<()> {
         "DMA",
         "dispatch",
         "total",
-        "operands once",
+        "weights floor",
         "weights MB"
     );
     let mut rows_out = Vec::new();
@@ -437,7 +501,7 @@ fn decoder(args: &InspectArgs) -> Result<()> {
                 p.transfer_ms,
                 p.dispatch_ms,
                 p.total_ms,
-                p.operands_once_ms,
+                p.weights_floor_ms,
                 p.weight_bytes as f64 / 1e6
             );
             rows_out.push(p);

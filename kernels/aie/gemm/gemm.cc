@@ -77,9 +77,13 @@ int32_t bias_part;   // the next part of the bias to take from the B stream
 alignas(32) float bias_lanes[COL_BLOCKS * LANES];
 
 #ifdef GEMM_OUTPUT_BF16
-// The float32 C tile of the bfloat16-output GEMM, in the blocked layout: the C objects that
-// leave the core are bfloat16, so the sums are kept here until the last k-tile.
-alignas(32) float acc_tile[DIM_M * DIM_N];
+// The float32 C tiles of the bfloat16-output GEMM, in the blocked layout, one for each tile
+// of the group a core accumulates at once (gemm.py's GROUP["bf16"]): the C objects that leave
+// the core are bfloat16, so the sums are kept here until the last k-tile.
+#ifndef GEMM_GROUP_BF16
+#define GEMM_GROUP_BF16 3
+#endif
+alignas(32) float acc_tiles[GEMM_GROUP_BF16][DIM_M * DIM_N];
 #endif
 
 // C += A x B for one pair of MMUL_R-row block rows and one pair of MMUL_T-column block
@@ -224,16 +228,18 @@ void gemm_epilogue_bias_gelu(float *__restrict c) { epilogue<true>(c); }
 // added into it as gemm_ktile_bf16_f32 does, then stored to the C object rounded to
 // bfloat16 by the contract's b(v) (NUMERICS.md 1), bit for bit what the host's rounding of
 // float32 scores gives; a NaN becomes the canonical NaN (the host's rounding keeps NaNs
-// NaN, and b(v) on the bits could turn one into an infinity). No epilogue.
-void gemm_acc_zero() { gemm_zero_f32(acc_tile); }
+// NaN, and b(v) on the bits could turn one into an infinity). No epilogue. `t` names the
+// group's tile (0 to GEMM_GROUP_BF16 - 1).
+void gemm_acc_zero(int32_t t) { gemm_zero_f32(acc_tiles[t]); }
 
-void gemm_acc_ktile(const bfloat16 *__restrict a, const bfloat16 *__restrict b) {
-  gemm_ktile_bf16_f32(a, b, acc_tile);
+void gemm_acc_ktile(const bfloat16 *__restrict a, const bfloat16 *__restrict b, int32_t t) {
+  gemm_ktile_bf16_f32(a, b, acc_tiles[t]);
 }
 
-void gemm_acc_store_bf16(bfloat16 *__restrict c) {
+void gemm_acc_store_bf16(bfloat16 *__restrict c, int32_t t) {
+  const float *__restrict acc = acc_tiles[t];
   for (unsigned i = 0; i < DIM_M * DIM_N; i += LANES) {
-    const vf x = aie::load_v<LANES>(acc_tile + i);
+    const vf x = aie::load_v<LANES>(acc + i);
     const vf r = floats(aie::select(bits(rb(x)), splat_i(CANONICAL_NAN), is_nan(bits(x))));
     aie::store_v(c + i, narrow_exact(r));
   }

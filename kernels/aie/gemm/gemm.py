@@ -60,8 +60,14 @@ COLUMNS = {"npu": 4, "npu2": 8}
 # shape emulates bfloat16 with block floating point (other numerics than the contract's).
 MMUL_SHAPES = {"npu": (4, 8, 4), "npu2": (4, 8, 8)}
 EPILOGUES = ("none", "bias", "bias_gelu")
-# Runtime parameters of a core: output tiles, k-tiles per tile, bias parts, column tiles.
-RTP_WORDS = 4
+# Output tiles a core accumulates at once, each k-tile of A serving them all (kernels/src/gemm.rs
+# GROUP, GROUP_BF16): four float32 C tiles fit a core's memory beside double-buffered A and B,
+# the bias stash and the stack; the bfloat16-output kernel holds three float32 accumulator
+# tiles of its own and three bfloat16 C objects (gemm.cc's GEMM_GROUP_BF16).
+GROUP = {"f32": 4, "bf16": 3}
+# Runtime parameters of a core: row blocks, k-tiles per tile, bias parts, column tiles, then
+# for each group size from GROUP down to 1 the groups of that size a row block has.
+RTP_WORDS = 4 + max(GROUP.values())
 OUTPUTS = ("f32", "bf16")
 OBJECT_FILE = "gemm.o"
 OBJECT_FILE_BF16 = "gemm_bf16.o"
@@ -131,6 +137,22 @@ class Plan:
         return self.row_blocks * self.col_tiles
 
     @property
+    def group(self) -> int:
+        """Output tiles a core accumulates at once (GROUP)."""
+        return GROUP[self.output]
+
+    def groups(self) -> list[tuple[int, int]]:
+        """The groups of one row block: (first column tile, size), full groups of ``group``
+        column tiles, then the rest as one smaller group."""
+        g = self.group
+        return [(j, min(g, self.col_tiles - j)) for j in range(0, self.col_tiles, g)]
+
+    def group_counts(self) -> list[int]:
+        """Groups of each size of a row block, sizes ``group`` down to 1 (RTP words 4...)."""
+        sizes = [size for _, size in self.groups()]
+        return [sizes.count(g) for g in range(self.group, 0, -1)]
+
+    @property
     def has_bias(self) -> bool:
         return self.epilogue != "none"
 
@@ -168,37 +190,62 @@ class Plan:
         r, _, t = self.mmul
         return [(self.m // r, r * self.n), (r, t), (self.n // t, r * t), (t, 1)]
 
-    def a_access(self, block: int, row: int) -> Access:
-        """A for core row ``row`` in row block ``block``: its m rows, k-tile after k-tile,
-        sent again for each column tile (each output tile needs the whole row of k-tiles, and
-        the memory tile passes A through without keeping it)."""
+    def a_access(self, block: int, row: int, first: int, size: int) -> Access:
+        """A for core row ``row`` in row block ``block`` for the group of ``size`` column
+        tiles from ``first``: its m rows, k-tile after k-tile, once; the core uses each
+        k-tile for every output tile of the group."""
         first_row = block * ROWS * self.m + row * self.m
         return Access(
             (self.M, self.K),
             first_row * self.K,
-            (self.col_tiles, self.k_tiles, self.m, self.k),
+            (1, self.k_tiles, self.m, self.k),
             (0, self.k, self.K, 1),
         )
 
-    def b_access(self, col: int) -> Access:
-        """B for core column ``col``: its column tiles j * 4 + col in turn, each k-tile
-        after k-tile (sent again for every row block)."""
+    def b_access(self, col: int, first: int, size: int, k_first: int, k_count: int) -> Access:
+        """B for core column ``col`` and the group of ``size`` column tiles from ``first``
+        (column tiles ``j * columns + col``), k-tiles ``k_first`` to ``k_first + k_count``:
+        for each k-tile, the group's tiles in turn, as the core takes them. The k-tiles are
+        the outermost (repeat) dimension, at most MAX_REPEAT a task: ``b_tasks`` cuts them."""
         return Access(
             (self.K, self.N),
-            col * self.n,
-            (self.col_tiles, self.k_tiles, self.k, self.n),
-            (self.columns * self.n, self.k * self.N, self.N, 1),
+            k_first * self.k * self.N + (first * self.columns + col) * self.n,
+            (k_count, size, self.k, self.n),
+            (self.k * self.N, self.columns * self.n, self.N, 1),
         )
 
-    def c_access(self, block: int, col: int) -> Access:
-        """C from column ``col``'s memory tile in row block ``block``: one 4m x n tile per
-        column tile."""
+    def b_tasks(self, col: int, first: int, size: int) -> list[Access]:
+        """The shim tasks of B for one group: its k-tiles cut into runs of MAX_REPEAT."""
+        return [
+            self.b_access(col, first, size, k0, min(MAX_REPEAT, self.k_tiles - k0))
+            for k0 in range(0, self.k_tiles, MAX_REPEAT)
+        ]
+
+    def c_access(self, block: int, col: int, first: int, size: int) -> Access:
+        """C from column ``col``'s memory tile in row block ``block`` for the group of
+        ``size`` column tiles from ``first``: one 4m x n tile per column tile."""
         return Access(
             (self.M, self.N),
-            block * ROWS * self.m * self.N + col * self.n,
-            (1, self.col_tiles, ROWS * self.m, self.n),
+            block * ROWS * self.m * self.N + (first * self.columns + col) * self.n,
+            (1, size, ROWS * self.m, self.n),
             (0, self.columns * self.n, self.N, 1),
         )
+
+    def dma_bytes(self) -> dict[str, int]:
+        """Bytes the runtime sequence's shim tasks move in one dispatch, counted from the
+        access patterns themselves (kernels/src/gemm.rs Dataflow must give the same)."""
+        def count(access: Access) -> int:
+            return math.prod(access.sizes)
+        a = b = c = bias = 0
+        for block in range(self.row_blocks):
+            for first, size in self.groups():
+                a += sum(count(self.a_access(block, row, first, size)) for row in range(ROWS))
+                for col in range(self.columns):
+                    b += sum(count(t) for t in self.b_tasks(col, first, size))
+                    c += count(self.c_access(block, col, first, size))
+        if self.has_bias:
+            bias = sum(count(self.bias_access(col)) for col in range(self.columns))
+        return {"a": 2 * a, "b": 2 * b, "bias": 2 * bias, "c": self.c_bytes * c}
 
     def bias_access(self, col: int) -> Access:
         """The bias of core column ``col``, the float32 [N] seen as 2N bfloat16 halves: its
@@ -211,28 +258,36 @@ class Plan:
         )
 
     def rtp(self) -> list[int]:
-        """The runtime parameters of one dispatch, as every core reads them: its output tiles,
-        the k-tiles of each, the B objects the bias occupies and the column tiles (0 and 0
-        without a bias). They are all the shape a core sees; everything else of the dispatch
-        is in the runtime sequence's access patterns (the instruction stream)."""
-        if self.has_bias:
-            return [self.tiles_per_core, self.k_tiles, self.bias_parts, self.col_tiles]
-        return [self.tiles_per_core, self.k_tiles, 0, 0]
+        """The runtime parameters of one dispatch, as every core reads them: its row blocks,
+        the k-tiles of each output tile, the B objects the bias occupies and the column tiles
+        (0 and 0 without a bias), then the groups of each size (``group`` down to 1) of a row
+        block, padded with zeros to RTP_WORDS. They are all the shape a core sees; everything
+        else of the dispatch is in the runtime sequence's access patterns (the instruction
+        stream)."""
+        head = [self.row_blocks, self.k_tiles]
+        head += [self.bias_parts, self.col_tiles] if self.has_bias else [0, 0]
+        counts = self.group_counts()
+        return head + counts + [0] * (RTP_WORDS - len(head) - len(counts))
 
     def kind(self) -> str:
         """The xclbin this dispatch runs in: one per epilogue and output type (and device),
         whatever the shape."""
         return f"gemm_{self.epilogue}_{self.output}"
 
+    @property
+    def c_depth(self) -> int:
+        """C objects of a core: a group's (four float32 tiles held at once), else two."""
+        return max(2, self.group)
+
     def core_bytes(self) -> int:
-        """Data memory of one core: double-buffered A, B and C tiles, gemm.cc's bias stash
-        and bias lanes, the stack."""
+        """Data memory of one core: double-buffered A and B tiles, the C objects, gemm.cc's
+        bias stash and bias lanes, the stack."""
         a = 2 * self.m * self.k * 2
         b = 2 * self.k * self.n * 2
-        c = 2 * self.m * self.n * self.c_bytes
+        c = self.c_depth * self.m * self.n * self.c_bytes
         if self.output == "bf16":
-            # gemm_bf16.o: the float32 accumulator tile; no bias stash.
-            return a + b + c + self.m * self.n * 4 + CORE_STACK_BYTES
+            # gemm_bf16.o: the group's float32 accumulator tiles; no bias stash.
+            return a + b + c + self.group * self.m * self.n * 4 + CORE_STACK_BYTES
         stash = MAX_N_PAD // self.columns * 4 + (self.n // self.mmul[2]) * 16 * 4
         return a + b + c + stash + CORE_STACK_BYTES
 
@@ -322,9 +377,9 @@ def design(p: Plan):
     C_l1_ty = np.ndarray[(m, n), np.dtype[c_dtype]]
 
     if p.output == "bf16":
-        zero = Kernel("gemm_acc_zero", OBJECT_FILE_BF16, [])
-        ktile = Kernel("gemm_acc_ktile", OBJECT_FILE_BF16, [A_l1_ty, B_l1_ty])
-        extra = [Kernel("gemm_acc_store_bf16", OBJECT_FILE_BF16, [C_l1_ty])]
+        zero = Kernel("gemm_acc_zero", OBJECT_FILE_BF16, [np.int32])
+        ktile = Kernel("gemm_acc_ktile", OBJECT_FILE_BF16, [A_l1_ty, B_l1_ty, np.int32])
+        extra = [Kernel("gemm_acc_store_bf16", OBJECT_FILE_BF16, [C_l1_ty, np.int32])]
     else:
         zero = Kernel("gemm_zero_f32", OBJECT_FILE, [C_l1_ty])
         ktile = Kernel("gemm_ktile_bf16_f32", OBJECT_FILE, [A_l1_ty, B_l1_ty, C_l1_ty])
@@ -373,7 +428,7 @@ def design(p: Plan):
             placement=Tile(col, 1),
             obj_types=[C_l1_ty] * ROWS,
             names=[f"C_L1L2_{col}_{row}" for row in range(ROWS)],
-            depths=[2] * ROWS,
+            depths=[p.c_depth] * ROWS,
         )
         for row in range(ROWS):
             c_l1l2[row][col] = parts[row]
@@ -398,25 +453,32 @@ def design(p: Plan):
     barriers = [[WorkerRuntimeBarrier() for _ in range(columns)] for _ in range(ROWS)]
 
     def core_fn_bf16(a_in, b_in, c_out, rtp, barrier, zero, ktile, store):
-        # The tile is accumulated in the core's own float32 tile, then stored rounded.
+        # A group's tiles are accumulated in the core's own float32 tiles (gemm.cc's
+        # acc_tiles, by index), then stored rounded into the group's C objects.
         barrier.wait_for_value(1)
-        tiles, k_tiles = rtp[0], rtp[1]
-        for _ in range_(tiles):
-            zero()
-            for _ in range_(k_tiles):
-                a = a_in.acquire(1)
-                b = b_in.acquire(1)
-                ktile(a, b)
-                a_in.release(1)
-                b_in.release(1)
-            c = c_out.acquire(1)
-            store(c)
-            c_out.release(1)
+        row_blocks, k_tiles = rtp[0], rtp[1]
+        for _ in range_(row_blocks):
+            for index, size in enumerate(range(GROUP["bf16"], 0, -1)):
+                for _ in range_(rtp[4 + index]):
+                    for t in range(size):
+                        zero(t)
+                    for _ in range_(k_tiles):
+                        a = a_in.acquire(1)
+                        for t in range(size):
+                            b = b_in.acquire(1)
+                            ktile(a, b, t)
+                            b_in.release(1)
+                        a_in.release(1)
+                    held = c_out.acquire(size)
+                    tiles = [held[i] for i in range(size)] if size > 1 else [held]
+                    for t, c in enumerate(tiles):
+                        store(c, t)
+                    c_out.release(size)
 
     def core_fn(a_in, b_in, c_out, rtp, barrier, zero, ktile, bias_begin=None, bias_load=None,
                 finish=None):
         barrier.wait_for_value(1)
-        tiles, k_tiles = rtp[0], rtp[1]
+        row_blocks, k_tiles = rtp[0], rtp[1]
         if bias_load is not None:
             bias_parts, col_tiles = rtp[2], rtp[3]
             bias_begin(col_tiles)
@@ -424,18 +486,26 @@ def design(p: Plan):
                 head = b_in.acquire(1)
                 bias_load(head)
                 b_in.release(1)
-        for _ in range_(tiles):
-            c = c_out.acquire(1)
-            zero(c)
-            for _ in range_(k_tiles):
-                a = a_in.acquire(1)
-                b = b_in.acquire(1)
-                ktile(a, b, c)
-                a_in.release(1)
-                b_in.release(1)
-            if finish is not None:
-                finish(c)
-            c_out.release(1)
+        for _ in range_(row_blocks):
+            # Groups of GROUP["f32"] column tiles, then the smaller group of the rest: the
+            # loop of each size runs as many times as the runtime parameter of its size says.
+            for index, size in enumerate(range(GROUP["f32"], 0, -1)):
+                for _ in range_(rtp[4 + index]):
+                    held = c_out.acquire(size)
+                    tiles = [held[i] for i in range(size)] if size > 1 else [held]
+                    for c in tiles:
+                        zero(c)
+                    for _ in range_(k_tiles):
+                        a = a_in.acquire(1)
+                        for c in tiles:
+                            b = b_in.acquire(1)
+                            ktile(a, b, c)
+                            b_in.release(1)
+                        a_in.release(1)
+                    if finish is not None:
+                        for c in tiles:
+                            finish(c)
+                    c_out.release(size)
 
     workers = [
         Worker(
@@ -488,9 +558,14 @@ def design(p: Plan):
                     task_group=bias_group,
                     placement=Tile(col, 0),
                 )
+        # One task group per group of column tiles of a row block, two in flight: before
+        # issuing one, the one two before is awaited (its C drained) and its buffer descriptors
+        # freed. A shim holds at most 2 x (A, C and ceil(K-tiles / 64) B tasks) at once.
         groups = [None, None]
-        for block in range(p.row_blocks):
-            slot = block % 2
+        units = [(block, first, size) for block in range(p.row_blocks)
+                 for first, size in p.groups()]
+        for unit, (block, first, size) in enumerate(units):
+            slot = unit % 2
             if groups[slot] is not None:
                 rt.finish_task_group(groups[slot])
             group = groups[slot] = rt.task_group()
@@ -498,7 +573,7 @@ def design(p: Plan):
                 rt.drain(
                     c_drains[col],
                     C,
-                    tap=tap(p.c_access(block, col)),
+                    tap=tap(p.c_access(block, col, first, size)),
                     wait=True,
                     task_group=group,
                     placement=Tile(col, 0),
@@ -508,17 +583,18 @@ def design(p: Plan):
                     rt.fill(
                         a_fills[col],
                         A,
-                        tap=tap(p.a_access(block, col)),
+                        tap=tap(p.a_access(block, col, first, size)),
                         task_group=group,
                         placement=Tile(col, 0),
                     )
-                rt.fill(
-                    b_fills[col],
-                    B,
-                    tap=tap(p.b_access(col)),
-                    task_group=group,
-                    placement=Tile(col, 0),
-                )
+                for task in p.b_tasks(col, first, size):
+                    rt.fill(
+                        b_fills[col],
+                        B,
+                        tap=tap(task),
+                        task_group=group,
+                        placement=Tile(col, 0),
+                    )
         for group in groups:
             if group is not None:
                 rt.finish_task_group(group)
@@ -571,6 +647,8 @@ def main() -> None:
                     "k_tiles": p.k_tiles,
                     "bias_parts": p.bias_parts if p.has_bias else 0,
                     "core_bytes": p.core_bytes(),
+                    "group": p.group,
+                    "dma_bytes": p.dma_bytes(),
                     "kind": p.kind(),
                     "rtp": p.rtp(),
                 }

@@ -7,6 +7,8 @@
 //!   emuref gemm A B BIAS|- M K N EPILOGUE OUT     (EPILOGUE none, bias, bias_gelu or bf16)
 //!   emuref attention Q KT V M D N DV OUT           (Emulator::attention, one head)
 //!   emuref attention-layout M D N DV npu|npu2      (GemmContract::attention, as JSON)
+//!   emuref dataflow M K N EPILOGUE npu|npu2        (GemmContract::dataflow of one dispatch of
+//!                                                  M x K x N, padded: the bytes, as JSON)
 //!   emuref manifest MANIFEST
 
 use std::path::Path;
@@ -15,6 +17,7 @@ use amanuensis_kernels::bf16::{self, Rounding};
 use amanuensis_kernels::device::{AttentionDims, Device};
 use amanuensis_kernels::emulator::Emulator;
 use amanuensis_kernels::gemm::GemmContract;
+use amanuensis_kernels::hw::cost::TileEnd;
 use amanuensis_kernels::manifest::{FileCheck, Manifest};
 use amanuensis_kernels::{gelu, packed_gemm, softmax};
 
@@ -73,6 +76,32 @@ fn main() {
                 .attention(&read(&a[2]), &read(&a[3]), &read(&a[4]), dims, &mut out)
                 .unwrap();
             write(&a[9], &out);
+        }
+        "dataflow" => {
+            let d: Vec<usize> = a[2..5].iter().map(|s| s.parse().unwrap()).collect();
+            let contract = match a[6].as_str() {
+                "npu" => GemmContract::XDNA1,
+                "npu2" => GemmContract::XDNA2,
+                other => panic!("unknown device {other}"),
+            };
+            let end = match a[5].as_str() {
+                "none" => TileEnd::None,
+                "bias" => TileEnd::Bias,
+                "bias_gelu" => TileEnd::BiasGelu,
+                "bf16" => TileEnd::Bf16,
+                other => panic!("unknown epilogue {other}"),
+            };
+            let layout = contract.layout(d[0], d[1], d[2]);
+            assert_eq!(
+                (layout.m_chunk, layout.k_pad, layout.n_pad, layout.dispatches),
+                (d[0], d[1], d[2], 1),
+                "not one padded dispatch"
+            );
+            let flow = contract.dataflow(&layout, end);
+            println!(
+                r#"{{"a": {}, "b": {}, "bias": {}, "c": {}}}"#,
+                flow.a_bytes, flow.b_bytes, flow.bias_bytes, flow.c_bytes
+            );
         }
         "attention-layout" => {
             let d: Vec<usize> = a[2..6].iter().map(|s| s.parse().unwrap()).collect();

@@ -4,11 +4,14 @@
 //   harness gelu IN OUT CHUNK     bfloat16 values (in float32) through gelu_bf16, CHUNK a call
 //   harness gelu32 IN OUT         float32 values through gelu16 (the bias_gelu epilogue's path)
 //   harness softmax IN OUT COLS   rows of COLS through softmax_row_bf16
-//   harness core A B C TILES K_TILES BIAS_PARTS COL_TILES EPILOGUE
+//   harness core A B C ROW_BLOCKS K_TILES BIAS_PARTS COL_TILES G4 G3 G2 G1 EPILOGUE
 //                                 one GEMM core's loop (gemm.py's core_fn) over its A and B
 //                                 streams (16-bit words, as the memory tiles deliver them),
-//                                 writing its C objects; EPILOGUE bf16 runs the
-//                                 bfloat16-output loop (core_fn_bf16), its C objects widened
+//                                 writing its C objects: per row block, G4 groups of 4 output
+//                                 tiles, then G3 of 3, G2 of 2 and G1 of 1, each k-tile of A
+//                                 serving a group's tiles in turn; EPILOGUE bf16 runs the
+//                                 bfloat16-output loop (core_fn_bf16: G4 groups of 3, then
+//                                 G3 of 2 and G2 of 1), its C objects widened
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -28,9 +31,9 @@ void gemm_bias_begin(int32_t tiles);
 void gemm_bias_load(const bfloat16 *object);
 void gemm_epilogue_bias(float *c);
 void gemm_epilogue_bias_gelu(float *c);
-void gemm_acc_zero();
-void gemm_acc_ktile(const bfloat16 *a, const bfloat16 *b);
-void gemm_acc_store_bf16(bfloat16 *c);
+void gemm_acc_zero(int32_t t);
+void gemm_acc_ktile(const bfloat16 *a, const bfloat16 *b, int32_t t);
+void gemm_acc_store_bf16(bfloat16 *c, int32_t t);
 }
 
 namespace {
@@ -100,15 +103,18 @@ int main(int argc, char **argv) {
     std::vector<float> y(x.size());
     std::transform(out.begin(), out.end(), y.begin(), widened);
     write_file(argv[3], y);
-  } else if (mode == "core" && argc == 10) {
+  } else if (mode == "core" && argc == 14) {
     const auto a = read_file<uint16_t>(argv[2]);
     const auto b = read_file<uint16_t>(argv[3]);
-    const int tiles = std::atoi(argv[5]), k_tiles = std::atoi(argv[6]);
+    const int row_blocks = std::atoi(argv[5]), k_tiles = std::atoi(argv[6]);
     const int bias_parts = std::atoi(argv[7]), col_tiles = std::atoi(argv[8]);
-    const std::string epilogue = argv[9];
+    const int group_counts[4] = {std::atoi(argv[9]), std::atoi(argv[10]), std::atoi(argv[11]),
+                                 std::atoi(argv[12])};
+    const std::string epilogue = argv[13];
     constexpr size_t a_size = DIM_M * DIM_K, b_size = DIM_K * DIM_N, c_size = DIM_M * DIM_N;
+    constexpr int GROUP = 4;
     alignas(64) static bfloat16 a_obj[a_size], b_obj[b_size];
-    alignas(64) static float c_obj[c_size];
+    alignas(64) static float c_objs[GROUP][c_size];
     alignas(64) static bfloat16 c_bf16[c_size];
     const bool bf16_out = epilogue == "bf16";
     size_t a_at = 0, b_at = 0;
@@ -127,29 +133,50 @@ int main(int argc, char **argv) {
       take(b, b_at, b_obj, b_size);
       gemm_bias_load(b_obj);
     }
-    for (int t = 0; t < tiles; ++t) {
+    for (int block = 0; block < row_blocks; ++block) {
       if (bf16_out) {
-        gemm_acc_zero();
-        for (int kt = 0; kt < k_tiles; ++kt) {
-          take(a, a_at, a_obj, a_size);
-          take(b, b_at, b_obj, b_size);
-          gemm_acc_ktile(a_obj, b_obj);
+        constexpr int GROUP_BF16 = 3;
+        for (int index = 0; index < GROUP_BF16; ++index) {
+          const int size = GROUP_BF16 - index;
+          for (int g = 0; g < group_counts[index]; ++g) {
+            for (int t = 0; t < size; ++t)
+              gemm_acc_zero(t);
+            for (int kt = 0; kt < k_tiles; ++kt) {
+              take(a, a_at, a_obj, a_size);
+              for (int t = 0; t < size; ++t) {
+                take(b, b_at, b_obj, b_size);
+                gemm_acc_ktile(a_obj, b_obj, t);
+              }
+            }
+            for (int t = 0; t < size; ++t) {
+              gemm_acc_store_bf16(c_bf16, t);
+              std::transform(c_bf16, c_bf16 + c_size, std::back_inserter(c), widened);
+            }
+          }
         }
-        gemm_acc_store_bf16(c_bf16);
-        std::transform(c_bf16, c_bf16 + c_size, std::back_inserter(c), widened);
         continue;
       }
-      gemm_zero_f32(c_obj);
-      for (int kt = 0; kt < k_tiles; ++kt) {
-        take(a, a_at, a_obj, a_size);
-        take(b, b_at, b_obj, b_size);
-        gemm_ktile_bf16_f32(a_obj, b_obj, c_obj);
+      for (int index = 0; index < GROUP; ++index) {
+        const int size = GROUP - index;
+        for (int g = 0; g < group_counts[index]; ++g) {
+          for (int t = 0; t < size; ++t)
+            gemm_zero_f32(c_objs[t]);
+          for (int kt = 0; kt < k_tiles; ++kt) {
+            take(a, a_at, a_obj, a_size);
+            for (int t = 0; t < size; ++t) {
+              take(b, b_at, b_obj, b_size);
+              gemm_ktile_bf16_f32(a_obj, b_obj, c_objs[t]);
+            }
+          }
+          for (int t = 0; t < size; ++t) {
+            if (epilogue == "bias")
+              gemm_epilogue_bias(c_objs[t]);
+            else if (epilogue == "bias_gelu")
+              gemm_epilogue_bias_gelu(c_objs[t]);
+            c.insert(c.end(), c_objs[t], c_objs[t] + c_size);
+          }
+        }
       }
-      if (epilogue == "bias")
-        gemm_epilogue_bias(c_obj);
-      else if (epilogue == "bias_gelu")
-        gemm_epilogue_bias_gelu(c_obj);
-      c.insert(c.end(), c_obj, c_obj + c_size);
     }
     if (a_at != a.size() || b_at != b.size()) {
       std::fprintf(stderr, "streams not consumed whole: A %zu of %zu, B %zu of %zu\n", a_at,

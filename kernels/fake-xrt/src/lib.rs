@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use amanuensis_kernels::bf16::{self, Rounding};
 use amanuensis_kernels::device::{DeviceError, Kernel, KernelNeed};
-use amanuensis_kernels::gemm::GemmContract;
+use amanuensis_kernels::gemm::{self, GemmContract};
 use amanuensis_kernels::hw::DeviceFamily;
 use amanuensis_kernels::manifest::{FORMAT, Manifest};
 use amanuensis_kernels::npu::{BoFlags, CommandState, Xrt};
@@ -260,6 +260,9 @@ pub struct KindTraffic {
     pub bytes_in: u64,
     /// Bytes synced from the device that a dispatch of this kind wrote.
     pub bytes_out: u64,
+    /// GEMM: bytes the design's shim DMAs move between memory and the array, walked task by
+    /// task as `kernels/aie/gemm/gemm.py`'s runtime sequence issues them ([`gemm_array_bytes`]).
+    pub array_bytes: u64,
 }
 
 /// What crossed between host and device.
@@ -283,6 +286,7 @@ impl Measured {
             o.dispatches -= e.dispatches;
             o.bytes_in -= e.bytes_in;
             o.bytes_out -= e.bytes_out;
+            o.array_bytes -= e.array_bytes;
         }
         out.synced_in -= earlier.synced_in;
         out.synced_out -= earlier.synced_out;
@@ -554,6 +558,13 @@ impl FakeXrt {
                 } else {
                     c.iter().flat_map(|v| v.to_le_bytes()).collect()
                 };
+                let moved = gemm_array_bytes(
+                    &self.0.config.contract,
+                    (m, k, n),
+                    desc.has_bias(),
+                    desc.output == "bf16",
+                );
+                self.state().measured.kinds[Kernel::MatMul.index()].array_bytes += moved;
                 (2, vec![(0, bytes)])
             }
             Kernel::Softmax => {
@@ -807,6 +818,58 @@ impl Xrt for FakeXrt {
         self.execute(&kernel.desc, instructions, words, data)?;
         Ok(CommandState::Completed)
     }
+}
+
+/// The bytes the GEMM design's shim DMAs move in one dispatch of the padded `m x k x n`,
+/// walked as `kernels/aie/gemm/gemm.py`'s runtime sequence issues its tasks: first each
+/// column's bias slice, repeated until it fills whole B objects; then for every row block of
+/// 4 x 64 rows and every group of column tiles (up to [`gemm::GROUP`], [`gemm::GROUP_BF16`]
+/// with a bfloat16 C), each core row's A, k-tile by k-tile, once; each column's B tiles of the
+/// group for every k-tile; the group's C tiles of every column.
+pub fn gemm_array_bytes(
+    contract: &GemmContract,
+    (m, k, n): (usize, usize, usize),
+    bias: bool,
+    bf16_out: bool,
+) -> u64 {
+    let tile = contract.tile;
+    let group = if bf16_out {
+        gemm::GROUP_BF16
+    } else {
+        gemm::GROUP
+    };
+    let (a_tile, b_tile) = (tile.m * tile.k * 2, tile.k * tile.n * 2);
+    let c_tile = tile.m * tile.n * if bf16_out { 2 } else { 4 };
+    let col_tiles = n / (contract.columns * tile.n);
+    let mut bytes = 0;
+    if bias {
+        // The slice of a column: its column tiles' floats, as bfloat16-sized halves.
+        let slice = col_tiles * tile.n * 2 * 2;
+        let mut objects = 1;
+        while (objects * b_tile) % slice != 0 {
+            objects += 1;
+        }
+        bytes += contract.columns * objects * b_tile;
+    }
+    for _block in (0..m).step_by(contract.rows * tile.m) {
+        let mut first = 0;
+        while first < col_tiles {
+            let size = group.min(col_tiles - first);
+            for _row in 0..contract.rows {
+                for _k_tile in (0..k).step_by(tile.k) {
+                    bytes += a_tile;
+                }
+            }
+            for _col in 0..contract.columns {
+                for _k_tile in (0..k).step_by(tile.k) {
+                    bytes += size * b_tile;
+                }
+                bytes += size * contract.rows * c_tile;
+            }
+            first += size;
+        }
+    }
+    bytes as u64
 }
 
 /// One thing the host code could get wrong, done on purpose by [`Sabotaged`].

@@ -40,6 +40,7 @@ use crate::device::{
 };
 use crate::gemm::{GemmContract, GemmLayout, Precision, split};
 use crate::hw::DeviceFamily;
+use crate::hw::cost::TileEnd;
 use crate::manifest::{KernelEntry, KernelKind, Manifest};
 
 /// How long one dispatch may run before it is declared hung.
@@ -718,10 +719,12 @@ impl<X: Xrt> Device for Npu<X> {
             }
             moved
         };
+        let gelu = epilogue == Epilogue::Gelu && self.contract.softmax_gelu_on_device();
+        let end = KernelNeed::gemm(&layout, nw.bias.is_some(), gelu).tile_end();
         self.record(
             Kernel::MatMul,
             moved,
-            Traffic::gemm(&self.contract, &layout, true),
+            Traffic::gemm(&self.contract, &layout, true, end),
         );
         Ok(())
     }
@@ -741,7 +744,7 @@ impl<X: Xrt> Device for Npu<X> {
         self.record(
             Kernel::MatMul,
             moved,
-            Traffic::gemm(&self.contract, &layout, false),
+            Traffic::gemm(&self.contract, &layout, false, TileEnd::None),
         );
         Ok(())
     }

@@ -128,6 +128,9 @@ class _Handle:
         worker.held[self] += n
         assert worker.held[self] <= self.fifo.depth, f"{self.fifo.name}: beyond its depth"
         worker.taken[self] += n
+        if n > 1:
+            # IRON's acquire of several objects: indexable, one object each.
+            return [_Object(self.fifo) for _ in range(n)]
         return _Object(self.fifo)
 
     def release(self, n):

@@ -123,3 +123,74 @@ fn the_published_points_are_predicted_within_their_stated_error() {
     assert!(errors[0] < 0.0 && errors[1] < 0.0, "{errors:?}");
     assert!(errors.iter().all(|&e| e <= 0.10), "{errors:?}");
 }
+
+/// This project's predicted windows (docs/npu.md, "Beside published measurements"): on XDNA1
+/// below whisper-xdna's measured window at every published size, and the parts the
+/// documentation states, to within 2% of each (the model is deterministic: the bound keeps
+/// the table true, it measures no noise). On large-v3 the DMA term is at most the compute
+/// term on XDNA1 and above it on XDNA2, as the documentation says and explains.
+#[test]
+fn this_designs_windows_are_below_the_published_ones() {
+    // (model, XDNA1 total, XDNA2 total, XDNA1 DMA / compute, XDNA2 DMA / compute), as
+    // docs/npu.md's tables give them.
+    let stated = [
+        ("tiny", 57.0, 25.0, 0.91, 1.23),
+        ("small", 390.0, 152.0, 0.97, 1.27),
+        ("large-v3", 1975.0, 752.0, 0.97, 1.34),
+    ];
+    let close = |a: f64, b: f64| (a - b).abs() <= 0.02 * b;
+    for (row, (model, x1, x2, r1, r2)) in calibration().iter().zip(stated) {
+        assert_eq!(row.model, model);
+        let (a, b) = (&row.ours_xdna1, &row.ours_xdna2);
+        let (ra, rb) = (a.transfer_ms / a.compute_ms, b.transfer_ms / b.compute_ms);
+        println!(
+            "{model}: XDNA1 {:.0} ms (published {:.0}), DMA/compute {ra:.2}; XDNA2 {:.0} ms, \
+             DMA/compute {rb:.2}",
+            a.total_ms, row.published_ms, b.total_ms
+        );
+        assert!(
+            a.total_ms < row.published_ms,
+            "{model}: XDNA1 above the published window"
+        );
+        assert!(
+            close(a.total_ms, x1) && close(b.total_ms, x2),
+            "{model}: {:.0} and {:.0} ms, docs/npu.md states {x1} and {x2}",
+            a.total_ms,
+            b.total_ms
+        );
+        assert!(
+            close(ra, r1) && close(rb, r2),
+            "{model}: DMA/compute {ra:.2} and {rb:.2}, docs/npu.md states {r1} and {r2}"
+        );
+    }
+    let large = calibration().into_iter().last().unwrap();
+    assert!(large.ours_xdna1.transfer_ms <= large.ours_xdna1.compute_ms);
+}
+
+/// The GEMM cost model applied to mlir-aie's whole-array design on large-v3's products,
+/// beside whisper-xdna's measured rates on large shapes (1.41 to 1.76 TFLOP/s, mean 1.56):
+/// docs/npu.md states 1.29 to 1.32 TFLOP/s, 15-17% below the mean; held to within 2 points.
+#[test]
+fn the_gemm_model_on_the_whole_array_design_is_within_its_stated_error() {
+    use amanuensis::calibration::{XDNA_GEMM_FLOPS, whole_array_rates};
+    let rates = whole_array_rates(dims("large-v3"));
+    assert_eq!(rates.len(), 3);
+    for ((m, k, n), rate) in rates {
+        let error = rate / XDNA_GEMM_FLOPS - 1.0;
+        println!(
+            "{m}x{k}x{n}: {:.2} TFLOP/s, {:+.1}% against whisper-xdna's mean",
+            rate / 1e12,
+            100.0 * error
+        );
+        assert!(
+            (-0.19..=-0.13).contains(&error),
+            "{m}x{k}x{n}: {:+.1}% against whisper-xdna's measured mean, docs/npu.md states -15% \
+             to -17%",
+            100.0 * error
+        );
+        assert!(
+            rate < 1.41e12,
+            "below the lowest measured rate, as docs/npu.md says"
+        );
+    }
+}

@@ -222,11 +222,18 @@ pub struct Dataflow {
     pub k_tiles: usize,
     /// Output tiles a core accumulates at once ([`GROUP`], [`GROUP_BF16`]).
     pub group: usize,
+    /// Whether the groups are of row blocks (a core's tiles of one column tile in up to
+    /// `group` row blocks, each k-tile of B serving them all: B read once per group of row
+    /// blocks, A once per column tile) rather than of column tiles (A read once per group of
+    /// column tiles, B once per row block). Chosen per shape for fewer bytes read, and only
+    /// without an epilogue.
+    pub rows_grouped: bool,
     /// B objects the bias occupies at the head of each column's B stream (0 without a bias).
     pub bias_parts: usize,
-    /// Bytes of A read: each row block once per group of column tiles.
+    /// Bytes of A read: each row block once per group of column tiles (per column tile with
+    /// groups of row blocks).
     pub a_bytes: usize,
-    /// Bytes of B read: once per row block.
+    /// Bytes of B read: once per row block (per group of row blocks).
     pub b_bytes: usize,
     /// Bytes of the bias read (whole B objects, the slice repeated to fill them).
     pub bias_bytes: usize,
@@ -300,8 +307,18 @@ impl GemmContract {
         };
         let c_value = if bf16_out { 2 } else { 4 };
         let d = layout.dispatches;
-        let a = layout.m_chunk * layout.k_pad * 2 * groups;
-        let b = layout.k_pad * layout.n_pad * 2 * row_blocks;
+        let a_once = layout.m_chunk * layout.k_pad * 2;
+        let b_once = layout.k_pad * layout.n_pad * 2;
+        // Groups of column tiles share A; groups of row blocks (the kind without an epilogue
+        // only, whose tiles need no bias cursor) share B instead: whichever reads less.
+        let (a_cols, b_cols) = (a_once * groups, b_once * row_blocks);
+        let (a_rows, b_rows) = (a_once * col_tiles, b_once * row_blocks.div_ceil(group));
+        let rows_grouped = end == cost::TileEnd::None && a_rows + b_rows < a_cols + b_cols;
+        let (a, b) = if rows_grouped {
+            (a_rows, b_rows)
+        } else {
+            (a_cols, b_cols)
+        };
         let bias_b = self.columns * bias_parts * object * 2;
         let c = layout.m_chunk * layout.n_pad * c_value;
         let tiles = (row_blocks * col_tiles) as u64;
@@ -322,13 +339,15 @@ impl GemmContract {
         let compute = cycles as f64 / clock;
         let fill = ((m * k + k * n) * 2) as f64 / channel;
         // The last group's C tiles leave after its last k-tile, through one channel a column.
-        let drain = (group.min(col_tiles) * self.rows * m * n * c_value) as f64 / channel;
+        let last = group.min(if rows_grouped { row_blocks } else { col_tiles });
+        let drain = (last * self.rows * m * n * c_value) as f64 / channel;
         let per_dispatch = compute.max(read).max(write) + fill + drain;
         Dataflow {
             row_blocks,
             col_tiles,
             k_tiles,
             group,
+            rows_grouped,
             bias_parts,
             a_bytes: a * d,
             b_bytes: b * d,

@@ -65,9 +65,11 @@ EPILOGUES = ("none", "bias", "bias_gelu")
 # the bias stash and the stack; the bfloat16-output kernel holds three float32 accumulator
 # tiles of its own and three bfloat16 C objects (gemm.cc's GEMM_GROUP_BF16).
 GROUP = {"f32": 4, "bf16": 3}
-# Runtime parameters of a core: row blocks, k-tiles per tile, bias parts, column tiles, then
-# for each group size from GROUP down to 1 the groups of that size a row block has.
-RTP_WORDS = 4 + max(GROUP.values())
+# Runtime parameters of a core: row blocks, k-tiles per tile, bias parts, column tiles (of the
+# bias), then for each group size from 4 down to 1 the groups of column tiles of that size a
+# row block has, the groups of row blocks of that size a dispatch has, and the column tiles
+# the groups of row blocks sweep. A dispatch uses one kind of group: the other's counts are 0.
+RTP_WORDS = 4 + 4 + 4 + 1
 OUTPUTS = ("f32", "bf16")
 OBJECT_FILE = "gemm.o"
 OBJECT_FILE_BF16 = "gemm_bf16.o"
@@ -142,15 +144,47 @@ class Plan:
         return GROUP[self.output]
 
     def groups(self) -> list[tuple[int, int]]:
-        """The groups of one row block: (first column tile, size), full groups of ``group``
-        column tiles, then the rest as one smaller group."""
+        """The groups of column tiles of one row block: (first column tile, size), full
+        groups of ``group`` column tiles, then the rest as one smaller group."""
         g = self.group
         return [(j, min(g, self.col_tiles - j)) for j in range(0, self.col_tiles, g)]
 
+    def row_groups(self) -> list[tuple[int, int]]:
+        """The groups of row blocks of the dispatch: (first row block, size)."""
+        g = self.group
+        return [(b, min(g, self.row_blocks - b)) for b in range(0, self.row_blocks, g)]
+
+    @property
+    def rows_grouped(self) -> bool:
+        """Whether the dispatch groups row blocks (each k-tile of B serving a core's tiles of
+        one column tile in several row blocks) rather than column tiles: only without an
+        epilogue (the bias walks its column tiles in order), and only when that reads fewer
+        bytes of A and B (kernels/src/gemm.rs chooses the same; the hostcheck holds the two
+        byte counts equal)."""
+        if self.epilogue != "none" or self.output != "f32":
+            return False
+        a, b = self.M * self.K, self.K * self.N
+        by_columns = a * len(self.groups()) + b * self.row_blocks
+        by_rows = a * self.col_tiles + b * len(self.row_groups())
+        return by_rows < by_columns
+
+    def units(self) -> list[tuple[int, int, int, int]]:
+        """The runtime sequence's units, in order, each one task group: (first row block,
+        row blocks, first column tile, column tiles)."""
+        if self.rows_grouped:
+            return [(b, rows, j, 1) for b, rows in self.row_groups()
+                    for j in range(self.col_tiles)]
+        return [(b, 1, j, cols) for b in range(self.row_blocks) for j, cols in self.groups()]
+
     def group_counts(self) -> list[int]:
-        """Groups of each size of a row block, sizes ``group`` down to 1 (RTP words 4...)."""
-        sizes = [size for _, size in self.groups()]
-        return [sizes.count(g) for g in range(self.group, 0, -1)]
+        """RTP words 4 to 12: groups of column tiles of each size (4 down to 1) a row block
+        has, groups of row blocks of each size a dispatch has, the column tiles those sweep."""
+        def counts(sizes):
+            return [sizes.count(g) for g in range(4, 0, -1)]
+        if self.rows_grouped:
+            rows = counts([size for _, size in self.row_groups()])
+            return [0] * 4 + rows + [self.col_tiles]
+        return counts([size for _, size in self.groups()]) + [0] * 4 + [0]
 
     @property
     def has_bias(self) -> bool:
@@ -190,17 +224,25 @@ class Plan:
         r, _, t = self.mmul
         return [(self.m // r, r * self.n), (r, t), (self.n // t, r * t), (t, 1)]
 
-    def a_access(self, block: int, row: int, first: int, size: int) -> Access:
-        """A for core row ``row`` in row block ``block`` for the group of ``size`` column
-        tiles from ``first``: its m rows, k-tile after k-tile, once; the core uses each
-        k-tile for every output tile of the group."""
+    def a_tasks(self, block: int, blocks: int, row: int) -> list[Access]:
+        """A for core row ``row`` in the unit of ``blocks`` row blocks from ``block``: for
+        each k-tile, the row's m rows of each row block in turn, as the core takes them (one
+        row block: its k-tiles once, the core using each for every tile of its group of
+        column tiles). The k-tiles are the outermost (repeat) dimension of a task with several
+        row blocks, at most MAX_REPEAT a task."""
         first_row = block * ROWS * self.m + row * self.m
-        return Access(
-            (self.M, self.K),
-            first_row * self.K,
-            (1, self.k_tiles, self.m, self.k),
-            (0, self.k, self.K, 1),
-        )
+        if blocks == 1:
+            return [Access((self.M, self.K), first_row * self.K,
+                           (1, self.k_tiles, self.m, self.k), (0, self.k, self.K, 1))]
+        return [
+            Access(
+                (self.M, self.K),
+                first_row * self.K + k0 * self.k,
+                (min(MAX_REPEAT, self.k_tiles - k0), blocks, self.m, self.k),
+                (self.k, ROWS * self.m * self.K, self.K, 1),
+            )
+            for k0 in range(0, self.k_tiles, MAX_REPEAT)
+        ]
 
     def b_access(self, col: int, first: int, size: int, k_first: int, k_count: int) -> Access:
         """B for core column ``col`` and the group of ``size`` column tiles from ``first``
@@ -221,12 +263,17 @@ class Plan:
             for k0 in range(0, self.k_tiles, MAX_REPEAT)
         ]
 
-    def c_access(self, block: int, col: int, first: int, size: int) -> Access:
-        """C from column ``col``'s memory tile in row block ``block`` for the group of
-        ``size`` column tiles from ``first``: one 4m x n tile per column tile."""
+    def c_access(self, block: int, blocks: int, col: int, first: int, size: int) -> Access:
+        """C from column ``col``'s memory tile for the unit of ``blocks`` row blocks from
+        ``block`` and ``size`` column tiles from ``first`` (one of the two is 1): one 4m x n
+        tile per row block or column tile, in the order the cores release them."""
+        offset = block * ROWS * self.m * self.N + (first * self.columns + col) * self.n
+        if blocks > 1:
+            return Access((self.M, self.N), offset, (1, blocks, ROWS * self.m, self.n),
+                          (0, ROWS * self.m * self.N, self.N, 1))
         return Access(
             (self.M, self.N),
-            block * ROWS * self.m * self.N + (first * self.columns + col) * self.n,
+            offset,
             (1, size, ROWS * self.m, self.n),
             (0, self.columns * self.n, self.N, 1),
         )
@@ -237,12 +284,12 @@ class Plan:
         def count(access: Access) -> int:
             return math.prod(access.sizes)
         a = b = c = bias = 0
-        for block in range(self.row_blocks):
-            for first, size in self.groups():
-                a += sum(count(self.a_access(block, row, first, size)) for row in range(ROWS))
-                for col in range(self.columns):
-                    b += sum(count(t) for t in self.b_tasks(col, first, size))
-                    c += count(self.c_access(block, col, first, size))
+        for block, blocks, first, size in self.units():
+            for row in range(ROWS):
+                a += sum(count(t) for t in self.a_tasks(block, blocks, row))
+            for col in range(self.columns):
+                b += sum(count(t) for t in self.b_tasks(col, first, size))
+                c += count(self.c_access(block, blocks, col, first, size))
         if self.has_bias:
             bias = sum(count(self.bias_access(col)) for col in range(self.columns))
         return {"a": 2 * a, "b": 2 * b, "bias": 2 * bias, "c": self.c_bytes * c}
@@ -258,16 +305,16 @@ class Plan:
         )
 
     def rtp(self) -> list[int]:
-        """The runtime parameters of one dispatch, as every core reads them: its row blocks,
-        the k-tiles of each output tile, the B objects the bias occupies and the column tiles
-        (0 and 0 without a bias), then the groups of each size (``group`` down to 1) of a row
-        block, padded with zeros to RTP_WORDS. They are all the shape a core sees; everything
-        else of the dispatch is in the runtime sequence's access patterns (the instruction
-        stream)."""
-        head = [self.row_blocks, self.k_tiles]
+        """The runtime parameters of one dispatch, as every core reads them: its row blocks
+        (0 with groups of row blocks), the k-tiles of each output tile, the B objects the bias
+        occupies and the column tiles (0 and 0 without a bias), then ``group_counts``. They
+        are all the shape a core sees; everything else of the dispatch is in the runtime
+        sequence's access patterns (the instruction stream)."""
+        head = [0 if self.rows_grouped else self.row_blocks, self.k_tiles]
         head += [self.bias_parts, self.col_tiles] if self.has_bias else [0, 0]
-        counts = self.group_counts()
-        return head + counts + [0] * (RTP_WORDS - len(head) - len(counts))
+        words = head + self.group_counts()
+        assert len(words) == RTP_WORDS
+        return words
 
     def kind(self) -> str:
         """The xclbin this dispatch runs in: one per epilogue and output type (and device),
@@ -458,8 +505,8 @@ def design(p: Plan):
         barrier.wait_for_value(1)
         row_blocks, k_tiles = rtp[0], rtp[1]
         for _ in range_(row_blocks):
-            for index, size in enumerate(range(GROUP["bf16"], 0, -1)):
-                for _ in range_(rtp[4 + index]):
+            for size in range(GROUP["bf16"], 0, -1):
+                for _ in range_(rtp[8 - size]):
                     for t in range(size):
                         zero(t)
                     for _ in range_(k_tiles):
@@ -489,8 +536,8 @@ def design(p: Plan):
         for _ in range_(row_blocks):
             # Groups of GROUP["f32"] column tiles, then the smaller group of the rest: the
             # loop of each size runs as many times as the runtime parameter of its size says.
-            for index, size in enumerate(range(GROUP["f32"], 0, -1)):
-                for _ in range_(rtp[4 + index]):
+            for size in range(GROUP["f32"], 0, -1):
+                for _ in range_(rtp[8 - size]):
                     held = c_out.acquire(size)
                     tiles = [held[i] for i in range(size)] if size > 1 else [held]
                     for c in tiles:
@@ -502,6 +549,27 @@ def design(p: Plan):
                             ktile(a, b, c)
                             b_in.release(1)
                         a_in.release(1)
+                    if finish is not None:
+                        for c in tiles:
+                            finish(c)
+                    c_out.release(size)
+        # Groups of row blocks (a dispatch without an epilogue whose B is the larger share):
+        # for each group and each column tile, the core's tiles of that column tile in the
+        # group's row blocks, each k-tile of B serving them all, A's tiles arriving in turn.
+        for size in range(GROUP["f32"], 0, -1):
+            for _ in range_(rtp[12 - size]):
+                for _ in range_(rtp[12]):
+                    held = c_out.acquire(size)
+                    tiles = [held[i] for i in range(size)] if size > 1 else [held]
+                    for c in tiles:
+                        zero(c)
+                    for _ in range_(k_tiles):
+                        b = b_in.acquire(1)
+                        for c in tiles:
+                            a = a_in.acquire(1)
+                            ktile(a, b, c)
+                            a_in.release(1)
+                        b_in.release(1)
                     if finish is not None:
                         for c in tiles:
                             finish(c)
@@ -558,13 +626,12 @@ def design(p: Plan):
                     task_group=bias_group,
                     placement=Tile(col, 0),
                 )
-        # One task group per group of column tiles of a row block, two in flight: before
-        # issuing one, the one two before is awaited (its C drained) and its buffer descriptors
-        # freed. A shim holds at most 2 x (A, C and ceil(K-tiles / 64) B tasks) at once.
+        # One task group per unit (a group of column tiles in a row block, or a column tile in
+        # a group of row blocks), two in flight: before issuing one, the one two before is
+        # awaited (its C drained) and its buffer descriptors freed. A shim holds at most
+        # 2 x (C and ceil(K-tiles / 64) A and B tasks) at once.
         groups = [None, None]
-        units = [(block, first, size) for block in range(p.row_blocks)
-                 for first, size in p.groups()]
-        for unit, (block, first, size) in enumerate(units):
+        for unit, (block, blocks, first, size) in enumerate(p.units()):
             slot = unit % 2
             if groups[slot] is not None:
                 rt.finish_task_group(groups[slot])
@@ -573,20 +640,21 @@ def design(p: Plan):
                 rt.drain(
                     c_drains[col],
                     C,
-                    tap=tap(p.c_access(block, col, first, size)),
+                    tap=tap(p.c_access(block, blocks, col, first, size)),
                     wait=True,
                     task_group=group,
                     placement=Tile(col, 0),
                 )
                 # Shims 0 to ROWS - 1 also carry the A of the core row of their number.
                 if col < ROWS:
-                    rt.fill(
-                        a_fills[col],
-                        A,
-                        tap=tap(p.a_access(block, col, first, size)),
-                        task_group=group,
-                        placement=Tile(col, 0),
-                    )
+                    for task in p.a_tasks(block, blocks, col):
+                        rt.fill(
+                            a_fills[col],
+                            A,
+                            tap=tap(task),
+                            task_group=group,
+                            placement=Tile(col, 0),
+                        )
                 for task in p.b_tasks(col, first, size):
                     rt.fill(
                         b_fills[col],
@@ -648,6 +716,7 @@ def main() -> None:
                     "bias_parts": p.bias_parts if p.has_bias else 0,
                     "core_bytes": p.core_bytes(),
                     "group": p.group,
+                    "rows_grouped": p.rows_grouped,
                     "dma_bytes": p.dma_bytes(),
                     "kind": p.kind(),
                     "rtp": p.rtp(),

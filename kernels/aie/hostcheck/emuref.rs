@@ -16,7 +16,7 @@ use std::path::Path;
 use amanuensis_kernels::bf16::{self, Rounding};
 use amanuensis_kernels::device::{AttentionDims, Device};
 use amanuensis_kernels::emulator::Emulator;
-use amanuensis_kernels::gemm::GemmContract;
+use amanuensis_kernels::gemm::{GemmContract, GemmLayout, Precision};
 use amanuensis_kernels::hw::cost::TileEnd;
 use amanuensis_kernels::manifest::{FileCheck, Manifest};
 use amanuensis_kernels::{gelu, packed_gemm, softmax};
@@ -91,12 +91,18 @@ fn main() {
                 "bf16" => TileEnd::Bf16,
                 other => panic!("unknown epilogue {other}"),
             };
-            let layout = contract.layout(d[0], d[1], d[2]);
-            assert_eq!(
-                (layout.m_chunk, layout.k_pad, layout.n_pad, layout.dispatches),
-                (d[0], d[1], d[2], 1),
-                "not one padded dispatch"
-            );
+            // One dispatch of the padded shape, as gemm.py's plan takes it.
+            let layout = GemmLayout {
+                m: d[0],
+                k: d[1],
+                n: d[2],
+                m_pad: d[0],
+                k_pad: d[1],
+                n_pad: d[2],
+                m_chunk: d[0],
+                dispatches: 1,
+                precision: Precision::Bf16,
+            };
             let flow = contract.dataflow(&layout, end);
             println!(
                 r#"{{"a": {}, "b": {}, "bias": {}, "c": {}}}"#,

@@ -4,14 +4,18 @@
 //   harness gelu IN OUT CHUNK     bfloat16 values (in float32) through gelu_bf16, CHUNK a call
 //   harness gelu32 IN OUT         float32 values through gelu16 (the bias_gelu epilogue's path)
 //   harness softmax IN OUT COLS   rows of COLS through softmax_row_bf16
-//   harness core A B C ROW_BLOCKS K_TILES BIAS_PARTS COL_TILES G4 G3 G2 G1 EPILOGUE
+//   harness core A B C RTP0 ... RTP12 EPILOGUE
 //                                 one GEMM core's loop (gemm.py's core_fn) over its A and B
 //                                 streams (16-bit words, as the memory tiles deliver them),
-//                                 writing its C objects: per row block, G4 groups of 4 output
-//                                 tiles, then G3 of 3, G2 of 2 and G1 of 1, each k-tile of A
-//                                 serving a group's tiles in turn; EPILOGUE bf16 runs the
-//                                 bfloat16-output loop (core_fn_bf16: G4 groups of 3, then
-//                                 G3 of 2 and G2 of 1), its C objects widened
+//                                 writing its C objects, the 13 runtime parameters of gemm.py's
+//                                 Plan.rtp as its counts: per row block (RTP0), RTP4 groups of
+//                                 4 column tiles, then RTP5 of 3, RTP6 of 2, RTP7 of 1, each
+//                                 k-tile of A serving a group's tiles in turn; then RTP8 groups
+//                                 of 4 row blocks, RTP9 of 3, RTP10 of 2, RTP11 of 1, each
+//                                 sweeping RTP12 column tiles, each k-tile of B serving the
+//                                 group's tiles; EPILOGUE bf16 runs the bfloat16-output loop
+//                                 (core_fn_bf16: groups of at most 3 column tiles), its C
+//                                 objects widened
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -103,14 +107,18 @@ int main(int argc, char **argv) {
     std::vector<float> y(x.size());
     std::transform(out.begin(), out.end(), y.begin(), widened);
     write_file(argv[3], y);
-  } else if (mode == "core" && argc == 14) {
+  } else if (mode == "core" && argc == 19) {
     const auto a = read_file<uint16_t>(argv[2]);
     const auto b = read_file<uint16_t>(argv[3]);
-    const int row_blocks = std::atoi(argv[5]), k_tiles = std::atoi(argv[6]);
-    const int bias_parts = std::atoi(argv[7]), col_tiles = std::atoi(argv[8]);
-    const int group_counts[4] = {std::atoi(argv[9]), std::atoi(argv[10]), std::atoi(argv[11]),
-                                 std::atoi(argv[12])};
-    const std::string epilogue = argv[13];
+    int rtp[13];
+    for (int i = 0; i < 13; ++i)
+      rtp[i] = std::atoi(argv[5 + i]);
+    const int row_blocks = rtp[0], k_tiles = rtp[1], bias_parts = rtp[2], col_tiles = rtp[3];
+    // Groups of `size` column tiles a row block; groups of `size` row blocks a dispatch.
+    auto column_groups = [&](int size) { return rtp[8 - size]; };
+    auto row_groups = [&](int size) { return rtp[12 - size]; };
+    const int sweep = rtp[12];
+    const std::string epilogue = argv[18];
     constexpr size_t a_size = DIM_M * DIM_K, b_size = DIM_K * DIM_N, c_size = DIM_M * DIM_N;
     constexpr int GROUP = 4;
     alignas(64) static bfloat16 a_obj[a_size], b_obj[b_size];
@@ -127,6 +135,16 @@ int main(int argc, char **argv) {
       at += n;
     };
     std::vector<float> c;
+    // A group's tiles after their last k-tile: the epilogue, then out in order.
+    auto finish = [&](int size) {
+      for (int t = 0; t < size; ++t) {
+        if (epilogue == "bias")
+          gemm_epilogue_bias(c_objs[t]);
+        else if (epilogue == "bias_gelu")
+          gemm_epilogue_bias_gelu(c_objs[t]);
+        c.insert(c.end(), c_objs[t], c_objs[t] + c_size);
+      }
+    };
     if (bias_parts > 0)
       gemm_bias_begin(col_tiles);
     for (int part = 0; part < bias_parts; ++part) {
@@ -136,9 +154,8 @@ int main(int argc, char **argv) {
     for (int block = 0; block < row_blocks; ++block) {
       if (bf16_out) {
         constexpr int GROUP_BF16 = 3;
-        for (int index = 0; index < GROUP_BF16; ++index) {
-          const int size = GROUP_BF16 - index;
-          for (int g = 0; g < group_counts[index]; ++g) {
+        for (int size = GROUP_BF16; size >= 1; --size) {
+          for (int g = 0; g < column_groups(size); ++g) {
             for (int t = 0; t < size; ++t)
               gemm_acc_zero(t);
             for (int kt = 0; kt < k_tiles; ++kt) {
@@ -156,9 +173,8 @@ int main(int argc, char **argv) {
         }
         continue;
       }
-      for (int index = 0; index < GROUP; ++index) {
-        const int size = GROUP - index;
-        for (int g = 0; g < group_counts[index]; ++g) {
+      for (int size = GROUP; size >= 1; --size) {
+        for (int g = 0; g < column_groups(size); ++g) {
           for (int t = 0; t < size; ++t)
             gemm_zero_f32(c_objs[t]);
           for (int kt = 0; kt < k_tiles; ++kt) {
@@ -168,13 +184,23 @@ int main(int argc, char **argv) {
               gemm_ktile_bf16_f32(a_obj, b_obj, c_objs[t]);
             }
           }
-          for (int t = 0; t < size; ++t) {
-            if (epilogue == "bias")
-              gemm_epilogue_bias(c_objs[t]);
-            else if (epilogue == "bias_gelu")
-              gemm_epilogue_bias_gelu(c_objs[t]);
-            c.insert(c.end(), c_objs[t], c_objs[t] + c_size);
+          finish(size);
+        }
+      }
+    }
+    for (int size = GROUP; size >= 1 && !bf16_out; --size) {
+      for (int g = 0; g < row_groups(size); ++g) {
+        for (int j = 0; j < sweep; ++j) {
+          for (int t = 0; t < size; ++t)
+            gemm_zero_f32(c_objs[t]);
+          for (int kt = 0; kt < k_tiles; ++kt) {
+            take(b, b_at, b_obj, b_size);
+            for (int t = 0; t < size; ++t) {
+              take(a, a_at, a_obj, a_size);
+              gemm_ktile_bf16_f32(a_obj, b_obj, c_objs[t]);
+            }
           }
+          finish(size);
         }
       }
     }

@@ -825,7 +825,11 @@ impl Xrt for FakeXrt {
 /// column's bias slice, repeated until it fills whole B objects; then for every row block of
 /// 4 x 64 rows and every group of column tiles (up to [`gemm::GROUP`], [`gemm::GROUP_BF16`]
 /// with a bfloat16 C), each core row's A, k-tile by k-tile, once; each column's B tiles of the
-/// group for every k-tile; the group's C tiles of every column.
+/// group for every k-tile; the group's C tiles of every column. Without an epilogue the design
+/// may group row blocks instead (for every group of up to [`gemm::GROUP`] row blocks and every
+/// column tile: each column's B k-tiles once, each core row's A tiles of the group's row
+/// blocks for every k-tile, the group's C tiles), when that reads fewer bytes: both walks are
+/// made and the one the design would choose counted.
 pub fn gemm_array_bytes(
     contract: &GemmContract,
     (m, k, n): (usize, usize, usize),
@@ -851,25 +855,52 @@ pub fn gemm_array_bytes(
         }
         bytes += contract.columns * objects * b_tile;
     }
-    for _block in (0..m).step_by(contract.rows * tile.m) {
+    let row_blocks = m / (contract.rows * tile.m);
+    // (bytes read, bytes written) of the groups of column tiles, then of row blocks.
+    let (mut by_columns, mut by_rows) = ((0, 0), (0, 0));
+    for _block in 0..row_blocks {
         let mut first = 0;
         while first < col_tiles {
             let size = group.min(col_tiles - first);
             for _row in 0..contract.rows {
                 for _k_tile in (0..k).step_by(tile.k) {
-                    bytes += a_tile;
+                    by_columns.0 += a_tile;
                 }
             }
             for _col in 0..contract.columns {
                 for _k_tile in (0..k).step_by(tile.k) {
-                    bytes += size * b_tile;
+                    by_columns.0 += size * b_tile;
                 }
-                bytes += size * contract.rows * c_tile;
+                by_columns.1 += size * contract.rows * c_tile;
             }
             first += size;
         }
     }
-    bytes as u64
+    let mut first = 0;
+    while first < row_blocks {
+        let size = group.min(row_blocks - first);
+        for _column_tile in 0..col_tiles {
+            for _col in 0..contract.columns {
+                for _k_tile in (0..k).step_by(tile.k) {
+                    by_rows.0 += b_tile;
+                }
+                by_rows.1 += size * contract.rows * c_tile;
+            }
+            for _row in 0..contract.rows {
+                for _k_tile in (0..k).step_by(tile.k) {
+                    by_rows.0 += size * a_tile;
+                }
+            }
+        }
+        first += size;
+    }
+    let plain = !bias && !bf16_out;
+    let (read, written) = if plain && by_rows.0 < by_columns.0 {
+        by_rows
+    } else {
+        by_columns
+    };
+    (bytes + read + written) as u64
 }
 
 /// One thing the host code could get wrong, done on purpose by [`Sabotaged`].

@@ -32,12 +32,6 @@ pub const AIE_ML_BF16_MACS_PER_CYCLE: f64 = 128.0;
 /// 16 x 128 x 2 x 1 GHz = 4.1 TFLOP/s.
 pub const XDNA1_PEAK_BF16_FLOPS: f64 =
     (XDNA1_ROWS * XDNA1_COLUMNS) as f64 * AIE_ML_BF16_MACS_PER_CYCLE * 2.0 * XDNA1_CLOCK_HZ;
-/// Sustained bfloat16 GEMM rate of the whole array on products of Whisper's size, FLOP/s, for
-/// predictions. Published measurements on the 4 x 4 array: about 0.6 TFLOP/s for 1024^3 bf16
-/// (nod-ai/iree-amd-aie PR #282) and 1.94 TFLOP/s for 2048 x 4096 x 2048 with a tuned
-/// micro-kernel (PR #415). Whisper's products (1500 x 512 x 512 to 1500 x 5120 x 1280) sit
-/// between the two: 1 TFLOP/s, a quarter of the peak.
-pub const XDNA1_SUSTAINED_BF16_FLOPS: f64 = 1.0e12;
 /// Host memory <-> NPU transfer rate, bytes/s, each way (reads and writes use different
 /// channels), for predictions: an estimate, no measurement being published. Each of the 4 shim
 /// tiles has 2 input and 2 output DMA channels of 32 bits a cycle (Riallto), about 8 GB/s per
@@ -73,9 +67,6 @@ pub const XDNA2_CLOCK_HZ: f64 = 1.5e9;
 /// 32 x 256 x 2 x 1.5 GHz = 24.6 TFLOP/s.
 pub const XDNA2_PEAK_BF16_FLOPS: f64 =
     (XDNA2_ROWS * XDNA2_COLUMNS) as f64 * AIE2P_BF16_MACS_PER_CYCLE * 2.0 * XDNA2_CLOCK_HZ;
-/// Sustained bf16 GEMM rate on XDNA2 for predictions: the same quarter of the peak as
-/// [`XDNA1_SUSTAINED_BF16_FLOPS`] (no published XDNA2 bf16 GEMM measurement was found).
-pub const XDNA2_SUSTAINED_BF16_FLOPS: f64 = XDNA2_PEAK_BF16_FLOPS / 4.0;
 /// Host memory <-> NPU rate on XDNA2 for predictions: 8 shim columns to XDNA1's 4 at 1.5 times
 /// the clock, half of it sustained from memory as for XDNA1, capped by nothing known: an
 /// estimate, 48 GB/s.
@@ -134,14 +125,6 @@ impl DeviceFamily {
         }
     }
 
-    /// Sustained bf16 GEMM rate for predictions, FLOP/s.
-    pub fn sustained_bf16_flops(self) -> f64 {
-        match self {
-            DeviceFamily::Xdna1 => XDNA1_SUSTAINED_BF16_FLOPS,
-            DeviceFamily::Xdna2 => XDNA2_SUSTAINED_BF16_FLOPS,
-        }
-    }
-
     /// Host <-> NPU rate for predictions, bytes/s.
     pub fn host_bytes_per_s(self) -> f64 {
         match self {
@@ -151,28 +134,29 @@ impl DeviceFamily {
     }
 }
 
-/// The GEMM design's cost, derived from its loops (`kernels/aie/gemm/gemm.cc`, `gemm.py`) and
-/// the array's figures, for predictions: cycles of one core, and the DMA channels' rates.
-///
-/// A core's work in one dispatch (every core of the array does the same, in parallel):
-///
-/// - each k-tile call (`gemm_ktile_bf16_f32`) runs `(m / 2r) (n / 2t)` quads of the `r x s x t`
-///   mmul; a quad issues `4 k / s` mmuls, one a cycle ([`MMUL_ISSUE_CYCLES`]), then adds its
-///   four accumulators into C: four loads, adds and stores of `r t` floats, bound by the one
-///   256-bit store port ([`STORE_BYTES_PER_CYCLE`]), after the multiplier's pipeline has
-///   drained ([`MAC_PIPELINE_CYCLES`]); the call then releases its A and B objects and
-///   acquires the next ([`CALL_CYCLES`]);
-/// - each output tile is zeroed first (stores of `m n` floats), and after its last k-tile goes
-///   through the epilogue: the bias, a load, add and store per 16 lanes (store-bound again), and
-///   for `bias_gelu` `gelu16` on every 16 lanes ([`GELU16_VECTOR_OPS`] vector operations, one
-///   a cycle); the bfloat16-output kernel instead rounds its accumulator tile into the C
-///   object ([`ROUND16_VECTOR_OPS`] a 16 lanes);
-/// - the bias's parts are copied into the core's stash once a dispatch, a word a cycle.
-///
-/// What no public figure gives is marked as an estimate where it is defined: the pipeline
-/// drain, the call's synchronisation and the one-operation-a-cycle issue of the epilogues
-/// (a VLIW core can issue more). A device's trace would replace them.
 pub mod cost {
+    //! The GEMM design's cost, derived from its loops (`kernels/aie/gemm/gemm.cc`, `gemm.py`) and
+    //! the array's figures, for predictions: cycles of one core, and the DMA channels' rates.
+    //!
+    //! A core's work in one dispatch (every core of the array does the same, in parallel):
+    //!
+    //! - each k-tile call (`gemm_ktile_bf16_f32`) runs `(m / 2r) (n / 2t)` quads of the `r x s x t`
+    //!   mmul; a quad issues `4 k / s` mmuls, one a cycle ([`MMUL_ISSUE_CYCLES`]), then adds its
+    //!   four accumulators into C: four loads, adds and stores of `r t` floats, bound by the one
+    //!   256-bit store port ([`STORE_BYTES_PER_CYCLE`]), after the multiplier's pipeline has
+    //!   drained ([`MAC_PIPELINE_CYCLES`]); the call then releases its A and B objects and
+    //!   acquires the next ([`CALL_CYCLES`]);
+    //! - each output tile is zeroed first (stores of `m n` floats), and after its last k-tile goes
+    //!   through the epilogue: the bias, a load, add and store per 16 lanes (store-bound again), and
+    //!   for `bias_gelu` `gelu16` on every 16 lanes ([`GELU16_VECTOR_OPS`] vector operations, one
+    //!   a cycle); the bfloat16-output kernel instead rounds its accumulator tile into the C
+    //!   object ([`ROUND16_VECTOR_OPS`] a 16 lanes);
+    //! - the bias's parts are copied into the core's stash once a dispatch, a word a cycle.
+    //!
+    //! What no public figure gives is marked as an estimate where it is defined: the pipeline
+    //! drain, the call's synchronisation and the one-operation-a-cycle issue of the epilogues
+    //! (a VLIW core can issue more). A device's trace would replace them.
+
     use super::DeviceFamily;
 
     /// Cycles between two bf16 `mmul` issues in a quad's inner loop: the multiplier takes one a

@@ -93,7 +93,13 @@ struct Report<'a> {
 
 #[derive(serde::Serialize)]
 struct PredictionBasis {
-    sustained_bf16_flops: f64,
+    /// The cores' clock (Hz).
+    clock_hz: f64,
+    /// Cycles of one k-tile call of the GEMM's per-core tile (`hw::cost::ktile_cycles`).
+    ktile_cycles: u64,
+    /// One shim DMA channel (bytes/s).
+    channel_bytes_per_second: f64,
+    /// Memory, each way (bytes/s).
     host_bytes_per_second: f64,
     dispatch_seconds: f64,
 }
@@ -302,8 +308,10 @@ pub fn run(args: InspectArgs) -> Result<()> {
             device_flops_share: p.device_share(),
             predicted_device_time: prediction,
             prediction_basis: PredictionBasis {
-                sustained_bf16_flops: hw::XDNA1_SUSTAINED_BF16_FLOPS,
-                host_bytes_per_second: hw::XDNA1_HOST_BYTES_PER_S,
+                clock_hz: hw::cost::clock_hz(family),
+                ktile_cycles: hw::cost::ktile_cycles(family, (64, 64, 32)),
+                channel_bytes_per_second: hw::cost::channel_bytes_per_s(family),
+                host_bytes_per_second: family.host_bytes_per_s(),
                 dispatch_seconds: hw::XDNA1_DISPATCH_SECONDS,
             },
             kernels,

@@ -8,7 +8,7 @@ use amanuensis::backend::Backend;
 use amanuensis::calibration::{calibration, whisper_xdna};
 use amanuensis::model::catalog::catalog;
 use amanuensis::model::{Encoder, EncoderOptions};
-use amanuensis::placement::{EncoderDims, predict, whisper_placement};
+use amanuensis::placement::{EncoderDims, predict, whisper_calls, whisper_placement};
 use amanuensis_kernels::gemm::GemmContract;
 use amanuensis_kernels::hw::DeviceFamily;
 use common::*;
@@ -128,15 +128,16 @@ fn the_published_points_are_predicted_within_their_stated_error() {
 /// below whisper-xdna's measured window at every published size, and the parts the
 /// documentation states, to within 2% of each (the model is deterministic: the bound keeps
 /// the table true, it measures no noise). On large-v3 the DMA term is at most the compute
-/// term on XDNA1 and above it on XDNA2, as the documentation says and explains.
+/// term on XDNA1 and above it on XDNA2, as the documentation says and explains; on XDNA1 it
+/// stays below with the cores' wait for their C tiles left out of compute, too.
 #[test]
 fn this_designs_windows_are_below_the_published_ones() {
     // (model, XDNA1 total, XDNA2 total, XDNA1 DMA / compute, XDNA2 DMA / compute), as
     // docs/npu.md's tables give them.
     let stated = [
-        ("tiny", 57.0, 25.0, 0.91, 1.23),
-        ("small", 390.0, 152.0, 0.97, 1.27),
-        ("large-v3", 1975.0, 752.0, 0.97, 1.34),
+        ("tiny", 59.0, 26.0, 0.81, 1.06),
+        ("small", 395.0, 154.0, 0.88, 1.12),
+        ("large-v3", 2000.0, 757.0, 0.91, 1.21),
     ];
     let close = |a: f64, b: f64| (a - b).abs() <= 0.02 * b;
     for (row, (model, x1, x2, r1, r2)) in calibration().iter().zip(stated) {
@@ -165,6 +166,35 @@ fn this_designs_windows_are_below_the_published_ones() {
     }
     let large = calibration().into_iter().last().unwrap();
     assert!(large.ours_xdna1.transfer_ms <= large.ours_xdna1.compute_ms);
+    assert!(large.ours_xdna2.transfer_ms > large.ours_xdna2.compute_ms);
+    // The wait: each float32 output tile's 8 KiB through the core's 32-bit channel, each
+    // bfloat16 one's 4 KiB, for every dispatch of the window.
+    let mut wait_cycles = 0u64;
+    for (_, calls) in whisper_calls(dims("large-v3"), &GemmContract::XDNA1) {
+        for call in calls {
+            if call.need.kernel != amanuensis_kernels::device::Kernel::MatMul {
+                continue;
+            }
+            let [m, _, n] = call.need.shape[..] else {
+                unreachable!()
+            };
+            let tiles = (m / 256) * (n / 128);
+            let bytes = if call.need.bf16_out {
+                64 * 32 * 2
+            } else {
+                64 * 32 * 4
+            };
+            wait_cycles += call.traffic.dispatches * (tiles * bytes / 4) as u64;
+        }
+    }
+    let without_wait = large.ours_xdna1.compute_ms - wait_cycles as f64 / 1e6;
+    println!(
+        "large-v3 XDNA1: compute {:.0} ms, of which {:.0} ms waiting for C tiles; DMA {:.0} ms",
+        large.ours_xdna1.compute_ms,
+        wait_cycles as f64 / 1e6,
+        large.ours_xdna1.transfer_ms
+    );
+    assert!(large.ours_xdna1.transfer_ms <= without_wait);
 }
 
 /// The GEMM cost model applied to mlir-aie's whole-array design on large-v3's products,

@@ -183,6 +183,9 @@ pub mod cost {
     /// Vector operations of rounding 16 float32 lanes to bfloat16 with the NaN select
     /// (`gemm_acc_store_bf16`): the rounding's 5, the NaN test's 2, the select and the narrowing.
     pub const ROUND16_VECTOR_OPS: u64 = 9;
+    /// Bytes a compute tile's DMA channel moves a cycle: 32 bits, as the shim's (AM020: the
+    /// tiles' DMA channels and stream switch ports are 32 bits wide).
+    pub const CORE_CHANNEL_BYTES_PER_CYCLE: u64 = 4;
     /// Bytes a shim DMA channel moves a cycle: 32 bits (Riallto's description of the shim tile:
     /// two input and two output DMA channels, each 32 bits wide, as [`super::XDNA1_HOST_BYTES_PER_S`]
     /// cites).
@@ -232,17 +235,20 @@ pub mod cost {
     }
 
     /// Cycles an `m x n` output tile spends outside its k-tiles: zeroing, its end, its C
-    /// object's synchronisation.
+    /// object's synchronisation, and the wait for it to leave the core: a group's C objects
+    /// are all the core has (four float32 tiles fill its memory), so the next group starts only
+    /// once the core's DMA channel has sent them ([`CORE_CHANNEL_BYTES_PER_CYCLE`]).
     pub fn tile_cycles(m: usize, n: usize, end: TileEnd) -> u64 {
         let values = (m * n) as u64;
         let stores = values * 4 / STORE_BYTES_PER_CYCLE;
         let vectors = values / 16;
-        let end = match end {
-            TileEnd::None => 0,
-            TileEnd::Bias => stores,
-            TileEnd::BiasGelu => stores + vectors * GELU16_VECTOR_OPS,
-            TileEnd::Bf16 => vectors * ROUND16_VECTOR_OPS,
+        let (end, c_bytes) = match end {
+            TileEnd::None => (0, 4),
+            TileEnd::Bias => (stores, 4),
+            TileEnd::BiasGelu => (stores + vectors * GELU16_VECTOR_OPS, 4),
+            TileEnd::Bf16 => (vectors * ROUND16_VECTOR_OPS, 2),
         };
-        stores + end + TILE_SYNC_CYCLES
+        let drain = values * c_bytes / CORE_CHANNEL_BYTES_PER_CYCLE;
+        stores + end + TILE_SYNC_CYCLES + drain
     }
 }

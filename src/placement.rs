@@ -590,8 +590,9 @@ pub struct Prediction {
     /// The GEMMs as the design runs them: per dispatch the longest of compute, reading and
     /// writing, which overlap, plus the first objects' fill and the last drain (ms).
     pub gemm_ms: f64,
-    /// Softmax and GELU kernels: their bytes in and out at the host's rate, not overlapped,
-    /// their compute not derived (ms).
+    /// Softmax and GELU kernels: per dispatch the longer of their cores' cycles (from the
+    /// kernels' loops, [`amanuensis_kernels::hw::cost::softmax_cycles`]) and their bytes each
+    /// way at the host's rate (ms).
     pub stream_ms: f64,
     /// Fixed cost of the dispatches (ms).
     pub dispatch_ms: f64,
@@ -622,7 +623,7 @@ pub fn predict(placement: &Placement, family: DeviceFamily) -> Prediction {
     let compute_ms = gemm.core_cycles as f64 / hw::cost::clock_hz(family) * 1e3;
     let transfer_ms = gemm.dma_ns as f64 * 1e-6;
     let gemm_ms = gemm.model_ns as f64 * 1e-6;
-    let stream_ms = (t.dma_bytes - gemm.dma_bytes) as f64 / family.host_bytes_per_s() * 1e3;
+    let stream_ms = (t.model_ns - gemm.model_ns) as f64 * 1e-6;
     let dispatch_ms = t.dispatches as f64 * hw::XDNA1_DISPATCH_SECONDS * 1e3;
     let limit = ContextLimit::for_family(family);
     let (contexts, contexts_per_window) =

@@ -106,12 +106,12 @@ impl AttentionLayout {
             ..Traffic::gemm(contract, qk, false, TileEnd::Bf16)
         };
         // The softmax's DMAs read the `n` values of each of the `m` rows and write as many.
-        let softmax_traffic = Traffic {
-            calls: 1,
-            dispatches: 1,
-            dma_bytes: (2 * self.dims.m * self.dims.n * 2) as u64,
-            ..Traffic::default()
-        };
+        let softmax_traffic = Traffic::streamed(
+            contract,
+            1,
+            crate::hw::cost::softmax_cycles(self.dims.m, self.dims.n),
+            self.dims.m * self.dims.n * 2,
+        );
         let pv_traffic = Traffic {
             bytes_in: pv.weight_bytes() as u64,
             ..Traffic::gemm(contract, pv, false, TileEnd::None)

@@ -86,14 +86,44 @@ impl Traffic {
         }
     }
 
-    /// One Softmax or GELU call over `stream`.
-    pub fn stream(stream: &StreamLayout) -> Traffic {
+    /// One Softmax or GELU call of `kernel` over `stream` on `contract`'s family.
+    pub fn stream(contract: &GemmContract, kernel: Kernel, stream: &StreamLayout) -> Traffic {
+        let rows = stream.rows_per_dispatch;
+        let cycles = match kernel {
+            Kernel::Softmax => crate::hw::cost::softmax_cycles(rows, stream.cols),
+            _ => crate::hw::cost::gelu_cycles(rows * stream.cols),
+        };
+        let per_dispatch = stream.bytes / stream.dispatches.max(1);
         Traffic {
             calls: 1,
             dispatches: stream.dispatches as u64,
             bytes_in: stream.bytes as u64,
             bytes_out: stream.bytes as u64,
-            dma_bytes: 2 * stream.bytes as u64,
+            ..Traffic::streamed(contract, stream.dispatches, cycles, per_dispatch)
+        }
+    }
+
+    /// The device's side of `dispatches` Softmax or GELU dispatches, each `cycles` of its
+    /// busiest core and `bytes` each way: per dispatch the longer of the two (the rows are
+    /// double-buffered), what crosses between host and device left to the caller.
+    pub fn streamed(
+        contract: &GemmContract,
+        dispatches: usize,
+        cycles: u64,
+        bytes: usize,
+    ) -> Traffic {
+        let family = contract.family();
+        let compute = cycles as f64 / crate::hw::cost::clock_hz(family);
+        let dma = bytes as f64 / family.host_bytes_per_s();
+        let n = dispatches as u64;
+        Traffic {
+            calls: 1,
+            dispatches: n,
+            dma_bytes: 2 * bytes as u64 * n,
+            dma_out_bytes: bytes as u64 * n,
+            core_cycles: cycles * n,
+            model_ns: (compute.max(dma) * 1e9).round() as u64 * n,
+            dma_ns: (dma * 1e9).round() as u64 * n,
             ..Traffic::default()
         }
     }

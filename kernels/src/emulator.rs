@@ -266,7 +266,11 @@ impl Device for Emulator {
         softmax::softmax_rows(self.contract.rounding, x, cols);
         self.counters.record(
             Kernel::Softmax,
-            Traffic::stream(&StreamLayout::new(&self.contract, x.len() / cols, cols)),
+            Traffic::stream(
+                &self.contract,
+                Kernel::Softmax,
+                &StreamLayout::new(&self.contract, x.len() / cols, cols),
+            ),
         );
         Ok(())
     }
@@ -282,7 +286,11 @@ impl Device for Emulator {
         }
         self.counters.record(
             Kernel::Gelu,
-            Traffic::stream(&StreamLayout::new(&self.contract, x.len(), 1)),
+            Traffic::stream(
+                &self.contract,
+                Kernel::Gelu,
+                &StreamLayout::new(&self.contract, x.len(), 1),
+            ),
         );
         Ok(())
     }

@@ -180,6 +180,33 @@ pub mod cost {
     /// 6 in `recip16`; with the products, additions, comparisons and selects, about 180),
     /// issued one a cycle.
     pub const GELU16_VECTOR_OPS: u64 = 180;
+    /// Vector operations of `exp16` on 16 lanes, counted in `kernels/aie/common/vmath.h`: its
+    /// eight roundings to bfloat16 (six operations each), the clamp's key and select, the
+    /// products, additions and the exponent's shift, about 76.
+    pub const EXP16_VECTOR_OPS: u64 = 76;
+    /// Vector operations of the softmax kernel per 16 values of a row (`softmax.cc`): the scan
+    /// for the maximum and NaN (6), the exponential with its subtraction, rounding, `-inf`
+    /// select, sum and narrowing ([`EXP16_VECTOR_OPS`] + 14), the normalisation's two
+    /// products, rounding and narrowing (9), issued one a cycle.
+    pub const SOFTMAX_VECTOR_OPS: u64 = 6 + EXP16_VECTOR_OPS + 14 + 9;
+    /// Cycles of a softmax row outside its vectors: the two reductions, the tree sum, the
+    /// software division `1 / s` (AIE-ML has no scalar floating point) and the tails' scalar
+    /// copies: an estimate.
+    pub const SOFTMAX_ROW_CYCLES: u64 = 400;
+    /// Cores the softmax and GELU designs use (`softmax.py`, `gelu.py`: two a column).
+    pub const STREAM_CORES: usize = 8;
+
+    /// Cycles of the busiest core of a softmax dispatch of `rows` rows of `cols` values.
+    pub fn softmax_cycles(rows: usize, cols: usize) -> u64 {
+        rows.div_ceil(STREAM_CORES) as u64
+            * (cols.div_ceil(16) as u64 * SOFTMAX_VECTOR_OPS + SOFTMAX_ROW_CYCLES)
+    }
+
+    /// Cycles of the busiest core of a GELU dispatch of `values` values.
+    pub fn gelu_cycles(values: usize) -> u64 {
+        values.div_ceil(16).div_ceil(STREAM_CORES) as u64 * GELU16_VECTOR_OPS
+    }
+
     /// Vector operations of rounding 16 float32 lanes to bfloat16 with the NaN select
     /// (`gemm_acc_store_bf16`): the rounding's 5, the NaN test's 2, the select and the narrowing.
     pub const ROUND16_VECTOR_OPS: u64 = 9;

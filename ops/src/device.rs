@@ -77,7 +77,7 @@ impl DeviceCall {
         let layout = StreamLayout::new(contract, rows, cols);
         Some(DeviceCall {
             need: KernelNeed::stream(kernel, &layout),
-            traffic: Traffic::stream(&layout).times(calls),
+            traffic: Traffic::stream(contract, kernel, &layout).times(calls),
             upload_bytes: 0,
         })
     }

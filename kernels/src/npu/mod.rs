@@ -614,7 +614,7 @@ impl<X: Xrt> Npu<X> {
                 *v = bf16::from_bits(u16::from_le_bytes([h[0], h[1]]));
             }
         }
-        self.record(kind, moved, Traffic::stream(&layout));
+        self.record(kind, moved, Traffic::stream(&self.contract, kind, &layout));
         Ok(())
     }
 }

@@ -544,17 +544,19 @@ pub fn predict_decoder_pass(
     contract: &GemmContract,
 ) -> DecoderPassPrediction {
     let d = dims.d_model;
+    // (K, N, the tiles' end): every product has a bias or the plan's bias of zeros; the first
+    // feed-forward product ends in GELU.
     let mut products = Vec::new();
     for _ in 0..dims.layers {
-        products.extend([(d, d); 6]);
-        products.extend([(d, 4 * d), (4 * d, d)]);
+        products.extend([(d, d, TileEnd::Bias); 6]);
+        products.extend([(d, 4 * d, TileEnd::BiasGelu), (4 * d, d, TileEnd::Bias)]);
     }
-    products.push((d, vocab));
+    products.push((d, vocab, TileEnd::Bias));
     let family = contract.family();
     let (mut compute, mut dma, mut time, mut dispatches, mut weights) = (0.0, 0.0, 0.0, 0, 0);
-    for (k, n) in products {
+    for (k, n, end) in products {
         let layout = contract.layout(rows, k, n);
-        let flow = contract.dataflow(&layout, TileEnd::Bias);
+        let flow = contract.dataflow(&layout, end);
         compute += flow.compute_seconds;
         dma += flow.dma_seconds;
         time += flow.seconds;

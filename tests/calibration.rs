@@ -135,9 +135,9 @@ fn this_designs_windows_are_below_the_published_ones() {
     // (model, XDNA1 total, XDNA2 total, XDNA1 DMA / compute, XDNA2 DMA / compute), as
     // docs/npu.md's tables give them.
     let stated = [
-        ("tiny", 91.0, 52.0, 0.81, 1.06),
-        ("small", 592.0, 312.0, 0.88, 1.12),
-        ("large-v3", 2876.0, 1461.0, 0.91, 1.21),
+        ("tiny", 91.0, 52.0, 0.86, 1.13),
+        ("small", 592.0, 312.0, 0.92, 1.19),
+        ("large-v3", 2876.0, 1461.0, 0.94, 1.27),
     ];
     let close = |a: f64, b: f64| (a - b).abs() <= 0.02 * b;
     for (row, (model, x1, x2, r1, r2)) in calibration().iter().zip(stated) {
@@ -167,8 +167,8 @@ fn this_designs_windows_are_below_the_published_ones() {
     let large = calibration().into_iter().last().unwrap();
     assert!(large.ours_xdna1.transfer_ms <= large.ours_xdna1.compute_ms);
     assert!(large.ours_xdna2.transfer_ms > large.ours_xdna2.compute_ms);
-    // The wait: each float32 output tile's 8 KiB through the core's 32-bit channel, each
-    // bfloat16 one's 4 KiB, for every dispatch of the window.
+    // The wait: each float32 output tile's 8 KiB through the core's 32-bit channel, for
+    // every dispatch of the window.
     let mut wait_cycles = 0u64;
     for (_, calls) in whisper_calls(dims("large-v3"), &GemmContract::XDNA1) {
         for call in calls {
@@ -179,12 +179,10 @@ fn this_designs_windows_are_below_the_published_ones() {
                 unreachable!()
             };
             let tiles = (m / 256) * (n / 128);
-            let bytes = if call.need.bf16_out {
-                64 * 32 * 2
-            } else {
-                64 * 32 * 4
-            };
-            wait_cycles += call.traffic.dispatches * (tiles * bytes / 4) as u64;
+            // The bfloat16 kernel takes its C objects after its k-tiles: no wait.
+            if !call.need.bf16_out {
+                wait_cycles += call.traffic.dispatches * (tiles * 64 * 32 * 4 / 4) as u64;
+            }
         }
     }
     let without_wait = large.ours_xdna1.compute_ms - wait_cycles as f64 / 1e6;

@@ -58,6 +58,7 @@ case "$target" in
         manifest_target=npu1_4col
         clang_target=aie2-none-unknown-elf
         mmul=(4 8 4)
+        columns=4
         ;;
     npu2)
         # XDNA2 (Strix, Krackan): AIE2P, the bfloat16 mmul 4 x 8 x 8 (gemm.py's MMUL_SHAPES;
@@ -67,6 +68,7 @@ case "$target" in
         manifest_target=npu2
         clang_target=aie2p-none-unknown-elf
         mmul=(4 8 8)
+        columns=8
         ;;
     *) usage ;;
 esac
@@ -126,8 +128,10 @@ EOF
 read -r -a tile <<<"$(head -n 1 <<<"$listing")"
 kernels="$(tail -n +2 <<<"$listing")"
 
+# GEMM_COLUMNS sizes the bias stash to a column's share of the widest bias (gemm.py's
+# core_bytes counts it so).
 gemm_flags=(-DDIM_M="${tile[0]}" -DDIM_K="${tile[1]}" -DDIM_N="${tile[2]}"
-    -DMMUL_R="${mmul[0]}" -DMMUL_S="${mmul[1]}" -DMMUL_T="${mmul[2]}")
+    -DMMUL_R="${mmul[0]}" -DMMUL_S="${mmul[1]}" -DMMUL_T="${mmul[2]}" -DGEMM_COLUMNS="$columns")
 
 design_argv() { # kind epilogue output dims...: sets `argv` to the command printing the design's MLIR
     local kind="$1" epilogue="$2" output="$3"
@@ -208,8 +212,10 @@ cxx_flags=(-O2 -std=c++20 "--target=$clang_target" -DNDEBUG
     -I "$MLIR_AIE_INSTALL_DIR/include" -I "$here/common")
 echo "compiling the kernels for $clang_target"
 "$clangxx" "${cxx_flags[@]}" "${gemm_flags[@]}" -c "$here/gemm/gemm.cc" -o "$work/objects/gemm.o"
-"$clangxx" "${cxx_flags[@]}" "${gemm_flags[@]}" -DGEMM_OUTPUT_BF16 -c "$here/gemm/gemm.cc" \
-    -o "$work/objects/gemm_bf16.o"
+# The bfloat16-output kernels without the bias code and stash: their core's memory holds the
+# group's float32 accumulator tiles (gemm.py's core_bytes).
+"$clangxx" "${cxx_flags[@]}" "${gemm_flags[@]}" -DGEMM_OUTPUT_BF16 -DGEMM_BIAS=0 \
+    -c "$here/gemm/gemm.cc" -o "$work/objects/gemm_bf16.o"
 "$clangxx" "${cxx_flags[@]}" -c "$here/softmax/softmax.cc" -o "$work/objects/softmax.o"
 "$clangxx" "${cxx_flags[@]}" -c "$here/gelu/gelu.cc" -o "$work/objects/gelu.o"
 

@@ -323,7 +323,7 @@ impl GemmContract {
         let c = layout.m_chunk * layout.n_pad * c_value;
         let tiles = (row_blocks * col_tiles) as u64;
         let cycles = tiles * k_tiles as u64 * cost::ktile_cycles(family, (m, k, n))
-            + tiles * cost::tile_cycles(m, n, end)
+            + tiles * cost::tile_cycles(m, n, end, !bf16_out && group > 1)
             + (bias_parts * object / 2) as u64;
         let clock = cost::clock_hz(family);
         let channel = cost::channel_bytes_per_s(family);

@@ -262,10 +262,12 @@ pub mod cost {
     }
 
     /// Cycles an `m x n` output tile spends outside its k-tiles: zeroing, its end, its C
-    /// object's synchronisation, and the wait for it to leave the core: a group's C objects
-    /// are all the core has (four float32 tiles fill its memory), so the next group starts only
-    /// once the core's DMA channel has sent them ([`CORE_CHANNEL_BYTES_PER_CYCLE`]).
-    pub fn tile_cycles(m: usize, n: usize, end: TileEnd) -> u64 {
+    /// object's synchronisation, and with `waits` the wait for it to leave the core: a group
+    /// of four float32 C objects is all the core's memory holds, so the next group starts only
+    /// once the core's DMA channel has sent them ([`CORE_CHANNEL_BYTES_PER_CYCLE`]). Where C
+    /// has objects to spare (groups of one, double-buffered; the bfloat16 kernel, which takes
+    /// its C objects only after its k-tiles) the transfer overlaps the next tiles' work.
+    pub fn tile_cycles(m: usize, n: usize, end: TileEnd, waits: bool) -> u64 {
         let values = (m * n) as u64;
         let stores = values * 4 / STORE_BYTES_PER_CYCLE;
         let vectors = values / 16;
@@ -275,7 +277,11 @@ pub mod cost {
             TileEnd::BiasGelu => (stores + vectors * GELU16_VECTOR_OPS, 4),
             TileEnd::Bf16 => (vectors * ROUND16_VECTOR_OPS, 2),
         };
-        let drain = values * c_bytes / CORE_CHANNEL_BYTES_PER_CYCLE;
+        let drain = if waits {
+            values * c_bytes / CORE_CHANNEL_BYTES_PER_CYCLE
+        } else {
+            0
+        };
         stores + end + TILE_SYNC_CYCLES + drain
     }
 }

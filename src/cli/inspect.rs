@@ -200,7 +200,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         println!();
         println!(
             "device traffic per 30 s window (from the kernels' layouts): in and out once per \
-             call; DMA with operands re-read per block"
+             call; DMA as the GEMM design reads and writes its operands (GemmContract::dataflow)"
         );
         println!(
             "{:<10} {:>7} {:>11} {:>10} {:>10} {:>10} {:>14}",

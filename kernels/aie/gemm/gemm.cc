@@ -43,6 +43,11 @@
 #define GEMM_MAX_N_PAD 5120
 #endif
 // Core columns of the array (N is spread over them): 4, as in GemmContract::XDNA1.
+#ifndef GEMM_BIAS
+// The bias entry points and their data (the stash); gemm_bf16.o is built without them
+// (-DGEMM_BIAS=0), its core's memory holding the group's accumulator tiles instead.
+#define GEMM_BIAS 1
+#endif
 #ifndef GEMM_COLUMNS
 #define GEMM_COLUMNS 4
 #endif
@@ -64,6 +69,7 @@ static_assert(MMUL::size_C % LANES == 0 && LANES % MMUL_T == 0,
 static_assert((DIM_K * DIM_N) % 2 == 0 && DIM_N % 2 == 0 && MMUL_T % 2 == 0,
               "a bias float keeps its two halves together through the B layout");
 
+#if GEMM_BIAS
 // The bias of this core's column of the array, for one dispatch: tile j of the column is
 // columns (j * GEMM_COLUMNS + column) * DIM_N .. + DIM_N of the bias. Filled by
 // gemm_bias_load at the start of each dispatch; read tile after tile by the epilogue, whose
@@ -75,6 +81,7 @@ int32_t bias_part;   // the next part of the bias to take from the B stream
 // The current tile's bias laid out as the 16-lane vectors of each block column of C (kept
 // out of the stack, which mlir-aie sizes at 1 KiB by default).
 alignas(32) float bias_lanes[COL_BLOCKS * LANES];
+#endif
 
 #ifdef GEMM_OUTPUT_BF16
 // The float32 C tiles of the bfloat16-output GEMM, in the blocked layout, one for each tile
@@ -139,6 +146,7 @@ inline void ktile_quad(const bfloat16 *__restrict pA, const bfloat16 *__restrict
           .to_vector<float>());
 }
 
+#if GEMM_BIAS
 // The epilogue on one C tile: the bias of the current column tile added in float32 to every
 // output (NUMERICS.md 2, step 5), then, with GELU, the contract's GELU (section 5) whose
 // bfloat16 result is stored back as a float32 (low half zero), as the emulator does.
@@ -160,6 +168,7 @@ template <bool Gelu> inline void epilogue(float *__restrict pC) {
   }
   bias_cursor = bias_cursor + 1 == bias_tiles ? 0 : bias_cursor + 1;
 }
+#endif
 
 } // namespace
 
@@ -179,6 +188,7 @@ void gemm_ktile_bf16_f32(const bfloat16 *__restrict a, const bfloat16 *__restric
       ktile_quad(a, b, c, z, j);
 }
 
+#if GEMM_BIAS
 // Starts a dispatch's bias: `tiles` is its number of column tiles (a runtime parameter of
 // the dispatch, as the design's loop counts are). The parts that follow (gemm_bias_load) are
 // counted from 0.
@@ -222,6 +232,7 @@ void gemm_epilogue_bias(float *__restrict c) { epilogue<false>(c); }
 
 // Epilogue `bias_gelu`: C = gelu(C + bias), bfloat16 values held in float32.
 void gemm_epilogue_bias_gelu(float *__restrict c) { epilogue<true>(c); }
+#endif
 
 #ifdef GEMM_OUTPUT_BF16
 // The bfloat16-output GEMM (gemm.py --output bf16): the accumulator tile = +0, the k-tiles

@@ -25,19 +25,23 @@ buffers, in the order of the runtime sequence (XRT kernel arguments 3, 4, 5, 6),
 - bias: float32 ``[N]``, only with the epilogues ``bias`` and ``bias_gelu``.
 
 ``--output bf16`` (attention's scores, left on the device for the softmax) builds against
-``gemm_bf16.o`` (gemm.cc with ``GEMM_OUTPUT_BF16``): a core keeps its float32 tile in its
-own memory across the k-tiles and stores it rounded to bfloat16 into the C object; there is
-no epilogue.
+``gemm_bf16.o`` (gemm.cc with ``GEMM_OUTPUT_BF16`` and ``GEMM_BIAS=0``): a core keeps its
+group's float32 tiles in its own memory across the k-tiles and stores them rounded to
+bfloat16 into the C objects; there is no epilogue.
 
-The shape reaches the cores as four runtime parameters (``Plan.rtp``: output tiles, k-tiles,
-bias parts, column tiles), written into each core's parameter buffer by the runtime sequence
-before it releases the core's barrier; nothing else in the cores depends on the shape.
+The shape reaches the cores as 13 runtime parameters (``Plan.rtp``: row blocks, k-tiles,
+bias parts, column tiles, then the counts of groups of each size), written into each core's
+parameter buffer by the runtime sequence before it releases the core's barrier; nothing else
+in the cores depends on the shape.
 
-Core ``(row r, column c)`` computes, for each row block ``b`` (256 rows) and each column tile
+Core ``(row r, column c)`` owns, for each row block ``b`` (256 rows) and each column tile
 ``j`` of its column, the 64 x 32 tile of C at rows ``b * 256 + r * 64``, columns
-``(j * 4 + c) * 32``: it zeroes the tile, adds the partial sums of the K / 64 k-tiles in
-increasing order (``gemm_ktile_bf16_f32``), applies the epilogue and hands the tile to its
-column's memory tile. A reaches the cores in 64 x 64 tiles through the memory tile of the
+``(j * columns + c) * 32``. It computes them in groups (``GROUP``): up to four column tiles
+(three with bfloat16 C) of a row block, each k-tile of A serving them all, or, for a dispatch
+without an epilogue whose B is the larger share, up to four row blocks of a column tile, each
+k-tile of B serving them all (``Plan.rows_grouped``). For each tile of a group it zeroes the tile, adds the partial
+sums of the K / 64 k-tiles in increasing order (``gemm_ktile_bf16_f32``), applies the
+epilogue and hands the tile to its column's memory tile. A reaches the cores in 64 x 64 tiles through the memory tile of the
 core row's column (broadcast to the 4 cores of the row); B in 64 x 32 tiles through the
 memory tile of the core column (broadcast to its 4 cores); the bias of a column travels down
 its B stream ahead of the first B tile (see ``gemm_bias_load`` in gemm.cc).
@@ -82,6 +86,10 @@ CORE_STACK_BYTES = 1024
 # and the repeat count of the outermost one.
 MAX_WRAP = 1023
 MAX_REPEAT = 64
+# Tasks the runtime sequence keeps queued on one shim DMA channel at most: the channel's task
+# queue (AIE-ML's start queue of a DMA channel; its depth, 4, is to be confirmed on a device,
+# newer mlir-aie waits for room itself). hostcheck/iron_model holds every design to it.
+MAX_QUEUED_TASKS = 4
 
 
 @dataclass(frozen=True)
@@ -278,6 +286,15 @@ class Plan:
             (0, self.columns * self.n, self.N, 1),
         )
 
+    def units_in_flight(self) -> int:
+        """Units the runtime sequence keeps in flight: two, or one where two would queue more
+        than MAX_QUEUED_TASKS tasks on one shim channel."""
+        most = max(
+            max(len(self.a_tasks(b, rows, 0)), len(self.b_tasks(0, j, cols)))
+            for b, rows, j, cols in self.units()
+        )
+        return 2 if 2 * most <= MAX_QUEUED_TASKS else 1
+
     def dma_bytes(self) -> dict[str, int]:
         """Bytes the runtime sequence's shim tasks move in one dispatch, counted from the
         access patterns themselves (kernels/src/gemm.rs Dataflow must give the same)."""
@@ -323,7 +340,7 @@ class Plan:
 
     @property
     def c_depth(self) -> int:
-        """C objects of a core: a group's (four float32 tiles held at once), else two."""
+        """C objects of a core: its group's (held at once), at least two."""
         return max(2, self.group)
 
     def core_bytes(self) -> int:
@@ -375,8 +392,10 @@ def plan(
         )
     if p.has_bias and N > MAX_N_PAD:
         problems.append(f"N = {N} exceeds the bias stash of gemm.cc (N <= {MAX_N_PAD})")
-    if p.col_tiles > MAX_REPEAT or p.bias_repeats > MAX_REPEAT:
-        problems.append(f"N = {N} needs more than {MAX_REPEAT} repeats of a shim transfer")
+    if p.bias_repeats > MAX_REPEAT:
+        problems.append(f"N = {N} needs more than {MAX_REPEAT} repeats of the bias's transfer")
+    if p.k_tiles > MAX_QUEUED_TASKS * MAX_REPEAT:
+        problems.append(f"K = {K}: one unit's B would queue more than {MAX_QUEUED_TASKS} tasks")
     if p.k_tiles > MAX_WRAP or ROWS * m > MAX_WRAP:
         problems.append(f"K = {K} or m = {m} exceeds a shim DMA dimension ({MAX_WRAP})")
     if p.core_bytes() > CORE_MEMORY_BYTES:
@@ -533,47 +552,41 @@ def design(p: Plan):
                 head = b_in.acquire(1)
                 bias_load(head)
                 b_in.release(1)
+        def group(size, shared, streamed, shared_is_a):
+            # `size` output tiles at once; each k-tile of the shared operand serves them all,
+            # the streamed operand's tiles arriving in turn.
+            held = c_out.acquire(size)
+            tiles = [held[i] for i in range(size)] if size > 1 else [held]
+            for c in tiles:
+                zero(c)
+            for _ in range_(k_tiles):
+                s = shared.acquire(1)
+                for c in tiles:
+                    t = streamed.acquire(1)
+                    if shared_is_a:
+                        ktile(s, t, c)
+                    else:
+                        ktile(t, s, c)
+                    streamed.release(1)
+                shared.release(1)
+            if finish is not None:
+                for c in tiles:
+                    finish(c)
+            c_out.release(size)
+
         for _ in range_(row_blocks):
             # Groups of GROUP["f32"] column tiles, then the smaller group of the rest: the
             # loop of each size runs as many times as the runtime parameter of its size says.
             for size in range(GROUP["f32"], 0, -1):
                 for _ in range_(rtp[8 - size]):
-                    held = c_out.acquire(size)
-                    tiles = [held[i] for i in range(size)] if size > 1 else [held]
-                    for c in tiles:
-                        zero(c)
-                    for _ in range_(k_tiles):
-                        a = a_in.acquire(1)
-                        for c in tiles:
-                            b = b_in.acquire(1)
-                            ktile(a, b, c)
-                            b_in.release(1)
-                        a_in.release(1)
-                    if finish is not None:
-                        for c in tiles:
-                            finish(c)
-                    c_out.release(size)
+                    group(size, a_in, b_in, True)
         # Groups of row blocks (a dispatch without an epilogue whose B is the larger share):
         # for each group and each column tile, the core's tiles of that column tile in the
         # group's row blocks, each k-tile of B serving them all, A's tiles arriving in turn.
         for size in range(GROUP["f32"], 0, -1):
             for _ in range_(rtp[12 - size]):
                 for _ in range_(rtp[12]):
-                    held = c_out.acquire(size)
-                    tiles = [held[i] for i in range(size)] if size > 1 else [held]
-                    for c in tiles:
-                        zero(c)
-                    for _ in range_(k_tiles):
-                        b = b_in.acquire(1)
-                        for c in tiles:
-                            a = a_in.acquire(1)
-                            ktile(a, b, c)
-                            a_in.release(1)
-                        b_in.release(1)
-                    if finish is not None:
-                        for c in tiles:
-                            finish(c)
-                    c_out.release(size)
+                    group(size, b_in, a_in, False)
 
     workers = [
         Worker(
@@ -594,8 +607,6 @@ def design(p: Plan):
         for col in range(columns)
     ]
 
-    # One task group per row block, two row blocks in flight: before issuing block b, the
-    # group of block b - 2 is awaited (its C drained) and its buffer descriptors freed.
     a_fills = [fifo.prod() for fifo in a_l3l2]
     b_fills = [fifo.prod() for fifo in b_l3l2]
     c_drains = [fifo.cons() for fifo in c_l2l3]
@@ -615,8 +626,9 @@ def design(p: Plan):
         for row in barriers:
             for barrier in row:
                 rt.set_barrier(barrier, 1)
-        bias_group = None
         if p.has_bias:
+            # The bias first, awaited (the cores take it before anything else), so that its
+            # task has left B's queue before the units' tasks fill it.
             bias_group = rt.task_group()
             for col in range(columns):
                 rt.fill(
@@ -624,15 +636,20 @@ def design(p: Plan):
                     buffers[3],
                     tap=tap(p.bias_access(col)),
                     task_group=bias_group,
+                    wait=True,
                     placement=Tile(col, 0),
                 )
+            rt.finish_task_group(bias_group)
         # One task group per unit (a group of column tiles in a row block, or a column tile in
-        # a group of row blocks), two in flight: before issuing one, the one two before is
-        # awaited (its C drained) and its buffer descriptors freed. A shim holds at most
-        # 2 x (C and ceil(K-tiles / 64) A and B tasks) at once.
-        groups = [None, None]
+        # a group of row blocks), `in_flight` of them at once: before issuing one, the one
+        # `in_flight` before is awaited (its C drained) and its buffer descriptors freed. A
+        # unit queues ceil(k-tiles / 64) tasks on a B channel (and on an A channel with groups
+        # of row blocks): two units in flight while that keeps a channel's queue within
+        # MAX_QUEUED_TASKS, else one.
+        in_flight = p.units_in_flight()
+        groups = [None] * in_flight
         for unit, (block, blocks, first, size) in enumerate(p.units()):
-            slot = unit % 2
+            slot = unit % in_flight
             if groups[slot] is not None:
                 rt.finish_task_group(groups[slot])
             group = groups[slot] = rt.task_group()
@@ -666,8 +683,6 @@ def design(p: Plan):
         for group in groups:
             if group is not None:
                 rt.finish_task_group(group)
-        if bias_group is not None:
-            rt.finish_task_group(bias_group)
 
     device = NPU1Col4() if p.dev == "npu" else NPU2()
     return Program(device, rt).resolve_program(SequentialPlacer())

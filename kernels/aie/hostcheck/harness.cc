@@ -145,6 +145,26 @@ int main(int argc, char **argv) {
         c.insert(c.end(), c_objs[t], c_objs[t] + c_size);
       }
     };
+    // `size` output tiles at once, each k-tile of the shared operand (A, or B with
+    // shared_is_a false) serving them all, the other's tiles taken in turn.
+    auto group = [&](int size, bool shared_is_a) {
+      for (int t = 0; t < size; ++t)
+        gemm_zero_f32(c_objs[t]);
+      for (int kt = 0; kt < k_tiles; ++kt) {
+        if (shared_is_a)
+          take(a, a_at, a_obj, a_size);
+        else
+          take(b, b_at, b_obj, b_size);
+        for (int t = 0; t < size; ++t) {
+          if (shared_is_a)
+            take(b, b_at, b_obj, b_size);
+          else
+            take(a, a_at, a_obj, a_size);
+          gemm_ktile_bf16_f32(a_obj, b_obj, c_objs[t]);
+        }
+      }
+      finish(size);
+    };
     if (bias_parts > 0)
       gemm_bias_begin(col_tiles);
     for (int part = 0; part < bias_parts; ++part) {
@@ -173,37 +193,14 @@ int main(int argc, char **argv) {
         }
         continue;
       }
-      for (int size = GROUP; size >= 1; --size) {
-        for (int g = 0; g < column_groups(size); ++g) {
-          for (int t = 0; t < size; ++t)
-            gemm_zero_f32(c_objs[t]);
-          for (int kt = 0; kt < k_tiles; ++kt) {
-            take(a, a_at, a_obj, a_size);
-            for (int t = 0; t < size; ++t) {
-              take(b, b_at, b_obj, b_size);
-              gemm_ktile_bf16_f32(a_obj, b_obj, c_objs[t]);
-            }
-          }
-          finish(size);
-        }
-      }
+      for (int size = GROUP; size >= 1; --size)
+        for (int g = 0; g < column_groups(size); ++g)
+          group(size, true);
     }
-    for (int size = GROUP; size >= 1 && !bf16_out; --size) {
-      for (int g = 0; g < row_groups(size); ++g) {
-        for (int j = 0; j < sweep; ++j) {
-          for (int t = 0; t < size; ++t)
-            gemm_zero_f32(c_objs[t]);
-          for (int kt = 0; kt < k_tiles; ++kt) {
-            take(b, b_at, b_obj, b_size);
-            for (int t = 0; t < size; ++t) {
-              take(a, a_at, a_obj, a_size);
-              gemm_ktile_bf16_f32(a_obj, b_obj, c_objs[t]);
-            }
-          }
-          finish(size);
-        }
-      }
-    }
+    for (int size = GROUP; size >= 1 && !bf16_out; --size)
+      for (int g = 0; g < row_groups(size); ++g)
+        for (int j = 0; j < sweep; ++j)
+          group(size, false);
     if (a_at != a.size() || b_at != b.size()) {
       std::fprintf(stderr, "streams not consumed whole: A %zu of %zu, B %zu of %zu\n", a_at,
                    a.size(), b_at, b.size());

@@ -208,9 +208,15 @@ class _Buffer:
         self.elements = _elements(ty)
 
 
+# Tasks queued on one shim DMA channel at once at most (gemm.py's MAX_QUEUED_TASKS): the
+# tasks of the task groups not yet finished, per channel (a FIFO's shim end).
+MAX_QUEUED_TASKS = 4
+
+
 class Runtime:
     def __init__(self):
         self.tasks, self.open_groups, self.workers = [], [], []
+        self.queued = defaultdict(list)
 
     @contextmanager
     def sequence(self, *types):
@@ -239,6 +245,8 @@ class Runtime:
 
     def finish_task_group(self, group):
         self.open_groups.remove(group)
+        for channel in self.queued:
+            self.queued[channel] = [g for g in self.queued[channel] if g is not group]
 
     def _task(self, kind, handle, buffer, tap, task_group, placement):
         assert task_group in self.open_groups, "a task outside an open task group"
@@ -247,6 +255,10 @@ class Runtime:
         assert handle.endpoint is None or handle.endpoint[0] == "shim", handle.fifo.name
         handle.endpoint = ("shim", placement)
         self.tasks.append((kind, handle, tap))
+        queue = self.queued[id(handle)]
+        queue.append(task_group)
+        assert len(queue) <= MAX_QUEUED_TASKS, (
+            f"{handle.fifo.name}: {len(queue)} tasks queued on one shim channel")
 
     def fill(self, handle, source, tap=None, task_group=None, wait=False, placement=None):
         assert handle.is_prod

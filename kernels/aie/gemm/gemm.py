@@ -663,23 +663,18 @@ def design(p: Plan):
                     placement=Tile(col, 0),
                 )
                 # Shims 0 to ROWS - 1 also carry the A of the core row of their number.
+                fills = [(b_fills[col], B, p.b_tasks(col, first, size))]
                 if col < ROWS:
-                    for task in p.a_tasks(block, blocks, col):
+                    fills.insert(0, (a_fills[col], A, p.a_tasks(block, blocks, col)))
+                for handle, source, tasks in fills:
+                    for task in tasks:
                         rt.fill(
-                            a_fills[col],
-                            A,
+                            handle,
+                            source,
                             tap=tap(task),
                             task_group=group,
                             placement=Tile(col, 0),
                         )
-                for task in p.b_tasks(col, first, size):
-                    rt.fill(
-                        b_fills[col],
-                        B,
-                        tap=tap(task),
-                        task_group=group,
-                        placement=Tile(col, 0),
-                    )
         for group in groups:
             if group is not None:
                 rt.finish_task_group(group)

@@ -302,7 +302,12 @@ while read -r kind name epilogue output dims; do
         array_of[$xclbin]="$array"
         (
             cd "$dir"
+            # --dynamic-objFifos: the cores' loops run counts read at run time, with acquires of
+            # one to four objects, so the object FIFOs' buffers are chosen at run time (mlir-aie's
+            # dynamic object FIFO lowering, programming_examples/dynamic_object_fifo) rather
+            # than by unrolling the loops.
             "$aiecc" --alloc-scheme=basic-sequential --aie-generate-xclbin --no-compile-host \
+                --dynamic-objFifos \
                 --no-xchesscc --no-xbridge --peano "$PEANO_INSTALL_DIR" \
                 --xclbin-name="$xclbin.xclbin" \
                 --aie-generate-npu-insts --npu-insts-name="$name.insts.bin" \
@@ -317,6 +322,7 @@ while read -r kind name epilogue output dims; do
         (
             cd "$dir"
             "$aiecc" --alloc-scheme=basic-sequential --aie-only-generate-npu --no-compile-host \
+                --dynamic-objFifos \
                 --no-xchesscc --no-xbridge --peano "$PEANO_INSTALL_DIR" \
                 --aie-generate-npu-insts --npu-insts-name="$name.insts.bin" \
                 aie.mlir >aiecc.log 2>&1

@@ -247,24 +247,14 @@ pub struct Dataflow {
     pub seconds: f64,
     /// Of which the reading and writing alone (s), the longer of the two a dispatch.
     pub dma_seconds: f64,
-    /// Reading alone (s): A through the shims of as many columns as core rows, B and the bias
-    /// through every column's, all of it at most the host's rate.
-    pub read_seconds: f64,
-    /// Writing C alone (s).
-    pub write_seconds: f64,
     /// Of which the compute alone (s).
     pub compute_seconds: f64,
 }
 
 impl Dataflow {
-    /// Bytes read from memory.
-    pub fn bytes_in(&self) -> usize {
-        self.a_bytes + self.b_bytes + self.bias_bytes
-    }
-
     /// Every byte the shim DMAs move.
     pub fn bytes(&self) -> usize {
-        self.bytes_in() + self.c_bytes
+        self.a_bytes + self.b_bytes + self.bias_bytes + self.c_bytes
     }
 }
 
@@ -356,16 +346,8 @@ impl GemmContract {
             core_cycles: cycles * d as u64,
             seconds: per_dispatch * d as f64,
             dma_seconds: read.max(write) * d as f64,
-            read_seconds: read * d as f64,
-            write_seconds: write * d as f64,
             compute_seconds: compute * d as f64,
         }
-    }
-
-    /// Bytes the array's DMAs move between memory and the cores for one call of `layout`
-    /// with float32 C and no bias ([`GemmContract::dataflow`]).
-    pub fn dma_bytes(&self, layout: &GemmLayout) -> usize {
-        self.dataflow(layout, hw::cost::TileEnd::None).bytes()
     }
 }
 
@@ -599,13 +581,13 @@ mod tests {
         // A crosses once per group of 4 column tiles of 128 columns (12 tiles: 3 groups), B
         // once per 256 rows.
         assert_eq!(
-            c.dma_bytes(&l),
+            c.dataflow(&l, hw::cost::TileEnd::None).bytes(),
             1536 * 64 * 2 * 3 + 64 * 1536 * 2 * 6 + 1536 * 1536 * 4
         );
     }
 
     /// The design's bytes per part: A once per group of column tiles (the last group
-    /// smaller), one per tile for bfloat16 C; the bias in whole B objects; and its cycles grow
+    /// smaller), groups of three for bfloat16 C; the bias in whole B objects; and its cycles grow
     /// with the k-tiles, the GELU epilogue costing more than the bias alone.
     #[test]
     fn dataflow_counts_groups_and_the_bias() {

@@ -616,12 +616,8 @@ pub struct Prediction {
 /// Predicts the device time of one window from `placement`'s traffic and kernel order, on
 /// an NPU of `family`.
 pub fn predict(placement: &Placement, family: DeviceFamily) -> Prediction {
-    let t = placement.total_traffic();
-    let gemm = placement
-        .traffic
-        .get(&format!("{:?}", Kernel::MatMul))
-        .copied()
-        .unwrap_or_default();
+    let counts = placement.snapshot();
+    let (t, gemm) = (counts.total(), *counts.get(Kernel::MatMul));
     let compute_ms = gemm.core_cycles as f64 / hw::cost::clock_hz(family) * 1e3;
     let transfer_ms = gemm.dma_ns as f64 * 1e-6;
     let gemm_ms = gemm.model_ns as f64 * 1e-6;

@@ -136,6 +136,18 @@ impl KernelNeed {
         }
     }
 
+    /// The GEMM a product with weights runs on `contract`'s device: the bias with `bias`, and
+    /// GELU in the epilogue with `gelu` where the contract runs GELU on the device (elsewhere
+    /// the host applies it after the bias).
+    pub fn weights_gemm(
+        contract: &GemmContract,
+        layout: &GemmLayout,
+        bias: bool,
+        gelu: bool,
+    ) -> KernelNeed {
+        KernelNeed::gemm(layout, bias, gelu && contract.softmax_gelu_on_device())
+    }
+
     /// The GEMM of `layout` with no epilogue and C in bfloat16, left on the device.
     pub fn gemm_bf16_out(layout: &GemmLayout) -> KernelNeed {
         KernelNeed {

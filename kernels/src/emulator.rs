@@ -130,8 +130,9 @@ impl Device for Emulator {
             self.gelu_values(c);
         }
         let layout = self.contract.layout(m, w.k(), w.n());
-        let gelu = epilogue == Epilogue::Gelu && self.contract.softmax_gelu_on_device();
-        let end = KernelNeed::gemm(&layout, ew.bias.is_some(), gelu).tile_end();
+        let gelu = epilogue == Epilogue::Gelu;
+        let end =
+            KernelNeed::weights_gemm(&self.contract, &layout, ew.bias.is_some(), gelu).tile_end();
         self.counters.record(
             Kernel::MatMul,
             Traffic::gemm(&self.contract, &layout, true, end),

@@ -92,7 +92,7 @@ impl DeviceCall {
         gelu: bool,
     ) -> DeviceCall {
         let layout = contract.layout(m, k, n);
-        let need = KernelNeed::gemm(&layout, bias, gelu && contract.softmax_gelu_on_device());
+        let need = KernelNeed::weights_gemm(contract, &layout, bias, gelu);
         DeviceCall {
             traffic: Traffic::gemm(contract, &layout, true, need.tile_end()).times(batch as u64),
             need,

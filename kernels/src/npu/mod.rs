@@ -719,8 +719,9 @@ impl<X: Xrt> Device for Npu<X> {
             }
             moved
         };
-        let gelu = epilogue == Epilogue::Gelu && self.contract.softmax_gelu_on_device();
-        let end = KernelNeed::gemm(&layout, nw.bias.is_some(), gelu).tile_end();
+        let gelu = epilogue == Epilogue::Gelu;
+        let end =
+            KernelNeed::weights_gemm(&self.contract, &layout, nw.bias.is_some(), gelu).tile_end();
         self.record(
             Kernel::MatMul,
             moved,

@@ -183,15 +183,10 @@ pub fn gemm_parts(
     let mut parts: Vec<(&'static str, [f64; 3], [u64; 2])> = Vec::new();
     for (name, calls) in crate::placement::whisper_calls(dims, &contract) {
         for call in calls.iter().filter(|c| c.need.kernel == Kernel::MatMul) {
-            let name = if call.need.bf16_out {
-                "attention Q K^T"
-            } else {
-                name
-            };
-            let name = if name == "attention" {
-                "attention P V"
-            } else {
-                name
+            let name = match (name, call.need.bf16_out) {
+                (_, true) => "attention Q K^T",
+                ("attention", false) => "attention P V",
+                (name, false) => name,
             };
             let t = call.traffic;
             let times = [

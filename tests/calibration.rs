@@ -140,7 +140,8 @@ fn this_designs_windows_are_below_the_published_ones() {
         ("large-v3", 2876.0, 1461.0, 0.94, 1.27),
     ];
     let close = |a: f64, b: f64| (a - b).abs() <= 0.02 * b;
-    for (row, (model, x1, x2, r1, r2)) in calibration().iter().zip(stated) {
+    let table = calibration();
+    for (row, (model, x1, x2, r1, r2)) in table.iter().zip(stated) {
         assert_eq!(row.model, model);
         let (a, b) = (&row.ours_xdna1, &row.ours_xdna2);
         let (ra, rb) = (a.transfer_ms / a.compute_ms, b.transfer_ms / b.compute_ms);
@@ -164,7 +165,7 @@ fn this_designs_windows_are_below_the_published_ones() {
             "{model}: DMA/compute {ra:.2} and {rb:.2}, docs/npu.md states {r1} and {r2}"
         );
     }
-    let large = calibration().into_iter().last().unwrap();
+    let large = table.last().unwrap();
     assert!(large.ours_xdna1.transfer_ms <= large.ours_xdna1.compute_ms);
     assert!(large.ours_xdna2.transfer_ms > large.ours_xdna2.compute_ms);
     // The wait: each float32 output tile's 8 KiB through the core's 32-bit channel, for

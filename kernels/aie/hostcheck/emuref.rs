@@ -34,6 +34,15 @@ fn write(path: &str, v: &[f32]) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// The whole-array contract of mlir-aie's device name (`npu`, `npu2`).
+fn contract_of(dev: &str) -> GemmContract {
+    match dev {
+        "npu" => GemmContract::XDNA1,
+        "npu2" => GemmContract::XDNA2,
+        other => panic!("unknown device {other}"),
+    }
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let rounding = Rounding::NearestEven;
@@ -79,11 +88,7 @@ fn main() {
         }
         "dataflow" => {
             let d: Vec<usize> = a[2..5].iter().map(|s| s.parse().unwrap()).collect();
-            let contract = match a[6].as_str() {
-                "npu" => GemmContract::XDNA1,
-                "npu2" => GemmContract::XDNA2,
-                other => panic!("unknown device {other}"),
-            };
+            let contract = contract_of(&a[6]);
             let end = match a[5].as_str() {
                 "none" => TileEnd::None,
                 "bias" => TileEnd::Bias,
@@ -111,11 +116,7 @@ fn main() {
         }
         "attention-layout" => {
             let d: Vec<usize> = a[2..6].iter().map(|s| s.parse().unwrap()).collect();
-            let contract = match a[6].as_str() {
-                "npu" => GemmContract::XDNA1,
-                "npu2" => GemmContract::XDNA2,
-                other => panic!("unknown device {other}"),
-            };
+            let contract = contract_of(&a[6]);
             let layout = contract.attention(AttentionDims {
                 m: d[0],
                 d: d[1],

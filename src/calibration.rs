@@ -169,18 +169,39 @@ pub fn whole_array_rates(dims: EncoderDims) -> Vec<((usize, usize, usize), f64)>
         .collect()
 }
 
+/// One product of a window under this project's design (the sum over its calls), beside the
+/// same product with each operand read from memory once ([`GemmContract::dataflow_operands_once`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct GemmPart {
+    /// The product's name ("q k v", "attention Q K^T", ...).
+    pub name: &'static str,
+    /// The cores' compute (ms).
+    pub compute_ms: f64,
+    /// The DMA alone: per dispatch the longer of reading and writing (ms).
+    pub dma_ms: f64,
+    /// The two overlapped, fill and drain included (ms).
+    pub gemm_ms: f64,
+    /// Bytes the DMAs read (A, B, the bias).
+    pub read_bytes: u64,
+    /// Bytes the DMAs write (C).
+    pub write_bytes: u64,
+    /// Bytes of A and B themselves: what reading each once reads, the bias included.
+    pub once_read_bytes: u64,
+    /// The DMA alone with each operand read once (ms).
+    pub once_dma_ms: f64,
+    /// The product's time with each operand read once (ms).
+    pub once_gemm_ms: f64,
+}
+
 /// This project's design on each product of one window of an encoder of `dims` on `family`
-/// ([`crate::placement::whisper_calls`], [`GemmContract::dataflow`]): the product's name, and
-/// over the window its compute, its DMA alone (per dispatch the longer of reading and writing)
-/// and its time with the two overlapped (ms), and the bytes its DMAs read and write.
-pub fn gemm_parts(
-    dims: EncoderDims,
-    family: DeviceFamily,
-) -> Vec<(&'static str, [f64; 3], [u64; 2])> {
+/// ([`crate::placement::whisper_calls`], [`GemmContract::dataflow`]), and the same products
+/// with each operand read once, in the order of the window.
+pub fn gemm_parts(dims: EncoderDims, family: DeviceFamily) -> Vec<GemmPart> {
     use amanuensis_kernels::device::Kernel;
+    use amanuensis_kernels::gemm::GemmLayout;
     let contract = GemmContract::for_family(family);
     let clock = amanuensis_kernels::hw::cost::clock_hz(family);
-    let mut parts: Vec<(&'static str, [f64; 3], [u64; 2])> = Vec::new();
+    let mut parts: Vec<GemmPart> = Vec::new();
     for (name, calls) in crate::placement::whisper_calls(dims, &contract) {
         for call in calls.iter().filter(|c| c.need.kernel == Kernel::MatMul) {
             let name = match (name, call.need.bf16_out) {
@@ -189,25 +210,63 @@ pub fn gemm_parts(
                 (name, false) => name,
             };
             let t = call.traffic;
-            let times = [
-                t.core_cycles as f64 / clock * 1e3,
-                t.dma_ns as f64 * 1e-6,
-                t.model_ns as f64 * 1e-6,
-            ];
-            let bytes = [t.dma_bytes - t.dma_out_bytes, t.dma_out_bytes];
-            match parts.iter_mut().find(|p| p.0 == name) {
-                Some(part) => {
-                    for (sum, t) in part.1.iter_mut().zip(times) {
-                        *sum += t;
-                    }
-                    part.2[0] += bytes[0];
-                    part.2[1] += bytes[1];
+            // The layout of one call, from the dispatch shape the call names.
+            let [m_chunk, k_pad, n_pad] = call.need.shape[..] else {
+                unreachable!("a product's dispatch shape is [m, k, n]")
+            };
+            let dispatches = (t.dispatches / t.calls) as usize;
+            let layout = GemmLayout {
+                m: m_chunk * dispatches,
+                k: k_pad,
+                n: n_pad,
+                m_pad: m_chunk * dispatches,
+                k_pad,
+                n_pad,
+                m_chunk,
+                dispatches,
+                precision: contract.precision,
+            };
+            let once = contract.dataflow_operands_once(&layout, call.need.tile_end());
+            let calls = t.calls as f64;
+            let part = GemmPart {
+                name,
+                compute_ms: t.core_cycles as f64 / clock * 1e3,
+                dma_ms: t.dma_ns as f64 * 1e-6,
+                gemm_ms: t.model_ns as f64 * 1e-6,
+                read_bytes: t.dma_bytes - t.dma_out_bytes,
+                write_bytes: t.dma_out_bytes,
+                once_read_bytes: (once.a_bytes + once.b_bytes + once.bias_bytes) as u64 * t.calls,
+                once_dma_ms: once.dma_seconds * calls * 1e3,
+                once_gemm_ms: once.seconds * calls * 1e3,
+            };
+            match parts.iter_mut().find(|p| p.name == name) {
+                Some(sum) => {
+                    sum.compute_ms += part.compute_ms;
+                    sum.dma_ms += part.dma_ms;
+                    sum.gemm_ms += part.gemm_ms;
+                    sum.read_bytes += part.read_bytes;
+                    sum.write_bytes += part.write_bytes;
+                    sum.once_read_bytes += part.once_read_bytes;
+                    sum.once_dma_ms += part.once_dma_ms;
+                    sum.once_gemm_ms += part.once_gemm_ms;
                 }
-                None => parts.push((name, times, bytes)),
+                None => parts.push(part),
             }
         }
     }
     parts
+}
+
+/// What reading each operand once would make of a window of an encoder of `dims` on
+/// `family`: the window (ms), the GEMMs' DMA term (ms), and the GEMMs' compute term (ms);
+/// everything but the GEMMs as [`predict`] has it.
+pub fn operands_once_window(dims: EncoderDims, family: DeviceFamily) -> [f64; 3] {
+    let placement = whisper_placement(dims, &GemmContract::for_family(family));
+    let now = predict(&placement, family);
+    let parts = gemm_parts(dims, family);
+    let saved: f64 = parts.iter().map(|p| p.gemm_ms - p.once_gemm_ms).sum();
+    let dma: f64 = parts.iter().map(|p| p.once_dma_ms).sum();
+    [now.total_ms - saved, dma, now.compute_ms]
 }
 
 /// One row of the calibration table: a published window, the prediction of it, and this

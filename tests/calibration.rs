@@ -223,3 +223,54 @@ fn the_gemm_model_on_the_whole_array_design_is_within_its_stated_error() {
         );
     }
 }
+
+/// What reading each operand once would gain (docs/npu.md, "Predicted device time"): the
+/// bound's bytes are the operands' own, and its windows are the documented ones (within 2%),
+/// a few percent below the design's: the products it would speed up are compute-bound or
+/// bound by writing the scores and reading them back. On large-v3 it would bring XDNA2's DMA
+/// term below its compute term.
+#[test]
+fn reading_each_operand_once_would_gain_little() {
+    use amanuensis::calibration::{gemm_parts, operands_once_window};
+    // large-v3's projections on XDNA1: 96 calls (3 x 32 layers) of A [1536, 1280] and B
+    // [1280, 1280] in bfloat16, each in 2 dispatches of 768 rows, whose bias is 5 B objects
+    // of 64 x 32 values in each of the 4 columns.
+    let parts = gemm_parts(dims("large-v3"), DeviceFamily::Xdna1);
+    let qkv = parts.iter().find(|p| p.name == "q k v").unwrap();
+    let operands = 96 * (1536 * 1280 * 2 + 1280 * 1280 * 2);
+    let bias = 96 * 2 * 4 * 5 * 64 * 32 * 2;
+    assert_eq!(qkv.once_read_bytes, operands + bias);
+    assert!(qkv.read_bytes > 4 * qkv.once_read_bytes);
+    // (model, XDNA1 window and DMA / compute, XDNA2 window and DMA / compute), as
+    // docs/npu.md's table gives them.
+    let stated = [
+        ("tiny", 90.0, 0.73, 51.0, 1.06),
+        ("small", 583.0, 0.59, 308.0, 0.96),
+        ("large-v3", 2839.0, 0.46, 1417.0, 0.79),
+    ];
+    let close = |a: f64, b: f64| (a - b).abs() <= 0.02 * b;
+    for (row, (model, x1, r1, x2, r2)) in calibration().iter().zip(stated) {
+        assert_eq!(row.model, model);
+        for (now, family, total, ratio) in [
+            (&row.ours_xdna1, DeviceFamily::Xdna1, x1, r1),
+            (&row.ours_xdna2, DeviceFamily::Xdna2, x2, r2),
+        ] {
+            let [window, dma, compute] = operands_once_window(dims(model), family);
+            println!(
+                "{model} {family:?}: {window:.0} ms reading each operand once ({:.0} ms now, \
+                 {:+.1}%), DMA/compute {:.2} ({:.2} now)",
+                now.total_ms,
+                100.0 * (window / now.total_ms - 1.0),
+                dma / compute,
+                now.transfer_ms / now.compute_ms
+            );
+            assert!(window <= now.total_ms && dma <= now.transfer_ms);
+            assert!(
+                close(window, total) && close(dma / compute, ratio),
+                "{model} {family:?}: {window:.0} ms and DMA/compute {:.2}, docs/npu.md states \
+                 {total} and {ratio}",
+                dma / compute
+            );
+        }
+    }
+}

@@ -278,6 +278,50 @@ impl GemmContract {
         end: hw::cost::TileEnd,
         group: usize,
     ) -> Dataflow {
+        let group = group.max(1);
+        let row_blocks = layout.m_chunk / (self.rows * self.tile.m);
+        let col_tiles = layout.n_pad / (self.columns * self.tile.n);
+        let a_once = layout.m_chunk * layout.k_pad * 2;
+        let b_once = layout.k_pad * layout.n_pad * 2;
+        // Groups of column tiles share A; groups of row blocks (the kind without an epilogue
+        // only, whose tiles need no bias cursor) share B instead: whichever reads less.
+        let (a_cols, b_cols) = (a_once * col_tiles.div_ceil(group), b_once * row_blocks);
+        let (a_rows, b_rows) = (a_once * col_tiles, b_once * row_blocks.div_ceil(group));
+        let rows_grouped = end == hw::cost::TileEnd::None && a_rows + b_rows < a_cols + b_cols;
+        let reads = if rows_grouped {
+            (a_rows, b_rows)
+        } else {
+            (a_cols, b_cols)
+        };
+        self.timed(layout, end, group, rows_grouped, reads)
+    }
+
+    /// A bound on what reading fewer bytes could gain: [`GemmContract::dataflow`]'s cores,
+    /// groups and DMA lanes, with A and B each read from memory once a call (B once over all
+    /// the call's dispatches). No dataflow on this array does better on the DMA side without
+    /// more lanes; the design reads more because only a group of output tiles stays in a
+    /// core's memory (`inspect --published` prints both per product).
+    pub fn dataflow_operands_once(&self, layout: &GemmLayout, end: hw::cost::TileEnd) -> Dataflow {
+        let design = self.dataflow(layout, end);
+        let a_once = layout.m_chunk * layout.k_pad * 2;
+        let b_once = layout.k_pad * layout.n_pad * 2;
+        let per_dispatch = (a_once, b_once.div_ceil(layout.dispatches));
+        Dataflow {
+            b_bytes: b_once,
+            ..self.timed(layout, end, design.group, design.rows_grouped, per_dispatch)
+        }
+    }
+
+    /// The design's cycles and time for one call of `layout` whose dispatches each read
+    /// `reads` bytes of A and B (the bias and C as the design moves them).
+    fn timed(
+        &self,
+        layout: &GemmLayout,
+        end: hw::cost::TileEnd,
+        group: usize,
+        rows_grouped: bool,
+        (a, b): (usize, usize),
+    ) -> Dataflow {
         use hw::cost;
         let family = self.family();
         let Tile { m, k, n } = self.tile;
@@ -285,8 +329,6 @@ impl GemmContract {
         let col_tiles = layout.n_pad / (self.columns * n);
         let k_tiles = layout.k_pad / k;
         let bf16_out = end == cost::TileEnd::Bf16;
-        let group = group.max(1);
-        let groups = col_tiles.div_ceil(group);
         let bias = matches!(end, cost::TileEnd::Bias | cost::TileEnd::BiasGelu);
         let object = k * n;
         let bias_parts = if bias {
@@ -297,18 +339,6 @@ impl GemmContract {
         };
         let c_value = if bf16_out { 2 } else { 4 };
         let d = layout.dispatches;
-        let a_once = layout.m_chunk * layout.k_pad * 2;
-        let b_once = layout.k_pad * layout.n_pad * 2;
-        // Groups of column tiles share A; groups of row blocks (the kind without an epilogue
-        // only, whose tiles need no bias cursor) share B instead: whichever reads less.
-        let (a_cols, b_cols) = (a_once * groups, b_once * row_blocks);
-        let (a_rows, b_rows) = (a_once * col_tiles, b_once * row_blocks.div_ceil(group));
-        let rows_grouped = end == cost::TileEnd::None && a_rows + b_rows < a_cols + b_cols;
-        let (a, b) = if rows_grouped {
-            (a_rows, b_rows)
-        } else {
-            (a_cols, b_cols)
-        };
         let bias_b = self.columns * bias_parts * object * 2;
         let c = layout.m_chunk * layout.n_pad * c_value;
         let tiles = (row_blocks * col_tiles) as u64;
@@ -626,6 +656,51 @@ mod tests {
         let long = c.dataflow(&c.layout(256, 640, 1280), TileEnd::None);
         assert_eq!(long.core_cycles - f.core_cycles, 9 * 10 * 1568);
         assert!(f.seconds >= f.compute_seconds.max(f.dma_seconds));
+    }
+
+    /// The bound of reading each operand once: A's rows and B each once a call, the bias and
+    /// C as the design moves them, the cores' cycles unchanged; never slower than the design,
+    /// and equal to it on a dispatch whose design reads each operand once already.
+    #[test]
+    fn operands_once_is_a_bound_on_the_design() {
+        use hw::cost::TileEnd;
+        for c in [GemmContract::XDNA1, GemmContract::XDNA2] {
+            for (m, k, n) in [
+                (1500, 1280, 1280),
+                (1500, 1280, 5120),
+                (1500, 5120, 1280),
+                (1500, 64, 1500),
+            ] {
+                for end in [
+                    TileEnd::None,
+                    TileEnd::Bias,
+                    TileEnd::BiasGelu,
+                    TileEnd::Bf16,
+                ] {
+                    let l = c.layout(m, k, n);
+                    let (design, once) = (c.dataflow(&l, end), c.dataflow_operands_once(&l, end));
+                    assert_eq!(once.a_bytes, l.rows_sent() * l.k_pad * 2);
+                    assert_eq!(once.b_bytes, l.k_pad * l.n_pad * 2);
+                    assert_eq!(
+                        (once.bias_bytes, once.c_bytes, once.core_cycles),
+                        (design.bias_bytes, design.c_bytes, design.core_cycles)
+                    );
+                    assert!(once.a_bytes <= design.a_bytes && once.b_bytes <= design.b_bytes);
+                    assert!(once.dma_seconds <= design.dma_seconds);
+                    assert!(once.seconds <= design.seconds);
+                }
+            }
+        }
+        // One row block and four column tiles a core column (512 columns on XDNA1): the design
+        // reads A once (one group) and B once (one row block).
+        let c = GemmContract::XDNA1;
+        let l = c.layout(256, 640, 512);
+        let (design, once) = (
+            c.dataflow(&l, TileEnd::Bias),
+            c.dataflow_operands_once(&l, TileEnd::Bias),
+        );
+        assert_eq!((design.row_blocks, design.col_tiles), (1, 4));
+        assert_eq!(once, design);
     }
 
     /// XDNA2's whole array: 256-row and 256-column blocks, 4 MiB of staging; the numerics'

@@ -87,8 +87,10 @@ CORE_STACK_BYTES = 1024
 MAX_WRAP = 1023
 MAX_REPEAT = 64
 # Tasks the runtime sequence keeps queued on one shim DMA channel at most: the channel's task
-# queue (AIE-ML's start queue of a DMA channel; its depth, 4, is to be confirmed on a device,
-# newer mlir-aie waits for room itself). hostcheck/iron_model holds every design to it.
+# queue, four deep on AIE-ML, and a push onto a full one is dropped, not stalled (measured on
+# devices: mlir-aie pull request 3734 on Strix, mlir-air pull request 1826 on AIE2; newer
+# mlir-aie polls for room before each push itself). hostcheck/iron_model holds every design
+# to it.
 MAX_QUEUED_TASKS = 4
 
 

@@ -171,7 +171,7 @@ pub fn whole_array_rates(dims: EncoderDims) -> Vec<((usize, usize, usize), f64)>
 
 /// One product of a window under this project's design (the sum over its calls), beside the
 /// same product with each operand read from memory once ([`GemmContract::dataflow_operands_once`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct GemmPart {
     /// The product's name ("q k v", "attention Q K^T", ...).
     pub name: &'static str,
@@ -226,7 +226,14 @@ pub fn gemm_parts(dims: EncoderDims, family: DeviceFamily) -> Vec<GemmPart> {
                 dispatches,
                 precision: contract.precision,
             };
-            let once = contract.dataflow_operands_once(&layout, call.need.tile_end());
+            let end = call.need.tile_end();
+            let design = contract.dataflow(&layout, end);
+            assert!(
+                design.bytes() as u64 * t.calls == t.dma_bytes
+                    && design.core_cycles * t.calls == t.core_cycles,
+                "{name}: the layout rebuilt from the dispatch shape is not the call's"
+            );
+            let once = contract.dataflow_operands_once(&layout, end);
             let calls = t.calls as f64;
             let part = GemmPart {
                 name,

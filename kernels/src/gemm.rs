@@ -298,13 +298,15 @@ impl GemmContract {
 
     /// A bound on what reading fewer bytes could gain: [`GemmContract::dataflow`]'s cores,
     /// groups and DMA lanes, with A and B each read from memory once a call (B once over all
-    /// the call's dispatches). No dataflow on this array does better on the DMA side without
-    /// more lanes; the design reads more because only a group of output tiles stays in a
+    /// the call's dispatches); the bias, C, and each dispatch's fill and drain as the design
+    /// moves them. The design reads more because only a group of output tiles stays in a
     /// core's memory (`inspect --published` prints both per product).
     pub fn dataflow_operands_once(&self, layout: &GemmLayout, end: hw::cost::TileEnd) -> Dataflow {
         let design = self.dataflow(layout, end);
         let a_once = layout.m_chunk * layout.k_pad * 2;
         let b_once = layout.k_pad * layout.n_pad * 2;
+        // Each dispatch's share of B, rounded up: the timing's bytes may exceed `b_bytes` by
+        // less than one byte a dispatch.
         let per_dispatch = (a_once, b_once.div_ceil(layout.dispatches));
         Dataflow {
             b_bytes: b_once,
@@ -701,6 +703,19 @@ mod tests {
         );
         assert_eq!((design.row_blocks, design.col_tiles), (1, 4));
         assert_eq!(once, design);
+        // large's FFN down-projection on XDNA2, DMA-bound: B crosses in each of its 6
+        // dispatches, and A twice (5 column tiles: groups of 4 and 1), where once each is
+        // strictly faster.
+        let c = GemmContract::XDNA2;
+        let l = c.layout(1500, 5120, 1280);
+        let (design, once) = (
+            c.dataflow(&l, TileEnd::Bias),
+            c.dataflow_operands_once(&l, TileEnd::Bias),
+        );
+        assert_eq!(design.b_bytes, 6 * once.b_bytes);
+        assert_eq!(design.a_bytes, 2 * once.a_bytes);
+        assert!(design.dma_seconds > design.compute_seconds);
+        assert!(once.seconds < design.seconds);
     }
 
     /// XDNA2's whole array: 256-row and 256-column blocks, 4 MiB of staging; the numerics'

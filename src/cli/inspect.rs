@@ -402,7 +402,7 @@ fn published(json: Option<&std::path::Path>) -> Result<()> {
         println!(
             "large-v3's products on {} under this project's design, a window: ms, and MB the \
              DMAs read and write; then the same products with A and B each read from memory \
-             once (the bound of any dataflow on these cores and DMA lanes)",
+             once on the same cores and DMA lanes (a bound, not a design)",
             family.name()
         );
         println!(
@@ -482,7 +482,7 @@ fn published(json: Option<&std::path::Path>) -> Result<()> {
     }
     println!(
         "  once DMA, total, DMA/cmp: the same window with every GEMM reading A and B from memory \
-         once (a bound, not a design: no dataflow on these cores and DMA lanes reads less)"
+         once, the bias, C, fill and drain as the design has them (a bound, not a design)"
     );
     if let Some(path) = json {
         write_json(path, &table)?;

@@ -163,6 +163,14 @@ aiecc="$(command -v aiecc.py || command -v aiecc || true)"
 [[ -n "$aiecc" ]] || missing+=("aiecc.py (mlir-aie) on PATH")
 if ! "$python" -c 'import aie.iron, aie.helpers.taplib' 2>/dev/null; then
     missing+=("the IRON Python package: '$python -c \"import aie.iron\"' fails")
+elif ! "$python" -c '
+from aie.iron import Buffer, Runtime, WorkerRuntimeBarrier
+assert all(hasattr(Runtime, f) for f in ("sequence", "inline_ops", "set_barrier", "task_group"))
+assert hasattr(WorkerRuntimeBarrier, "release_with_value")' 2>/dev/null; then
+    # The designs use IRON's Buffer (mlir-aie pull request 2724, November 2025) and its
+    # Runtime with sequence(), inline_ops() and task groups, which mlir-aie pull request 3387
+    # (July 2026) replaced with a callback body.
+    missing+=("the IRON API the designs are written against (Buffer, Runtime.sequence, inline_ops, set_barrier, task_group, WorkerRuntimeBarrier.release_with_value): mlir-aie between November 2025 and July 2026, as pinned below")
 fi
 if ! "$python" -c 'import numpy, ml_dtypes' 2>/dev/null; then
     missing+=("numpy and ml_dtypes for $python")
@@ -190,7 +198,9 @@ if [[ ${#missing[@]} -gt 0 ]]; then
         printf '  - %s\n' "${missing[@]}"
         echo
         echo "Install it as mlir-aie's docs/buildHostLin.md describes, for example in a venv:"
-        echo "  python3 -m pip install mlir_aie -f https://github.com/Xilinx/mlir-aie/releases/expanded_assets/latest-wheels-2"
+        # A wheel inside that window: the one mlir-air pinned on 2026-06-05 (its pull
+        # request 1670).
+        echo "  python3 -m pip install 'mlir_aie==1.3.2.dev101+ge094875' -f https://github.com/Xilinx/mlir-aie/releases/expanded_assets/latest-wheels-3"
         echo "  python3 -m pip install llvm-aie -f https://github.com/Xilinx/llvm-aie/releases/expanded_assets/nightly"
         echo "  python3 -m pip install numpy ml_dtypes"
         echo "then source mlir-aie's utils/env_setup.sh (it sets PEANO_INSTALL_DIR and"

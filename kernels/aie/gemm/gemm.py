@@ -520,10 +520,18 @@ def design(p: Plan):
     ]
     barriers = [[WorkerRuntimeBarrier() for _ in range(columns)] for _ in range(ROWS)]
 
+    def rearm(barrier):
+        # The wait is an acquire-equal, which leaves the lock at 1: moved off it here, the
+        # next dispatch's wait blocks until that dispatch has written its parameters and set
+        # the barrier again, instead of passing at once and reading these. Safe before the
+        # work: the next dispatch cannot begin until this one's C has drained.
+        barrier.release_with_value(1)
+
     def core_fn_bf16(a_in, b_in, c_out, rtp, barrier, zero, ktile, store):
         # A group's tiles are accumulated in the core's own float32 tiles (gemm.cc's
         # acc_tiles, by index), then stored rounded into the group's C objects.
         barrier.wait_for_value(1)
+        rearm(barrier)
         row_blocks, k_tiles = rtp[0], rtp[1]
         for _ in range_(row_blocks):
             for size in range(GROUP["bf16"], 0, -1):
@@ -546,6 +554,7 @@ def design(p: Plan):
     def core_fn(a_in, b_in, c_out, rtp, barrier, zero, ktile, bias_begin=None, bias_load=None,
                 finish=None):
         barrier.wait_for_value(1)
+        rearm(barrier)
         row_blocks, k_tiles = rtp[0], rtp[1]
         if bias_load is not None:
             bias_parts, col_tiles = rtp[2], rtp[3]

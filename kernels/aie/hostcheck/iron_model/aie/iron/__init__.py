@@ -65,10 +65,19 @@ class WorkerRuntimeBarrier:
         self.value, self.set_at, self.worker = None, None, None
 
     def wait_for_value(self, value):
+        # An acquire-equal: it waits for the value and leaves it as it is.
         worker = _tracing[-1]
         assert self.worker is worker, "a barrier waited on by a worker it is not given to"
         assert self.value == value, f"a barrier waited for {value} is set to {self.value}"
         worker.released_at = self.set_at
+        worker.waited.append((self, value))
+
+    def release_with_value(self, value):
+        # A lock release: it moves the value by `value`.
+        worker = _tracing[-1]
+        assert self.worker is worker, "a barrier released by a worker it is not given to"
+        assert value != 0, "a barrier released with 0 does not move"
+        self.value += value
 
 
 def _elements(ty) -> int:
@@ -176,6 +185,7 @@ class Worker:
                 arg.worker = self
         self.held, self.taken = defaultdict(int), defaultdict(int)
         self.released_at = None
+        self.waited = []
         Worker.every.append(self)
 
     def run_one_dispatch(self):
@@ -183,6 +193,13 @@ class Worker:
         self.core_fn(*self.fn_args)
         _tracing.pop()
         assert not any(self.held.values()), "objects still held at the end of a dispatch"
+        # The core loops forever, one iteration a dispatch: a barrier still at the value it
+        # waited for lets the next dispatch's wait pass before that dispatch has written its
+        # runtime parameters.
+        for barrier, value in self.waited:
+            assert barrier.value != value, (
+                f"a barrier still at {value} after the dispatch that waited for it: the next "
+                "dispatch would read its runtime parameters before they are written")
 
     def signature(self) -> str:
         """What the array's configuration holds of this worker: its tile, its kernels and

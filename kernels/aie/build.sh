@@ -312,12 +312,12 @@ while read -r kind name epilogue output dims; do
         array_of[$xclbin]="$array"
         (
             cd "$dir"
-            # --dynamic-objFifos: the cores' loops run counts read at run time, with acquires of
-            # one to four objects, so the object FIFOs' buffers are chosen at run time (mlir-aie's
-            # dynamic object FIFO lowering, programming_examples/dynamic_object_fifo) rather
-            # than by unrolling the loops.
+            # The cores' loops run counts read at run time, with acquires of one to four
+            # objects, so the object FIFOs' buffers must be chosen at run time: mlir-aie's
+            # dynamic object FIFO lowering, aiecc's default since mlir-aie pull request 2549
+            # (September 2025). No flag: in aiecc's argument parser since then,
+            # --dynamic-objFifos is a store_false that turns the lowering off.
             "$aiecc" --alloc-scheme=basic-sequential --aie-generate-xclbin --no-compile-host \
-                --dynamic-objFifos \
                 --no-xchesscc --no-xbridge --peano "$PEANO_INSTALL_DIR" \
                 --xclbin-name="$xclbin.xclbin" \
                 --aie-generate-npu-insts --npu-insts-name="$name.insts.bin" \
@@ -331,8 +331,8 @@ while read -r kind name epilogue output dims; do
         echo "building $name.insts.bin (runs in $xclbin.xclbin)"
         (
             cd "$dir"
-            "$aiecc" --alloc-scheme=basic-sequential --aie-only-generate-npu --no-compile-host \
-                --dynamic-objFifos \
+            # The instruction stream only: no core compiled or linked, no xclbin.
+            "$aiecc" --alloc-scheme=basic-sequential --no-compile --no-link --no-compile-host \
                 --no-xchesscc --no-xbridge --peano "$PEANO_INSTALL_DIR" \
                 --aie-generate-npu-insts --npu-insts-name="$name.insts.bin" \
                 aie.mlir >aiecc.log 2>&1

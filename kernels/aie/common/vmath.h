@@ -43,6 +43,38 @@ using vi = aie::vector<int32, LANES>;
 using vacc = aie::accum<accfloat, LANES>;
 using vmask = aie::mask<LANES>;
 
+// aie::upshift and aie::downshift of integer lanes go through an accumulator and back, so
+// their result follows the core's rounding and saturation modes: the bit arithmetic here
+// needs floor rounding (an arithmetic shift) and no saturation (a wrapping shift). Every
+// kernel entry point that shifts sets them first, whatever ran on the core before.
+inline void set_shift_modes() {
+  aie::set_rounding(aie::rounding_mode::floor);
+  aie::set_saturation(aie::saturation_mode::none);
+}
+
+// Stores the 16 lanes of `v` at `p` (16-bit aligned) writing no byte outside them.
+// aie::store_unaligned_v reads and rewrites the 32-byte blocks around its target, bytes of a
+// neighbouring buffer included, which a DMA may be filling at that moment; a row's first and
+// last vectors are stored through this instead.
+inline void store_exact(bfloat16 *p, aie::vector<bfloat16, LANES> v) {
+  alignas(32) bfloat16 lanes[LANES];
+  aie::store_v(lanes, v);
+  for (unsigned l = 0; l < LANES; ++l)
+    p[l] = lanes[l];
+}
+
+// Stores the `i`-th of the `full` whole vectors of a span at `p`: through store_exact at the
+// span's two ends, where the unaligned store's 32-byte blocks reach outside the span, and
+// aie::store_unaligned_v in between, where they hold only the span's own bytes (the vector
+// before, already written, and the vector after, written next).
+inline void store_span_vector(bfloat16 *p, aie::vector<bfloat16, LANES> v, int32_t i,
+                              int32_t full) {
+  if (i == 0 || i == full - 1)
+    store_exact(p, v);
+  else
+    aie::store_unaligned_v(p, v);
+}
+
 // Constants as their float32 bits (NUMERICS.md tables); splat_f and splat_bf make lanes of them.
 constexpr uint32_t LOG2E_HI = 0x3fb90000u;    // 1.4453125
 constexpr uint32_t LOG2E_LO = 0xbb2c0000u;    // -0.00262451171875

@@ -24,8 +24,10 @@ inline vbf gelu_lanes(vbf x) { return narrow_exact(gelu16(widen(x))); }
 inline void gelu_span(const bfloat16 *__restrict in, bfloat16 *__restrict out, int32_t count) {
   const int32_t full = count / static_cast<int32_t>(LANES);
   const int32_t tail = count % static_cast<int32_t>(LANES);
+  set_shift_modes();
   for (int32_t i = 0; i < full; ++i)
-    aie::store_unaligned_v(out + i * LANES, gelu_lanes(aie::load_unaligned_v<LANES>(in + i * LANES)));
+    store_span_vector(out + i * LANES, gelu_lanes(aie::load_unaligned_v<LANES>(in + i * LANES)),
+                      i, full);
   if (tail) {
     alignas(32) bfloat16 lanes[LANES];
     for (int32_t l = 0; l < static_cast<int32_t>(LANES); ++l)

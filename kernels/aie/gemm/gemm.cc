@@ -80,7 +80,7 @@ int32_t bias_cursor; // the next output tile's column tile
 int32_t bias_part;   // the next part of the bias to take from the B stream
 // The current tile's bias laid out as the 16-lane vectors of each block column of C (kept
 // out of the stack, which mlir-aie sizes at 1 KiB by default).
-alignas(32) float bias_lanes[COL_BLOCKS * LANES];
+alignas(64) float bias_lanes[COL_BLOCKS * LANES];
 #endif
 
 #ifdef GEMM_OUTPUT_BF16
@@ -90,7 +90,7 @@ alignas(32) float bias_lanes[COL_BLOCKS * LANES];
 #ifndef GEMM_GROUP_BF16
 #define GEMM_GROUP_BF16 3
 #endif
-alignas(32) float acc_tiles[GEMM_GROUP_BF16][DIM_M * DIM_N];
+alignas(64) float acc_tiles[GEMM_GROUP_BF16][DIM_M * DIM_N];
 #endif
 
 // C += A x B for one pair of MMUL_R-row block rows and one pair of MMUL_T-column block
@@ -231,7 +231,10 @@ void gemm_bias_load(const bfloat16 *__restrict object) {
 void gemm_epilogue_bias(float *__restrict c) { epilogue<false>(c); }
 
 // Epilogue `bias_gelu`: C = gelu(C + bias), bfloat16 values held in float32.
-void gemm_epilogue_bias_gelu(float *__restrict c) { epilogue<true>(c); }
+void gemm_epilogue_bias_gelu(float *__restrict c) {
+  set_shift_modes();
+  epilogue<true>(c);
+}
 #endif
 
 #ifdef GEMM_OUTPUT_BF16
@@ -248,6 +251,7 @@ void gemm_acc_ktile(const bfloat16 *__restrict a, const bfloat16 *__restrict b, 
 }
 
 void gemm_acc_store_bf16(bfloat16 *__restrict c, int32_t t) {
+  set_shift_modes();
   const float *__restrict acc = acc_tiles[t];
   for (unsigned i = 0; i < DIM_M * DIM_N; i += LANES) {
     const vf x = aie::load_v<LANES>(acc + i);

@@ -86,6 +86,8 @@ int main(int argc, char **argv) {
     std::transform(out.begin(), out.end(), y.begin(), widened);
     write_file(argv[3], y);
   } else if (mode == "gelu32") {
+    // As gemm_epilogue_bias_gelu does before its GELU.
+    amanuensis::set_shift_modes();
     const auto x = read_file<float>(argv[2]);
     std::vector<float> y(x.size());
     for (size_t i = 0; i < x.size(); i += amanuensis::LANES) {

@@ -32,7 +32,9 @@ using namespace amanuensis;
 using vh = aie::vector<int16, LANES>;
 
 inline vbf load_row(const bfloat16 *p) { return aie::load_unaligned_v<LANES>(p); }
-inline void store_row(bfloat16 *p, vbf v) { aie::store_unaligned_v(p, v); }
+inline void store_row(bfloat16 *row, int32_t i, int32_t full, vbf v) {
+  store_span_vector(row + i * LANES, v, i, full);
+}
 
 // The last `count` (< 16) elements of a row, padded with -inf.
 inline vbf load_tail(const bfloat16 *p, int32_t count) {
@@ -90,6 +92,7 @@ extern "C" {
 
 // Softmax of one row of `cols` values (cols >= 1), `in` to `out`.
 void softmax_row_bf16(const bfloat16 *__restrict in, bfloat16 *__restrict out, int32_t cols) {
+  set_shift_modes();
   const int32_t full = cols / static_cast<int32_t>(LANES);
   const int32_t tail = cols % static_cast<int32_t>(LANES);
 
@@ -109,7 +112,7 @@ void softmax_row_bf16(const bfloat16 *__restrict in, bfloat16 *__restrict out, i
   if (any_nan || m_infinite) {
     const vbf nan = aie::broadcast<bfloat16, LANES>(bf16_of_bits(CANONICAL_NAN_BF16));
     for (int32_t i = 0; i < full; ++i)
-      store_row(out + i * LANES, nan);
+      store_row(out, i, full, nan);
     if (tail)
       store_tail(out + full * LANES, nan, tail);
     return;
@@ -122,7 +125,7 @@ void softmax_row_bf16(const bfloat16 *__restrict in, bfloat16 *__restrict out, i
   for (int32_t i = 0; i < full; ++i) {
     const vf e = exponentials(load_row(in + i * LANES), m);
     sums = fadd(sums, e);
-    store_row(out + i * LANES, narrow_exact(e));
+    store_row(out, i, full, narrow_exact(e));
   }
   if (tail) {
     const vf e = exponentials(load_tail(in + full * LANES, tail), m);
@@ -140,7 +143,7 @@ void softmax_row_bf16(const bfloat16 *__restrict in, bfloat16 *__restrict out, i
 
   // Pass 3: y = b(e * rl + e * rh).
   for (int32_t i = 0; i < full; ++i)
-    store_row(out + i * LANES, normalised(load_row(out + i * LANES), rh, rl));
+    store_row(out, i, full, normalised(load_row(out + i * LANES), rh, rl));
   if (tail)
     store_tail(out + full * LANES, normalised(load_tail(out + full * LANES, tail), rh, rl),
                tail);

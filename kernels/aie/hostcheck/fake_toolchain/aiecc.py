@@ -4,22 +4,31 @@
 # a digest of the array's part of the MLIR; the instructions are three words of hexadecimal text, as older aiecc
 # releases wrote them, which build.sh converts to binary). Produces nothing loadable.
 set -euo pipefail
-xclbin="" insts="" input="" only_npu=0 generate_xclbin=0
+xclbin="" insts="" input="" generate_xclbin=0 compile=1 link=1 peano=0
 for arg in "$@"; do
+    if [[ $peano -eq 1 ]]; then
+        peano=0
+        continue
+    fi
     case "$arg" in
         --xclbin-name=*) xclbin="${arg#*=}" ;;
         --npu-insts-name=*) insts="${arg#*=}" ;;
-        --aie-only-generate-npu) only_npu=1 ;;
         --aie-generate-xclbin) generate_xclbin=1 ;;
-        --peano | --alloc-scheme=* | --aie-generate-* | --no-*) ;;
-        -*) ;;
-        *) input="$arg" ;;
+        --no-compile) compile=0 ;;
+        --no-link) link=0 ;;
+        --peano) peano=1 ;;
+        --alloc-scheme=* | --aie-generate-npu-insts | --no-compile-host | --no-xchesscc | --no-xbridge) ;;
+        # Only flags of aiecc's argument parser (python/compiler/aiecc/cl_arguments.py) of the
+        # mlir-aie build.sh pins: --aie-only-generate-npu is gone from it, and
+        # --dynamic-objFifos there turns the dynamic lowering the designs need off.
+        *) [[ "$arg" != -* ]] || { echo "aiecc stand-in: $arg is not a flag build.sh may pass" >&2; exit 2; }
+           input="$arg" ;;
     esac
 done
 [[ -n "$insts" && -s "$input" ]]
-if [[ $only_npu -eq 1 ]]; then
-    # Instructions only: no xclbin asked for, none written.
-    [[ -z "$xclbin" && $generate_xclbin -eq 0 ]]
+if [[ $generate_xclbin -eq 0 ]]; then
+    # Instructions only: no xclbin asked for, none written, nothing compiled or linked.
+    [[ -z "$xclbin" && $compile -eq 0 && $link -eq 0 ]]
 else
     [[ -n "$xclbin" && $generate_xclbin -eq 1 ]]
     # The xclbin's bytes: a digest of the array's part of the MLIR (the runtime sequence left

@@ -10,6 +10,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -164,13 +166,33 @@ vector<T, N> bit_xor(const vector<T, N> &a, const vector<T, N> &b) {
     r.v[i] = a.v[i] ^ b.v[i];
   return r;
 }
+// The core's rounding and saturation modes: the model's shifts are the plain arithmetic and
+// wrapping shifts that floor rounding and no saturation give, so the model only checks that
+// a kernel sets those two before it shifts.
+enum class rounding_mode { floor, ceil, positive_inf, negative_inf, symmetric_inf, symmetric_zero, conv_even, conv_odd };
+enum class saturation_mode { none, truncate, saturate, symmetric };
+inline bool shift_modes_set = false;
+inline void require_shift_modes() {
+  if (!shift_modes_set) {
+    std::fputs("aie model: a shift before the kernel set floor rounding and no saturation\n",
+               stderr);
+    std::abort();
+  }
+}
+inline void set_rounding(rounding_mode m) { shift_modes_set = m == rounding_mode::floor; }
+inline void set_saturation(saturation_mode m) {
+  shift_modes_set = shift_modes_set && m == saturation_mode::none;
+}
+
 template <typename T, unsigned N> vector<T, N> downshift(const vector<T, N> &a, unsigned s) {
+  require_shift_modes();
   vector<T, N> r; // arithmetic on signed lanes
   for (unsigned i = 0; i < N; ++i)
     r.v[i] = static_cast<T>(a.v[i] >> s);
   return r;
 }
 template <typename T, unsigned N> vector<T, N> upshift(const vector<T, N> &a, unsigned s) {
+  require_shift_modes();
   using U = std::make_unsigned_t<T>;
   vector<T, N> r;
   for (unsigned i = 0; i < N; ++i)

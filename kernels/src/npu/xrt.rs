@@ -80,7 +80,7 @@ pub trait Xrt: Send + Sync + 'static {
 
     /// Starts `kernel` with the NPU flow's arguments (opcode 3, the instruction buffer and
     /// its word count, the data buffers in argument order) and waits up to `timeout` for it:
-    /// the state it is in then.
+    /// the state it is in then. A run that has not finished by then is aborted.
     fn run(
         &self,
         kernel: &Self::Kernel,
@@ -194,6 +194,13 @@ impl Xrt for Native {
             .0
             .start_npu(instructions, words, data)
             .map_err(run_error)?;
-        run.wait(timeout).map_err(run_error)
+        let state = run.wait(timeout).map_err(run_error)?;
+        if !state.is_finished() {
+            // Out of time: XRT leaves the abort to the caller, and a command left with
+            // the device would hold its buffers and the context. The timeout is what the
+            // caller reports, whatever state the abort ends in.
+            let _ = run.abort();
+        }
+        Ok(state)
     }
 }

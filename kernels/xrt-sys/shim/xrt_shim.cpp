@@ -612,6 +612,15 @@ int xrt_shim_run_state(const xrt_shim_run* run, int* state) {
   });
 }
 
+int xrt_shim_run_abort(xrt_shim_run* run, int* state) {
+  if (!run) return null_argument("run");
+  if (!state) return null_argument("state pointer");
+  return guarded([&] {
+    *state = static_cast<int>(run->run.abort());
+    return XRT_SHIM_OK;
+  });
+}
+
 void xrt_shim_run_free(xrt_shim_run* run) {
   try {
     delete run;

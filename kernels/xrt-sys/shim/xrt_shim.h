@@ -151,6 +151,10 @@ int xrt_shim_kernel_start_npu(const xrt_shim_kernel* kernel, uint64_t opcode,
 int xrt_shim_run_wait(const xrt_shim_run* run, uint64_t timeout_ms,
                       int* state);
 int xrt_shim_run_state(const xrt_shim_run* run, int* state);
+/* Aborts a started run (run.abort(): synchronous, it waits for the abort to
+ * complete) and stores the state the command ended in. XRT leaves this to the
+ * caller when a wait returns ERT_CMD_STATE_TIMEOUT. */
+int xrt_shim_run_abort(xrt_shim_run* run, int* state);
 void xrt_shim_run_free(xrt_shim_run* run);
 
 #ifdef __cplusplus

@@ -225,6 +225,8 @@ unsafe extern "C" {
     -> c_int;
     /// `run.state()`.
     pub fn xrt_shim_run_state(run: *const xrt_shim_run, state: *mut c_int) -> c_int;
+    /// `run.abort()` (synchronous); stores the state the command ended in.
+    pub fn xrt_shim_run_abort(run: *mut xrt_shim_run, state: *mut c_int) -> c_int;
     /// Frees a run handle (null allowed).
     pub fn xrt_shim_run_free(run: *mut xrt_shim_run);
 }

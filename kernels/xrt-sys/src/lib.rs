@@ -784,8 +784,8 @@ impl CommandState {
 /// and its kernel, alive while the device may use them.
 ///
 /// Dropping a run that has not been seen finished waits up to
-/// [`RUN_DROP_WAIT`] for it; if it is still not finished then, the run and its
-/// buffers are leaked rather than freed under the device.
+/// [`RUN_DROP_WAIT`] for it, then aborts it; if it is still not finished then,
+/// the run and its buffers are leaked rather than freed under the device.
 pub struct Run<'a> {
     handle: ManuallyDrop<checked::RunHandle>,
     // Shares ownership of the buffers so that they outlive the command even
@@ -810,6 +810,18 @@ impl Run<'_> {
         Ok(state)
     }
 
+    /// Aborts the command (synchronously: XRT waits for the abort to complete)
+    /// and returns the state it ended in. XRT leaves this to the caller when a
+    /// wait returns [`CommandState::Timeout`]: a command that ran out its time
+    /// otherwise stays with the device, and its buffers with it.
+    pub fn abort(&mut self) -> Result<CommandState, XrtError> {
+        let state = CommandState::from_raw(checked::run_abort(&self.handle)?);
+        if state.is_finished() {
+            self.finished.set(true);
+        }
+        Ok(state)
+    }
+
     /// The command's current state, without waiting.
     pub fn state(&self) -> Result<CommandState, XrtError> {
         let state = CommandState::from_raw(checked::run_state(&self.handle)?);
@@ -824,7 +836,9 @@ impl Drop for Run<'_> {
     fn drop(&mut self) {
         if !self.finished.get() {
             let settled = checked::run_wait(&self.handle, timeout_ms(RUN_DROP_WAIT))
-                .is_ok_and(|raw| CommandState::from_raw(raw).is_finished());
+                .is_ok_and(|raw| CommandState::from_raw(raw).is_finished())
+                || checked::run_abort(&self.handle)
+                    .is_ok_and(|raw| CommandState::from_raw(raw).is_finished());
             if !settled {
                 // The device may still access the buffers: leak the run and
                 // the buffers instead of freeing memory it could write to.

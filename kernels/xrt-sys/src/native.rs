@@ -408,6 +408,14 @@ pub(crate) fn run_wait(run: &RunHandle, timeout_ms: u64) -> Result<i32, XrtError
     Ok(state)
 }
 
+pub(crate) fn run_abort(run: &RunHandle) -> Result<i32, XrtError> {
+    let mut state: c_int = 0;
+    // SAFETY: the handle is live; `state` is a valid out-pointer.
+    let status = unsafe { ffi::xrt_shim_run_abort(run.as_ptr(), &mut state) };
+    check(status, || "abort the run".to_owned())?;
+    Ok(state)
+}
+
 pub(crate) fn run_state(run: &RunHandle) -> Result<i32, XrtError> {
     let mut state: c_int = 0;
     // SAFETY: the handle is live; `state` is a valid out-pointer.

@@ -141,6 +141,10 @@ pub(crate) fn run_wait(run: &RunHandle, _timeout_ms: u64) -> Result<i32, XrtErro
     match *run {}
 }
 
+pub(crate) fn run_abort(run: &RunHandle) -> Result<i32, XrtError> {
+    match *run {}
+}
+
 pub(crate) fn run_state(run: &RunHandle) -> Result<i32, XrtError> {
     match *run {}
 }

@@ -347,6 +347,7 @@ fn the_shim_refuses_size_zero_and_null_handles() {
             ),
             ffi::xrt_shim_run_wait(ptr::null(), 1, &mut state),
             ffi::xrt_shim_run_state(ptr::null(), &mut state),
+            ffi::xrt_shim_run_abort(ptr::null_mut(), &mut state),
             ffi::xrt_shim_device_name(ptr::null(), ptr::null_mut(), 0, &mut len),
             ffi::xrt_shim_xclbin_kernel_count(ptr::null(), &mut size),
             ffi::xrt_shim_xclbin_kernel_name(ptr::null(), 0, &mut ptr::null()),

@@ -264,12 +264,10 @@ pub fn gemm_parts(dims: EncoderDims, family: DeviceFamily) -> Vec<GemmPart> {
     parts
 }
 
-/// What reading each operand once would make of a window of an encoder of `dims` on
-/// `family`: the window (ms), the GEMMs' DMA term (ms), and the GEMMs' compute term (ms);
-/// everything but the GEMMs as [`predict`] has it.
-pub fn operands_once_window(dims: EncoderDims, family: DeviceFamily) -> [f64; 3] {
-    let placement = whisper_placement(dims, &GemmContract::for_family(family));
-    let now = predict(&placement, family);
+/// What reading each operand once would make of `now`, the prediction of a window of an
+/// encoder of `dims` on `family`: the window (ms), the GEMMs' DMA term (ms), and the GEMMs'
+/// compute term (ms); everything but the GEMMs as `now` has it.
+pub fn operands_once_window(dims: EncoderDims, family: DeviceFamily, now: &Prediction) -> [f64; 3] {
     let parts = gemm_parts(dims, family);
     let saved: f64 = parts.iter().map(|p| p.gemm_ms - p.once_gemm_ms).sum();
     let dma: f64 = parts.iter().map(|p| p.once_dma_ms).sum();

@@ -255,7 +255,7 @@ fn reading_each_operand_once_would_gain_little() {
             (&row.ours_xdna1, DeviceFamily::Xdna1, x1, r1),
             (&row.ours_xdna2, DeviceFamily::Xdna2, x2, r2),
         ] {
-            let [window, dma, compute] = operands_once_window(dims(model), family);
+            let [window, dma, compute] = operands_once_window(dims(model), family, now);
             println!(
                 "{model} {family:?}: {window:.0} ms reading each operand once ({:.0} ms now, \
                  {:+.1}%), DMA/compute {:.2} ({:.2} now)",

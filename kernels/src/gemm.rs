@@ -282,7 +282,7 @@ impl GemmContract {
         let row_blocks = layout.m_chunk / (self.rows * self.tile.m);
         let col_tiles = layout.n_pad / (self.columns * self.tile.n);
         let a_once = layout.m_chunk * layout.k_pad * 2;
-        let b_once = layout.k_pad * layout.n_pad * 2;
+        let b_once = layout.weight_bytes();
         // Groups of column tiles share A; groups of row blocks (the kind without an epilogue
         // only, whose tiles need no bias cursor) share B instead: whichever reads less.
         let (a_cols, b_cols) = (a_once * col_tiles.div_ceil(group), b_once * row_blocks);
@@ -304,7 +304,7 @@ impl GemmContract {
     pub fn dataflow_operands_once(&self, layout: &GemmLayout, end: hw::cost::TileEnd) -> Dataflow {
         let design = self.dataflow(layout, end);
         let a_once = layout.m_chunk * layout.k_pad * 2;
-        let b_once = layout.k_pad * layout.n_pad * 2;
+        let b_once = layout.weight_bytes();
         // Each dispatch's share of B, rounded up: the timing's bytes may exceed `b_bytes` by
         // less than one byte a dispatch.
         let per_dispatch = (a_once, b_once.div_ceil(layout.dispatches));

@@ -462,7 +462,7 @@ fn published(json: Option<&std::path::Path>) -> Result<()> {
             (&row.ours_xdna1, DeviceFamily::Xdna1),
             (&row.ours_xdna2, DeviceFamily::Xdna2),
         ] {
-            let [once_total, once_dma, compute] = c::operands_once_window(dims, family);
+            let [once_total, once_dma, compute] = c::operands_once_window(dims, family, p);
             println!(
                 "{:<9} {:<6} {:>8.0} {:>8.0} {:>8.0} {:>9.0} {:>9.0} {:>8.0} {:>8.2} | {:>8.0} {:>8.0} {:>8.2}",
                 row.model,

@@ -52,25 +52,26 @@ inline void set_shift_modes() {
   aie::set_saturation(aie::saturation_mode::none);
 }
 
-// Stores the 16 lanes of `v` at `p` (16-bit aligned) writing no byte outside them.
+// Stores the first `count` lanes of `v` at `p` (16-bit aligned), writing no byte outside
+// them: a row's tail, and (all 16 lanes) a span's first and last vectors, since
 // aie::store_unaligned_v reads and rewrites the 32-byte blocks around its target, bytes of a
-// neighbouring buffer included, which a DMA may be filling at that moment; a row's first and
-// last vectors are stored through this instead.
-inline void store_exact(bfloat16 *p, aie::vector<bfloat16, LANES> v) {
+// neighbouring buffer included, which a DMA may be filling at that moment.
+inline void store_lanes(bfloat16 *p, aie::vector<bfloat16, LANES> v,
+                        int32_t count = static_cast<int32_t>(LANES)) {
   alignas(32) bfloat16 lanes[LANES];
   aie::store_v(lanes, v);
-  for (unsigned l = 0; l < LANES; ++l)
+  for (int32_t l = 0; l < count; ++l)
     p[l] = lanes[l];
 }
 
-// Stores the `i`-th of the `full` whole vectors of a span at `p`: through store_exact at the
+// Stores the `i`-th of the `full` whole vectors of a span at `p`: through store_lanes at the
 // span's two ends, where the unaligned store's 32-byte blocks reach outside the span, and
 // aie::store_unaligned_v in between, where they hold only the span's own bytes (the vector
 // before, already written, and the vector after, written next).
 inline void store_span_vector(bfloat16 *p, aie::vector<bfloat16, LANES> v, int32_t i,
                               int32_t full) {
   if (i == 0 || i == full - 1)
-    store_exact(p, v);
+    store_lanes(p, v);
   else
     aie::store_unaligned_v(p, v);
 }

@@ -44,12 +44,6 @@ inline vbf load_tail(const bfloat16 *p, int32_t count) {
   return aie::load_v<LANES>(lanes);
 }
 
-inline void store_tail(bfloat16 *p, vbf v, int32_t count) {
-  alignas(32) bfloat16 lanes[LANES];
-  aie::store_v(lanes, v);
-  for (int32_t l = 0; l < count; ++l)
-    p[l] = lanes[l];
-}
 
 // Integer key of bfloat16 bits that orders them as numbers (see order_key in vmath.h).
 inline vh order_key16(vh b) {
@@ -114,7 +108,7 @@ void softmax_row_bf16(const bfloat16 *__restrict in, bfloat16 *__restrict out, i
     for (int32_t i = 0; i < full; ++i)
       store_row(out, i, full, nan);
     if (tail)
-      store_tail(out + full * LANES, nan, tail);
+      store_lanes(out + full * LANES, nan, tail);
     return;
   }
   const vf m = aie::broadcast<float, LANES>(float_of(static_cast<uint32_t>(m_bits) << 16));
@@ -130,7 +124,7 @@ void softmax_row_bf16(const bfloat16 *__restrict in, bfloat16 *__restrict out, i
   if (tail) {
     const vf e = exponentials(load_tail(in + full * LANES, tail), m);
     sums = fadd(sums, e);
-    store_tail(out + full * LANES, narrow_exact(e), tail);
+    store_lanes(out + full * LANES, narrow_exact(e), tail);
   }
 
   // r = 1 / s, correctly rounded (software float32 division on the scalar unit), and its
@@ -145,7 +139,7 @@ void softmax_row_bf16(const bfloat16 *__restrict in, bfloat16 *__restrict out, i
   for (int32_t i = 0; i < full; ++i)
     store_row(out, i, full, normalised(load_row(out + i * LANES), rh, rl));
   if (tail)
-    store_tail(out + full * LANES, normalised(load_tail(out + full * LANES, tail), rh, rl),
+    store_lanes(out + full * LANES, normalised(load_tail(out + full * LANES, tail), rh, rl),
                tail);
 }
 
